@@ -1,0 +1,1 @@
+"""Example graphs and their node implementations (deterministic: no LLM, no keys)."""

@@ -1,0 +1,84 @@
+"""Base classes graph authors subclass: `Task` (does work) and `Plan` (decides what runs next)."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphrunner._types import NodeOutput, PlanResult, TaskResult
+
+__all__ = ["NodeContext", "Plan", "Task"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeContext:
+    """What a node knows about the execution it is part of.
+
+    Attributes:
+        lifetime_id: Id of the lifetime (the Temporal workflow id).
+        graph_name: Name of the graph.
+        graph_version: Version of the graph.
+        node: This node's name.
+        iteration: How many times this node has run in this lifetime, this run included.
+        attempt: Temporal attempt number of this execution (1 on the first try).
+        tenant: Tenant that owns the lifetime.
+        lifetime_input: The input the lifetime was started with.
+        config: The node's ``config`` mapping from the graph definition.
+        successors: For plans, the task names it may choose (its declared successors).
+        logger: Logger that tags records with the lifetime and node.
+    """
+
+    lifetime_id: str
+    graph_name: str
+    graph_version: str
+    node: str
+    iteration: int
+    attempt: int
+    tenant: str
+    lifetime_input: Any
+    config: dict[str, Any]
+    logger: logging.LoggerAdapter[logging.Logger]
+    successors: list[str] = field(default_factory=list)
+
+
+class Task(ABC):
+    """A node that does work: code, an API or LLM call, a tool call.
+
+    Subclass it and implement `run`. It runs as a Temporal activity, so it may do any I/O;
+    raise to fail the attempt (Temporal retries it per the node's retry policy).
+    """
+
+    @abstractmethod
+    async def run(self, ctx: NodeContext, data: Any) -> TaskResult | Any:
+        """Do the work.
+
+        Args:
+            ctx: Execution context.
+            data: What the upstream plan handed on (the lifetime input for the start task).
+
+        Returns:
+            A `TaskResult`, or any JSON-serialisable value taken as its ``output``.
+        """
+
+
+class Plan(ABC):
+    """A node that decides which of its declared successor tasks run next.
+
+    Subclass it and implement `decide`. Plans that are pure and quick may set
+    ``local: true`` on the node to run as a local activity.
+    """
+
+    @abstractmethod
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        """Choose what runs next.
+
+        Args:
+            ctx: Execution context; ``ctx.successors`` lists the tasks that may be chosen.
+            results: Outputs of the task that led here, or of every branch of a fan-out that
+                joined here (in the order the branches were chosen).
+
+        Returns:
+            A `PlanResult`; `PlanResult.goto` and `PlanResult.finish` build the usual ones.
+        """

@@ -1,0 +1,61 @@
+"""Settings: graphrunner's own from ``GRAPHRUNNER_*`` variables, Temporal's from envconfig."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from graphrunner.errors import GraphrunnerError
+
+__all__ = ["Settings"]
+
+_ENV_PREFIX = "GRAPHRUNNER_"
+
+
+class Settings(BaseModel):
+    """Everything graphrunner reads from the environment, validated once and passed down.
+
+    Temporal connection settings (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``,
+    ``TEMPORAL_API_KEY``, TLS and profiles in ``temporal.toml``) are read by
+    `temporalio.envconfig`; the fields here only add defaults for the embedded profile.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path = Field(default=Path(".graphrunner"), description="Local state directory.")
+    task_queue: str = Field(default="graphrunner", description="Task queue of lifetimes.")
+    dev_port: int = Field(default=7233, description="gRPC port of the embedded dev server.")
+    dev_ui_port: int = Field(default=8233, description="Web UI port of the embedded dev server.")
+    ui_url: str | None = Field(
+        default=None, description="Temporal Web UI base URL (default: the dev server's)."
+    )
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Server connect timeout.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``GRAPHRUNNER_<FIELD>`` variables, then ``overrides``.
+
+        Raises:
+            GraphrunnerError: A variable holds a value of the wrong type.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(_ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            var = _ENV_PREFIX + str(first["loc"][0]).upper()
+            raise GraphrunnerError(f"bad setting {var}: {first['msg']}") from None
+
+    def web_ui(self) -> str:
+        """Base URL of the Temporal Web UI."""
+        return (self.ui_url or f"http://localhost:{self.dev_ui_port}").rstrip("/")

@@ -1,0 +1,153 @@
+"""Typed values that cross the workflow/activity boundary (and so Temporal history).
+
+Kept apart from the SDK and the activities so the workflow sandbox imports only pydantic and
+the graph model. Field additions must keep defaults: old histories have to replay.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from graphrunner.graph._model import AgentGraph, NodeKind, NodeSpec
+
+__all__ = [
+    "LifetimeInput",
+    "LifetimeResult",
+    "LifetimeStatus",
+    "NodeOutput",
+    "PlanCall",
+    "PlanResult",
+    "StepRecord",
+    "StepStatus",
+    "TaskCall",
+    "TaskResult",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskResult(_Model):
+    """What a Task returns: its output (any JSON-serialisable value)."""
+
+    output: Any = None
+
+
+class PlanResult(_Model):
+    """What a Plan returns.
+
+    Attributes:
+        next_task_names: Declared successors to run next. One NORMAL successor continues the
+            path; several (or one) PARALLEL successors fan out. Empty finishes the lifetime,
+            which needs a FINAL edge on this plan.
+        data: Handed to every chosen task as its input.
+        output: The lifetime's output when the plan finishes it.
+    """
+
+    next_task_names: list[str] = Field(default_factory=list)
+    data: Any = None
+    output: Any = None
+
+    @classmethod
+    def goto(cls, *names: str, data: Any = None) -> PlanResult:
+        """Run the named successor task(s) next, handing each ``data``."""
+        return cls(next_task_names=list(names), data=data)
+
+    @classmethod
+    def finish(cls, output: Any = None) -> PlanResult:
+        """End the lifetime along this plan's FINAL edge with ``output``."""
+        return cls(output=output)
+
+
+class NodeOutput(_Model):
+    """A finished task's output as the next plan sees it."""
+
+    node: str
+    iteration: int
+    output: Any = None
+
+
+class _Call(_Model):
+    lifetime_id: str
+    graph_name: str
+    graph_version: str
+    tenant: str
+    node: NodeSpec
+    iteration: int
+    lifetime_input: Any = None
+
+
+class TaskCall(_Call):
+    """Input of the task activity."""
+
+    data: Any = None
+
+
+class PlanCall(_Call):
+    """Input of the plan activity."""
+
+    results: list[NodeOutput] = Field(default_factory=list)
+    successors: list[str] = Field(default_factory=list)
+    can_finish: bool = False
+
+
+class LifetimeInput(_Model):
+    """Input of an AgentLifetime workflow: the pinned graph and the user's input."""
+
+    graph: AgentGraph
+    graph_hash: str
+    input: Any = None
+    tenant: str = "default"
+
+
+class StepStatus(StrEnum):
+    """Outcome of one node execution as the workflow saw it."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class StepRecord(_Model):
+    """One node execution on the path a lifetime took."""
+
+    node: str
+    kind: NodeKind
+    iteration: int
+    status: StepStatus
+    started_at: datetime
+    finished_at: datetime | None = None
+    next: list[str] = Field(default_factory=list)
+
+    @property
+    def duration_ms(self) -> float | None:
+        """Wall time from scheduling to completion, as recorded in workflow time."""
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds() * 1000
+
+
+class LifetimeResult(_Model):
+    """Result of a finished lifetime: its output and the path it took."""
+
+    output: Any = None
+    graph_name: str
+    graph_version: str
+    graph_hash: str
+    steps: list[StepRecord]
+
+
+class LifetimeStatus(_Model):
+    """Live view of a lifetime, answered by the ``status`` query."""
+
+    graph_name: str
+    graph_version: str
+    graph_hash: str
+    tenant: str
+    running: list[str]
+    steps: list[StepRecord]

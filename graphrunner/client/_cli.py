@@ -1,0 +1,283 @@
+"""The ``graphrunner`` command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from graphrunner._settings import Settings
+from graphrunner._types import LifetimeResult, StepRecord
+from graphrunner.client._client import GraphrunnerClient, connect_temporal
+from graphrunner.client._runtime import add_app_dir, embedded_server, serve_worker
+from graphrunner.errors import GraphError, GraphrunnerError
+from graphrunner.graph import graph_json_schema, load_graph, to_mermaid
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Run AgentGraphs as durable Temporal workflows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+AppDir = Annotated[
+    Path, typer.Option("--app-dir", help="Directory added to sys.path to import node classes.")
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except GraphError as exc:
+        for issue in exc.issues:
+            err.print(f"[red]✗[/] {issue}", highlight=False)
+        _fail(f"{len(exc.issues)} problem(s) in graph definition")
+    except GraphrunnerError as exc:
+        _fail(str(exc), 2)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except GraphrunnerError as exc:
+        _fail(str(exc), 2)
+
+
+def _steps_table(steps: list[StepRecord], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("#", "node", "kind", "iteration", "status", "duration", "next"):
+        table.add_column(column, justify="right" if column in ("#", "iteration", "duration") else "left")
+    for i, step in enumerate(steps, 1):
+        ms = step.duration_ms
+        table.add_row(
+            str(i), step.node, step.kind.value, str(step.iteration), step.status.value,
+            f"{ms:.0f} ms" if ms is not None else "-", ", ".join(step.next),
+        )
+    return table
+
+
+@app.command()
+def validate(
+    graph: Annotated[Path, typer.Argument(help="Graph YAML file.")],
+    app_dir: AppDir = Path("."),
+    imports: Annotated[bool, typer.Option(help="Import node implementations too.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a graph file; list every problem with file, line, node and rule."""
+    add_app_dir(app_dir)
+    try:
+        model = load_graph(graph, check_imports=imports)
+    except GraphError as exc:
+        if as_json:
+            print(json.dumps({"valid": False, "issues": [vars(i) for i in exc.issues]}, indent=2))
+            raise typer.Exit(1) from None
+        for issue in exc.issues:
+            err.print(f"[red]✗[/] {issue}", highlight=False)
+        _fail(f"{len(exc.issues)} problem(s) in {graph}")
+    if as_json:
+        print(json.dumps({"valid": True, "name": model.name, "version": model.version,
+                          "hash": model.content_hash()}, indent=2))
+    else:
+        out.print(f"[green]✓[/] {graph}: graph '{model.name}' {model.version} is valid "
+                  f"({len(model.nodes)} nodes, {len(model.edges)} edges)", highlight=False)
+
+
+@app.command("graph")
+def graph_cmd(
+    graph: Annotated[Path, typer.Argument(help="Graph YAML file.")],
+    app_dir: AppDir = Path("."),
+) -> None:
+    """Print the graph as a mermaid flowchart."""
+    add_app_dir(app_dir)
+    model = _run(_load(graph, check_imports=False))
+    print(to_mermaid(model), end="")
+
+
+async def _load(path: Path, *, check_imports: bool = True) -> Any:
+    return load_graph(path, check_imports=check_imports)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the graph YAML format."""
+    print(json.dumps(graph_json_schema(), indent=2))
+
+
+@app.command()
+def run(
+    graph: Annotated[Path, typer.Argument(help="Graph YAML file.")],
+    input: Annotated[str, typer.Option("--input", "-i", help="Lifetime input as JSON.")] = "null",
+    lifetime_id: Annotated[str | None, typer.Option("--id", help="Lifetime id.")] = None,
+    tenant: Annotated[str, typer.Option(help="Tenant owning the lifetime.")] = "default",
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result.")] = False,
+    app_dir: AppDir = Path("."),
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a lifetime of GRAPH; print its id and Temporal UI link."""
+    add_app_dir(app_dir)
+    try:
+        data = json.loads(input)
+    except json.JSONDecodeError as exc:
+        _fail(f"--input is not valid JSON: {exc}")
+    settings = _settings()
+
+    async def go() -> None:
+        model = load_graph(graph)
+        client = await GraphrunnerClient.connect(settings)
+        handle = await client.start(model, data, id=lifetime_id, tenant=tenant)
+        link = client.ui_url(handle.id)
+        if not wait:
+            if as_json:
+                print(json.dumps({"lifetime_id": handle.id, "run_id": handle.result_run_id,
+                                  "ui_url": link}))
+            else:
+                out.print(f"started lifetime [bold]{handle.id}[/]\n{link}", highlight=False)
+            return
+        if not as_json:
+            out.print(f"started lifetime [bold]{handle.id}[/] ({link}); waiting…", highlight=False)
+        try:
+            result = await handle.result()
+        except Exception as exc:  # WorkflowFailureError: show the cause chain in one line
+            _fail(f"lifetime {handle.id} failed: {_cause(exc)}")
+        if as_json:
+            print(result.model_dump_json(indent=2))
+        else:
+            out.print(_steps_table(result.steps, f"lifetime {handle.id}"))
+            out.print_json(json.dumps(result.output))
+
+    _run(go())
+
+
+def _cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None and str(exc.__cause__):
+        exc = exc.__cause__
+    return str(exc)
+
+
+@app.command()
+def status(
+    lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a lifetime's status and the steps it has taken."""
+    settings = _settings()
+
+    async def go() -> None:
+        client = await GraphrunnerClient.connect(settings)
+        try:
+            info = await client.status(lifetime_id)
+        except Exception as exc:  # RPCError NOT_FOUND and friends
+            _fail(f"lifetime {lifetime_id}: {exc}")
+        if as_json:
+            payload = {k: v for k, v in vars(info).items() if k != "live"}
+            payload["steps"] = (
+                [s.model_dump(mode="json") for s in info.live.steps] if info.live else None
+            )
+            print(json.dumps(payload, indent=2))
+            return
+        out.print(f"lifetime [bold]{info.lifetime_id}[/]: {info.status}  "
+                  f"(graph {info.graph_name}, started {info.started_at})", highlight=False)
+        if info.live is not None:
+            if info.live.running:
+                out.print(f"running: {', '.join(info.live.running)}")
+            out.print(_steps_table(info.live.steps, "steps"))
+        else:
+            out.print("[dim](no worker answered the status query; steps not shown)[/]")
+        out.print(info.ui_url, highlight=False)
+
+    _run(go())
+
+
+@app.command()
+def worker(app_dir: AppDir = Path(".")) -> None:
+    """Run a worker (lifetime workflow + node activities) until Ctrl-C."""
+    add_app_dir(app_dir)
+    settings = _settings()
+
+    async def go() -> None:
+        client = await connect_temporal(settings)
+        await serve_worker(
+            client, settings,
+            ready=f"worker polling task queue '{settings.task_queue}' on {client.service_client.config.target_host}; Ctrl-C stops",
+        )
+
+    _run(go())
+
+
+@app.command()
+def dev(app_dir: AppDir = Path(".")) -> None:
+    """Start the embedded Temporal dev server (UI on :8233) and a worker; Ctrl-C stops both."""
+    add_app_dir(app_dir)
+    settings = _settings()
+
+    async def go() -> None:
+        async with embedded_server(settings, headless=False, reuse=False) as (client, server):
+            ui = settings.web_ui() if server and not server.headless else "(no UI: port in use)"
+            await serve_worker(
+                client, settings,
+                ready=f"Temporal dev server on {server.address if server else '?'}, UI {ui}\n"
+                f"state in {settings.home}/; worker on task queue '{settings.task_queue}'. "
+                "Ctrl-C stops both.",
+            )
+        out.print("stopped worker and dev server")
+
+    _run(go())
+
+
+@app.command()
+def demo(
+    graph: Annotated[Path, typer.Option(help="Graph to run.")] = Path("examples/research.yaml"),
+    app_dir: AppDir = Path("."),
+) -> None:
+    """Run an example lifetime end to end on the embedded server and show its path."""
+    add_app_dir(app_dir)
+    settings = _settings()
+    from graphrunner.worker import build_worker
+
+    async def go() -> LifetimeResult:
+        model = load_graph(graph)
+        async with embedded_server(settings, headless=True, reuse=True) as (temporal, server):
+            where = "embedded dev server (started for the demo)" if server else "running server"
+            out.print(f"graph [bold]{model.name}[/] {model.version} on the {where}", highlight=False)
+            client = GraphrunnerClient(temporal, settings=settings)
+            async with build_worker(temporal, task_queue=settings.task_queue):
+                handle = await client.start(model, {"topic": "durable agent workflows"})
+                out.print(f"lifetime [bold]{handle.id}[/] started", highlight=False)
+                result = await handle.result()
+            out.print(_steps_table(result.steps, f"path of lifetime {handle.id}"))
+            out.print("output:", json.dumps(result.output))
+            out.print(
+                "\nBrowse it in the Temporal Web UI: run [bold]graphrunner dev[/] (or "
+                "[bold].venv/bin/graphrunner dev[/]) and open\n  "
+                f"{client.ui_url(handle.id)}", highlight=False,
+            )
+            return result
+
+    _run(go())
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

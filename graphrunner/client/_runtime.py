@@ -1,0 +1,77 @@
+"""Long-running pieces the CLI composes: a worker until Ctrl-C, and an embedded server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from temporalio.client import Client
+
+from graphrunner._settings import Settings
+from graphrunner.client._client import connect_temporal
+from graphrunner.client._devserver import DevServer, port_open
+from graphrunner.errors import ServerUnreachable
+from graphrunner.worker import build_worker
+
+__all__ = ["add_app_dir", "embedded_server", "serve_worker"]
+
+
+def add_app_dir(app_dir: Path) -> None:
+    """Make node implementations under ``app_dir`` importable (like uvicorn's --app-dir)."""
+    path = str(app_dir.resolve())
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+async def serve_worker(client: Client, settings: Settings, *, ready: str = "") -> None:
+    """Run a worker until SIGINT/SIGTERM, then shut it down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    worker = build_worker(client, task_queue=settings.task_queue)
+    async with worker:
+        if ready:
+            print(ready, flush=True)
+        await stop.wait()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def embedded_server(
+    settings: Settings, *, headless: bool, reuse: bool
+) -> AsyncIterator[tuple[Client, DevServer | None]]:
+    """Yield a client to a reachable server, starting the embedded dev server if needed.
+
+    Args:
+        settings: Settings (ports, home directory).
+        headless: Start the dev server without its Web UI.
+        reuse: Use a server already answering at the configured address instead of failing.
+    """
+    try:
+        client = await connect_temporal(settings)
+    except ServerUnreachable:
+        client = None
+    if client is not None:
+        if not reuse:
+            raise ServerUnreachable(
+                f"a Temporal server already answers at localhost:{settings.dev_port}; stop it, or "
+                "run 'graphrunner worker' against it"
+            )
+        yield client, None
+        return
+    server = DevServer(
+        home=settings.home, port=settings.dev_port, ui_port=settings.dev_ui_port, headless=headless
+    )
+    if not headless and port_open("127.0.0.1", settings.dev_ui_port):
+        server.headless = True  # the UI port is taken; run without a UI rather than fail
+    await server.start()
+    try:
+        yield await connect_temporal(settings, target_host=server.address), server
+    finally:
+        server.stop()

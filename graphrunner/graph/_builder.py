@@ -1,0 +1,98 @@
+"""Build an AgentGraph in Python; produces the same validated model as the YAML loader."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from graphrunner.errors import GraphError
+from graphrunner.graph._model import AgentGraph, EdgeSpec, EdgeType, GraphDefaults, NodeKind
+from graphrunner.graph._validate import validate_graph
+
+__all__ = ["GraphBuilder"]
+
+
+def _impl_path(impl: type | str) -> str:
+    if isinstance(impl, str):
+        return impl
+    return f"{impl.__module__}:{impl.__qualname__}"
+
+
+class GraphBuilder:
+    """Fluent builder for `AgentGraph`.
+
+    Example:
+        >>> graph = (
+        ...     GraphBuilder("hello", version="1.0.0")
+        ...     .task("greet", Greet)
+        ...     .plan("decide", Decide)
+        ...     .edge("greet", "decide")
+        ...     .edge("decide", "greet")
+        ...     .final("decide")
+        ...     .build()
+        ... )
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: str = "0.1.0",
+        description: str = "",
+        defaults: GraphDefaults | None = None,
+    ) -> None:
+        self._head: dict[str, Any] = {"name": name, "version": version, "description": description}
+        if defaults is not None:
+            self._head["defaults"] = defaults
+        self._nodes: list[dict[str, Any]] = []
+        self._edges: list[EdgeSpec] = []
+
+    def task(self, name: str, impl: type | str, **options: Any) -> Self:
+        """Add a Task node; ``options`` are NodeSpec fields (timeout_s, retry, config ...)."""
+        self._nodes.append({"name": name, "kind": NodeKind.TASK, "impl": _impl_path(impl), **options})
+        return self
+
+    def plan(self, name: str, impl: type | str, **options: Any) -> Self:
+        """Add a Plan node; ``local=True`` runs it as a local activity."""
+        self._nodes.append({"name": name, "kind": NodeKind.PLAN, "impl": _impl_path(impl), **options})
+        return self
+
+    def start(self, name: str) -> Self:
+        """Set the start node (by default the first node added)."""
+        self._head["start"] = name
+        return self
+
+    def edge(self, source: str, target: str, type: EdgeType = EdgeType.NORMAL) -> Self:
+        """Add an edge ``source -> target``."""
+        self._edges.append(EdgeSpec(source=source, target=target, type=type))
+        return self
+
+    def parallel(self, source: str, *targets: str) -> Self:
+        """Add PARALLEL edges from plan ``source`` to each task in ``targets``."""
+        for target in targets:
+            self.edge(source, target, EdgeType.PARALLEL)
+        return self
+
+    def join(self, target: str, *sources: str) -> Self:
+        """Add JOIN edges from each task in ``sources`` into plan ``target``."""
+        for source in sources:
+            self.edge(source, target, EdgeType.JOIN)
+        return self
+
+    def final(self, source: str) -> Self:
+        """Add a FINAL edge: taking it from ``source`` ends the lifetime."""
+        self._edges.append(EdgeSpec(source=source, target=None, type=EdgeType.FINAL))
+        return self
+
+    def build(self, *, check_imports: bool = True) -> AgentGraph:
+        """Validate and return the graph.
+
+        Raises:
+            GraphError: With every problem found.
+        """
+        graph = AgentGraph.model_validate(
+            {**self._head, "nodes": self._nodes, "edges": self._edges}
+        )
+        issues = validate_graph(graph, file="<builder>", check_imports=check_imports)
+        if issues:
+            raise GraphError(issues)
+        return graph

@@ -1,0 +1,152 @@
+"""Load an AgentGraph from YAML, keeping line numbers so every error points at its place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from graphrunner.errors import GraphError, GraphIssue
+from graphrunner.graph._model import AgentGraph
+from graphrunner.graph._validate import validate_graph
+
+__all__ = ["load_graph", "parse_graph"]
+
+Loc = tuple[str | int, ...]
+
+
+def load_graph(path: str | Path, *, check_imports: bool = True) -> AgentGraph:
+    """Read, parse and validate a graph YAML file.
+
+    Args:
+        path: The YAML file.
+        check_imports: Also import every node implementation and check its kind.
+
+    Raises:
+        GraphError: With every problem found, each naming file, line, node or edge and rule.
+    """
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GraphError([GraphIssue(rule="unreadable", message=str(exc), file=file)]) from exc
+    return parse_graph(text, file=file, check_imports=check_imports)
+
+
+def parse_graph(text: str, *, file: str = "<string>", check_imports: bool = True) -> AgentGraph:
+    """Parse and validate graph YAML given as text; see `load_graph`."""
+    issues: list[GraphIssue] = []
+    lines: dict[Loc, int] = {}
+    data = _compose(text, file, lines, issues)
+    if issues:
+        raise GraphError(issues)
+    if not isinstance(data, Mapping):
+        raise GraphError(
+            [GraphIssue(rule="schema", message="a graph file must be a YAML mapping", file=file)]
+        )
+
+    def line_of(loc: Loc) -> int | None:
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in lines:
+                return lines[loc[:cut]]
+        return None
+
+    try:
+        graph = AgentGraph.model_validate(data)
+    except ValidationError as exc:
+        raise GraphError(_pydantic_issues(exc, data, file, line_of)) from None
+    found = validate_graph(graph, file=file, line_of=line_of, check_imports=check_imports)
+    if found:
+        raise GraphError(found)
+    return graph
+
+
+def _compose(text: str, file: str, lines: dict[Loc, int], issues: list[GraphIssue]) -> Any:
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        issues.append(
+            GraphIssue(
+                rule="yaml-syntax",
+                message=f"invalid YAML: {problem}",
+                file=file,
+                line=mark.line + 1 if mark else None,
+            )
+        )
+        return None
+    finally:
+        loader.dispose()
+    if root is None:
+        return None
+
+    def convert(node: yaml.Node, loc: Loc) -> Any:
+        lines[loc] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                if key in out:
+                    issues.append(
+                        GraphIssue(
+                            rule="duplicate-key",
+                            message=f"key '{key}' appears twice in one mapping",
+                            file=file,
+                            line=key_node.start_mark.line + 1,
+                        )
+                    )
+                out[key] = convert(value_node, (*loc, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [convert(item, (*loc, i)) for i, item in enumerate(node.value)]
+        return loader.construct_object(node, deep=True)
+
+    return convert(root, ())
+
+
+def _rule_for(loc: Loc) -> str:
+    names = [str(part) for part in loc]
+    if "retry" in names:
+        return "bad-retry"
+    if any(name.endswith("timeout_s") for name in names):
+        return "bad-timeout"
+    if "max_iterations" in names:
+        return "bad-iterations"
+    return "schema"
+
+
+def _pydantic_issues(
+    exc: ValidationError, data: Mapping[str, Any], file: str, line_of: Any
+) -> list[GraphIssue]:
+    issues = []
+    for error in exc.errors():
+        loc: Loc = tuple(error["loc"])
+        where = None
+        if len(loc) >= 2 and loc[0] in ("nodes", "edges") and isinstance(loc[1], int):
+            where = _describe(data, loc[0], loc[1])
+        field = ".".join(str(part) for part in loc) or "graph"
+        issues.append(
+            GraphIssue(
+                rule=_rule_for(loc),
+                message=f"{field}: {error['msg']}",
+                file=file,
+                line=line_of(loc),
+                where=where,
+            )
+        )
+    return issues
+
+
+def _describe(data: Mapping[str, Any], section: str, index: int) -> str:
+    items = data.get(section)
+    item = items[index] if isinstance(items, list) and index < len(items) else None
+    if not isinstance(item, Mapping):
+        return f"{section[:-1]} #{index + 1}"
+    if section == "nodes":
+        return f"node '{item.get('name', f'#{index + 1}')}'"
+    return f"edge {item.get('from', '?')} -> {item.get('to') or 'END'}"

@@ -1,0 +1,305 @@
+"""AgentLifetimeWorkflow: one Temporal workflow per run of an AgentGraph.
+
+The workflow only routes: every Task and Plan runs as an activity named by the node and its
+iteration, so the Temporal UI shows the graph's steps. Everything it decides derives from
+its input (the pinned graph) and activity results, so histories replay deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from graphrunner._types import (
+        LifetimeInput,
+        LifetimeResult,
+        LifetimeStatus,
+        NodeOutput,
+        PlanCall,
+        PlanResult,
+        StepRecord,
+        StepStatus,
+        TaskCall,
+        TaskResult,
+    )
+    from graphrunner.errors import FailureType
+    from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
+
+__all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
+
+LIFETIME_WORKFLOW = "AgentLifetime"
+_RUN_TASK = "graphrunner.run_task"
+_RUN_PLAN = "graphrunner.run_plan"
+
+
+@dataclass(frozen=True)
+class _Finished:
+    output: Any
+
+
+@dataclass(frozen=True)
+class _Joined:
+    plan: str
+    result: NodeOutput
+
+
+def _fail(message: str, kind: FailureType) -> ApplicationError:
+    return ApplicationError(message, type=kind, non_retryable=True)
+
+
+@workflow.defn(name=LIFETIME_WORKFLOW)
+class AgentLifetimeWorkflow:
+    """Runs one AgentLifetime: walks the pinned graph from its start node to a FINAL edge."""
+
+    def __init__(self) -> None:
+        self._input: LifetimeInput | None = None
+        self._iterations: Counter[str] = Counter()
+        self._steps: list[StepRecord] = []
+
+    @workflow.run
+    async def run(self, inp: LifetimeInput) -> LifetimeResult:
+        """Run the lifetime to its end and return its output and path."""
+        self._input = inp
+        graph = inp.graph
+        if graph.content_hash() != inp.graph_hash:
+            raise _fail(
+                f"graph '{graph.name}' does not match its pinned hash {inp.graph_hash[:12]}",
+                FailureType.GRAPH_MISMATCH,
+            )
+        start = graph.node(graph.start_node)
+        if start.kind is NodeKind.TASK:
+            end = await self._walk(graph, start.name, data=inp.input, results=[], depth=0)
+        else:
+            end = await self._walk(graph, start.name, data=None, results=[], depth=0)
+        if not isinstance(end, _Finished):  # only reachable through a bug in _walk
+            raise _fail(f"lifetime ended at a JOIN into '{end.plan}'", FailureType.BAD_FAN_IN)
+        workflow.set_current_details("finished")
+        return LifetimeResult(
+            output=end.output,
+            graph_name=graph.name,
+            graph_version=graph.version,
+            graph_hash=inp.graph_hash,
+            steps=self._steps,
+        )
+
+    @workflow.query(name="status")
+    def status(self) -> LifetimeStatus:
+        """Where the lifetime is: running nodes and the steps taken so far."""
+        inp = self._input
+        if inp is None:
+            raise ApplicationError("lifetime has not started yet")
+        return LifetimeStatus(
+            graph_name=inp.graph.name,
+            graph_version=inp.graph.version,
+            graph_hash=inp.graph_hash,
+            tenant=inp.tenant,
+            running=[f"{s.node}#{s.iteration}" for s in self._steps if s.status is StepStatus.RUNNING],
+            steps=self._steps,
+        )
+
+    async def _walk(
+        self,
+        graph: AgentGraph,
+        name: str,
+        *,
+        data: Any,
+        results: list[NodeOutput],
+        depth: int,
+    ) -> _Finished | _Joined:
+        """Run nodes from ``name`` until a FINAL edge, or (inside a fan-out) a JOIN edge."""
+        while True:
+            node = graph.node(name)
+            if node.kind is NodeKind.TASK:
+                task_result, iteration = await self._run_task(graph, node, data)
+                edge = graph.out_edges(node.name)[0]
+                if edge.type is EdgeType.FINAL:
+                    return _Finished(task_result.output)
+                produced = NodeOutput(node=node.name, iteration=iteration, output=task_result.output)
+                if edge.target is None:  # validation forbids it; never route on a guess
+                    raise _fail(f"edge {edge.label()} has no target", FailureType.BAD_FAN_IN)
+                if edge.type is EdgeType.JOIN and depth > 0:
+                    return _Joined(edge.target, produced)
+                # A JOIN reached outside any fan-out is a fan-in of one.
+                name, results = edge.target, [produced]
+                continue
+
+            decision = await self._run_plan(graph, node, results)
+            chosen = decision.next_task_names
+            if not chosen:
+                return _Finished(decision.output)
+            edges = {e.target: e for e in graph.out_edges(node.name) if e.target in chosen}
+            parallel = all(edges[t].type is EdgeType.PARALLEL for t in chosen)
+            if len(chosen) == 1 and not parallel:
+                name, data = chosen[0], decision.data
+                continue
+            if not parallel:
+                raise _fail(
+                    f"plan '{node.name}' chose {len(chosen)} tasks ({', '.join(chosen)}) but only "
+                    "PARALLEL edges may fan out; choose one NORMAL successor or declare PARALLEL "
+                    "edges",
+                    FailureType.BAD_FAN_IN,
+                )
+            name, results = await self._fan_out(graph, node.name, chosen, decision.data, depth)
+
+    async def _fan_out(
+        self, graph: AgentGraph, plan: str, chosen: list[str], data: Any, depth: int
+    ) -> tuple[str, list[NodeOutput]]:
+        branches = [
+            asyncio.ensure_future(self._walk(graph, t, data=data, results=[], depth=depth + 1))
+            for t in chosen
+        ]
+        try:
+            ends = await asyncio.gather(*branches)
+        except BaseException:
+            for branch in branches:
+                branch.cancel()
+            raise
+        joins = {end.plan for end in ends if isinstance(end, _Joined)}
+        if len(joins) != 1 or not all(isinstance(end, _Joined) for end in ends):
+            raise _fail(
+                f"the branches fanned out by plan '{plan}' ({', '.join(chosen)}) must all reach "
+                f"the same JOIN plan; they reached {sorted(joins) or 'a FINAL edge'}",
+                FailureType.BAD_FAN_IN,
+            )
+        return joins.pop(), [end.result for end in ends if isinstance(end, _Joined)]
+
+    def _begin(self, graph: AgentGraph, node: NodeSpec) -> StepRecord:
+        done = self._iterations[node.name]
+        cap = graph.defaults.max_iterations
+        if done >= cap:
+            raise _fail(
+                f"node '{node.name}' would run for time {done + 1}, past max_iterations={cap}; "
+                "the graph is looping without reaching a FINAL edge (raise "
+                "defaults.max_iterations if the loop is legitimate)",
+                FailureType.MAX_ITERATIONS,
+            )
+        self._iterations[node.name] = done + 1
+        step = StepRecord(
+            node=node.name,
+            kind=node.kind,
+            iteration=done + 1,
+            status=StepStatus.RUNNING,
+            started_at=workflow.now(),
+        )
+        self._steps.append(step)
+        workflow.set_current_details(f"running **{node.name}** · iteration {done + 1}")
+        return step
+
+    def _options(self, graph: AgentGraph, node: NodeSpec, step: StepRecord) -> dict[str, Any]:
+        retry = graph.retry(node)
+        return {
+            "start_to_close_timeout": graph.timeout(node),
+            "retry_policy": RetryPolicy(
+                initial_interval=timedelta(seconds=retry.initial_interval_s or 1.0),
+                backoff_coefficient=retry.backoff or 2.0,
+                maximum_interval=timedelta(seconds=retry.max_interval_s)
+                if retry.max_interval_s
+                else None,
+                maximum_attempts=retry.max_attempts or 0,
+                non_retryable_error_types=list(retry.non_retryable_errors or []),
+            ),
+            "summary": f"{node.name} · {step.iteration}",
+        }
+
+    def _call_fields(self, node: NodeSpec, iteration: int) -> dict[str, Any]:
+        inp = self._input
+        if inp is None:
+            raise _fail("lifetime input missing", FailureType.GRAPH_MISMATCH)
+        return {
+            "lifetime_id": workflow.info().workflow_id,
+            "graph_name": inp.graph.name,
+            "graph_version": inp.graph.version,
+            "tenant": inp.tenant,
+            "node": node,
+            "iteration": iteration,
+            "lifetime_input": inp.input,
+        }
+
+    def _finish(self, step: StepRecord, status: StepStatus, nxt: list[str]) -> None:
+        index = self._steps.index(step)
+        self._steps[index] = step.model_copy(
+            update={"status": status, "finished_at": workflow.now(), "next": nxt}
+        )
+
+    async def _run_task(
+        self, graph: AgentGraph, node: NodeSpec, data: Any
+    ) -> tuple[TaskResult, int]:
+        step = self._begin(graph, node)
+        call = TaskCall(**self._call_fields(node, step.iteration), data=data)
+        try:
+            result = await workflow.execute_activity(
+                _RUN_TASK,
+                call,
+                result_type=TaskResult,
+                heartbeat_timeout=graph.heartbeat_timeout(node),
+                **self._options(graph, node, step),
+            )
+        except ActivityError as err:
+            self._finish(step, StepStatus.FAILED, [])
+            raise self._node_failed(node, step, err) from err
+        edge = graph.out_edges(node.name)[0]
+        self._finish(step, StepStatus.COMPLETED, [edge.target or "END"])
+        return result, step.iteration
+
+    async def _run_plan(
+        self, graph: AgentGraph, node: NodeSpec, results: list[NodeOutput]
+    ) -> PlanResult:
+        step = self._begin(graph, node)
+        out = graph.out_edges(node.name)
+        call = PlanCall(
+            **self._call_fields(node, step.iteration),
+            results=results,
+            successors=[e.target for e in out if e.target is not None],
+            can_finish=any(e.type is EdgeType.FINAL for e in out),
+        )
+        options = self._options(graph, node, step)
+        try:
+            if node.local:
+                decision = await workflow.execute_local_activity(
+                    _RUN_PLAN, call, result_type=PlanResult, **options
+                )
+            else:
+                decision = await workflow.execute_activity(
+                    _RUN_PLAN,
+                    call,
+                    result_type=PlanResult,
+                    heartbeat_timeout=graph.heartbeat_timeout(node),
+                    **options,
+                )
+        except ActivityError as err:
+            self._finish(step, StepStatus.FAILED, [])
+            raise self._node_failed(node, step, err) from err
+        # The activity checks this too; the workflow never trusts a result it routes on.
+        undeclared = [t for t in decision.next_task_names if t not in call.successors]
+        if undeclared or (not decision.next_task_names and not call.can_finish):
+            self._finish(step, StepStatus.FAILED, [])
+            raise _fail(
+                f"plan '{node.name}' chose {undeclared or 'to finish'}, which its declared "
+                f"edges do not allow",
+                FailureType.UNDECLARED_SUCCESSOR,
+            )
+        self._finish(step, StepStatus.COMPLETED, decision.next_task_names or ["END"])
+        return decision
+
+    @staticmethod
+    def _node_failed(node: NodeSpec, step: StepRecord, err: ActivityError) -> ApplicationError:
+        cause: BaseException | None = err.cause
+        reason = str(cause) if cause else str(err)
+        if isinstance(cause, ApplicationError) and cause.type:
+            reason = f"{cause.type}: {reason}"
+        elif isinstance(cause, FailureError) and type(cause).__name__ != "ApplicationError":
+            reason = f"{type(cause).__name__}: {reason}"
+        return ApplicationError(
+            f"node '{node.name}' ({node.kind.value}, iteration {step.iteration}) failed: {reason}",
+            {"node": node.name, "iteration": step.iteration},
+            type=FailureType.NODE_FAILED,
+            non_retryable=True,
+        )
