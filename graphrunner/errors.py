@@ -67,3 +67,4 @@ class FailureType(StrEnum):
     IMPL_NOT_FOUND = "NodeImplementationNotFound"
     BAD_FAN_IN = "BadFanIn"
     GRAPH_MISMATCH = "PinnedGraphMismatch"
+    INTERNAL = "InternalError"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -29,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 T = TypeVar("T")
 
 AppDir = Annotated[
@@ -43,13 +42,17 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _report(exc: GraphError) -> NoReturn:
+    for issue in exc.issues:
+        err.print(f"[red]✗[/] {issue}", highlight=False)
+    _fail(f"{len(exc.issues)} problem(s) in graph definition")
+
+
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except GraphError as exc:
-        for issue in exc.issues:
-            err.print(f"[red]✗[/] {issue}", highlight=False)
-        _fail(f"{len(exc.issues)} problem(s) in graph definition")
+        _report(exc)
     except GraphrunnerError as exc:
         _fail(str(exc), 2)
 
@@ -64,12 +67,19 @@ def _settings() -> Settings:
 def _steps_table(steps: list[StepRecord], title: str) -> Table:
     table = Table(title=title)
     for column in ("#", "node", "kind", "iteration", "status", "duration", "next"):
-        table.add_column(column, justify="right" if column in ("#", "iteration", "duration") else "left")
+        table.add_column(
+            column, justify="right" if column in ("#", "iteration", "duration") else "left"
+        )
     for i, step in enumerate(steps, 1):
         ms = step.duration_ms
         table.add_row(
-            str(i), step.node, step.kind.value, str(step.iteration), step.status.value,
-            f"{ms:.0f} ms" if ms is not None else "-", ", ".join(step.next),
+            str(i),
+            step.node,
+            step.kind.value,
+            str(step.iteration),
+            step.status.value,
+            f"{ms:.0f} ms" if ms is not None else "-",
+            ", ".join(step.next),
         )
     return table
 
@@ -93,11 +103,23 @@ def validate(
             err.print(f"[red]✗[/] {issue}", highlight=False)
         _fail(f"{len(exc.issues)} problem(s) in {graph}")
     if as_json:
-        print(json.dumps({"valid": True, "name": model.name, "version": model.version,
-                          "hash": model.content_hash()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "valid": True,
+                    "name": model.name,
+                    "version": model.version,
+                    "hash": model.content_hash(),
+                },
+                indent=2,
+            )
+        )
     else:
-        out.print(f"[green]✓[/] {graph}: graph '{model.name}' {model.version} is valid "
-                  f"({len(model.nodes)} nodes, {len(model.edges)} edges)", highlight=False)
+        out.print(
+            f"[green]✓[/] {graph}: graph '{model.name}' {model.version} is valid "
+            f"({len(model.nodes)} nodes, {len(model.edges)} edges)",
+            highlight=False,
+        )
 
 
 @app.command("graph")
@@ -107,12 +129,11 @@ def graph_cmd(
 ) -> None:
     """Print the graph as a mermaid flowchart."""
     add_app_dir(app_dir)
-    model = _run(_load(graph, check_imports=False))
+    try:
+        model = load_graph(graph, check_imports=False)
+    except GraphError as exc:
+        _report(exc)
     print(to_mermaid(model), end="")
-
-
-async def _load(path: Path, *, check_imports: bool = True) -> Any:
-    return load_graph(path, check_imports=check_imports)
 
 
 @app.command()
@@ -146,8 +167,11 @@ def run(
         link = client.ui_url(handle.id)
         if not wait:
             if as_json:
-                print(json.dumps({"lifetime_id": handle.id, "run_id": handle.result_run_id,
-                                  "ui_url": link}))
+                print(
+                    json.dumps(
+                        {"lifetime_id": handle.id, "run_id": handle.result_run_id, "ui_url": link}
+                    )
+                )
             else:
                 out.print(f"started lifetime [bold]{handle.id}[/]\n{link}", highlight=False)
             return
@@ -193,8 +217,11 @@ def status(
             )
             print(json.dumps(payload, indent=2))
             return
-        out.print(f"lifetime [bold]{info.lifetime_id}[/]: {info.status}  "
-                  f"(graph {info.graph_name}, started {info.started_at})", highlight=False)
+        out.print(
+            f"lifetime [bold]{info.lifetime_id}[/]: {info.status}  "
+            f"(graph {info.graph_name}, started {info.started_at})",
+            highlight=False,
+        )
         if info.live is not None:
             if info.live.running:
                 out.print(f"running: {', '.join(info.live.running)}")
@@ -214,9 +241,11 @@ def worker(app_dir: AppDir = Path(".")) -> None:
 
     async def go() -> None:
         client = await connect_temporal(settings)
+        target = client.service_client.config.target_host
         await serve_worker(
-            client, settings,
-            ready=f"worker polling task queue '{settings.task_queue}' on {client.service_client.config.target_host}; Ctrl-C stops",
+            client,
+            settings,
+            ready=f"worker polling task queue '{settings.task_queue}' on {target}; Ctrl-C stops",
         )
 
     _run(go())
@@ -232,7 +261,8 @@ def dev(app_dir: AppDir = Path(".")) -> None:
         async with embedded_server(settings, headless=False, reuse=False) as (client, server):
             ui = settings.web_ui() if server and not server.headless else "(no UI: port in use)"
             await serve_worker(
-                client, settings,
+                client,
+                settings,
                 ready=f"Temporal dev server on {server.address if server else '?'}, UI {ui}\n"
                 f"state in {settings.home}/; worker on task queue '{settings.task_queue}'. "
                 "Ctrl-C stops both.",
@@ -256,7 +286,9 @@ def demo(
         model = load_graph(graph)
         async with embedded_server(settings, headless=True, reuse=True) as (temporal, server):
             where = "embedded dev server (started for the demo)" if server else "running server"
-            out.print(f"graph [bold]{model.name}[/] {model.version} on the {where}", highlight=False)
+            out.print(
+                f"graph [bold]{model.name}[/] {model.version} on the {where}", highlight=False
+            )
             client = GraphrunnerClient(temporal, settings=settings)
             async with build_worker(temporal, task_queue=settings.task_queue):
                 handle = await client.start(model, {"topic": "durable agent workflows"})
@@ -267,7 +299,8 @@ def demo(
             out.print(
                 "\nBrowse it in the Temporal Web UI: run [bold]graphrunner dev[/] (or "
                 "[bold].venv/bin/graphrunner dev[/]) and open\n  "
-                f"{client.ui_url(handle.id)}", highlight=False,
+                f"{client.ui_url(handle.id)}",
+                highlight=False,
             )
             return result
 
@@ -280,4 +313,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

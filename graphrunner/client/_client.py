@@ -118,12 +118,17 @@ class GraphrunnerClient:
         lifetime_id = id or f"{graph.name}-{uuid.uuid4().hex[:12]}"
         attrs = (
             TypedSearchAttributes(
-                [SearchAttributePair(GRAPH_KEY, graph.name), SearchAttributePair(TENANT_KEY, tenant)]
+                [
+                    SearchAttributePair(GRAPH_KEY, graph.name),
+                    SearchAttributePair(TENANT_KEY, tenant),
+                ]
             )
             if search_attributes
             else None
         )
-        arg = LifetimeInput(graph=graph, graph_hash=graph.content_hash(), input=input, tenant=tenant)
+        arg = LifetimeInput(
+            graph=graph, graph_hash=graph.content_hash(), input=input, tenant=tenant
+        )
 
         async def start(attrs: TypedSearchAttributes | None) -> WorkflowHandle[Any, LifetimeResult]:
             return await self.temporal.start_workflow(
@@ -150,7 +155,8 @@ class GraphrunnerClient:
     async def result(self, lifetime_id: str) -> LifetimeResult:
         """Wait for the lifetime to finish and return its result (raises if it failed)."""
         handle = self.temporal.get_workflow_handle(lifetime_id, result_type=LifetimeResult)
-        return await handle.result()
+        result: LifetimeResult = await handle.result()
+        return result
 
     async def status(self, lifetime_id: str) -> LifetimeInfo:
         """Describe a lifetime: Temporal status, plus the live path when a worker answers."""
@@ -178,4 +184,6 @@ class GraphrunnerClient:
 
     def ui_url(self, lifetime_id: str) -> str:
         """Link to the lifetime in the Temporal Web UI."""
-        return f"{self.settings.web_ui()}/namespaces/{self.temporal.namespace}/workflows/{lifetime_id}"
+        return (
+            f"{self.settings.web_ui()}/namespaces/{self.temporal.namespace}/workflows/{lifetime_id}"
+        )

@@ -20,9 +20,12 @@ __all__ = ["SEARCH_ATTRIBUTES", "TUNING_ARGS", "DevServer", "temporal_binary"]
 # default, adding up to 50 ms to every step; WAL with synchronous=normal removes the fsync
 # bottleneck. Together ~100 ms/step -> ~20 ms/step (see shared TEMPORAL-NOTES).
 TUNING_ARGS: tuple[str, ...] = (
-    "--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000",
-    "--sqlite-pragma", "journal_mode=wal",
-    "--sqlite-pragma", "synchronous=normal",
+    "--dynamic-config-value",
+    "history.transferProcessorMaxPollRPS=1000",
+    "--sqlite-pragma",
+    "journal_mode=wal",
+    "--sqlite-pragma",
+    "synchronous=normal",
 )
 # Registered so the UI can filter lifetimes by graph and tenant.
 SEARCH_ATTRIBUTES: tuple[str, ...] = ("GraphrunnerGraph", "GraphrunnerTenant")
@@ -52,7 +55,13 @@ class DevServer:
     """A ``temporal server start-dev`` subprocess with SQLite persistence under ``home``."""
 
     def __init__(
-        self, *, home: Path, port: int, ui_port: int, headless: bool = False, namespace: str = "default"
+        self,
+        *,
+        home: Path,
+        port: int,
+        ui_port: int,
+        headless: bool = False,
+        namespace: str = "default",
     ) -> None:
         self.home = home
         self.port = port
@@ -63,20 +72,28 @@ class DevServer:
 
     @property
     def address(self) -> str:
-        """gRPC address clients connect to."""
+        """GRPC address clients connect to."""
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         """The full command line that starts the server."""
         self.home.mkdir(parents=True, exist_ok=True)
         cmd = [
-            temporal_binary(), "server", "start-dev",
-            "--db-filename", str(self.home / "temporal.db"),
-            "--ip", "127.0.0.1",
-            "--port", str(self.port),
-            "--ui-port", str(self.ui_port),
-            "--namespace", self.namespace,
-            "--log-level", "warn",
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(self.home / "temporal.db"),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--ui-port",
+            str(self.ui_port),
+            "--namespace",
+            self.namespace,
+            "--log-level",
+            "warn",
             *TUNING_ARGS,
         ]
         for name in SEARCH_ATTRIBUTES:
@@ -104,7 +121,9 @@ class DevServer:
                 )
             if time.monotonic() > deadline:
                 self.stop()
-                raise GraphrunnerError(f"the dev server did not open port {self.port} in {timeout:g}s")
+                raise GraphrunnerError(
+                    f"the dev server did not open port {self.port} in {timeout:g}s"
+                )
             await asyncio.sleep(0.1)
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -48,12 +48,16 @@ class GraphBuilder:
 
     def task(self, name: str, impl: type | str, **options: Any) -> Self:
         """Add a Task node; ``options`` are NodeSpec fields (timeout_s, retry, config ...)."""
-        self._nodes.append({"name": name, "kind": NodeKind.TASK, "impl": _impl_path(impl), **options})
+        self._nodes.append(
+            {"name": name, "kind": NodeKind.TASK, "impl": _impl_path(impl), **options}
+        )
         return self
 
     def plan(self, name: str, impl: type | str, **options: Any) -> Self:
         """Add a Plan node; ``local=True`` runs it as a local activity."""
-        self._nodes.append({"name": name, "kind": NodeKind.PLAN, "impl": _impl_path(impl), **options})
+        self._nodes.append(
+            {"name": name, "kind": NodeKind.PLAN, "impl": _impl_path(impl), **options}
+        )
         return self
 
     def start(self, name: str) -> Self:

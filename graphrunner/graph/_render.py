@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind
@@ -36,4 +35,4 @@ def graph_json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://graphrunner.dev/schema/agent-graph.json"
     schema["title"] = "graphrunner AgentGraph"
-    return json.loads(json.dumps(schema))
+    return schema

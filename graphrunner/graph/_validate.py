@@ -53,7 +53,9 @@ class _Collector:
         self.line_of = line_of
         self.issues: list[GraphIssue] = []
 
-    def add(self, rule: str, message: str, *, loc: tuple[str | int, ...] = (), where: str = "") -> None:
+    def add(
+        self, rule: str, message: str, *, loc: tuple[str | int, ...] = (), where: str = ""
+    ) -> None:
         self.issues.append(
             GraphIssue(
                 rule=rule,
@@ -85,11 +87,15 @@ def validate_graph(
     node_index: dict[str, int] = {}
 
     if not SEMVER_RE.match(graph.version):
-        out.add("invalid-version", f"version '{graph.version}' is not semver (e.g. 1.0.0)",
-                loc=("version",))
+        out.add(
+            "invalid-version",
+            f"version '{graph.version}' is not semver (e.g. 1.0.0)",
+            loc=("version",),
+        )
     if not NAME_RE.match(graph.name):
-        out.add("invalid-name", f"graph name '{graph.name}' must match {NAME_RE.pattern}",
-                loc=("name",))
+        out.add(
+            "invalid-name", f"graph name '{graph.name}' must match {NAME_RE.pattern}", loc=("name",)
+        )
     if not graph.nodes:
         out.add("no-nodes", "a graph needs at least one node", loc=("nodes",))
         return out.issues
@@ -97,20 +103,29 @@ def validate_graph(
     for i, node in enumerate(graph.nodes):
         where = f"node '{node.name}'"
         if not NAME_RE.match(node.name):
-            out.add("invalid-name",
-                    f"name must start with a letter or '_' and use only letters, digits, '_' "
-                    f"or '-' (at most 64 characters)", loc=("nodes", i), where=where)
+            out.add(
+                "invalid-name",
+                "name must start with a letter or '_' and use only letters, digits, '_' "
+                "or '-' (at most 64 characters)",
+                loc=("nodes", i),
+                where=where,
+            )
         if node.name in nodes:
             first = out.line_of(("nodes", node_index[node.name]))
             at = f" (first defined on line {first})" if first else ""
-            out.add("duplicate-name", f"name is used by another node{at}", loc=("nodes", i),
-                    where=where)
+            out.add(
+                "duplicate-name", f"name is used by another node{at}", loc=("nodes", i), where=where
+            )
             continue
         nodes[node.name] = node
         node_index[node.name] = i
         if node.local and node.kind is NodeKind.TASK:
-            out.add("local-task", "only plans may run as local activities; remove 'local: true'",
-                    loc=("nodes", i), where=where)
+            out.add(
+                "local-task",
+                "only plans may run as local activities; remove 'local: true'",
+                loc=("nodes", i),
+                where=where,
+            )
         _check_timing(graph, node, i, out)
         if check_imports:
             _check_impl(node, i, out)
@@ -129,12 +144,17 @@ def validate_graph(
         where = f"node '{name}'"
         loc: tuple[str | int, ...] = ("nodes", node_index[name])
         if node.kind is NodeKind.TASK and len(edges) != 1:
-            out.add("task-successor",
-                    f"a task needs exactly one outgoing edge (to a plan, or FINAL); it has "
-                    f"{len(edges)}", loc=loc, where=where)
+            out.add(
+                "task-successor",
+                f"a task needs exactly one outgoing edge (to a plan, or FINAL); it has "
+                f"{len(edges)}",
+                loc=loc,
+                where=where,
+            )
         if node.kind is NodeKind.PLAN and not edges:
-            out.add("plan-successor", "a plan needs at least one outgoing edge", loc=loc,
-                    where=where)
+            out.add(
+                "plan-successor", "a plan needs at least one outgoing edge", loc=loc, where=where
+            )
 
     if start in nodes:
         _check_reachability(start, nodes, node_index, out_edges, out)
@@ -151,16 +171,23 @@ def _check_timing(graph: AgentGraph, node: NodeSpec, i: int, out: _Collector) ->
         and retry.max_interval_s is not None
         and retry.max_interval_s < retry.initial_interval_s
     ):
-        out.add("bad-retry",
-                f"retry.max_interval_s ({retry.max_interval_s}) is below "
-                f"retry.initial_interval_s ({retry.initial_interval_s})",
-                loc=("nodes", i), where=where)
+        out.add(
+            "bad-retry",
+            f"retry.max_interval_s ({retry.max_interval_s}) is below "
+            f"retry.initial_interval_s ({retry.initial_interval_s})",
+            loc=("nodes", i),
+            where=where,
+        )
     timeout = graph.timeout(node).total_seconds()
     heartbeat = graph.heartbeat_timeout(node)
     if heartbeat is not None and heartbeat.total_seconds() >= timeout:
-        out.add("bad-timeout",
-                f"heartbeat_timeout_s ({heartbeat.total_seconds():g}) must be shorter than "
-                f"timeout_s ({timeout:g})", loc=("nodes", i), where=where)
+        out.add(
+            "bad-timeout",
+            f"heartbeat_timeout_s ({heartbeat.total_seconds():g}) must be shorter than "
+            f"timeout_s ({timeout:g})",
+            loc=("nodes", i),
+            where=where,
+        )
 
 
 def _check_impl(node: NodeSpec, i: int, out: _Collector) -> None:
@@ -171,14 +198,16 @@ def _check_impl(node: NodeSpec, i: int, out: _Collector) -> None:
     try:
         cls = import_impl(node.impl)
     except Exception as exc:  # any import-time failure of user code is the user's to see
-        out.add("impl-import", f"cannot import '{node.impl}': {exc}", loc=("nodes", i),
-                where=where)
+        out.add("impl-import", f"cannot import '{node.impl}': {exc}", loc=("nodes", i), where=where)
         return
     want: type = Task if node.kind is NodeKind.TASK else Plan
     if not issubclass(cls, want):
-        out.add("impl-kind",
-                f"'{node.impl}' must subclass graphrunner.{want.__name__} for a "
-                f"{node.kind.value} node", loc=("nodes", i), where=where)
+        out.add(
+            "impl-kind",
+            f"'{node.impl}' must subclass graphrunner.{want.__name__} for a {node.kind.value} node",
+            loc=("nodes", i),
+            where=where,
+        )
 
 
 def _check_edges(
@@ -191,21 +220,27 @@ def _check_edges(
         where = f"edge {edge.label()}"
         ok = True
         if edge.source not in nodes:
-            out.add("dangling-edge", f"source '{edge.source}' is not a node", loc=loc,
-                    where=where)
+            out.add("dangling-edge", f"source '{edge.source}' is not a node", loc=loc, where=where)
             ok = False
         if edge.type is EdgeType.FINAL:
             if edge.target is not None:
-                out.add("final-target", "a FINAL edge ends the lifetime; remove its 'to'",
-                        loc=loc, where=where)
+                out.add(
+                    "final-target",
+                    "a FINAL edge ends the lifetime; remove its 'to'",
+                    loc=loc,
+                    where=where,
+                )
                 ok = False
         elif edge.target is None:
-            out.add("missing-target", f"a {edge.type.value} edge needs a 'to' node", loc=loc,
-                    where=where)
+            out.add(
+                "missing-target",
+                f"a {edge.type.value} edge needs a 'to' node",
+                loc=loc,
+                where=where,
+            )
             ok = False
         elif edge.target not in nodes:
-            out.add("dangling-edge", f"target '{edge.target}' is not a node", loc=loc,
-                    where=where)
+            out.add("dangling-edge", f"target '{edge.target}' is not a node", loc=loc, where=where)
             ok = False
         key = (edge.source, edge.target, edge.type)
         if key in seen:
@@ -217,18 +252,26 @@ def _check_edges(
         if edge.target is not None:
             src, dst = nodes[edge.source].kind, nodes[edge.target].kind
             if src is dst:
-                out.add("alternation",
-                        f"{src.value} -> {dst.value} edges break tick-tock alternation; "
-                        f"put a {'plan' if src is NodeKind.TASK else 'task'} between them",
-                        loc=loc, where=where)
+                out.add(
+                    "alternation",
+                    f"{src.value} -> {dst.value} edges break tick-tock alternation; "
+                    f"put a {'plan' if src is NodeKind.TASK else 'task'} between them",
+                    loc=loc,
+                    where=where,
+                )
                 continue
             if edge.type is EdgeType.PARALLEL and src is not NodeKind.PLAN:
-                out.add("edge-direction", "PARALLEL edges go from a plan to a task", loc=loc,
-                        where=where)
+                out.add(
+                    "edge-direction",
+                    "PARALLEL edges go from a plan to a task",
+                    loc=loc,
+                    where=where,
+                )
                 continue
             if edge.type is EdgeType.JOIN and src is not NodeKind.TASK:
-                out.add("edge-direction", "JOIN edges go from a task to a plan", loc=loc,
-                        where=where)
+                out.add(
+                    "edge-direction", "JOIN edges go from a task to a plan", loc=loc, where=where
+                )
                 continue
         valid.append(edge)
     return valid
@@ -255,8 +298,12 @@ def _check_reachability(
     reachable = _reach(start, out_edges)
     for name in nodes:
         if name not in reachable:
-            out.add("unreachable", f"cannot be reached from the start node '{start}'",
-                    loc=("nodes", node_index[name]), where=f"node '{name}'")
+            out.add(
+                "unreachable",
+                f"cannot be reached from the start node '{start}'",
+                loc=("nodes", node_index[name]),
+                where=f"node '{name}'",
+            )
     # Nodes that can finish: reverse search from every source of a FINAL edge.
     into: dict[str, list[str]] = defaultdict(list)
     for edges in out_edges.values():
@@ -272,9 +319,13 @@ def _check_reachability(
                 queue.append(src)
     for name in nodes:
         if name in reachable and name not in finishing:
-            out.add("no-final-path", "no FINAL edge can be reached from here, so a lifetime "
-                    "that gets here can never finish", loc=("nodes", node_index[name]),
-                    where=f"node '{name}'")
+            out.add(
+                "no-final-path",
+                "no FINAL edge can be reached from here, so a lifetime "
+                "that gets here can never finish",
+                loc=("nodes", node_index[name]),
+                where=f"node '{name}'",
+            )
 
 
 def _check_fan_in(
@@ -302,13 +353,19 @@ def _check_fan_in(
             members, joined = branch_nodes(edge.target)
             in_branch |= members
             if not joined:
-                out.add("parallel-without-join",
-                        f"the branch starting at '{edge.target}' never reaches a JOIN edge, so "
-                        f"the fan-out from '{edge.source}' cannot be collected",
-                        loc=("edges", edge_pos[id(edge)]), where=f"edge {edge.label()}")
+                out.add(
+                    "parallel-without-join",
+                    f"the branch starting at '{edge.target}' never reaches a JOIN edge, so "
+                    f"the fan-out from '{edge.source}' cannot be collected",
+                    loc=("edges", edge_pos[id(edge)]),
+                    where=f"edge {edge.label()}",
+                )
     for edge in edges:
         if edge.type is EdgeType.JOIN and edge.source not in in_branch:
-            out.add("join-without-parallel",
-                    f"'{edge.source}' is not on any branch of a PARALLEL fan-out, so there is "
-                    f"nothing to join", loc=("edges", edge_pos[id(edge)]),
-                    where=f"edge {edge.label()}")
+            out.add(
+                "join-without-parallel",
+                f"'{edge.source}' is not on any branch of a PARALLEL fan-out, so there is "
+                f"nothing to join",
+                loc=("edges", edge_pos[id(edge)]),
+                where=f"edge {edge.label()}",
+            )

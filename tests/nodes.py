@@ -1,0 +1,82 @@
+"""Node implementations used by the tests (importable as tests.nodes:Name)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphrunner import NodeContext, NodeOutput, Plan, PlanResult, Task
+
+
+class Echo(Task):
+    """Returns its input with its node name and iteration attached."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> dict[str, Any]:
+        return {"node": ctx.node, "iteration": ctx.iteration, "data": data}
+
+
+class LoopThenFinish(Plan):
+    """Routes back to ``config.loop_to`` until it has run ``config.rounds`` times, then finishes."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        if ctx.iteration < int(ctx.config.get("rounds", 3)):
+            return PlanResult.goto(ctx.config.get("loop_to", "work"), data=ctx.iteration)
+        return PlanResult.finish({"iterations": ctx.iteration, "last": results[0].output})
+
+
+class LoopForever(Plan):
+    """Always routes back to its first successor: only the iteration cap stops it."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        return PlanResult.goto(ctx.successors[0])
+
+
+class FanOutAll(Plan):
+    """Chooses every declared successor (to fan out across PARALLEL edges)."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        return PlanResult.goto(*ctx.successors, data="fanned")
+
+
+class Collect(Plan):
+    """Finishes with the outputs of every joined branch, keyed by node."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        return PlanResult.finish({r.node: r.output for r in results})
+
+
+class ChooseUndeclared(Plan):
+    """Chooses a task that is not one of its declared successors."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        return PlanResult.goto("not_a_successor")
+
+
+class Boom(Task):
+    """Always fails with a ValueError."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> Any:
+        raise ValueError(f"boom on attempt {ctx.attempt}")
+
+
+class NotANode:
+    """Neither a Task nor a Plan (for impl-kind validation)."""
+
+
+class Tagged(Task):
+    """Returns ``config.tag``: shows which version of a graph definition ran."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> Any:
+        return {"tag": ctx.config.get("tag"), "iteration": ctx.iteration}
+
+
+class WaitForFile(Task):
+    """Blocks until the file ``config.gate`` exists (lets a test act mid-lifetime)."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> Any:
+        import asyncio
+        from pathlib import Path
+
+        gate = Path(ctx.config["gate"])
+        while not gate.exists():
+            await asyncio.sleep(0.05)
+        return {"tag": ctx.config.get("tag")}
