@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
 
 from graphrunner import GraphBuilder, GraphrunnerClient
 from graphrunner.graph import GraphDefaults, load_graph
+from graphrunner.worker import build_worker
 from tests.conftest import activity_summaries, assert_replays
 from tests.nodes import (
     Boom,
@@ -256,7 +258,7 @@ async def test_pinned_definition_survives_an_edit(
 async def _wait_running(client: GraphrunnerClient, lifetime_id: str, step: str) -> None:
     for _ in range(200):
         info = await client.status(lifetime_id)
-        if info.live is not None and step in info.live.running:
+        if step in info.running:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{step} never started running")
@@ -275,14 +277,13 @@ async def test_status_reports_running_node_then_completion(
     info = await client.status(handle.id)
     assert info.status == "running"
     assert info.graph_name == "pinned"
-    assert info.live is not None and info.live.tenant == "acme"
+    assert info.tenant == "acme"
     assert info.ui_url.endswith(f"/namespaces/default/workflows/{handle.id}")
     gate.touch()
     await handle.result()
     done = await client.status(handle.id)
     assert done.status == "completed"
-    assert done.live is not None
-    assert [(s.node, s.status.value) for s in done.live.steps] == [
+    assert [(s.node, s.status.value) for s in done.steps] == [
         ("hold", "completed"),
         ("decide", "completed"),
     ]
@@ -304,3 +305,16 @@ async def test_plan_as_start_node(client: GraphrunnerClient) -> None:
     # First decision has no upstream results; it loops once then finishes.
     assert [s.node for s in result.steps] == ["decide", "work", "decide"]
     await assert_replays(client.temporal, handle)
+
+
+async def test_status_needs_no_worker(env: WorkflowEnvironment, client: GraphrunnerClient) -> None:
+    async with build_worker(env.client, task_queue=client.settings.task_queue):
+        handle = await client.start(fan_graph().build(), None)
+        result = await handle.result()
+    # The worker is gone; the path comes from the server's history alone.
+    info = await client.status(handle.id)
+    assert info.status == "completed" and info.running == []
+    assert [(s.node, s.iteration, s.status.value) for s in info.steps] == [
+        (s.node, s.iteration, "completed") for s in result.steps
+    ]
+    assert all(s.duration_ms is not None and s.duration_ms >= 0 for s in info.steps)

@@ -211,23 +211,18 @@ def status(
         except Exception as exc:  # RPCError NOT_FOUND and friends
             _fail(f"lifetime {lifetime_id}: {exc}")
         if as_json:
-            payload = {k: v for k, v in vars(info).items() if k != "live"}
-            payload["steps"] = (
-                [s.model_dump(mode="json") for s in info.live.steps] if info.live else None
-            )
+            payload = dict(vars(info))
+            payload["steps"] = [s.model_dump(mode="json") for s in info.steps]
             print(json.dumps(payload, indent=2))
             return
         out.print(
             f"lifetime [bold]{info.lifetime_id}[/]: {info.status}  "
-            f"(graph {info.graph_name}, started {info.started_at})",
+            f"(graph {info.graph_name}, tenant {info.tenant}, started {info.started_at})",
             highlight=False,
         )
-        if info.live is not None:
-            if info.live.running:
-                out.print(f"running: {', '.join(info.live.running)}")
-            out.print(_steps_table(info.live.steps, "steps"))
-        else:
-            out.print("[dim](no worker answered the status query; steps not shown)[/]")
+        if info.running:
+            out.print(f"running: {', '.join(info.running)}")
+        out.print(_steps_table(info.steps, "steps"))
         out.print(info.ui_url, highlight=False)
 
     _run(go())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError
 
 from graphrunner._settings import Settings
-from graphrunner._types import LifetimeInput, LifetimeResult, LifetimeStatus
+from graphrunner._types import LifetimeInput, LifetimeResult, StepRecord, StepStatus
+from graphrunner.client._history import steps_from_history
 from graphrunner.errors import ServerUnreachable
 from graphrunner.graph import AgentGraph, load_graph
 from graphrunner.workflows import LIFETIME_WORKFLOW
@@ -64,9 +64,11 @@ class LifetimeInfo:
     run_id: str | None
     status: str
     graph_name: str | None
+    tenant: str | None
     started_at: str | None
     closed_at: str | None
-    live: LifetimeStatus | None
+    running: list[str]
+    steps: list[StepRecord]
     ui_url: str
 
 
@@ -159,26 +161,25 @@ class GraphrunnerClient:
         return result
 
     async def status(self, lifetime_id: str) -> LifetimeInfo:
-        """Describe a lifetime: Temporal status, plus the live path when a worker answers."""
+        """Describe a lifetime: Temporal status and its path, read from history.
+
+        Needs no worker: the steps come from the workflow's event history.
+        """
         handle = self.temporal.get_workflow_handle(lifetime_id)
         desc: WorkflowExecutionDescription = await handle.describe()
-        live: LifetimeStatus | None = None
-        try:
-            live = await handle.query(
-                "status", result_type=LifetimeStatus, rpc_timeout=timedelta(seconds=5)
-            )
-        except (RPCError, Exception):  # no worker, or the query failed: describe is enough
-            live = None
+        steps = steps_from_history(await handle.fetch_history())
         status = desc.status or WorkflowExecutionStatus.RUNNING
         memo = await desc.memo()
         return LifetimeInfo(
             lifetime_id=lifetime_id,
             run_id=desc.run_id,
             status=status.name.lower(),
-            graph_name=str(memo.get("graph")) if memo.get("graph") else None,
+            graph_name=str(memo["graph"]) if memo.get("graph") else None,
+            tenant=str(memo["tenant"]) if memo.get("tenant") else None,
             started_at=desc.start_time.isoformat() if desc.start_time else None,
             closed_at=desc.close_time.isoformat() if desc.close_time else None,
-            live=live,
+            running=[f"{s.node}#{s.iteration}" for s in steps if s.status is StepStatus.RUNNING],
+            steps=steps,
             ui_url=self.ui_url(lifetime_id),
         )
 

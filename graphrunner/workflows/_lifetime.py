@@ -233,11 +233,11 @@ class AgentLifetimeWorkflow:
             "lifetime_input": inp.input,
         }
 
-    def _finish(self, step: StepRecord, status: StepStatus, nxt: list[str]) -> None:
-        index = self._steps.index(step)
-        self._steps[index] = step.model_copy(
-            update={"status": status, "finished_at": workflow.now(), "next": nxt}
-        )
+    @staticmethod
+    def _finish(step: StepRecord, status: StepStatus, nxt: list[str]) -> None:
+        step.status = status
+        step.finished_at = workflow.now()
+        step.next = nxt
 
     async def _run_task(
         self, graph: AgentGraph, node: NodeSpec, data: Any

@@ -1,0 +1,89 @@
+"""Read a lifetime's path from its Temporal history: works with no worker running."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import WorkflowHistory
+
+from graphrunner._types import StepRecord, StepStatus
+from graphrunner.graph._model import NodeKind
+
+__all__ = ["steps_from_history"]
+
+_PLAN_ACTIVITY = "graphrunner.run_plan"
+
+
+def _summary(event: HistoryEvent) -> tuple[str, int] | None:
+    if not event.user_metadata.HasField("summary"):
+        return None
+    text = event.user_metadata.summary.data.decode(errors="replace").strip('"')
+    node, sep, iteration = text.rpartition(" · ")
+    if not sep or not iteration.isdigit():
+        return None
+    return node, int(iteration)
+
+
+def _time(event: HistoryEvent) -> datetime:
+    return event.event_time.ToDatetime(tzinfo=UTC)
+
+
+def steps_from_history(history: WorkflowHistory) -> list[StepRecord]:
+    """Every node execution in ``history``, in scheduling order.
+
+    Regular activities give scheduled and closing times; local activities (plans with
+    ``local: true``) appear once recorded, so they show as completed with no duration.
+    """
+    steps: list[StepRecord] = []
+    by_event: dict[int, StepRecord] = {}
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            named = _summary(event)
+            if named is None:
+                continue
+            attrs = event.activity_task_scheduled_event_attributes
+            step = StepRecord(
+                node=named[0],
+                kind=NodeKind.PLAN if attrs.activity_type.name == _PLAN_ACTIVITY else NodeKind.TASK,
+                iteration=named[1],
+                status=StepStatus.RUNNING,
+                started_at=_time(event),
+            )
+            by_event[event.event_id] = step
+            steps.append(step)
+        elif event.HasField("marker_recorded_event_attributes"):
+            named = _summary(event)
+            if named is not None:
+                at = _time(event)
+                steps.append(
+                    StepRecord(
+                        node=named[0],
+                        kind=NodeKind.PLAN,
+                        iteration=named[1],
+                        status=StepStatus.COMPLETED,
+                        started_at=at,
+                    )
+                )
+        else:
+            closing = _closing(event)
+            if closing is not None and closing[0] in by_event:
+                step = by_event[closing[0]]
+                step.status = closing[1]
+                step.finished_at = _time(event)
+    return steps
+
+
+def _closing(event: HistoryEvent) -> tuple[int, StepStatus] | None:
+    if event.HasField("activity_task_completed_event_attributes"):
+        return (
+            event.activity_task_completed_event_attributes.scheduled_event_id,
+            StepStatus.COMPLETED,
+        )
+    if event.HasField("activity_task_failed_event_attributes"):
+        return event.activity_task_failed_event_attributes.scheduled_event_id, StepStatus.FAILED
+    if event.HasField("activity_task_timed_out_event_attributes"):
+        return event.activity_task_timed_out_event_attributes.scheduled_event_id, StepStatus.FAILED
+    if event.HasField("activity_task_canceled_event_attributes"):
+        return event.activity_task_canceled_event_attributes.scheduled_event_id, StepStatus.FAILED
+    return None
