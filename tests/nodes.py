@@ -80,3 +80,10 @@ class WaitForFile(Task):
         while not gate.exists():
             await asyncio.sleep(0.05)
         return {"tag": ctx.config.get("tag")}
+
+
+class Forward(Plan):
+    """Passes the outputs it received (e.g. of a joined fan-out) on to its first successor."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        return PlanResult.goto(ctx.successors[0], data={r.node: r.output for r in results})

@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from graphrunner._settings import Settings
@@ -44,7 +45,7 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 def _report(exc: GraphError) -> NoReturn:
     for issue in exc.issues:
-        err.print(f"[red]✗[/] {issue}", highlight=False)
+        err.print(f"[red]✗[/] {escape(str(issue))}", highlight=False)
     _fail(f"{len(exc.issues)} problem(s) in graph definition")
 
 
@@ -100,7 +101,7 @@ def validate(
             print(json.dumps({"valid": False, "issues": [vars(i) for i in exc.issues]}, indent=2))
             raise typer.Exit(1) from None
         for issue in exc.issues:
-            err.print(f"[red]✗[/] {issue}", highlight=False)
+            err.print(f"[red]✗[/] {escape(str(issue))}", highlight=False)
         _fail(f"{len(exc.issues)} problem(s) in {graph}")
     if as_json:
         print(

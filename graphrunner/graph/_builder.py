@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Self
 
+from pydantic import ValidationError
+
 from graphrunner.errors import GraphError
-from graphrunner.graph._model import AgentGraph, EdgeSpec, EdgeType, GraphDefaults, NodeKind
+from graphrunner.graph._loader import _pydantic_issues
+from graphrunner.graph._model import AgentGraph, EdgeType, GraphDefaults, NodeKind
 from graphrunner.graph._validate import validate_graph
 
 __all__ = ["GraphBuilder"]
@@ -44,7 +47,8 @@ class GraphBuilder:
         if defaults is not None:
             self._head["defaults"] = defaults
         self._nodes: list[dict[str, Any]] = []
-        self._edges: list[EdgeSpec] = []
+        # Plain mappings until build(), so every shape error is reported there, as one GraphError.
+        self._edges: list[dict[str, Any]] = []
 
     def task(self, name: str, impl: type | str, **options: Any) -> Self:
         """Add a Task node; ``options`` are NodeSpec fields (timeout_s, retry, config ...)."""
@@ -67,7 +71,7 @@ class GraphBuilder:
 
     def edge(self, source: str, target: str, type: EdgeType = EdgeType.NORMAL) -> Self:
         """Add an edge ``source -> target``."""
-        self._edges.append(EdgeSpec(source=source, target=target, type=type))
+        self._edges.append({"from": source, "to": target, "type": type})
         return self
 
     def parallel(self, source: str, *targets: str) -> Self:
@@ -84,7 +88,7 @@ class GraphBuilder:
 
     def final(self, source: str) -> Self:
         """Add a FINAL edge: taking it from ``source`` ends the lifetime."""
-        self._edges.append(EdgeSpec(source=source, target=None, type=EdgeType.FINAL))
+        self._edges.append({"from": source, "type": EdgeType.FINAL})
         return self
 
     def build(self, *, check_imports: bool = True) -> AgentGraph:
@@ -93,9 +97,11 @@ class GraphBuilder:
         Raises:
             GraphError: With every problem found.
         """
-        graph = AgentGraph.model_validate(
-            {**self._head, "nodes": self._nodes, "edges": self._edges}
-        )
+        data = {**self._head, "nodes": self._nodes, "edges": self._edges}
+        try:
+            graph = AgentGraph.model_validate(data)
+        except ValidationError as exc:
+            raise GraphError(_pydantic_issues(exc, data, "<builder>", lambda _loc: None)) from None
         issues = validate_graph(graph, file="<builder>", check_imports=check_imports)
         if issues:
             raise GraphError(issues)

@@ -81,6 +81,16 @@ class RetrySpec(_Strict):
         return base.model_copy(update=ours)
 
 
+# What an unset retry field means, whether unset on the node or in the graph defaults.
+BUILTIN_RETRY = RetrySpec(
+    max_attempts=3,
+    initial_interval_s=1.0,
+    backoff=2.0,
+    max_interval_s=30.0,
+    non_retryable_errors=[],
+)
+
+
 class GraphDefaults(_Strict):
     """Settings every node inherits unless it sets its own."""
 
@@ -93,13 +103,9 @@ class GraphDefaults(_Strict):
         description="If set, a node's worker heartbeats; a crashed worker is noticed this fast.",
     )
     retry: RetrySpec = Field(
-        default_factory=lambda: RetrySpec(
-            max_attempts=3,
-            initial_interval_s=1.0,
-            backoff=2.0,
-            max_interval_s=30.0,
-            non_retryable_errors=[],
-        )
+        default_factory=RetrySpec,
+        description="Retry settings of every node; unset fields keep the built-in defaults "
+        "(3 attempts, 1 s initial interval, backoff 2.0, at most 30 s between attempts).",
     )
     max_iterations: int = Field(
         default=100, ge=1, description="Most times any one node may run in a lifetime."
@@ -183,5 +189,6 @@ class AgentGraph(_Strict):
         return timedelta(seconds=seconds) if seconds else None
 
     def retry(self, node: NodeSpec) -> RetrySpec:
-        """Effective retry settings of ``node`` (node over graph defaults)."""
-        return node.retry.merged_over(self.defaults.retry) if node.retry else self.defaults.retry
+        """Effective retry settings of ``node``: node, over graph defaults, over built-ins."""
+        graph_wide = self.defaults.retry.merged_over(BUILTIN_RETRY)
+        return node.retry.merged_over(graph_wide) if node.retry else graph_wide

@@ -140,7 +140,9 @@ def validate_graph(
         out_edges[edge.source].append(edge)
 
     for name, node in nodes.items():
-        edges = out_edges[name]
+        # Count what the author declared (a broken edge was already reported on its own line;
+        # "it has 0" next to a visible edge would mislead), each distinct edge once.
+        edges = {(edge.target, edge.type) for edge in graph.out_edges(name)}
         where = f"node '{name}'"
         loc: tuple[str | int, ...] = ("nodes", node_index[name])
         if node.kind is NodeKind.TASK and len(edges) != 1:
@@ -335,17 +337,35 @@ def _check_fan_in(
     out: _Collector,
 ) -> None:
     # A branch starts at the target of a PARALLEL edge and runs until it takes a JOIN edge.
+    # A fan-out nested inside the branch is closed by its own JOIN, after which the branch goes
+    # on (as the lifetime workflow runs it), so the search tracks how deeply it is nested.
+    # Deeper nesting than there are PARALLEL edges can only come from a cycle: stop there.
+    max_nesting = sum(1 for edge in edges if edge.type is EdgeType.PARALLEL)
+
     def branch_nodes(first: str) -> tuple[set[str], bool]:
-        seen, joined = {first}, False
-        queue = deque([first])
+        seen: set[tuple[str, int]] = {(first, 0)}
+        joined = False
+        queue = deque(seen)
         while queue:
-            for edge in out_edges[queue.popleft()]:
-                if edge.type is EdgeType.JOIN:
+            name, nesting = queue.popleft()
+            for edge in out_edges[name]:
+                if edge.target is None:
+                    continue
+                if edge.type is EdgeType.JOIN and nesting == 0:
                     joined = True
-                elif edge.target is not None and edge.target not in seen:
-                    seen.add(edge.target)
-                    queue.append(edge.target)
-        return seen, joined
+                    continue
+                if edge.type is EdgeType.JOIN:
+                    step = (edge.target, nesting - 1)
+                elif edge.type is EdgeType.PARALLEL:
+                    if nesting == max_nesting:
+                        continue
+                    step = (edge.target, nesting + 1)
+                else:
+                    step = (edge.target, nesting)
+                if step not in seen:
+                    seen.add(step)
+                    queue.append(step)
+        return {name for name, _ in seen}, joined
 
     in_branch: set[str] = set()
     for edge in edges:
