@@ -34,6 +34,27 @@ class Settings(BaseModel):
         default=None, description="Temporal Web UI base URL (default: the dev server's)."
     )
     connect_timeout_s: float = Field(default=5.0, gt=0, description="Server connect timeout.")
+    database_url: str | None = Field(
+        default=None,
+        description="State DB URL (SQLAlchemy): sqlite:///path.db or postgresql://user@host/db; "
+        "default sqlite under home.",
+    )
+    blob_url: str | None = Field(
+        default=None,
+        description="Blob store: a directory, file:///dir, or s3://bucket/prefix?endpoint=host:port"
+        "&secure=false; default home/blobs.",
+    )
+    s3_access_key: str | None = Field(default=None, description="S3 access key (else AWS_*).")
+    s3_secret_key: str | None = Field(default=None, description="S3 secret key (else AWS_*).")
+    inline_limit_bytes: int = Field(
+        default=1024 * 1024, ge=0, description="Largest result kept inline in a record."
+    )
+    payload_threshold_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="Payloads larger than this go to the blob store; history keeps a reference.",
+    )
+    record: bool = Field(default=True, description="Write execution records.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -55,6 +76,14 @@ class Settings(BaseModel):
             first = exc.errors()[0]
             var = _ENV_PREFIX + str(first["loc"][0]).upper()
             raise GraphrunnerError(f"bad setting {var}: {first['msg']}") from None
+
+    def state_db_url(self) -> str:
+        """The state DB URL, defaulting to a SQLite file under ``home``."""
+        return self.database_url or f"sqlite:///{(self.home / 'state.db').resolve()}"
+
+    def blob_store_url(self) -> str:
+        """The blob store URL, defaulting to a directory under ``home``."""
+        return self.blob_url or str((self.home / "blobs").resolve())
 
     def web_ui(self) -> str:
         """Base URL of the Temporal Web UI."""

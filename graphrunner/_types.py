@@ -25,6 +25,7 @@ __all__ = [
     "StepStatus",
     "TaskCall",
     "TaskResult",
+    "Telemetry",
 ]
 
 
@@ -32,10 +33,27 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Telemetry(_Model):
+    """What a node execution consumed; LLM nodes fill it in, others leave it empty.
+
+    Attributes:
+        tokens_in: Prompt tokens.
+        tokens_out: Completion tokens.
+        cost_usd: Cost in US dollars.
+        model: Model that served the call, if any.
+    """
+
+    tokens_in: int = Field(default=0, ge=0)
+    tokens_out: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0)
+    model: str = ""
+
+
 class TaskResult(_Model):
-    """What a Task returns: its output (any JSON-serialisable value)."""
+    """What a Task returns: its output (any JSON-serialisable value) and telemetry."""
 
     output: Any = None
+    telemetry: Telemetry = Field(default_factory=Telemetry)
 
 
 class PlanResult(_Model):
@@ -47,11 +65,13 @@ class PlanResult(_Model):
             which needs a FINAL edge on this plan.
         data: Handed to every chosen task as its input.
         output: The lifetime's output when the plan finishes it.
+        telemetry: What deciding consumed (tokens, cost), for LLM-driven plans.
     """
 
     next_task_names: list[str] = Field(default_factory=list)
     data: Any = None
     output: Any = None
+    telemetry: Telemetry = Field(default_factory=Telemetry)
 
     @classmethod
     def goto(cls, *names: str, data: Any = None) -> PlanResult:
@@ -70,22 +90,31 @@ class NodeOutput(_Model):
     node: str
     iteration: int
     output: Any = None
+    execution_id: str = ""
 
 
 class _Call(_Model):
     lifetime_id: str
     graph_name: str
     graph_version: str
+    graph_hash: str = ""
     tenant: str
     node: NodeSpec
     iteration: int
     lifetime_input: Any = None
+    # Record headers, decided by the workflow so that they are deterministic.
+    execution_id: str = ""
+    seq: int = 0
+    scheduled_at: datetime | None = None
+    parent_ids: list[str] = Field(default_factory=list)
+    edge: str | None = None
 
 
 class TaskCall(_Call):
     """Input of the task activity."""
 
     data: Any = None
+    successor: str | None = None
 
 
 class PlanCall(_Call):
@@ -123,6 +152,8 @@ class StepRecord(_Model):
     started_at: datetime
     finished_at: datetime | None = None
     next: list[str] = Field(default_factory=list)
+    execution_id: str = ""
+    seq: int = 0
 
     @property
     def duration_ms(self) -> float | None:

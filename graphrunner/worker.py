@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 
-from graphrunner.activities import run_plan, run_task
+from graphrunner.activities import NodeActivities, Recorder
 from graphrunner.workflows import AgentLifetimeWorkflow
 
 __all__ = ["build_worker"]
@@ -17,24 +18,31 @@ def build_worker(
     client: Client,
     *,
     task_queue: str,
+    recorder: Recorder | None = None,
     interceptors: Sequence[Interceptor] = (),
     max_concurrent_activities: int = 100,
     identity: str | None = None,
+    sticky_queue_timeout: timedelta = timedelta(seconds=10),
 ) -> Worker:
     """Return a Worker that runs AgentLifetimes and their Task and Plan activities.
 
-    The client must use graphrunner's data converter (`graphrunner.client.connect` sets it).
-    Node implementations are imported by path on first use, so the modules they live in must
-    be importable by this process.
+    The client must use graphrunner's data converter (`graphrunner.client.connect_temporal`
+    sets it). With a ``recorder`` every node execution is written to the state DB (large
+    results to the blob store); without one nothing is recorded. Node implementations are
+    imported by path on first use, so their modules must be importable by this process.
+    ``sticky_queue_timeout`` bounds how long a lifetime cached on a crashed worker waits
+    before another worker picks it up (the SDK default, 10 s).
     """
+    nodes = NodeActivities(recorder)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[AgentLifetimeWorkflow],
-        activities=[run_task, run_plan],
+        activities=[nodes.run_task, nodes.run_plan],
         interceptors=list(interceptors),
         max_concurrent_activities=max_concurrent_activities,
         # Eager dispatch lets a fan-out start its activities in the same round trip.
         max_eager_activity_reservations_per_workflow_task=10,
         identity=identity,
+        sticky_queue_schedule_to_start_timeout=sticky_queue_timeout,
     )

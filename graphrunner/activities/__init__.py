@@ -1,5 +1,6 @@
-"""Activities that run Task and Plan nodes."""
+"""Activities that run Task and Plan nodes and record their executions."""
 
-from graphrunner.activities._nodes import RUN_PLAN, RUN_TASK, run_plan, run_task
+from graphrunner.activities._nodes import RUN_PLAN, RUN_TASK, NodeActivities
+from graphrunner.activities._recording import Attempt, Recorder
 
-__all__ = ["RUN_PLAN", "RUN_TASK", "run_plan", "run_task"]
+__all__ = ["RUN_PLAN", "RUN_TASK", "Attempt", "NodeActivities", "Recorder"]

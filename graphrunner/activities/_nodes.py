@@ -1,8 +1,9 @@
 """The two activities that run graph nodes: one for Tasks, one for Plans.
 
 Each imports the node's implementation class by its path, builds a `NodeContext`, calls the
-author's method and checks what came back. Failures in user code propagate so Temporal
-retries them; problems no retry can fix are non-retryable `ApplicationError`s naming the node.
+author's method, checks what came back and, when the worker has a `Recorder`, writes the
+execution record. Failures in user code propagate so Temporal retries them; problems no retry
+can fix are non-retryable `ApplicationError`s naming the node.
 """
 
 from __future__ import annotations
@@ -11,23 +12,28 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from graphrunner._sdk import NodeContext, Plan, Task
-from graphrunner._types import PlanCall, PlanResult, TaskCall, TaskResult
+from graphrunner._types import PlanCall, PlanResult, TaskCall, TaskResult, Telemetry
+from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
 from graphrunner.graph._validate import import_impl
+from graphrunner.stores._records import ExecutionStatus
 
-__all__ = ["RUN_PLAN", "RUN_TASK", "run_plan", "run_task"]
+__all__ = ["RUN_PLAN", "RUN_TASK", "NodeActivities"]
 
 RUN_TASK = "graphrunner.run_task"
 RUN_PLAN = "graphrunner.run_plan"
 
 _log = logging.getLogger("graphrunner.node")
+R = TypeVar("R", TaskResult, PlanResult)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -91,23 +97,7 @@ async def _heartbeating() -> AsyncIterator[None]:
         pulse.cancel()
 
 
-@activity.defn(name=RUN_TASK)
-async def run_task(call: TaskCall) -> TaskResult:
-    """Run one Task node execution."""
-    cls = _load(call.node.impl, Task)
-    ctx = _context(call, [])
-    async with _heartbeating():
-        result: Any = await cls().run(ctx, call.data)
-    return result if isinstance(result, TaskResult) else TaskResult(output=result)
-
-
-@activity.defn(name=RUN_PLAN)
-async def run_plan(call: PlanCall) -> PlanResult:
-    """Run one Plan node execution and check its choice against the declared successors."""
-    cls = _load(call.node.impl, Plan)
-    ctx = _context(call, list(call.successors))
-    async with _heartbeating():
-        decision: Any = await cls().decide(ctx, list(call.results))
+def _check_decision(call: PlanCall, decision: Any) -> PlanResult:
     where = f"plan '{call.node.name}' (iteration {call.iteration})"
     if not isinstance(decision, PlanResult):
         raise ApplicationError(
@@ -131,3 +121,76 @@ async def run_plan(call: PlanCall) -> PlanResult:
             non_retryable=True,
         )
     return decision
+
+
+class NodeActivities:
+    """The node activities of one worker, sharing its recorder (None: records are off)."""
+
+    def __init__(self, recorder: Recorder | None = None) -> None:
+        self.recorder = recorder
+
+    async def _execute(
+        self,
+        call: TaskCall | PlanCall,
+        kind: str,
+        body: Callable[[], Awaitable[R]],
+        describe: Callable[[R], tuple[Any, Telemetry, list[str]]],
+    ) -> R:
+        started_at = datetime.now(UTC)
+        clock = time.monotonic()
+        try:
+            async with _heartbeating():
+                result = await body()
+        except BaseException as exc:
+            if self.recorder is not None:
+                failed = Attempt(
+                    status=ExecutionStatus.FAILED,
+                    started_at=started_at,
+                    finished_at=datetime.now(UTC),
+                    latency_ms=(time.monotonic() - clock) * 1000,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                await self.recorder.write(call, kind, failed)
+            raise
+        if self.recorder is not None:
+            output, telemetry, nxt = describe(result)
+            done = Attempt(
+                status=ExecutionStatus.SUCCEEDED,
+                started_at=started_at,
+                finished_at=datetime.now(UTC),
+                latency_ms=(time.monotonic() - clock) * 1000,
+                output=output,
+                telemetry=telemetry,
+                next=nxt,
+            )
+            await self.recorder.write(call, kind, done)
+        return result
+
+    @activity.defn(name=RUN_TASK)
+    async def run_task(self, call: TaskCall) -> TaskResult:
+        """Run one Task node execution."""
+
+        async def body() -> TaskResult:
+            cls = _load(call.node.impl, Task)
+            result: Any = await cls().run(_context(call, []), call.data)
+            return result if isinstance(result, TaskResult) else TaskResult(output=result)
+
+        def describe(result: TaskResult) -> tuple[Any, Telemetry, list[str]]:
+            return result.output, result.telemetry, [call.successor] if call.successor else []
+
+        return await self._execute(call, "task", body, describe)
+
+    @activity.defn(name=RUN_PLAN)
+    async def run_plan(self, call: PlanCall) -> PlanResult:
+        """Run one Plan node execution and check its choice against the declared successors."""
+
+        async def body() -> PlanResult:
+            cls = _load(call.node.impl, Plan)
+            decision = await cls().decide(_context(call, list(call.successors)), list(call.results))
+            return _check_decision(call, decision)
+
+        def describe(result: PlanResult) -> tuple[Any, Telemetry, list[str]]:
+            shown = result.model_dump(mode="json", exclude={"telemetry"})
+            return shown, result.telemetry, result.next_task_names or ["END"]
+
+        return await self._execute(call, "plan", body, describe)

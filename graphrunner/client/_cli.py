@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -16,9 +17,22 @@ from rich.table import Table
 from graphrunner._settings import Settings
 from graphrunner._types import LifetimeResult, StepRecord
 from graphrunner.client._client import GraphrunnerClient, connect_temporal
-from graphrunner.client._runtime import add_app_dir, embedded_server, serve_worker
+from graphrunner.client._runtime import (
+    add_app_dir,
+    embedded_server,
+    open_recorder,
+    serve_worker,
+)
 from graphrunner.errors import GraphError, GraphrunnerError
 from graphrunner.graph import graph_json_schema, load_graph, to_mermaid
+from graphrunner.stores import (
+    SCHEMA_VERSION,
+    ExecutionRecord,
+    RecordStore,
+    open_blobs,
+    open_records,
+)
+from graphrunner.worker import build_worker
 
 __all__ = ["app", "main"]
 
@@ -81,6 +95,47 @@ def _steps_table(steps: list[StepRecord], title: str) -> Table:
             step.status.value,
             f"{ms:.0f} ms" if ms is not None else "-",
             ", ".join(step.next),
+        )
+    return table
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _history_table(records: list[ExecutionRecord], title: str) -> Table:
+    table = Table(title=title)
+    for column in (
+        "#",
+        "node",
+        "iter",
+        "attempt",
+        "status",
+        "tokens",
+        "cost $",
+        "latency",
+        "result",
+    ):
+        right = column in ("#", "iter", "attempt", "tokens", "cost $", "latency")
+        table.add_column(column, justify="right" if right else "left")
+    for rec in records:
+        result = rec.result_uri or (_size(rec.result_size) if rec.result_inline else "-")
+        if rec.error:
+            result = rec.error[:60]
+        table.add_row(
+            str(rec.seq),
+            rec.node,
+            str(rec.iteration),
+            str(rec.attempt),
+            rec.status.value,
+            f"{rec.tokens_in}/{rec.tokens_out}",
+            f"{rec.cost_usd:.4f}",
+            f"{rec.latency_ms:.0f} ms",
+            result,
         )
     return table
 
@@ -276,7 +331,6 @@ def demo(
     """Run an example lifetime end to end on the embedded server and show its path."""
     add_app_dir(app_dir)
     settings = _settings()
-    from graphrunner.worker import build_worker
 
     async def go() -> LifetimeResult:
         model = load_graph(graph)
@@ -285,12 +339,22 @@ def demo(
             out.print(
                 f"graph [bold]{model.name}[/] {model.version} on the {where}", highlight=False
             )
-            client = GraphrunnerClient(temporal, settings=settings)
-            async with build_worker(temporal, task_queue=settings.task_queue):
+            recorder = open_recorder(settings)
+            client = GraphrunnerClient(
+                temporal, settings=settings, records=recorder.records if recorder else None
+            )
+            async with build_worker(temporal, task_queue=settings.task_queue, recorder=recorder):
                 handle = await client.start(model, {"topic": "durable agent workflows"})
                 out.print(f"lifetime [bold]{handle.id}[/] started", highlight=False)
                 result = await handle.result()
             out.print(_steps_table(result.steps, f"path of lifetime {handle.id}"))
+            if recorder is not None:
+                written = len(await client.history(handle.id))
+                out.print(
+                    f"{written} execution records in {recorder.records.safe_url()}: "
+                    f"[bold]graphrunner history {handle.id}[/]",
+                    highlight=False,
+                )
             out.print("output:", json.dumps(result.output))
             out.print(
                 "\nBrowse it in the Temporal Web UI: run [bold]graphrunner dev[/] (or "
@@ -301,6 +365,178 @@ def demo(
             return result
 
     _run(go())
+
+
+@app.command()
+def history(
+    lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Every recorded execution of a lifetime: telemetry and where its result is."""
+    settings = _settings()
+
+    async def go() -> None:
+        records = await _records(settings).executions(lifetime_id)
+        if as_json:
+            print(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+            return
+        if not records:
+            _fail(f"no records for lifetime {lifetime_id} in {settings.state_db_url()}")
+        out.print(_history_table(records, f"executions of {lifetime_id}"))
+
+    _run(go())
+
+
+@app.command("list")
+def list_cmd(
+    graph: Annotated[str | None, typer.Option(help="Only this graph.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only this status: running, completed, failed ...")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Lifetimes, newest first, with their record totals."""
+    settings = _settings()
+
+    async def go() -> None:
+        client = await GraphrunnerClient.connect(settings)
+        rows = await client.list_lifetimes(graph=graph, tenant=tenant, status=status, limit=limit)
+        if as_json:
+            print(json.dumps([vars(r) for r in rows], indent=2))
+            return
+        table = Table(title="lifetimes")
+        for column in (
+            "lifetime",
+            "status",
+            "graph",
+            "tenant",
+            "started",
+            "execs",
+            "tokens",
+            "cost $",
+        ):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(
+                r.lifetime_id,
+                r.status,
+                r.graph_name,
+                r.tenant,
+                r.started_at[:19],
+                str(r.executions),
+                str(r.tokens),
+                r.cost_usd,
+            )
+        out.print(table)
+
+    _run(go())
+
+
+@app.command()
+def costs(
+    by: Annotated[str, typer.Option(help="Group by 'tenant' or 'graph'.")] = "tenant",
+    as_json: JsonFlag = False,
+) -> None:
+    """Token and cost totals per tenant or per graph."""
+    settings = _settings()
+
+    async def go() -> None:
+        try:
+            rows = await _records(settings).costs(by)
+        except ValueError as exc:
+            _fail(str(exc))
+        if as_json:
+            print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+            return
+        table = Table(title=f"costs by {by}")
+        for column in (by, "lifetimes", "executions", "tokens in", "tokens out", "cost $"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(
+                r.key,
+                str(r.lifetimes),
+                str(r.executions),
+                str(r.tokens_in),
+                str(r.tokens_out),
+                f"{r.cost_usd:.4f}",
+            )
+        out.print(table)
+
+    _run(go())
+
+
+@app.command()
+def result(
+    lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
+    node: Annotated[str, typer.Argument(help="Node name.")],
+    iteration: Annotated[int | None, typer.Option(help="Iteration (default: the last).")] = None,
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+) -> None:
+    """Print (or save) one execution's result as JSON; large results stream from the blob store."""
+    settings = _settings()
+
+    async def go() -> None:
+        records = [
+            r
+            for r in await _records(settings).executions(lifetime_id)
+            if r.node == node and (iteration is None or r.iteration == iteration)
+        ]
+        if not records:
+            _fail(f"no recorded execution of node '{node}' in lifetime {lifetime_id}")
+        rec = records[-1]
+        blobs = open_blobs(settings)
+        chunks = blobs.stream(rec.result_uri) if rec.result_uri else None
+        sink = output.open("wb") if output else sys.stdout.buffer
+        try:
+            if chunks is None:
+                sink.write((rec.result_inline or "null").encode())
+            else:
+                async for chunk in chunks:
+                    sink.write(chunk)
+        finally:
+            if output:
+                sink.close()
+            else:
+                sink.flush()
+
+    _run(go())
+
+
+db_app = typer.Typer(help="State DB schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the state DB schema to this graphrunner's version."""
+    settings = _settings()
+    store = RecordStore(settings.state_db_url())
+    try:
+        before, after = store.upgrade()
+    finally:
+        store.close()
+    out.print(f"state DB schema: version {before} -> {after}", highlight=False)
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show the state DB URL and schema version."""
+    settings = _settings()
+    store = RecordStore(settings.state_db_url())
+    try:
+        version = store.schema_version()
+    finally:
+        store.close()
+    out.print(
+        f"{store.safe_url()}: schema version {version} (this graphrunner: {SCHEMA_VERSION})",
+        highlight=False,
+    )
+
+
+def _records(settings: Settings) -> RecordStore:
+    return open_records(settings)
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +16,40 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError
 
 from graphrunner._settings import Settings
 from graphrunner._types import LifetimeInput, LifetimeResult, StepRecord, StepStatus
 from graphrunner.client._history import steps_from_history
-from graphrunner.errors import ServerUnreachable
+from graphrunner.errors import GraphrunnerError, ServerUnreachable
 from graphrunner.graph import AgentGraph, load_graph
+from graphrunner.stores import (
+    BlobStore,
+    CostRow,
+    ExecutionRecord,
+    LifetimeSummary,
+    RecordStore,
+    data_converter,
+    open_blobs,
+    open_records,
+)
 from graphrunner.workflows import LIFETIME_WORKFLOW
 
-__all__ = ["GraphrunnerClient", "LifetimeInfo", "connect_temporal"]
+__all__ = ["GraphrunnerClient", "LifetimeInfo", "LifetimeRow", "connect_temporal"]
 
 _log = logging.getLogger("graphrunner.client")
 GRAPH_KEY = SearchAttributeKey.for_keyword("GraphrunnerGraph")
 TENANT_KEY = SearchAttributeKey.for_keyword("GraphrunnerTenant")
 
 
-async def connect_temporal(settings: Settings, *, target_host: str | None = None) -> Client:
+async def connect_temporal(
+    settings: Settings, *, target_host: str | None = None, blobs: BlobStore | None = None
+) -> Client:
     """Connect to Temporal the way the ``temporal`` CLI does (env vars, then temporal.toml).
+
+    The client's data converter keeps payloads over the threshold in the blob store (``blobs``,
+    default: the one settings name), so workers and clients must share that store.
 
     Raises:
         ServerUnreachable: Nothing answered at the address, with the address in the message.
@@ -46,7 +61,7 @@ async def connect_temporal(settings: Settings, *, target_host: str | None = None
     try:
         return await Client.connect(
             **config,
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter(settings, blobs or open_blobs(settings)),
         )
     except RuntimeError as exc:
         raise ServerUnreachable(
@@ -72,6 +87,41 @@ class LifetimeInfo:
     ui_url: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class LifetimeRow:
+    """One line of `GraphrunnerClient.list_lifetimes`."""
+
+    lifetime_id: str
+    status: str
+    graph_name: str
+    tenant: str
+    started_at: str
+    closed_at: str | None
+    executions: int = 0
+    tokens: int = 0
+    cost_usd: str = "0"
+
+    def with_totals(self, totals: LifetimeSummary | None) -> LifetimeRow:
+        """This row with the record totals filled in."""
+        if totals is None:
+            return self
+        return replace(
+            self, executions=totals.executions, tokens=totals.tokens, cost_usd=str(totals.cost_usd)
+        )
+
+
+def _status_name(status: str) -> str:
+    names = {s.name.lower(): s.name for s in WorkflowExecutionStatus}
+    if status.lower() not in names:
+        raise GraphrunnerError(f"unknown status '{status}': use one of {', '.join(sorted(names))}")
+    # Visibility spells statuses in CamelCase: Running, Completed, ContinuedAsNew ...
+    return "".join(part.capitalize() for part in status.lower().split("_"))
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 class GraphrunnerClient:
     """Start and inspect AgentLifetimes.
 
@@ -81,15 +131,40 @@ class GraphrunnerClient:
         >>> result = await client.result(handle.id)
     """
 
-    def __init__(self, temporal: Client, *, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        temporal: Client,
+        *,
+        settings: Settings | None = None,
+        records: RecordStore | None = None,
+        blobs: BlobStore | None = None,
+    ) -> None:
         self.temporal = temporal
         self.settings = settings or Settings.from_env()
+        self._records = records
+        self._blobs = blobs
+
+    @property
+    def records(self) -> RecordStore:
+        """The state DB (opened on first use from settings)."""
+        if self._records is None:
+            self._records = open_records(self.settings)
+        return self._records
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The blob store (opened on first use from settings)."""
+        if self._blobs is None:
+            self._blobs = open_blobs(self.settings)
+        return self._blobs
 
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> GraphrunnerClient:
         """Connect using ``TEMPORAL_*`` settings; raises `ServerUnreachable` if none answers."""
         settings = settings or Settings.from_env()
-        return cls(await connect_temporal(settings), settings=settings)
+        blobs = open_blobs(settings)
+        temporal = await connect_temporal(settings, blobs=blobs)
+        return cls(temporal, settings=settings, blobs=blobs)
 
     async def start(
         self,
@@ -182,6 +257,62 @@ class GraphrunnerClient:
             steps=steps,
             ui_url=self.ui_url(lifetime_id),
         )
+
+    async def history(self, lifetime_id: str) -> list[ExecutionRecord]:
+        """Every recorded execution of a lifetime, in the order the workflow scheduled them."""
+        return await self.records.executions(lifetime_id)
+
+    async def list_lifetimes(
+        self,
+        *,
+        graph: str | None = None,
+        tenant: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+    ) -> list[LifetimeRow]:
+        """Lifetimes, newest first: status from Temporal, totals from the records.
+
+        Args:
+            graph: Only lifetimes of this graph.
+            tenant: Only lifetimes of this tenant.
+            status: Only lifetimes in this Temporal status (running, completed, failed, ...).
+            limit: At most this many.
+        """
+        clauses = [f"WorkflowType = '{LIFETIME_WORKFLOW}'"]
+        if status:
+            clauses.append(f"ExecutionStatus = '{_status_name(status)}'")
+        rows: list[LifetimeRow] = []
+        async for wf in self.temporal.list_workflows(" AND ".join(clauses), limit=limit * 4):
+            memo = await wf.memo()
+            if graph and memo.get("graph") != graph or tenant and memo.get("tenant") != tenant:
+                continue
+            rows.append(
+                LifetimeRow(
+                    lifetime_id=wf.id,
+                    status=(wf.status or WorkflowExecutionStatus.RUNNING).name.lower(),
+                    graph_name=str(memo.get("graph", "")),
+                    tenant=str(memo.get("tenant", "")),
+                    started_at=wf.start_time.isoformat(),
+                    closed_at=wf.close_time.isoformat() if wf.close_time else None,
+                )
+            )
+            if len(rows) >= limit:
+                break
+        totals = {
+            s.lifetime_id: s
+            for s in await self.records.lifetimes(lifetime_ids=[r.lifetime_id for r in rows])
+        }
+        return [r.with_totals(totals.get(r.lifetime_id)) for r in rows]
+
+    async def costs(self, by: str = "tenant") -> list[CostRow]:
+        """Token and cost totals per tenant or per graph, from the records."""
+        return await self.records.costs(by)
+
+    def stream_result(self, record: ExecutionRecord) -> AsyncIterator[bytes]:
+        """The JSON bytes of an execution's result; a large one is streamed from the blob store."""
+        if record.result_uri is not None:
+            return self.blobs.stream(record.result_uri)
+        return _once((record.result_inline or "null").encode())
 
     def ui_url(self, lifetime_id: str) -> str:
         """Link to the lifetime in the Temporal Web UI."""

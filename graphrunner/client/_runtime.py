@@ -12,12 +12,14 @@ from pathlib import Path
 from temporalio.client import Client
 
 from graphrunner._settings import Settings
+from graphrunner.activities import Recorder
 from graphrunner.client._client import connect_temporal
 from graphrunner.client._devserver import DevServer, port_open
 from graphrunner.errors import ServerUnreachable
+from graphrunner.stores import open_blobs, open_records
 from graphrunner.worker import build_worker
 
-__all__ = ["add_app_dir", "embedded_server", "serve_worker"]
+__all__ = ["add_app_dir", "embedded_server", "open_recorder", "serve_worker"]
 
 
 def add_app_dir(app_dir: Path) -> None:
@@ -27,19 +29,33 @@ def add_app_dir(app_dir: Path) -> None:
         sys.path.insert(0, path)
 
 
+def open_recorder(settings: Settings) -> Recorder | None:
+    """The recorder a worker writes execution records with, or None if recording is off."""
+    if not settings.record:
+        return None
+    return Recorder(
+        open_records(settings), open_blobs(settings), inline_limit=settings.inline_limit_bytes
+    )
+
+
 async def serve_worker(client: Client, settings: Settings, *, ready: str = "") -> None:
     """Run a worker until SIGINT/SIGTERM, then shut it down gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    worker = build_worker(client, task_queue=settings.task_queue)
-    async with worker:
-        if ready:
-            print(ready, flush=True)
-        await stop.wait()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(sig)
+    recorder = open_recorder(settings)
+    worker = build_worker(client, task_queue=settings.task_queue, recorder=recorder)
+    try:
+        async with worker:
+            if ready:
+                print(ready, flush=True)
+            await stop.wait()
+    finally:
+        if recorder is not None:
+            recorder.records.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 @contextlib.asynccontextmanager

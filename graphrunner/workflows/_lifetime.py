@@ -8,6 +8,7 @@ its input (the pinned graph) and activity results, so histories replay determini
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,6 +39,17 @@ __all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
 LIFETIME_WORKFLOW = "AgentLifetime"
 _RUN_TASK = "graphrunner.run_task"
 _RUN_PLAN = "graphrunner.run_plan"
+
+
+@dataclass(frozen=True)
+class _Via:
+    """How a path arrived at a node: the executions that led there and the edge type."""
+
+    parent_ids: list[str]
+    edge: EdgeType | None
+
+
+_START = _Via([], None)
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,7 @@ class AgentLifetimeWorkflow:
         start = graph.node(graph.start_node)
         data = inp.input if start.kind is NodeKind.TASK else None
         try:
-            end = await self._walk(graph, start.name, data=data, results=[], depth=0)
+            end = await self._walk(graph, start.name, data=data, results=[], via=_START, depth=0)
         except (FailureError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -120,18 +132,22 @@ class AgentLifetimeWorkflow:
         *,
         data: Any,
         results: list[NodeOutput],
+        via: _Via,
         depth: int,
     ) -> _Finished | _Joined:
         """Run nodes from ``name`` until a FINAL edge, or (inside a fan-out) a JOIN edge."""
         while True:
             node = graph.node(name)
             if node.kind is NodeKind.TASK:
-                task_result, iteration = await self._run_task(graph, node, data)
+                task_result, step = await self._run_task(graph, node, data, via)
                 edge = graph.out_edges(node.name)[0]
                 if edge.type is EdgeType.FINAL:
                     return _Finished(task_result.output)
                 produced = NodeOutput(
-                    node=node.name, iteration=iteration, output=task_result.output
+                    node=node.name,
+                    iteration=step.iteration,
+                    output=task_result.output,
+                    execution_id=step.execution_id,
                 )
                 if edge.target is None:  # validation forbids it; never route on a guess
                     raise _fail(f"edge {edge.label()} has no target", FailureType.BAD_FAN_IN)
@@ -139,9 +155,10 @@ class AgentLifetimeWorkflow:
                     return _Joined(edge.target, produced)
                 # A JOIN reached outside any fan-out is a fan-in of one.
                 name, results = edge.target, [produced]
+                via = _Via([step.execution_id], edge.type)
                 continue
 
-            decision = await self._run_plan(graph, node, results)
+            decision, plan_step = await self._run_plan(graph, node, results, via)
             chosen = decision.next_task_names
             if not chosen:
                 return _Finished(decision.output)
@@ -149,6 +166,7 @@ class AgentLifetimeWorkflow:
             parallel = all(edges[t].type is EdgeType.PARALLEL for t in chosen)
             if len(chosen) == 1 and not parallel:
                 name, data = chosen[0], decision.data
+                via = _Via([plan_step.execution_id], edges[name].type)
                 continue
             if not parallel:
                 raise _fail(
@@ -157,13 +175,18 @@ class AgentLifetimeWorkflow:
                     "edges",
                     FailureType.BAD_FAN_IN,
                 )
-            name, results = await self._fan_out(graph, node.name, chosen, decision.data, depth)
+            name, results = await self._fan_out(graph, plan_step, chosen, decision.data, depth)
+            via = _Via([r.execution_id for r in results], EdgeType.JOIN)
 
     async def _fan_out(
-        self, graph: AgentGraph, plan: str, chosen: list[str], data: Any, depth: int
+        self, graph: AgentGraph, plan_step: StepRecord, chosen: list[str], data: Any, depth: int
     ) -> tuple[str, list[NodeOutput]]:
+        plan = plan_step.node
+        branch_via = _Via([plan_step.execution_id], EdgeType.PARALLEL)
         branches = [
-            asyncio.ensure_future(self._walk(graph, t, data=data, results=[], depth=depth + 1))
+            asyncio.ensure_future(
+                self._walk(graph, t, data=data, results=[], via=branch_via, depth=depth + 1)
+            )
             for t in chosen
         ]
         try:
@@ -192,12 +215,16 @@ class AgentLifetimeWorkflow:
                 FailureType.MAX_ITERATIONS,
             )
         self._iterations[node.name] = done + 1
+        info = workflow.info()
+        identity = f"{info.workflow_id}/{info.run_id}/{node.name}/{done + 1}"
         step = StepRecord(
             node=node.name,
             kind=node.kind,
             iteration=done + 1,
             status=StepStatus.RUNNING,
             started_at=workflow.now(),
+            execution_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
+            seq=len(self._steps),
         )
         self._steps.append(step)
         workflow.set_current_details(f"running **{node.name}** · iteration {done + 1}")
@@ -219,7 +246,7 @@ class AgentLifetimeWorkflow:
             "summary": f"{node.name} · {step.iteration}",
         }
 
-    def _call_fields(self, node: NodeSpec, iteration: int) -> dict[str, Any]:
+    def _call_fields(self, node: NodeSpec, step: StepRecord, via: _Via) -> dict[str, Any]:
         inp = self._input
         if inp is None:
             raise _fail("lifetime input missing", FailureType.GRAPH_MISMATCH)
@@ -227,10 +254,16 @@ class AgentLifetimeWorkflow:
             "lifetime_id": workflow.info().workflow_id,
             "graph_name": inp.graph.name,
             "graph_version": inp.graph.version,
+            "graph_hash": inp.graph_hash,
             "tenant": inp.tenant,
             "node": node,
-            "iteration": iteration,
+            "iteration": step.iteration,
             "lifetime_input": inp.input,
+            "execution_id": step.execution_id,
+            "seq": step.seq,
+            "scheduled_at": step.started_at,
+            "parent_ids": via.parent_ids,
+            "edge": via.edge.value if via.edge else None,
         }
 
     @staticmethod
@@ -240,10 +273,13 @@ class AgentLifetimeWorkflow:
         step.next = nxt
 
     async def _run_task(
-        self, graph: AgentGraph, node: NodeSpec, data: Any
-    ) -> tuple[TaskResult, int]:
+        self, graph: AgentGraph, node: NodeSpec, data: Any, via: _Via
+    ) -> tuple[TaskResult, StepRecord]:
         step = self._begin(graph, node)
-        call = TaskCall(**self._call_fields(node, step.iteration), data=data)
+        edge = graph.out_edges(node.name)[0]
+        call = TaskCall(
+            **self._call_fields(node, step, via), data=data, successor=edge.target or "END"
+        )
         result: TaskResult
         try:
             result = await workflow.execute_activity(
@@ -256,17 +292,16 @@ class AgentLifetimeWorkflow:
         except ActivityError as err:
             self._finish(step, StepStatus.FAILED, [])
             raise self._node_failed(node, step, err) from err
-        edge = graph.out_edges(node.name)[0]
         self._finish(step, StepStatus.COMPLETED, [edge.target or "END"])
-        return result, step.iteration
+        return result, step
 
     async def _run_plan(
-        self, graph: AgentGraph, node: NodeSpec, results: list[NodeOutput]
-    ) -> PlanResult:
+        self, graph: AgentGraph, node: NodeSpec, results: list[NodeOutput], via: _Via
+    ) -> tuple[PlanResult, StepRecord]:
         step = self._begin(graph, node)
         out = graph.out_edges(node.name)
         call = PlanCall(
-            **self._call_fields(node, step.iteration),
+            **self._call_fields(node, step, via),
             results=results,
             successors=[e.target for e in out if e.target is not None],
             can_finish=any(e.type is EdgeType.FINAL for e in out),
@@ -299,7 +334,7 @@ class AgentLifetimeWorkflow:
                 FailureType.UNDECLARED_SUCCESSOR,
             )
         self._finish(step, StepStatus.COMPLETED, decision.next_task_names or ["END"])
-        return decision
+        return decision, step
 
     @staticmethod
     def _node_failed(node: NodeSpec, step: StepRecord, err: ActivityError) -> ApplicationError:

@@ -1,0 +1,90 @@
+"""Turn one finished node attempt into an execution record (result inline or in a blob)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import pydantic_core
+from temporalio import activity
+
+from graphrunner._types import PlanCall, TaskCall, Telemetry
+from graphrunner.stores._blobs import BlobStore
+from graphrunner.stores._records import ExecutionRecord, ExecutionStatus, RecordStore
+
+__all__ = ["Attempt", "Recorder"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attempt:
+    """What the activity observed of one attempt."""
+
+    status: ExecutionStatus
+    started_at: datetime
+    finished_at: datetime
+    latency_ms: float
+    output: Any = None
+    telemetry: Telemetry | None = None
+    next: list[str] | None = None
+    error: str | None = None
+
+
+class Recorder:
+    """Writes execution records; results over ``inline_limit`` bytes go to the blob store.
+
+    Args:
+        records: The state DB.
+        blobs: Where large results go.
+        inline_limit: Largest result (JSON bytes) kept inline in the record.
+    """
+
+    def __init__(self, records: RecordStore, blobs: BlobStore, *, inline_limit: int) -> None:
+        self.records = records
+        self.blobs = blobs
+        self.inline_limit = inline_limit
+
+    async def write(self, call: TaskCall | PlanCall, kind: str, attempt: Attempt) -> bool:
+        """Record ``attempt`` of ``call``; False if a later attempt was already recorded."""
+        info = activity.info()
+        telemetry = attempt.telemetry or Telemetry()
+        result: dict[str, Any] = {"result_size": 0}
+        if attempt.status is ExecutionStatus.SUCCEEDED:
+            data = pydantic_core.to_json(attempt.output)
+            result["result_size"] = len(data)
+            if len(data) > self.inline_limit:
+                key = f"results/{call.lifetime_id}/{call.execution_id}.{info.attempt}.json"
+                ref = await self.blobs.put(key, data)
+                result.update(result_uri=ref.uri, result_sha256=ref.sha256)
+            else:
+                result["result_inline"] = data.decode()
+        record = ExecutionRecord(
+            execution_id=call.execution_id or info.activity_id,
+            lifetime_id=call.lifetime_id,
+            run_id=info.workflow_run_id or "",
+            graph_name=call.graph_name,
+            graph_version=call.graph_version,
+            graph_hash=call.graph_hash,
+            tenant=call.tenant,
+            node=call.node.name,
+            kind=kind,
+            iteration=call.iteration,
+            seq=call.seq,
+            attempt=info.attempt,
+            parent_ids=call.parent_ids,
+            edge=call.edge,
+            next=attempt.next or [],
+            status=attempt.status,
+            created_at=call.scheduled_at or attempt.started_at,
+            started_at=attempt.started_at,
+            finished_at=attempt.finished_at,
+            tokens_in=telemetry.tokens_in,
+            tokens_out=telemetry.tokens_out,
+            cost_usd=Decimal(str(telemetry.cost_usd)),
+            latency_ms=attempt.latency_ms,
+            model=telemetry.model,
+            error=attempt.error,
+            **result,
+        )
+        return await self.records.record(record)

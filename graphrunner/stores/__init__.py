@@ -1,0 +1,49 @@
+"""State DB (execution records) and blob store (large results and payloads)."""
+
+from graphrunner.stores._blobs import (
+    BlobIntegrityError,
+    BlobNotFound,
+    BlobRef,
+    BlobStore,
+    LocalBlobStore,
+    S3BlobStore,
+    open_blob_store,
+)
+from graphrunner.stores._open import data_converter, open_blobs, open_records
+from graphrunner.stores._payloads import (
+    DEFAULT_PAYLOAD_THRESHOLD,
+    BlobPayloadDriver,
+    with_external_storage,
+)
+from graphrunner.stores._records import (
+    CostRow,
+    ExecutionRecord,
+    ExecutionStatus,
+    LifetimeSummary,
+    RecordStore,
+    SchemaError,
+)
+from graphrunner.stores._schema import SCHEMA_VERSION
+
+__all__ = [
+    "DEFAULT_PAYLOAD_THRESHOLD",
+    "SCHEMA_VERSION",
+    "BlobIntegrityError",
+    "BlobNotFound",
+    "BlobPayloadDriver",
+    "BlobRef",
+    "BlobStore",
+    "CostRow",
+    "ExecutionRecord",
+    "ExecutionStatus",
+    "LifetimeSummary",
+    "LocalBlobStore",
+    "RecordStore",
+    "S3BlobStore",
+    "SchemaError",
+    "data_converter",
+    "open_blob_store",
+    "open_blobs",
+    "open_records",
+    "with_external_storage",
+]

@@ -1,0 +1,419 @@
+"""The record store: append-only execution records in SQLite or PostgreSQL (SQLAlchemy 2).
+
+Writes are idempotent: an execution's id is derived from (workflow id, run id, node,
+iteration), so an activity retry or a crashed worker's re-run never adds a second record.
+A later attempt of the same execution supersedes an earlier one only through a guarded
+upsert (``WHERE stored.attempt < new.attempt``); every finished attempt is kept in
+``gr_attempts``. Calls are synchronous SQLAlchemy run in a thread, so SQLite and psycopg 3
+need no async drivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, Engine, case, create_engine, event, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from graphrunner.errors import GraphrunnerError
+from graphrunner.stores._schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    attempts,
+    executions,
+    metadata,
+    schema_table,
+)
+
+__all__ = [
+    "CostRow",
+    "ExecutionRecord",
+    "ExecutionStatus",
+    "LifetimeSummary",
+    "RecordStore",
+    "SchemaError",
+]
+
+# Key of the PostgreSQL advisory lock that serialises migrations ("grschema" in ASCII).
+_MIGRATION_LOCK = 0x67_72_73_63_68_65_6D_61
+
+
+class SchemaError(GraphrunnerError):
+    """The state DB's schema is missing, behind or ahead of this graphrunner."""
+
+
+class ExecutionStatus(StrEnum):
+    """Outcome of a node execution."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+class ExecutionRecord(BaseModel):
+    """One Task or Plan execution: headers, telemetry and where its result is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # headers
+    execution_id: str
+    lifetime_id: str
+    run_id: str
+    graph_name: str
+    graph_version: str
+    graph_hash: str
+    tenant: str
+    node: str
+    kind: str
+    iteration: int
+    seq: int = Field(description="Order in which the workflow scheduled the execution.")
+    attempt: int
+    parent_ids: list[str] = Field(default_factory=list)
+    edge: str | None = Field(default=None, description="Type of the edge that led here.")
+    next: list[str] = Field(default_factory=list, description="Where the execution led.")
+    status: ExecutionStatus
+    created_at: datetime
+    started_at: datetime
+    finished_at: datetime | None = None
+    # telemetry
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: float = 0.0
+    model: str = ""
+    # result: inline JSON text, or a blob URI with size and digest
+    result_inline: str | None = None
+    result_uri: str | None = None
+    result_size: int = 0
+    result_sha256: str | None = None
+    error: str | None = None
+
+    @property
+    def result_location(self) -> str:
+        """The URI of a large result, or ``inline`` with its size."""
+        return self.result_uri or f"inline ({self.result_size} B)"
+
+    def result_value(self) -> Any:
+        """The inline result, decoded (None when the result is in the blob store)."""
+        return json.loads(self.result_inline) if self.result_inline is not None else None
+
+
+class LifetimeSummary(BaseModel):
+    """Aggregates of one lifetime's records."""
+
+    lifetime_id: str
+    graph_name: str
+    graph_version: str
+    tenant: str
+    executions: int
+    failed: int
+    tokens: int
+    cost_usd: Decimal
+    first_at: datetime
+    last_at: datetime | None
+
+
+class CostRow(BaseModel):
+    """Token and cost totals of one tenant or graph."""
+
+    key: str
+    lifetimes: int
+    executions: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: Decimal
+
+
+def _engine_url(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # Every time graphrunner stores is UTC: SQLite keeps no offset (it would store 12:00+02:00
+    # as 12:00) and hands back naive datetimes, which are therefore UTC.
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class RecordStore:
+    """Execution records in a SQL database.
+
+    Args:
+        url: SQLAlchemy URL: ``sqlite:///path.db`` or ``postgresql://user@host/db`` (psycopg 3).
+    """
+
+    def __init__(self, url: str) -> None:
+        try:
+            self.url = _engine_url(url)
+        except (ArgumentError, ValueError):
+            # The URL is not echoed: an unparsable one may still hold a password.
+            raise SchemaError(
+                "the state DB URL is not a valid SQLAlchemy URL: use sqlite:///path.db or "
+                "postgresql://user@host/db"
+            ) from None
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                folder = Path(parsed.database).parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise SchemaError(
+                        f"cannot create the folder of state DB {parsed.database}: {exc}"
+                    ) from None
+            self.engine: Engine = create_engine(
+                self.url, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(self.url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        else:
+            raise SchemaError(
+                f"unsupported state DB '{parsed.drivername}': use sqlite or postgresql"
+            )
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """Version recorded in the database (0 when it has no graphrunner schema)."""
+        with self.engine.connect() as conn:
+            return self._version(conn)
+
+    def _version(self, conn: Connection) -> int:
+        if not self.engine.dialect.has_table(conn, schema_table.name):
+            return 0
+        found = conn.execute(select(func.max(schema_table.c.version))).scalar()
+        return int(found or 0)
+
+    def ensure_schema(self) -> None:
+        """Create the schema in an empty database; fail clearly if it is behind or ahead.
+
+        Raises:
+            SchemaError: The schema is older than this graphrunner (run ``graphrunner db
+                upgrade``) or newer (upgrade graphrunner).
+        """
+        try:
+            current = self.schema_version()
+        except OperationalError as exc:
+            raise SchemaError(f"cannot open state DB {self.safe_url()}: {exc.orig}") from None
+        if current == 0:
+            self.upgrade()
+        elif current < SCHEMA_VERSION:
+            raise SchemaError(
+                f"state DB {self.safe_url()} has schema version {current}, this graphrunner "
+                f"needs {SCHEMA_VERSION}: run 'graphrunner db upgrade'"
+            )
+        elif current > SCHEMA_VERSION:
+            raise SchemaError(
+                f"state DB {self.safe_url()} has schema version {current}, newer than this "
+                f"graphrunner ({SCHEMA_VERSION}): upgrade graphrunner"
+            )
+
+    def upgrade(self) -> tuple[int, int]:
+        """Apply pending migrations; return (version before, version after).
+
+        Raises:
+            SchemaError: The schema is newer than this graphrunner (upgrade graphrunner).
+        """
+        with self.engine.begin() as conn:
+            # Workers starting together on an empty database all get here: the first takes the
+            # lock and migrates, the others then read its version and have nothing to do.
+            if self.dialect == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            before = self._version(conn)
+            if before > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"state DB {self.safe_url()} has schema version {before}, newer than this "
+                    f"graphrunner ({SCHEMA_VERSION}): upgrade graphrunner"
+                )
+            metadata.create_all(conn, tables=[schema_table])
+            for version in range(before + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[version - 1](conn)
+                conn.execute(
+                    insert(schema_table).values(version=version, applied_at=datetime.now(UTC))
+                )
+        return before, SCHEMA_VERSION
+
+    def safe_url(self) -> str:
+        """The database URL with any password hidden."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def record(self, rec: ExecutionRecord) -> bool:
+        """Write one finished attempt; return False if a later attempt is already recorded."""
+        return await asyncio.to_thread(self._record, rec)
+
+    def _record(self, rec: ExecutionRecord) -> bool:
+        row = rec.model_dump()
+        for name in ("created_at", "started_at", "finished_at"):
+            row[name] = _utc(row[name])
+        attempt_row = {
+            "execution_id": rec.execution_id,
+            "attempt": rec.attempt,
+            "status": rec.status.value,
+            "started_at": row["started_at"],
+            "finished_at": row["finished_at"] or row["started_at"],
+            "latency_ms": rec.latency_ms,
+            "error": rec.error,
+        }
+        dialect: Any = sqlite if self.dialect == "sqlite" else postgresql
+        with self.engine.begin() as conn:
+            conn.execute(dialect.insert(attempts).values(attempt_row).on_conflict_do_nothing())
+            stmt = dialect.insert(executions).values(row)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[executions.c.execution_id],
+                set_={c.name: stmt.excluded[c.name] for c in executions.c if not c.primary_key},
+                where=executions.c.attempt < stmt.excluded.attempt,
+            ).returning(executions.c.execution_id)
+            # RETURNING, not rowcount: drivers disagree on the rowcount of a skipped upsert.
+            written = conn.execute(stmt).first()
+        return written is not None
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def executions(self, lifetime_id: str) -> list[ExecutionRecord]:
+        """Every execution of a lifetime, in the order the workflow scheduled them."""
+
+        def read() -> list[ExecutionRecord]:
+            query = (
+                select(executions)
+                .where(executions.c.lifetime_id == lifetime_id)
+                .order_by(executions.c.run_id, executions.c.seq)
+            )
+            with self.engine.connect() as conn:
+                return [self._to_record(row._mapping) for row in conn.execute(query)]
+
+        return await asyncio.to_thread(read)
+
+    async def attempts(self, execution_id: str) -> list[dict[str, Any]]:
+        """Every finished attempt of one execution, oldest first."""
+
+        def read() -> list[dict[str, Any]]:
+            query = (
+                select(attempts)
+                .where(attempts.c.execution_id == execution_id)
+                .order_by(attempts.c.attempt)
+            )
+            with self.engine.connect() as conn:
+                rows = [dict(row._mapping) for row in conn.execute(query)]
+            for row in rows:
+                row["started_at"], row["finished_at"] = (
+                    _utc(row["started_at"]),
+                    _utc(row["finished_at"]),
+                )
+            return rows
+
+        return await asyncio.to_thread(read)
+
+    async def lifetimes(
+        self,
+        *,
+        graph: str | None = None,
+        tenant: str | None = None,
+        lifetime_ids: Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> list[LifetimeSummary]:
+        """Per-lifetime aggregates, newest first, optionally filtered."""
+        c = executions.c
+        query = (
+            select(
+                c.lifetime_id,
+                func.max(c.graph_name).label("graph_name"),
+                func.max(c.graph_version).label("graph_version"),
+                func.max(c.tenant).label("tenant"),
+                func.count().label("executions"),
+                func.sum(case((c.status == ExecutionStatus.FAILED.value, 1), else_=0)).label(
+                    "failed"
+                ),
+                func.sum(c.tokens_in + c.tokens_out).label("tokens"),
+                func.sum(c.cost_usd).label("cost_usd"),
+                func.min(c.created_at).label("first_at"),
+                func.max(c.finished_at).label("last_at"),
+            )
+            .group_by(c.lifetime_id)
+            .order_by(func.min(c.created_at).desc())
+            .limit(limit)
+        )
+        if graph:
+            query = query.where(c.graph_name == graph)
+        if tenant:
+            query = query.where(c.tenant == tenant)
+        if lifetime_ids is not None:
+            query = query.where(c.lifetime_id.in_(list(lifetime_ids)))
+
+        def read() -> list[LifetimeSummary]:
+            with self.engine.connect() as conn:
+                rows = [dict(row._mapping) for row in conn.execute(query)]
+            for row in rows:
+                row["first_at"], row["last_at"] = _utc(row["first_at"]), _utc(row["last_at"])
+                row["cost_usd"] = Decimal(row["cost_usd"] or 0)
+                row["tokens"] = int(row["tokens"] or 0)
+            return [LifetimeSummary.model_validate(row) for row in rows]
+
+        return await asyncio.to_thread(read)
+
+    async def costs(self, by: str = "tenant") -> list[CostRow]:
+        """Token and cost totals grouped by ``tenant`` or ``graph``."""
+        c = executions.c
+        key = {"tenant": c.tenant, "graph": c.graph_name}.get(by)
+        if key is None:
+            raise ValueError(f"costs can be grouped by 'tenant' or 'graph', not {by!r}")
+        query = (
+            select(
+                key.label("key"),
+                func.count(func.distinct(c.lifetime_id)).label("lifetimes"),
+                func.count().label("executions"),
+                func.sum(c.tokens_in).label("tokens_in"),
+                func.sum(c.tokens_out).label("tokens_out"),
+                func.sum(c.cost_usd).label("cost_usd"),
+            )
+            .group_by(key)
+            .order_by(key)
+        )
+
+        def read() -> list[CostRow]:
+            with self.engine.connect() as conn:
+                rows = [dict(row._mapping) for row in conn.execute(query)]
+            return [
+                CostRow.model_validate({**r, "cost_usd": Decimal(r["cost_usd"] or 0)}) for r in rows
+            ]
+
+        return await asyncio.to_thread(read)
+
+    @staticmethod
+    def _to_record(row: Any) -> ExecutionRecord:
+        data = dict(row)
+        for name in ("created_at", "started_at", "finished_at"):
+            data[name] = _utc(data[name])
+        return ExecutionRecord.model_validate(data)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the writer; NORMAL syncs at checkpoints, not every commit.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
