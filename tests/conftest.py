@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -75,3 +79,31 @@ async def assert_replays(client: Client, handle: WorkflowHandle[object, object])
     history = await handle.fetch_history()
     replayer = Replayer(workflows=[AgentLifetimeWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
+
+
+def pg_admin_url() -> str:
+    """The PostgreSQL tests create their databases on (``GRAPHRUNNER_TEST_POSTGRES``)."""
+    return os.environ.get("GRAPHRUNNER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a fresh, empty state DB: a SQLite file, or a new database on the local PostgreSQL.
+
+    PostgreSQL being down fails these tests (CI starts it); it never skips them.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'records.db'}"
+        return
+    admin_url = pg_admin_url()
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {admin_url} is unreachable (start it for these tests): {exc}")
+    name = f"gr_{uuid.uuid4().hex}"
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from graphrunner import GraphBuilder, GraphrunnerClient
 from graphrunner.graph import GraphDefaults
+from graphrunner.stores import RecordStore
 from tests.conftest import ROOT, assert_replays
 from tests.crash_nodes import LoopUntil, SlowLoggedTask
 
@@ -63,6 +64,7 @@ def start_worker(
         TEMPORAL_NAMESPACE=env.client.namespace,
         TEMPORAL_CONFIG_FILE=str(tmp_path / "no-temporal.toml"),  # ignore the user's profiles
         GRAPHRUNNER_TASK_QUEUE=task_queue,
+        GRAPHRUNNER_HOME=str(tmp_path / "state"),  # both workers share this state DB
         PYTHONUNBUFFERED="1",
     )
     with open(tmp_path / f"worker-{name}.log", "wb") as out:
@@ -226,3 +228,18 @@ async def test_sigkilled_worker_process_is_replaced_without_rerunning_completed_
     }
     assert attempts == {e: 2 if e == in_flight else 1 for e in runs}
     await assert_replays(client.temporal, handle)
+
+    # The state DB both workers wrote: exactly one record per execution, each matching the
+    # attempt the history completed; the attempt A never finished left no record behind.
+    store = RecordStore(f"sqlite:///{tmp_path / 'state' / 'state.db'}")
+    try:
+        records = await store.executions(handle.id)
+        interrupted = next(r for r in records if (r.node, r.iteration) == in_flight)
+        attempt_log = await store.attempts(interrupted.execution_id)
+    finally:
+        store.close()
+    assert [(r.node, r.iteration) for r in records] == [(s.node, s.iteration) for s in result.steps]
+    assert len({r.execution_id for r in records}) == len(records)
+    assert all(r.status.value == "succeeded" for r in records)
+    assert {(r.node, r.iteration): r.attempt for r in records if r.kind == "task"} == attempts
+    assert [a["attempt"] for a in attempt_log] == [2]

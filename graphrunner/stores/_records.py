@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine, case, create_engine, event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from graphrunner.errors import GraphrunnerError
 from graphrunner.stores._schema import (
@@ -194,9 +194,16 @@ class RecordStore:
     # -- schema ---------------------------------------------------------------------------
 
     def schema_version(self) -> int:
-        """Version recorded in the database (0 when it has no graphrunner schema)."""
-        with self.engine.connect() as conn:
-            return self._version(conn)
+        """Version recorded in the database (0 when it has no graphrunner schema).
+
+        Raises:
+            SchemaError: The database cannot be reached or opened.
+        """
+        try:
+            with self.engine.connect() as conn:
+                return self._version(conn)
+        except DBAPIError as exc:
+            raise SchemaError(f"cannot open state DB {self.safe_url()}: {exc.orig}") from None
 
     def _version(self, conn: Connection) -> int:
         if not self.engine.dialect.has_table(conn, schema_table.name):
@@ -211,10 +218,7 @@ class RecordStore:
             SchemaError: The schema is older than this graphrunner (run ``graphrunner db
                 upgrade``) or newer (upgrade graphrunner).
         """
-        try:
-            current = self.schema_version()
-        except OperationalError as exc:
-            raise SchemaError(f"cannot open state DB {self.safe_url()}: {exc.orig}") from None
+        current = self.schema_version()
         if current == 0:
             self.upgrade()
         elif current < SCHEMA_VERSION:
@@ -232,8 +236,15 @@ class RecordStore:
         """Apply pending migrations; return (version before, version after).
 
         Raises:
-            SchemaError: The schema is newer than this graphrunner (upgrade graphrunner).
+            SchemaError: The schema is newer than this graphrunner (upgrade graphrunner), or
+                the database cannot be reached.
         """
+        try:
+            return self._upgrade()
+        except DBAPIError as exc:
+            raise SchemaError(f"cannot upgrade state DB {self.safe_url()}: {exc.orig}") from None
+
+    def _upgrade(self) -> tuple[int, int]:
         with self.engine.begin() as conn:
             # Workers starting together on an empty database all get here: the first takes the
             # lock and migrates, the others then read its version and have nothing to do.
@@ -297,10 +308,20 @@ class RecordStore:
         """Every execution of a lifetime, in the order the workflow scheduled them."""
 
         def read() -> list[ExecutionRecord]:
+            c = executions.c
+            # Runs of one lifetime (after a reset, say) in the order they began, each in the
+            # order its workflow scheduled the executions.
+            runs = (
+                select(c.run_id, func.min(c.created_at).label("run_start"))
+                .where(c.lifetime_id == lifetime_id)
+                .group_by(c.run_id)
+                .subquery()
+            )
             query = (
                 select(executions)
-                .where(executions.c.lifetime_id == lifetime_id)
-                .order_by(executions.c.run_id, executions.c.seq)
+                .join(runs, runs.c.run_id == c.run_id)
+                .where(c.lifetime_id == lifetime_id)
+                .order_by(runs.c.run_start, c.run_id, c.seq)
             )
             with self.engine.connect() as conn:
                 return [self._to_record(row._mapping) for row in conn.execute(query)]
