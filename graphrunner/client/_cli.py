@@ -42,7 +42,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# Piped output (files, tests, CI logs) is not cut to 80 columns: tables keep their cells whole.
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 T = TypeVar("T")
 
