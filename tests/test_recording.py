@@ -262,3 +262,45 @@ async def test_concurrent_lifetimes_lose_no_records(setup: Setup) -> None:
     assert len(totals) == 20 and all(t.executions == 6 for t in totals)
     assert sum(c.executions for c in await setup.client.costs("tenant")) == 120
     await assert_replays(setup.client.temporal, handles[0])
+
+
+class ThreeMegabytes(Task):
+    async def run(self, ctx: NodeContext, data: Any) -> str:
+        return "y" * (3 * 1024 * 1024)
+
+
+async def test_oversized_payload_without_blob_offload_fails_fast_naming_the_node(
+    env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    # Offload raised above the server's 2 MiB payload limit: the one way left to hit it.
+    settings = Settings(
+        task_queue=task_queue, home=tmp_path, payload_threshold_bytes=64 * 1024 * 1024
+    )
+    temporal = Client(
+        env.client.service_client,
+        namespace=env.client.namespace,
+        data_converter=data_converter(settings, LocalBlobStore(tmp_path / "blobs")),
+    )
+    graph = (
+        GraphBuilder("too-big", version="1.0.0")
+        .task("produce", ThreeMegabytes, retry={"max_attempts": 5})
+        .plan("decide", LoopThenFinish, config={"rounds": 1})
+        .edge("produce", "decide")
+        .edge("decide", "produce")
+        .final("decide")
+        .build()
+    )
+    async with build_worker(temporal, task_queue=task_queue):
+        client = GraphrunnerClient(temporal, settings=settings)
+        handle = await client.start(graph, None)
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+    message = str(info.value.cause)
+    assert "node 'produce'" in message and "PayloadsTooLarge" in message
+    history = await handle.fetch_history()
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    assert attempts == [1]  # not retried: no retry could make it smaller

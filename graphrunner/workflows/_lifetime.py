@@ -39,6 +39,7 @@ __all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
 LIFETIME_WORKFLOW = "AgentLifetime"
 _RUN_TASK = "graphrunner.run_task"
 _RUN_PLAN = "graphrunner.run_plan"
+_TOO_LARGE = "PayloadsTooLarge"  # ApplicationError type the SDK core gives an oversized result
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,8 @@ class AgentLifetimeWorkflow:
                 if retry.max_interval_s
                 else None,
                 maximum_attempts=retry.max_attempts or 0,
-                non_retryable_error_types=list(retry.non_retryable_errors or []),
+                # A payload the server refuses would be refused again on every retry.
+                non_retryable_error_types=[*(retry.non_retryable_errors or []), _TOO_LARGE],
             ),
             "summary": f"{node.name} · {step.iteration}",
         }
