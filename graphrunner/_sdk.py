@@ -24,7 +24,6 @@ class NodeContext:
         iteration: How many times this node has run in this lifetime, this run included.
         attempt: Temporal attempt number of this execution (1 on the first try).
         tenant: Tenant that owns the lifetime.
-        lifetime_input: The input the lifetime was started with.
         config: The node's ``config`` mapping from the graph definition.
         successors: For plans, the task names it may choose (its declared successors).
         logger: Logger that tags records with the lifetime and node.
@@ -37,7 +36,6 @@ class NodeContext:
     iteration: int
     attempt: int
     tenant: str
-    lifetime_input: Any
     config: dict[str, Any]
     logger: logging.LoggerAdapter[logging.Logger]
     successors: list[str] = field(default_factory=list)

@@ -101,7 +101,6 @@ class _Call(_Model):
     tenant: str
     node: NodeSpec
     iteration: int
-    lifetime_input: Any = None
     # Record headers, decided by the workflow so that they are deterministic.
     execution_id: str = ""
     seq: int = 0

@@ -318,3 +318,19 @@ async def test_status_needs_no_worker(env: WorkflowEnvironment, client: Graphrun
         (s.node, s.iteration, "completed") for s in result.steps
     ]
     assert all(s.duration_ms is not None and s.duration_ms >= 0 for s in info.steps)
+
+
+def test_package_import_stays_light_for_the_workflow_sandbox() -> None:
+    # The sandbox re-imports graphrunner for every new lifetime: heavy imports here once cost
+    # ~300 ms per lifetime and collapsed throughput (bench/README.md).
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, graphrunner, graphrunner.workflows;"
+        "print(sorted(m for m in ('sqlalchemy', 'minio', 'graphrunner.client', "
+        "'graphrunner.stores', 'typer', 'rich') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

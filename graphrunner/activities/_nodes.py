@@ -66,7 +66,6 @@ def _context(call: TaskCall | PlanCall, successors: list[str]) -> NodeContext:
         iteration=call.iteration,
         attempt=info.attempt,
         tenant=call.tenant,
-        lifetime_input=call.lifetime_input,
         config=dict(call.node.config),
         logger=logging.LoggerAdapter(_log, extra),
         successors=successors,

@@ -260,7 +260,6 @@ class AgentLifetimeWorkflow:
             "tenant": inp.tenant,
             "node": node,
             "iteration": step.iteration,
-            "lifetime_input": inp.input,
             "execution_id": step.execution_id,
             "seq": step.seq,
             "scheduled_at": step.started_at,

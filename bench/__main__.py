@@ -1,0 +1,58 @@
+"""``python -m bench``: graphrunner against hand-written temporalio on one dev server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+
+from temporalio.client import WorkflowFailureError
+
+from bench.harness import Config, run
+from bench.report import print_json, print_tables
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark graphrunner against a hand-written temporalio workflow.",
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller runs (well under 30 s)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--check", action="store_true", help="exit with status 1 if an aim is missed"
+    )
+    parser.add_argument("--steps", type=int, help="Task+Plan steps per latency lifetime")
+    parser.add_argument("--reps", type=int, help="lifetimes per side for each latency figure")
+    parser.add_argument("--lifetimes", type=int, help="concurrent lifetimes per throughput batch")
+    parser.add_argument(
+        "--budget", type=float, dest="budget_s", help="seconds all measurements may take"
+    )
+    args = parser.parse_args(argv)
+
+    cfg = Config.quick() if args.quick else Config()
+    overrides = {k: getattr(args, k) for k in ("steps", "reps", "lifetimes", "budget_s")}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        report = asyncio.run(run(cfg))
+    except WorkflowFailureError as err:
+        # A benchmark lifetime failed: say why in one line rather than with a traceback.
+        cause: BaseException | None = err.cause
+        while cause is not None and cause.__cause__ is not None:
+            cause = cause.__cause__
+        print(f"bench: a lifetime failed: {cause or err}", file=sys.stderr)
+        return 2
+    except TimeoutError:
+        print("bench: lifetimes did not finish within 180 s; is a worker stuck?", file=sys.stderr)
+        return 2
+    if args.json:
+        print_json(report)
+    else:
+        print_tables(report)
+    missed = any(m.met is False for m in report.measurements)
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The hand-written baseline's workflows: the same work as the graphrunner graphs.
+
+Idiomatic temporalio: a loop of ``execute_activity`` calls with an explicit timeout and retry
+policy, typed pydantic input and result, activity models imported through the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from bench.baseline_activities import (
+        LoopInput,
+        LoopResult,
+        PlanInput,
+        PlanOutput,
+        TaskInput,
+        TaskOutput,
+        noop_plan,
+        noop_task,
+    )
+
+__all__ = ["FanOutWorkflow", "LocalLoopWorkflow", "LoopWorkflow"]
+
+# The same settings graphrunner's graph defaults give every node.
+TIMEOUT = timedelta(seconds=60)
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=3,
+)
+
+
+async def _task(step: int) -> TaskOutput:
+    return await workflow.execute_activity(
+        noop_task, TaskInput(step=step), start_to_close_timeout=TIMEOUT, retry_policy=RETRY
+    )
+
+
+@workflow.defn(name="BenchLoop")
+class LoopWorkflow:
+    """Task then Plan, ``steps`` times; both as regular activities."""
+
+    @workflow.run
+    async def run(self, inp: LoopInput) -> LoopResult:
+        step = 0
+        while True:
+            step += 1
+            await _task(step)
+            plan = await workflow.execute_activity(
+                noop_plan,
+                PlanInput(step=step, steps=inp.steps),
+                start_to_close_timeout=TIMEOUT,
+                retry_policy=RETRY,
+            )
+            if plan.done:
+                return LoopResult(steps=step)
+
+
+@workflow.defn(name="BenchLocalLoop")
+class LocalLoopWorkflow:
+    """Task as an activity, then Plan as a local activity, ``steps`` times."""
+
+    @workflow.run
+    async def run(self, inp: LoopInput) -> LoopResult:
+        step = 0
+        while True:
+            step += 1
+            await _task(step)
+            plan: PlanOutput = await workflow.execute_local_activity(
+                noop_plan,
+                PlanInput(step=step, steps=inp.steps),
+                start_to_close_timeout=TIMEOUT,
+                retry_policy=RETRY,
+            )
+            if plan.done:
+                return LoopResult(steps=step)
+
+
+@workflow.defn(name="BenchFanOut")
+class FanOutWorkflow:
+    """A Plan fans out to ``branches`` parallel Tasks that join into the next Plan."""
+
+    @workflow.run
+    async def run(self, inp: LoopInput) -> LoopResult:
+        step = 0
+        while True:
+            step += 1
+            plan = await workflow.execute_activity(
+                noop_plan,
+                PlanInput(step=step, steps=inp.rounds + 1),
+                start_to_close_timeout=TIMEOUT,
+                retry_policy=RETRY,
+            )
+            if plan.done:
+                return LoopResult(steps=step - 1)
+            await asyncio.gather(*(_task(step) for _ in range(inp.branches)))

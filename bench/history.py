@@ -1,0 +1,72 @@
+"""What one lifetime leaves in Temporal history: events and bytes per step, per side.
+
+Not a timing: it explains timings. Every event is written to the server's database and
+every payload is encoded by the worker and decoded again, so fewer, smaller ones are faster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from temporalio.api.history.v1 import HistoryEvent
+
+from bench.sides import Side
+
+__all__ = ["HistoryStats", "history_stats"]
+
+
+@dataclass(frozen=True)
+class HistoryStats:
+    """History of one sequential loop lifetime of ``steps`` Task+Plan steps."""
+
+    steps: int
+    events: int
+    history_bytes: int
+    workflow_input_bytes: int
+    activity_input_bytes: int  # mean encoded input of one activity call
+    activity_result_bytes: int  # mean encoded result of one activity call
+
+    @property
+    def events_per_step(self) -> float:
+        return self.events / self.steps
+
+    @property
+    def bytes_per_step(self) -> float:
+        return self.history_bytes / self.steps
+
+
+def _payload_bytes(payloads: object) -> int:
+    return sum(p.ByteSize() for p in getattr(payloads, "payloads", []))
+
+
+def _stats(events: list[HistoryEvent], steps: int) -> HistoryStats:
+    inputs: list[int] = []
+    results: list[int] = []
+    workflow_input = 0
+    for event in events:
+        kind = event.WhichOneof("attributes")
+        if kind == "workflow_execution_started_event_attributes":
+            workflow_input = _payload_bytes(event.workflow_execution_started_event_attributes.input)
+        elif kind == "activity_task_scheduled_event_attributes":
+            inputs.append(_payload_bytes(event.activity_task_scheduled_event_attributes.input))
+        elif kind == "activity_task_completed_event_attributes":
+            results.append(_payload_bytes(event.activity_task_completed_event_attributes.result))
+    return HistoryStats(
+        steps=steps,
+        events=len(events),
+        history_bytes=sum(event.ByteSize() for event in events),
+        workflow_input_bytes=workflow_input,
+        activity_input_bytes=sum(inputs) // max(len(inputs), 1),
+        activity_result_bytes=sum(results) // max(len(results), 1),
+    )
+
+
+async def history_stats(sides: list[Side], steps: int) -> dict[str, HistoryStats]:
+    """Run one ``steps``-step loop lifetime per side and measure its history."""
+    out = {}
+    for side in sides:
+        handle = await side.loop(steps, local=False)()
+        await handle.result()
+        history = await handle.fetch_history()
+        out[side.name] = _stats(list(history.events), steps)
+    return out

@@ -1,0 +1,150 @@
+"""Print a `Report`: rich tables for people, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import asdict
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.harness import Measurement, Report
+
+__all__ = ["print_json", "print_tables"]
+
+
+def _aim(m: Measurement) -> str:
+    if m.aim is None:
+        return "—"
+    return f"{'≥' if m.higher_is_better else '≤'} {m.aim:.2f}x"
+
+
+def _verdict(m: Measurement) -> str:
+    if m.met is None:
+        return "[dim]info[/dim]"
+    if m.met:
+        return "[green]met[/green]"
+    # How far off, in the direction that matters, e.g. "+12% slower".
+    if m.higher_is_better:
+        return f"[red]missed ({(1 - m.ratio / m.aim) * 100:.0f}% short)[/red]"
+    return f"[red]missed ({(m.ratio / m.aim - 1) * 100:.0f}% over)[/red]"
+
+
+def _title(m: Measurement) -> str:
+    done, planned = m.rounds
+    if done < planned:
+        return f"{m.title} [yellow](time budget: {done} of {planned} rounds)[/yellow]"
+    return m.title
+
+
+def _cell(m: Measurement, side: str) -> str:
+    samples = m.samples[side]
+    return f"{m.median(side):.1f} [dim]({min(samples):.1f}–{max(samples):.1f})[/dim]"
+
+
+def print_tables(report: Report, console: Console | None = None) -> None:
+    """Print the results table, the history table and the aims."""
+    # Wide enough for the tables when piped (make bench | tee), where rich assumes 80 columns.
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
+    cfg = report.config
+    console.print(
+        f"[bold]graphrunner vs hand-written temporalio[/bold] · Temporal server "
+        f"{report.server_version} (dev, SQLite WAL, tuned) · Python {platform.python_version()} "
+        f"· {report.seconds:.0f} s"
+    )
+    table = Table(
+        title="graphrunner vs baseline: median (min–max) of alternated runs; "
+        "ratio = graphrunner / baseline (quartiles of per-round ratios)"
+    )
+    table.add_column("measurement")
+    table.add_column("unit")
+    table.add_column("graphrunner", justify="right")
+    table.add_column("baseline", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("aim", justify="right")
+    table.add_column("", justify="left")
+    for m in report.measurements:
+        table.add_row(
+            _title(m),
+            m.unit,
+            _cell(m, "graphrunner"),
+            _cell(m, "baseline"),
+            f"{m.ratio:.2f}x [dim]({m.ratio_spread[0]:.2f}–{m.ratio_spread[1]:.2f})[/dim]",
+            _aim(m),
+            _verdict(m),
+        )
+    console.print(table)
+    console.print(
+        f"[dim]latency: {cfg.reps} lifetimes of {cfg.steps} Task+Plan steps per side and "
+        f"variant; fan-out: {cfg.reps} lifetimes of {cfg.rounds} rounds x {cfg.branches} "
+        f"tasks; throughput: {cfg.batches} batches of {cfg.lifetimes} lifetimes x "
+        f"{cfg.lifetime_steps} steps. Wall time from the client, start to result.[/dim]"
+    )
+
+    cpu = Table(title="Where the work goes (throughput batches, CPU ms per Task+Plan step)")
+    cpu.add_column("side")
+    cpu.add_column("client+worker process", justify="right")
+    cpu.add_column("Temporal server", justify="right")
+    throughput = next(m for m in report.measurements if m.key == "throughput")
+    for side, used in throughput.cpu_ms_per_step.items():
+        cpu.add_row(side, f"{used['worker_process']:.2f}", f"{used['server']:.2f}")
+    console.print(cpu)
+
+    hist = Table(title=f"History of one {cfg.steps}-step loop lifetime (Plan as activity)")
+    hist.add_column("side")
+    hist.add_column("events/step", justify="right")
+    hist.add_column("history bytes/step", justify="right")
+    hist.add_column("workflow input B", justify="right")
+    hist.add_column("activity input B", justify="right")
+    hist.add_column("activity result B", justify="right")
+    for side, stats in report.history.items():
+        hist.add_row(
+            side,
+            f"{stats.events_per_step:.1f}",
+            f"{stats.bytes_per_step:,.0f}",
+            f"{stats.workflow_input_bytes:,}",
+            f"{stats.activity_input_bytes:,}",
+            f"{stats.activity_result_bytes:,}",
+        )
+    console.print(hist)
+
+    for kind, count in sorted(report.core_warnings.items(), key=lambda kv: -kv[1]):
+        console.print(f"[yellow]Temporal core warned {count} x:[/yellow] {kind}")
+    if sys.dont_write_bytecode:
+        console.print(
+            "[yellow]note:[/yellow] PYTHONDONTWRITEBYTECODE is set, so the workflow sandbox "
+            "compiles every module it re-imports from source, once per lifetime; this weighs on "
+            "whichever side re-imports more modules."
+        )
+    missed = [m for m in report.measurements if m.met is False]
+    if missed:
+        console.print(
+            "[bold red]Aims missed:[/bold red] "
+            + "; ".join(f"{m.title} {m.ratio:.2f}x (aim {_aim(m)})" for m in missed)
+        )
+    else:
+        console.print("[bold green]All aims met.[/bold green]")
+
+
+def print_json(report: Report) -> None:
+    """Print the whole report as one JSON object."""
+    out = {
+        "config": asdict(report.config),
+        "server_version": report.server_version,
+        "python": platform.python_version(),
+        "seconds": report.seconds,
+        "measurements": [m.to_json() for m in report.measurements],
+        "history": {
+            side: {
+                **asdict(stats),
+                "events_per_step": stats.events_per_step,
+                "bytes_per_step": stats.bytes_per_step,
+            }
+            for side, stats in report.history.items()
+        },
+        "core_warnings": report.core_warnings,
+        "aims_met": all(m.met is not False for m in report.measurements),
+    }
+    print(json.dumps(out, indent=2))

@@ -1,0 +1,149 @@
+"""The two contestants: graphrunner and the hand-written baseline, each on its own task queue.
+
+Both hand out starters for the same two kinds of lifetime (a sequential Task+Plan loop and
+a fan-out loop); `timed` starts one or many and measures wall time from the client until
+every result is in. Workers for both run in this process for the whole benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from bench.baseline_activities import LoopInput, LoopResult, noop_plan, noop_task
+from bench.baseline_workflows import FanOutWorkflow, LocalLoopWorkflow, LoopWorkflow
+from bench.nodes import FanOut, Loop, Noop
+from graphrunner import AgentGraph, GraphBuilder, GraphrunnerClient, Settings
+from graphrunner.graph import GraphDefaults
+from graphrunner.worker import build_worker
+
+__all__ = ["Baseline", "Graphrunner", "Side", "Starter", "fan_graph", "loop_graph", "timed"]
+
+GR_QUEUE = "bench-graphrunner"
+BASE_QUEUE = "bench-baseline"
+# Room for long loops: the default cap of 100 runs per node is a safety net, not a cost.
+DEFAULTS = GraphDefaults(max_iterations=10_000)
+
+
+def loop_graph(*, local: bool, steps: int) -> AgentGraph:
+    """Task ``work`` -> Plan ``loop`` -> back to ``work`` until the plan finishes."""
+    return (
+        GraphBuilder("bench-loop-local" if local else "bench-loop", defaults=DEFAULTS)
+        .task("work", Noop)
+        .plan("loop", Loop, local=local, config={"steps": steps})
+        .edge("work", "loop")
+        .edge("loop", "work")
+        .final("loop")
+        .build()
+    )
+
+
+def fan_graph(branches: int, rounds: int) -> AgentGraph:
+    """Plan ``fan`` fans out to ``branches`` tasks that all JOIN back into ``fan``."""
+    names = [f"b{i}" for i in range(branches)]
+    builder = GraphBuilder("bench-fan", defaults=DEFAULTS).plan(
+        "fan", FanOut, config={"rounds": rounds}
+    )
+    for name in names:
+        builder.task(name, Noop)
+    return builder.parallel("fan", *names).join("fan", *names).final("fan").build()
+
+
+Starter = Callable[[], Awaitable[WorkflowHandle[Any, Any]]]
+
+
+class Side(Protocol):
+    """One contestant."""
+
+    name: str
+
+    def worker(self) -> Worker: ...
+
+    def loop(self, steps: int, *, local: bool) -> Starter: ...
+
+    def fan(self, rounds: int, branches: int) -> Starter: ...
+
+
+async def timed(start: Starter, count: int = 1, *, timeout_s: float = 180.0) -> float:
+    """Start ``count`` lifetimes at once, wait for every result; return the wall time.
+
+    Raises:
+        TimeoutError: They did not all finish within ``timeout_s`` (a hang, not a slow run).
+    """
+    began = time.perf_counter()
+    async with asyncio.timeout(timeout_s):
+        handles = await asyncio.gather(*(start() for _ in range(count)))
+        await asyncio.gather(*(handle.result() for handle in handles))
+    return time.perf_counter() - began
+
+
+class Graphrunner:
+    """graphrunner as a user runs it: GraphBuilder graphs, GraphrunnerClient, build_worker."""
+
+    name = "graphrunner"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.runner = GraphrunnerClient(client, settings=Settings(task_queue=GR_QUEUE))
+        self.graphs: dict[tuple[bool, int], AgentGraph] = {}
+        self.fan_graphs: dict[tuple[int, int], AgentGraph] = {}
+
+    def worker(self) -> Worker:
+        return build_worker(self.client, task_queue=GR_QUEUE)
+
+    def loop(self, steps: int, *, local: bool) -> Starter:
+        if (local, steps) not in self.graphs:
+            self.graphs[local, steps] = loop_graph(local=local, steps=steps)
+        graph = self.graphs[local, steps]
+        return lambda: self.runner.start(graph, None)
+
+    def fan(self, rounds: int, branches: int) -> Starter:
+        if (branches, rounds) not in self.fan_graphs:
+            self.fan_graphs[branches, rounds] = fan_graph(branches, rounds)
+        graph = self.fan_graphs[branches, rounds]
+        return lambda: self.runner.start(graph, None)
+
+
+class Baseline:
+    """A hand-written temporalio workflow doing the same work with plain activities."""
+
+    name = "baseline"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def worker(self) -> Worker:
+        # The same worker tuning graphrunner's build_worker applies, so only the code differs.
+        return Worker(
+            self.client,
+            task_queue=BASE_QUEUE,
+            workflows=[LoopWorkflow, LocalLoopWorkflow, FanOutWorkflow],
+            activities=[noop_task, noop_plan],
+            max_concurrent_activities=100,
+            max_eager_activity_reservations_per_workflow_task=10,
+        )
+
+    def _start(self, workflow: str, inp: LoopInput) -> Starter:
+        def start() -> Awaitable[WorkflowHandle[Any, Any]]:
+            return self.client.start_workflow(
+                workflow,
+                inp,
+                id=f"{workflow}-{uuid.uuid4().hex[:12]}",
+                task_queue=BASE_QUEUE,
+                result_type=LoopResult,
+            )
+
+        return start
+
+    def loop(self, steps: int, *, local: bool) -> Starter:
+        workflow = "BenchLocalLoop" if local else "BenchLoop"
+        return self._start(workflow, LoopInput(steps=steps))
+
+    def fan(self, rounds: int, branches: int) -> Starter:
+        return self._start("BenchFanOut", LoopInput(rounds=rounds, branches=branches))
