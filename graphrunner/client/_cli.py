@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import traceback
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -541,8 +543,23 @@ def _records(settings: Settings) -> RecordStore:
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point.
+
+    Exits with ``os._exit`` once output is flushed: the Temporal core's Rust threads can abort
+    interpreter teardown with "PyGILState_Release ... finalizing" (temporalio/sdk-python#300),
+    which turned about one short-lived CLI run in twenty into a SIGABRT here under load.
+    """
+    code = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
