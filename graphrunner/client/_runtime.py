@@ -88,6 +88,18 @@ async def embedded_server(
         server.headless = True  # the UI port is taken; run without a UI rather than fail
     await server.start()
     try:
-        yield await connect_temporal(settings, target_host=server.address), server
+        yield await _connect_when_ready(settings, server.address), server
     finally:
         server.stop()
+
+
+async def _connect_when_ready(settings: Settings, address: str, timeout: float = 30.0) -> Client:
+    # The port opens a moment before the frontend answers, longer on a busy machine.
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await connect_temporal(settings, target_host=address)
+        except ServerUnreachable:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
