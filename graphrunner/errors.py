@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["FailureType", "GraphError", "GraphIssue", "GraphrunnerError", "ServerUnreachable"]
+__all__ = [
+    "FailureType",
+    "GraphError",
+    "GraphIssue",
+    "GraphrunnerError",
+    "PolicyError",
+    "ServerUnreachable",
+]
 
 
 class GraphrunnerError(Exception):
@@ -68,3 +75,56 @@ class FailureType(StrEnum):
     BAD_FAN_IN = "BadFanIn"
     GRAPH_MISMATCH = "PinnedGraphMismatch"
     INTERNAL = "InternalError"
+
+
+class PolicyError(GraphrunnerError):
+    """A guardrail policy or one of its expressions is invalid.
+
+    A loader that finds several problems raises one PolicyError whose ``issues`` lists them
+    all (each itself a PolicyError); its ``file``, ``line`` and ``column`` are the first
+    problem's, so a caller that only reads those still lands on a real place.
+
+    Attributes:
+        message: What was wrong and what was expected there.
+        file: The policy file, when the policy came from one.
+        line: 1-based line in ``file`` (or in the expression text), when known.
+        column: 1-based column, when known.
+        issues: Every problem found; just this error when there is one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        issues: list[PolicyError] | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        self._issues = list(issues or [])
+        super().__init__(self._render())
+
+    @property
+    def issues(self) -> list[PolicyError]:
+        """Every problem found, first to last; ``[self]`` for a single problem."""
+        return list(self._issues) or [self]
+
+    @property
+    def place(self) -> str:
+        """Where the problem is, as ``file:line:column`` (parts that are unknown left out)."""
+        place = self.file or "<policy>"
+        for part in (self.line, self.column):
+            if part is None:
+                break
+            place += f":{part}"
+        return place
+
+    def _render(self) -> str:
+        if not self._issues:
+            return f"{self.place}: {self.message}"
+        lines = "\n".join(f"  {issue.place}: {issue.message}" for issue in self._issues)
+        return f"{self.message}:\n{lines}"

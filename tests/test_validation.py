@@ -481,3 +481,25 @@ def test_graph_error_str_counts_and_lists_issues() -> None:
     assert str(GraphError([one])) == (
         "1 problem in graph definition:\n  g.yaml: a graph needs at least one node [no-nodes]"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        # An alias back into its own anchor: a cycle, not infinite recursion.
+        (
+            "name: g\nversion: 1.0.0\nnodes:\n  - &a {name: x, kind: task, impl: 'm:C', "
+            "config: *a}\nedges: []\n",
+            4,
+            "contains it",
+        ),
+        # A list used as a mapping key: not hashable, not a name.
+        ("name: g\nversion: 1.0.0\n? [a, b]\n: 1\nnodes: []\nedges: []\n", 3, "plain names"),
+    ],
+)
+def test_hostile_yaml_shapes_are_graph_errors(text: str, line: int, words: str) -> None:
+    with pytest.raises(GraphError) as raised:
+        parse_graph(text, file="hostile.yaml")
+    [issue] = raised.value.issues
+    assert (issue.rule, issue.line) == ("schema", line)
+    assert words in issue.message

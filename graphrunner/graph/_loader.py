@@ -85,11 +85,25 @@ def _compose(text: str, file: str, lines: dict[Loc, int], issues: list[GraphIssu
     if root is None:
         return None
 
+    open_nodes: set[int] = set()  # nodes being converted: an alias back into one is a cycle
+
+    def shape_issue(node: yaml.Node, message: str) -> None:
+        issues.append(
+            GraphIssue(rule="schema", message=message, file=file, line=node.start_mark.line + 1)
+        )
+
     def convert(node: yaml.Node, loc: Loc) -> Any:
         lines[loc] = node.start_mark.line + 1
+        if id(node) in open_nodes:
+            shape_issue(node, "a YAML alias refers to a mapping or list that contains it")
+            return None
         if isinstance(node, yaml.MappingNode):
+            open_nodes.add(id(node))
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    shape_issue(key_node, "mapping keys must be plain names, not lists or mappings")
+                    continue
                 key = loader.construct_object(key_node, deep=True)
                 if key in out:
                     issues.append(
@@ -101,9 +115,13 @@ def _compose(text: str, file: str, lines: dict[Loc, int], issues: list[GraphIssu
                         )
                     )
                 out[key] = convert(value_node, (*loc, key))
+            open_nodes.discard(id(node))
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [convert(item, (*loc, i)) for i, item in enumerate(node.value)]
+            open_nodes.add(id(node))
+            items = [convert(item, (*loc, i)) for i, item in enumerate(node.value)]
+            open_nodes.discard(id(node))
+            return items
         return loader.construct_object(node, deep=True)
 
     return convert(root, ())

@@ -1,0 +1,351 @@
+r"""The guardrail expression language: a hand-written Pratt parser and type checker.
+
+Tokens (`graphrunner.guardrails._lexer`) become an immutable tree
+(`graphrunner.guardrails._ast`) whose types are checked as it is built; nothing is ever
+handed to ``eval``. Standard library only, no I/O: it runs inside
+the Temporal workflow sandbox.
+
+Grammar, loosest binding first::
+
+    or_expr    := and_expr ("or" and_expr)*
+    and_expr   := not_expr ("and" not_expr)*
+    not_expr   := "not" not_expr | comparison
+    comparison := sum [("==" | "!=" | "<" | "<=" | ">" | ">=") sum]    (no chaining)
+    sum        := product (("+" | "-") product)*
+    product    := unary (("*" | "/" | "%") unary)*
+    unary      := "-" unary | atom
+    atom       := NUMBER | STRING | "true" | "false" | FIELD | "(" or_expr ")"
+                | AGG "(" [or_expr] ["where" or_expr] ")"
+
+NUMBER is ``12``, ``1_000``, ``2.5`` or ``1e-3``; STRING is ``"..."`` or ``'...'`` on one
+line, with the escapes ``\ " '
+
+        ``; FIELD is one of `FIELDS`; AGG is sum, max,
+min or avg (a number argument is required) or count (an optional condition). ``where``
+filters the executions first: ``sum(tokens_used where node == "search")``,
+``count(where kind == "task")``, ``count(status == "failed")``. Aggregates do not nest.
+Types never mix: ``+`` and ``<`` take numbers, ``and``/``or``/``not`` take conditions, and
+``==``/``!=`` need both sides of one type.
+
+Limits keep a hostile policy cheap to reject: `MAX_LENGTH` characters and `MAX_DEPTH`
+levels of nesting (parentheses, operators and aggregates all count).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, NamedTuple
+
+from graphrunner.errors import PolicyError
+from graphrunner.guardrails._ast import (
+    AGGREGATES,
+    ARITHMETIC,
+    BINARY_POWER,
+    EQUALITY,
+    FIELDS,
+    LOGICAL,
+    NEGATE_POWER,
+    NOT_POWER,
+    ORDERING,
+    Aggregate,
+    Binary,
+    Boolean,
+    Expr,
+    ExprType,
+    Field,
+    Number,
+    String,
+    Unary,
+    type_of,
+    unparse,
+)
+from graphrunner.guardrails._eval import EvalContext, Value, evaluate
+from graphrunner.guardrails._lexer import ParseFailure, Token, tokenize
+
+__all__ = ["MAX_DEPTH", "MAX_LENGTH", "Expression", "Locate", "parse_expression"]
+
+MAX_LENGTH: Final = 2000
+MAX_DEPTH: Final = 50
+
+#: Maps a character offset in the expression text to a 1-based (line, column).
+Locate = Callable[[int], tuple[int, int]]
+
+_VALUE: Final = "a value (a field, number, string, true, false, an aggregate or '(')"
+_A: Final = {
+    ExprType.NUMBER: "a number",
+    ExprType.STRING: "a string",
+    ExprType.BOOLEAN: "a condition",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expression:
+    """A parsed, type-checked expression.
+
+    Two expressions are equal when their trees are, however the source was written.
+
+    Attributes:
+        tree: The expression tree.
+        source: The text it was parsed from ('' when built from a tree).
+    """
+
+    tree: Expr
+    source: str = field(default="", compare=False)
+
+    @property
+    def type(self) -> ExprType:
+        """The expression's type; a rule's ``when`` is always `ExprType.BOOLEAN`."""
+        return type_of(self.tree)
+
+    def evaluate(self, context: EvalContext) -> Value:
+        """Evaluate over ``context``; see `graphrunner.guardrails.evaluate`."""
+        return evaluate(self.tree, context)
+
+    def __str__(self) -> str:
+        return self.source or unparse(self.tree)
+
+
+def parse_expression(
+    source: str,
+    *,
+    expect: ExprType | None = ExprType.BOOLEAN,
+    file: str | None = None,
+    locate: Locate | None = None,
+) -> Expression:
+    """Parse and type-check expression text.
+
+    Args:
+        source: The expression, e.g. ``sum(tokens_used) > 10_000``.
+        expect: The type the whole expression must have (None: any type).
+        file: File named in errors.
+        locate: Maps an offset in ``source`` to its (line, column) in ``file``; by default
+            positions are counted within ``source`` itself.
+
+    Raises:
+        PolicyError: The first problem, with its line and column and what was expected.
+    """
+    where = locate or _counter(source)
+    try:
+        if len(source) > MAX_LENGTH:
+            raise ParseFailure(
+                MAX_LENGTH,
+                f"expression is {len(source)} characters long; at most {MAX_LENGTH} are allowed",
+            )
+        parser = _Parser(source, where)
+        tree = parser.parse()
+        if expect is not None and type_of(tree) is not expect:
+            hint = (
+                "; compare it, e.g. sum(tokens_used) > 1000" if expect is ExprType.BOOLEAN else ""
+            )
+            found = _A[type_of(tree)]
+            raise ParseFailure(
+                parser.tokens[0].start,
+                f"expected {_A[expect]}, but this expression is {found}{hint}",
+            )
+    except ParseFailure as fail:
+        line, column = where(fail.offset)
+        raise PolicyError(fail.message, file=file, line=line, column=column) from None
+    return Expression(tree=tree, source=source)
+
+
+class _Parsed(NamedTuple):
+    node: Expr
+    start: int
+    depth: int
+
+
+def _counter(source: str) -> Locate:
+    def locate(offset: int) -> tuple[int, int]:
+        line_start = source.rfind("\n", 0, offset) + 1
+        return source.count("\n", 0, offset) + 1, offset - line_start + 1
+
+    return locate
+
+
+class _Parser:
+    def __init__(self, source: str, locate: Locate) -> None:
+        self.source = source
+        self.stream = tokenize(source)
+        self.tokens: list[Token] = []
+        self.locate = locate
+        self.pos = 0
+        self.nesting = 0
+        self.aggregate: Token | None = None
+
+    def parse(self) -> Expr:
+        if self.peek().kind == "end":
+            raise ParseFailure(self.peek().start, "expected an expression, found nothing")
+        node = self.expr(0).node
+        token = self.peek()
+        if token.kind != "end":
+            if token.text == ")":
+                raise ParseFailure(token.start, "unmatched ')'")
+            if token.text == "where":
+                example = 'sum(tokens_used where node == "search")'
+                message = f"'where' is only allowed inside an aggregate, e.g. {example}"
+                raise ParseFailure(token.start, message)
+            raise ParseFailure(
+                token.start, f"unexpected {_show(token)}; expected an operator or the end"
+            )
+        return node
+
+    def peek(self) -> Token:
+        while len(self.tokens) <= self.pos:
+            self.tokens.append(next(self.stream))
+        return self.tokens[self.pos]
+
+    def at(self, text: str) -> bool:
+        token = self.peek()
+        return token.text == text and token.kind in ("op", "word")
+
+    def take(self) -> Token:
+        token = self.peek()
+        if token.kind != "end":
+            self.pos += 1
+        return token
+
+    def expect_close(self, opener: Token, after: str) -> None:
+        token = self.take()
+        if token.text != ")" or token.kind != "op":
+            line, column = self.locate(opener.start)
+            raise ParseFailure(
+                token.start,
+                f"expected {after}')' to close the '(' at line {line}, column {column}, "
+                f"found {_show(token)}",
+            )
+
+    def expr(self, min_power: int) -> _Parsed:
+        self.nesting += 1
+        try:
+            if self.nesting > MAX_DEPTH:
+                raise ParseFailure(self.peek().start, _too_deep())
+            left = self.prefix(min_power)
+            while True:
+                token = self.peek()
+                power = BINARY_POWER.get(token.text) if token.kind in ("op", "word") else None
+                if power is None or power <= min_power:
+                    return left
+                self.take()
+                left = self.binary(token, left, self.expr(power))
+        finally:
+            self.nesting -= 1
+
+    def prefix(self, min_power: int) -> _Parsed:
+        token = self.take()
+        if token.kind == "number" and token.value is not None and not isinstance(token.value, str):
+            return _Parsed(Number(token.value), token.start, 1)
+        if token.kind == "string" and isinstance(token.value, str):
+            return _Parsed(String(token.value), token.start, 1)
+        if token.kind == "op" and token.text == "-":
+            operand = self.expr(NEGATE_POWER)
+            _check(operand, ExprType.NUMBER, "after '-'")
+            return _Parsed(Unary("-", operand.node), token.start, _depth(token, operand))
+        if token.kind == "op" and token.text == "(":
+            inner = self.expr(0)
+            self.expect_close(token, "")
+            return _Parsed(inner.node, token.start, inner.depth)
+        if token.kind != "word" or token.text in ("and", "or", "where"):
+            found = "but the expression ended" if token.kind == "end" else f"found {_show(token)}"
+            raise ParseFailure(token.start, f"expected {_VALUE}, {found}")
+        if token.text in ("true", "false"):
+            return _Parsed(Boolean(token.text == "true"), token.start, 1)
+        if token.text == "not":
+            if min_power > NOT_POWER:
+                raise ParseFailure(token.start, "'not' needs parentheses here, e.g. x == (not y)")
+            operand = self.expr(NOT_POWER)
+            _check(operand, ExprType.BOOLEAN, "after 'not'")
+            return _Parsed(Unary("not", operand.node), token.start, _depth(token, operand))
+        if token.text in AGGREGATES:
+            return self.aggregate_call(token)
+        if token.text in FIELDS:
+            return _Parsed(Field(token.text), token.start, 1)
+        # Look at the raw text, not the next token: that token may be bad, and this unknown
+        # name comes first.
+        after = self.source[token.start + len(token.text) :].lstrip(" \t\r\n")[:1]
+        if after == "(":
+            known = ", ".join(AGGREGATES)
+            raise ParseFailure(
+                token.start, f"unknown function {token.text!r}; expected one of: {known}"
+            )
+        known = ", ".join(sorted(FIELDS))
+        hint = " (fields are plain names; a.b is not supported)" if after == "." else ""
+        message = f"unknown field {token.text!r}{hint}; expected one of: {known}"
+        raise ParseFailure(token.start, message)
+
+    def aggregate_call(self, name: Token) -> _Parsed:
+        func = name.text
+        opener = self.take()
+        if opener.text != "(":
+            raise ParseFailure(opener.start, f"expected '(' after {func!r}, e.g. {func}(...)")
+        if self.aggregate is not None:
+            outer = self.aggregate.text
+            raise ParseFailure(name.start, f"aggregates cannot be nested ({func} inside {outer})")
+        self.aggregate = name
+        arg: _Parsed | None = None
+        where: _Parsed | None = None
+        try:
+            if not self.at("where") and not self.at(")"):
+                arg = self.expr(0)
+            if self.at("where"):
+                self.take()
+                where = self.expr(0)
+                _check(where, ExprType.BOOLEAN, "after 'where'")
+            self.expect_close(opener, "" if where else "'where' or ")
+        finally:
+            self.aggregate = None
+        if func == "count":
+            if arg is not None:
+                _check(arg, ExprType.BOOLEAN, "in count(...)")
+        elif arg is None:
+            raise ParseFailure(
+                opener.start + 1, f"{func}(...) needs a number, e.g. {func}(tokens_used)"
+            )
+        else:
+            _check(arg, ExprType.NUMBER, f"in {func}(...)")
+        node = Aggregate(func, arg.node if arg else None, where.node if where else None)
+        parts = [part for part in (arg, where) if part is not None]
+        return _Parsed(node, name.start, _depth(name, *parts))
+
+    def binary(self, op: Token, left: _Parsed, right: _Parsed) -> _Parsed:
+        name = op.text
+        if name in LOGICAL:
+            _check(left, ExprType.BOOLEAN, f"before {name!r}")
+            _check(right, ExprType.BOOLEAN, f"after {name!r}")
+        elif name in ARITHMETIC or name in ORDERING:
+            _check(left, ExprType.NUMBER, f"before {name!r}")
+            _check(right, ExprType.NUMBER, f"after {name!r}")
+        elif (kind := type_of(left.node)) is not (other := type_of(right.node)):
+            raise ParseFailure(
+                op.start,
+                f"cannot compare {_A[kind]} with {_A[other]} using {name!r}; "
+                "both sides must have the same type",
+            )
+        following = self.peek()
+        if name in EQUALITY + ORDERING and following.text in EQUALITY + ORDERING:
+            raise ParseFailure(
+                following.start,
+                "comparisons do not chain; expected 'and' between them, e.g. 1 < x and x < 5",
+            )
+        node = Binary(name, left.node, right.node)
+        return _Parsed(node, left.start, _depth(op, left, right))
+
+
+def _depth(token: Token, *children: _Parsed) -> int:
+    depth = 1 + max((child.depth for child in children), default=0)
+    if depth > MAX_DEPTH:
+        raise ParseFailure(token.start, _too_deep())
+    return depth
+
+
+def _check(part: _Parsed | None, expected: ExprType, where: str) -> None:
+    if part is not None and (found := type_of(part.node)) is not expected:
+        raise ParseFailure(part.start, f"expected {_A[expected]} {where}, found {_A[found]}")
+
+
+def _show(token: Token) -> str:
+    return "the end of the expression" if token.kind == "end" else repr(token.text)
+
+
+def _too_deep() -> str:
+    return f"expression nested too deeply; at most {MAX_DEPTH} levels are allowed"
