@@ -75,7 +75,8 @@ class Plan(ABC):
         Args:
             ctx: Execution context; ``ctx.successors`` lists the tasks that may be chosen.
             results: Outputs of the task that led here, or of every branch of a fan-out that
-                joined here (in the order the branches were chosen).
+                joined here (in the order the branches were chosen). A plan that starts the
+                graph gets the lifetime input as one result from node ``__input__``.
 
         Returns:
             A `PlanResult`; `PlanResult.goto` and `PlanResult.finish` build the usual ones.

@@ -300,10 +300,18 @@ async def test_plan_as_start_node(client: GraphrunnerClient) -> None:
         .final("decide")
         .build()
     )
-    handle = await client.start(graph, None)
+    handle = await client.start(graph, {"topic": "x"})
     result = await handle.result()
-    # First decision has no upstream results; it loops once then finishes.
+    # The first decision sees the lifetime input as its one result; it loops once, finishes.
     assert [s.node for s in result.steps] == ["decide", "work", "decide"]
+    history = await handle.fetch_history()
+    first_plan_call = next(
+        e.activity_task_scheduled_event_attributes.input
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    )
+    assert b'"node":"__input__"' in first_plan_call.payloads[0].data
+    assert b'"output":{"topic":"x"}' in first_plan_call.payloads[0].data
     await assert_replays(client.temporal, handle)
 
 

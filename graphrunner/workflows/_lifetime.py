@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
 
 LIFETIME_WORKFLOW = "AgentLifetime"
+INPUT = "__input__"  # node name under which a start plan sees the lifetime input
 _RUN_TASK = "graphrunner.run_task"
 _RUN_PLAN = "graphrunner.run_plan"
 _TOO_LARGE = "PayloadsTooLarge"  # ApplicationError type the SDK core gives an oversized result
@@ -88,9 +89,16 @@ class AgentLifetimeWorkflow:
                 FailureType.GRAPH_MISMATCH,
             )
         start = graph.node(graph.start_node)
-        data = inp.input if start.kind is NodeKind.TASK else None
+        # A start task gets the input as its data; a start plan as its one upstream result.
+        results = (
+            []
+            if start.kind is NodeKind.TASK
+            else [NodeOutput(node=INPUT, iteration=0, output=inp.input)]
+        )
         try:
-            end = await self._walk(graph, start.name, data=data, results=[], via=_START, depth=0)
+            end = await self._walk(
+                graph, start.name, data=inp.input, results=results, via=_START, depth=0
+            )
         except (FailureError, asyncio.CancelledError):
             raise
         except Exception as exc:
