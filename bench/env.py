@@ -12,8 +12,9 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from temporalio.client import Client
@@ -28,7 +29,11 @@ from temporalio.runtime import (
 
 from graphrunner.client import DevServer
 
-__all__ = ["CoreWarnings", "ProcessCpu", "dev_server", "log", "quiet_runtime"]
+__all__ = ["CoreWarnings", "ProcessCpu", "dev_server", "log", "on_interrupt", "quiet_runtime"]
+
+# Run (newest first) when Ctrl-C or SIGTERM ends the bench at once, e.g. to drop a database.
+_INTERRUPT_CLEANUPS: list[Callable[[], None]] = []
+_STARTED = time.perf_counter()  # progress lines say when, in seconds from here
 
 
 def _free_port() -> int:
@@ -38,9 +43,19 @@ def _free_port() -> int:
         return port
 
 
+@contextlib.contextmanager
+def on_interrupt(cleanup: Callable[[], None]) -> Iterator[None]:
+    """Run ``cleanup`` if the bench is interrupted while this context is open."""
+    _INTERRUPT_CLEANUPS.append(cleanup)
+    try:
+        yield
+    finally:
+        _INTERRUPT_CLEANUPS.remove(cleanup)
+
+
 def log(message: str) -> None:
-    """Progress goes to stderr, so ``--json`` output on stdout stays clean."""
-    print(message, file=sys.stderr, flush=True)
+    """Progress goes to stderr, so ``--json`` output on stdout stays clean; with seconds."""
+    print(f"{time.perf_counter() - _STARTED:5.1f}s {message}", file=sys.stderr, flush=True)
 
 
 class ProcessCpu:
@@ -109,6 +124,9 @@ async def dev_server(runtime: Runtime | None = None) -> AsyncIterator[tuple[Clie
             log(f"bench: {signum.name}: stopping the dev server")
             server.stop()
             shutil.rmtree(home, ignore_errors=True)
+            for cleanup in reversed(_INTERRUPT_CLEANUPS):
+                with contextlib.suppress(Exception):
+                    cleanup()
             os._exit(128 + signum)
 
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,7 +1,12 @@
-"""Start one dev server, run both sides' workers, and measure them alternately.
+"""Start one dev server, run every side's worker, and measure the sides alternately.
 
-Every measurement is taken for both sides back to back, in an order that flips each round
-(A B, B A, A B ...), so drift in machine load lands on both sides alike.
+Every measurement is taken for all its sides back to back, in an order that rotates each
+round (A B, B A, A B ... for two sides; A B C D, B C D A, ... for four), so drift in machine
+load lands on all sides alike.
+
+The sides are graphrunner without records, graphrunner recording every node execution into a
+SQLite and into a PostgreSQL state DB, and the hand-written baseline. The recording sides take
+part in the per-step latency (Plan as activity) and throughput figures only.
 """
 
 from __future__ import annotations
@@ -11,14 +16,30 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
 
+from bench.converter import converter_cost
 from bench.env import CoreWarnings, ProcessCpu, dev_server, log, quiet_runtime
-from bench.history import HistoryStats, history_stats
-from bench.sides import Baseline, Graphrunner, Side, timed
+from bench.history import HistoryStats, activity_payloads, history_stats
+from bench.records import state_dbs
+from bench.sides import Baseline, Graphrunner, Side, Starter, graphrunner_client, timed
+from graphrunner import Settings
 
-__all__ = ["Config", "Measurement", "Report", "run"]
+__all__ = ["BASELINE", "GRAPHRUNNER", "RECORDING", "Config", "Measurement", "Report", "run"]
+
+GRAPHRUNNER = "graphrunner"
+BASELINE = "baseline"
+# Recording sides: side name -> (state DB kind, how the tables name it, task queue). The
+# queues are as long as graphrunner's "bench-graphrunner", so the histories compare byte for
+# byte (the queue name is in several events of every step).
+RECORDING = {
+    "graphrunner+sqlite": ("sqlite", "records in SQLite", "bench-gr-rec-sqlt"),
+    "graphrunner+postgres": ("postgres", "records in PostgreSQL", "bench-gr-rec-pgsq"),
+}
 
 
 @dataclass(frozen=True)
@@ -32,60 +53,91 @@ class Config:
     lifetimes: int = 50  # concurrent lifetimes per throughput batch
     lifetime_steps: int = 10  # Task+Plan steps per throughput lifetime
     batches: int = 3  # throughput batches per side
+    record_batches: int = 1  # throughput batches per recording side (in the first rounds)
     # Seconds the measurements may take in all; a section that has spent its share stops
     # repeating (so a badly slow side still yields a report, on fewer rounds).
-    budget_s: float = 150.0
+    budget_s: float = 160.0
 
     @classmethod
     def quick(cls) -> Config:
         return cls(
-            steps=15, reps=3, rounds=4, lifetimes=20, lifetime_steps=5, batches=2, budget_s=20.0
+            steps=15, reps=3, rounds=4, lifetimes=20, lifetime_steps=5, batches=1, budget_s=26.0
         )
 
 
 @dataclass
 class Measurement:
-    """One figure for both sides: samples, medians and the graphrunner/baseline ratio."""
+    """One figure for a graphrunner side and the baseline: samples, medians and their ratio.
+
+    ``side`` is the graphrunner side in the "graphrunner" column; ``reference`` (recording
+    rows: graphrunner without records, measured in the same rounds) is a side it is also
+    compared with, as a difference in the row's unit.
+    """
 
     key: str
     title: str
     unit: str
     higher_is_better: bool
-    aim: float | None  # ratio graphrunner/baseline to stay within (max, or min if higher)
+    aim: float | None  # ratio side/baseline to stay within (max, or min if higher)
+    side: str = GRAPHRUNNER
+    reference: str | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
     cpu_ms_per_step: dict[str, dict[str, float]] = field(default_factory=dict)
     rounds: tuple[int, int] = (0, 0)  # rounds done, rounds planned
+    unavailable: str | None = None  # why this side could not be measured at all
 
     def median(self, side: str) -> float:
         return statistics.median(self.samples[side])
 
     @property
     def ratio(self) -> float:
-        return self.median("graphrunner") / self.median("baseline")
+        return self.median(self.side) / self.median(BASELINE)
 
     @property
     def ratio_spread(self) -> tuple[float, float]:
-        """Quartiles of the per-round ratios (each round runs both sides back to back)."""
-        sides = self.samples["graphrunner"], self.samples["baseline"]
-        paired = [g / b for g, b in zip(*sides, strict=True)]
-        if len(paired) < 2:
-            return paired[0], paired[0]
-        q1, _, q3 = statistics.quantiles(paired, n=4, method="inclusive")
-        return q1, q3
+        """Quartiles of the per-round ratios (each round runs the sides back to back)."""
+        sides = self.samples[self.side], self.samples[BASELINE]
+        return _quartiles([g / b for g, b in zip(*sides, strict=True)])
+
+    @property
+    def delta(self) -> float | None:
+        """Median of ``side`` minus median of ``reference``, in the row's unit."""
+        if self.reference is None:
+            return None
+        return self.median(self.side) - self.median(self.reference)
+
+    @property
+    def delta_spread(self) -> tuple[float, float] | None:
+        """Quartiles of the per-round differences ``side`` - ``reference``."""
+        if self.reference is None:
+            return None
+        sides = self.samples[self.side], self.samples[self.reference]
+        return _quartiles([s - r for s, r in zip(*sides, strict=True)])
 
     @property
     def met(self) -> bool | None:
-        if self.aim is None:
+        if self.aim is None or self.unavailable is not None:
             return None
         return self.ratio >= self.aim if self.higher_is_better else self.ratio <= self.aim
 
     def to_json(self) -> dict[str, object]:
         out = asdict(self)
-        out["median"] = {side: self.median(side) for side in self.samples}
-        out["ratio"] = self.ratio
-        out["ratio_quartiles"] = list(self.ratio_spread)
+        if self.unavailable is None:
+            out["median"] = {side: self.median(side) for side in self.samples}
+            out["ratio"] = self.ratio
+            out["ratio_quartiles"] = list(self.ratio_spread)
+            if self.reference is not None:
+                out["delta"] = self.delta
+                out["delta_quartiles"] = list(self.delta_spread or ())
         out["met"] = self.met
         return out
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
 
 
 @dataclass
@@ -98,114 +150,265 @@ class Report:
     seconds: float
     server_version: str
     core_warnings: dict[str, int]  # Temporal core warnings by kind, with their counts
+    # CPU µs per Task+Plan step of the data converters, by name (see bench/converter.py).
+    converter_us_per_step: dict[str, float] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # sides not run, and why
 
 
-# Share of `Config.budget_s` each section may spend before it stops repeating.
-_SHARES = {"lifetime_overhead": 0.05, "latency": 0.2, "latency_local": 0.15, "fan_out": 0.15}
+# Share of `Config.budget_s` each section's rounds must fit in (the first always runs).
+_SHARES = {"lifetime_overhead": 0.02, "latency": 0.27, "latency_local": 0.1, "fan_out": 0.08}
 _SHARES["throughput"] = 1 - sum(_SHARES.values())
+
+Samples = dict[str, list[float]]
 
 
 async def _alternate(
-    m: Measurement,
     sides: list[Side],
     times: int,
     budget_s: float,
     measure: Callable[[Side], Awaitable[float]],
-) -> Measurement:
-    """Measure both sides ``times`` rounds, flipping the order each round, within a budget."""
-    m.samples = {side.name: [] for side in sides}
+    *,
+    limits: dict[str, int] | None = None,
+) -> Samples:
+    """Measure the sides ``times`` rounds, rotating the order each round, within a budget.
+
+    A side named in ``limits`` takes part in that many first rounds only. The first round
+    always runs; a later one only if it is expected to end within ``budget_s`` (each side
+    taking as long as it took on average so far).
+    """
+    samples: Samples = {side.name: [] for side in sides}
+    took: dict[str, list[float]] = {side.name: [] for side in sides}
+    limits = limits or {}
     began = time.perf_counter()
     for i in range(times):
-        if i and time.perf_counter() - began > budget_s:
-            log(f"  time budget of {budget_s:.0f} s spent after {i} of {times} rounds")
+        here = [side for side in sides if i < limits.get(side.name, times)]
+        expected = sum(statistics.fmean(took[side.name]) for side in here if took[side.name])
+        if i and time.perf_counter() - began + expected > budget_s:
+            log(f"  time budget of {budget_s:.0f} s: stopped after {i} of {times} rounds")
             break
-        for side in sides if i % 2 == 0 else reversed(sides):
-            m.samples[side.name].append(await measure(side))
-    m.rounds = len(m.samples[sides[0].name]), times
-    return m
+        turn = i % len(here)
+        for side in here[turn:] + here[:turn]:
+            side_began = time.perf_counter()
+            samples[side.name].append(await measure(side))
+            took[side.name].append(time.perf_counter() - side_began)
+    return samples
 
 
-async def _measure(cfg: Config, sides: list[Side], cpu: ProcessCpu) -> list[Measurement]:
-    def budget(key: str) -> float:
-        return cfg.budget_s * _SHARES[key]
+def _rows(template: Measurement, samples: Samples, planned: dict[str, int]) -> list[Measurement]:
+    """One row per graphrunner side in ``samples``, each against the baseline of its rounds."""
+    rows = []
+    for side in samples:
+        done = len(samples[side])  # a side takes part in the first rounds
+        if side == BASELINE or not done:
+            continue
+        recording = side in RECORDING
+        m = Measurement(
+            key=f"{template.key}_records_{RECORDING[side][0]}" if recording else template.key,
+            title=f"{template.title}, {RECORDING[side][1]}" if recording else template.title,
+            unit=template.unit,
+            higher_is_better=template.higher_is_better,
+            aim=template.aim,
+            side=side,
+            reference=GRAPHRUNNER if recording else None,
+        )
+        kept = (side, BASELINE, GRAPHRUNNER) if recording else (side, BASELINE)
+        m.samples = {name: samples[name][:done] for name in kept}
+        m.rounds = done, planned.get(side, planned[BASELINE])
+        rows.append(m)
+    return rows
 
-    results = []
-    log(f"fixed cost: {cfg.reps} x 1-step lifetime")
 
-    async def one_step(side: Side) -> float:
-        return await timed(side.loop(1, local=False)) * 1000
+def _unavailable(template: Measurement, side: str, reason: str) -> Measurement:
+    kind, label, _ = RECORDING[side]
+    return Measurement(
+        key=f"{template.key}_records_{kind}",
+        title=f"{template.title}, {label}",
+        unit=template.unit,
+        higher_is_better=template.higher_is_better,
+        aim=template.aim,
+        side=side,
+        reference=GRAPHRUNNER,
+        unavailable=reason,
+    )
 
-    title = "1-step lifetime, start to result"
-    m = Measurement("lifetime_overhead", title, "ms", higher_is_better=False, aim=None)
-    results.append(await _alternate(m, sides, cfg.reps, budget(m.key), one_step))
 
-    for local in (False, True):
-        kind = "Plan as local activity" if local else "Plan as activity"
-        log(f"latency: {cfg.reps} x {cfg.steps}-step loop, {kind}")
+class _Run:
+    """The measurements of one run: sides, sizes, CPU accounting, and what they left."""
 
-        async def loop(side: Side, local: bool = local) -> float:
-            return await timed(side.loop(cfg.steps, local=local)) * 1000 / cfg.steps
+    def __init__(
+        self, cfg: Config, sides: list[Side], cpu: ProcessCpu, unavailable: dict[str, str]
+    ) -> None:
+        self.cfg = cfg
+        self.sides = sides
+        self.pair = [s for s in sides if s.name in (GRAPHRUNNER, BASELINE)]
+        self.cpu = cpu
+        self.unavailable = unavailable
+        self.results: list[Measurement] = []
+        # The last latency lifetime of each side, for its history.
+        self.handles: dict[str, WorkflowHandle[Any, Any]] = {}
 
-        key = "latency_local" if local else "latency"
-        title = f"Per-step latency, {kind}"
-        m = Measurement(key, title, "ms/step", higher_is_better=False, aim=1.1)
-        results.append(await _alternate(m, sides, cfg.reps, budget(key), loop))
+    def budget(self, key: str) -> float:
+        return self.cfg.budget_s * _SHARES[key]
 
-    log(f"fan-out: {cfg.reps} x {cfg.rounds} rounds of {cfg.branches} parallel tasks")
+    def add(self, template: Measurement, samples: Samples, planned: dict[str, int]) -> None:
+        rows = _rows(template, samples, planned)
+        for side, reason in self.unavailable.items():
+            rows.append(_unavailable(template, side, reason))
+        self.results.extend(rows)
 
-    async def fan(side: Side) -> float:
-        return await timed(side.fan(cfg.rounds, cfg.branches)) * 1000 / cfg.rounds
+    def keep(self, side: Side, start: Starter) -> Starter:
+        async def started() -> WorkflowHandle[Any, Any]:
+            handle = await start()
+            self.handles[side.name] = handle
+            return handle
 
-    title = f"Fan-out round (Plan + {cfg.branches} parallel Tasks)"
-    m = Measurement("fan_out", title, "ms/round", higher_is_better=False, aim=None)
-    results.append(await _alternate(m, sides, cfg.reps, budget(m.key), fan))
+        return started
 
-    total = cfg.lifetimes * cfg.lifetime_steps
-    log(f"throughput: {cfg.batches} x {cfg.lifetimes} lifetimes of {cfg.lifetime_steps} steps")
-    used: dict[str, list[tuple[float, float]]] = {side.name: [] for side in sides}
+    async def measure(self) -> list[Measurement]:
+        cfg = self.cfg
+        log(f"fixed cost: {cfg.reps} x 1-step lifetime")
 
-    async def batch(side: Side) -> float:
-        own0, server0 = cpu.read()
-        elapsed = await timed(side.loop(cfg.lifetime_steps, local=False), cfg.lifetimes)
-        own1, server1 = cpu.read()
-        used[side.name].append((own1 - own0, server1 - server0))
-        return total / elapsed
+        async def one_step(side: Side) -> float:
+            return await timed(side.loop(1, local=False)) * 1000
 
-    title = f"Throughput, {cfg.lifetimes} concurrent lifetimes"
-    m = Measurement("throughput", title, "steps/s", higher_is_better=True, aim=0.9)
-    results.append(await _alternate(m, sides, cfg.batches, budget(m.key), batch))
-    for name, pairs in used.items():
-        m.cpu_ms_per_step[name] = {
-            "worker_process": 1000 * sum(p[0] for p in pairs) / (total * len(pairs)),
-            "server": 1000 * sum(p[1] for p in pairs) / (total * len(pairs)),
-        }
-    return results
+        title = "1-step lifetime, start to result"
+        m = Measurement("lifetime_overhead", title, "ms", higher_is_better=False, aim=None)
+        samples = await _alternate(self.pair, cfg.reps, self.budget(m.key), one_step)
+        self.results.extend(_rows(m, samples, {BASELINE: cfg.reps}))
+
+        log(
+            f"latency: {cfg.reps} x {cfg.steps}-step loop, Plan as activity, "
+            f"{len(self.sides)} sides"
+        )
+
+        async def loop(side: Side) -> float:
+            start = self.keep(side, side.loop(cfg.steps, local=False))
+            return await timed(start) * 1000 / cfg.steps
+
+        title = "Per-step latency, Plan as activity"
+        m = Measurement("latency", title, "ms/step", higher_is_better=False, aim=1.1)
+        samples = await _alternate(self.sides, cfg.reps, self.budget(m.key), loop)
+        self.add(m, samples, {BASELINE: cfg.reps})
+
+        log(f"latency: {cfg.reps} x {cfg.steps}-step loop, Plan as local activity")
+
+        async def local_loop(side: Side) -> float:
+            return await timed(side.loop(cfg.steps, local=True)) * 1000 / cfg.steps
+
+        title = "Per-step latency, Plan as local activity"
+        m = Measurement("latency_local", title, "ms/step", higher_is_better=False, aim=1.1)
+        samples = await _alternate(self.pair, cfg.reps, self.budget(m.key), local_loop)
+        self.results.extend(_rows(m, samples, {BASELINE: cfg.reps}))
+
+        log(f"fan-out: {cfg.reps} x {cfg.rounds} rounds of {cfg.branches} parallel tasks")
+
+        async def fan(side: Side) -> float:
+            return await timed(side.fan(cfg.rounds, cfg.branches)) * 1000 / cfg.rounds
+
+        title = f"Fan-out round (Plan + {cfg.branches} parallel Tasks)"
+        m = Measurement("fan_out", title, "ms/round", higher_is_better=False, aim=None)
+        samples = await _alternate(self.pair, cfg.reps, self.budget(m.key), fan)
+        self.results.extend(_rows(m, samples, {BASELINE: cfg.reps}))
+
+        await self.throughput()
+        return self.results
+
+    async def throughput(self) -> None:
+        cfg = self.cfg
+        total = cfg.lifetimes * cfg.lifetime_steps
+        limits = {name: cfg.record_batches for name in RECORDING}
+        log(
+            f"throughput: {cfg.batches} x {cfg.lifetimes} lifetimes of {cfg.lifetime_steps} "
+            f"steps ({cfg.record_batches} x for each recording side)"
+        )
+        used: dict[str, list[tuple[float, float]]] = {side.name: [] for side in self.sides}
+
+        async def batch(side: Side) -> float:
+            own0, server0 = self.cpu.read()
+            elapsed = await timed(side.loop(cfg.lifetime_steps, local=False), cfg.lifetimes)
+            own1, server1 = self.cpu.read()
+            used[side.name].append((own1 - own0, server1 - server0))
+            return total / elapsed
+
+        title = f"Throughput, {cfg.lifetimes} concurrent lifetimes"
+        m = Measurement("throughput", title, "steps/s", higher_is_better=True, aim=0.9)
+        samples = await _alternate(
+            self.sides, cfg.batches, self.budget(m.key), batch, limits=limits
+        )
+        planned = {BASELINE: cfg.batches} | {name: cfg.record_batches for name in RECORDING}
+        first = len(self.results)
+        self.add(m, samples, planned)
+        for row in self.results[first:]:
+            if row.unavailable is not None:
+                continue
+            done = row.rounds[0]  # CPU over the same batches as the row's samples
+            for name in row.samples:
+                pairs = used[name][:done]
+                row.cpu_ms_per_step[name] = {
+                    "worker_process": 1000 * sum(p[0] for p in pairs) / (total * done),
+                    "server": 1000 * sum(p[1] for p in pairs) / (total * done),
+                }
 
 
 async def _warm_up(cfg: Config, sides: list[Side]) -> None:
     log("warm-up")
     for side in sides:
         await timed(side.loop(3, local=False))
-        await timed(side.loop(3, local=True))
-        await timed(side.fan(2, cfg.branches))
         await timed(side.loop(2, local=False), max(cfg.lifetimes // 4, 2))
+        if side.name in (GRAPHRUNNER, BASELINE):
+            await timed(side.loop(3, local=True))
+            await timed(side.fan(2, cfg.branches))
 
 
 async def run(cfg: Config) -> Report:
     """Run the whole benchmark on a fresh dev server and return what it measured."""
     began = time.perf_counter()
     warnings = CoreWarnings()
-    async with dev_server(quiet_runtime(warnings)) as (client, server):
-        sides: list[Side] = [Graphrunner(client), Baseline(client)]
-        workers = [side.worker() for side in sides]
+    async with dev_server(quiet_runtime(warnings)) as (client, server), state_dbs() as dbs:
+        # graphrunner runs as deployed: its own data converter (pydantic + external payload
+        # storage) on the same connection; the baseline keeps plain pydantic.
+        settings = Settings()
+        gr_client = graphrunner_client(client, settings, dbs.blobs)
+        sides: list[Side] = [Graphrunner(gr_client)]
+        sides += [
+            Graphrunner(gr_client, name=name, queue=queue, records=store, blobs=dbs.blobs)
+            for name, (kind, _, queue) in RECORDING.items()
+            if (store := dbs.stores.get(kind)) is not None
+        ]
+        sides.append(Baseline(client))
+        unavailable = {
+            name: f"no {kind} state DB: {dbs.unavailable[kind]}"
+            for name, (kind, _, _) in RECORDING.items()
+            if kind in dbs.unavailable
+        }
         async with contextlib.AsyncExitStack() as stack:
-            for worker in workers:
-                await stack.enter_async_context(worker)
+            for side in sides:
+                await stack.enter_async_context(side.worker())
             await _warm_up(cfg, sides)
             pid = server.process.pid if server.process else None
-            measurements = await _measure(cfg, sides, ProcessCpu(pid))
-            log("history of one lifetime per side")
-            history = await history_stats(sides, cfg.steps)
+            measured = _Run(cfg, sides, ProcessCpu(pid), unavailable)
+            measurements = await measured.measure()
+            log("history of one latency lifetime per side; data converter cost")
+            events = {
+                name: list((await handle.fetch_history()).events)
+                for name, handle in measured.handles.items()
+            }
+        history = {name: history_stats(e, cfg.steps) for name, e in events.items()}
+        converters = {
+            "pydantic": pydantic_data_converter,
+            "pydantic + external storage": gr_client.data_converter,
+        }
+        payloads = activity_payloads(events[GRAPHRUNNER])
+        converter = await converter_cost(converters, payloads, cfg.steps)
         info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
     seconds = time.perf_counter() - began
-    return Report(cfg, measurements, history, seconds, info.server_version, dict(warnings.counts))
+    return Report(
+        cfg,
+        measurements,
+        history,
+        seconds,
+        info.server_version,
+        dict(warnings.counts),
+        converter_us_per_step=converter,
+        unavailable=unavailable,
+    )

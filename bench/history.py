@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from temporalio.api.common.v1 import Payload
 from temporalio.api.history.v1 import HistoryEvent
 
-from bench.sides import Side
-
-__all__ = ["HistoryStats", "history_stats"]
+__all__ = ["HistoryStats", "activity_payloads", "history_stats"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,8 @@ def _payload_bytes(payloads: object) -> int:
     return sum(p.ByteSize() for p in getattr(payloads, "payloads", []))
 
 
-def _stats(events: list[HistoryEvent], steps: int) -> HistoryStats:
+def history_stats(events: list[HistoryEvent], steps: int) -> HistoryStats:
+    """Statistics of the history of one sequential loop lifetime of ``steps`` steps."""
     inputs: list[int] = []
     results: list[int] = []
     workflow_input = 0
@@ -61,12 +61,13 @@ def _stats(events: list[HistoryEvent], steps: int) -> HistoryStats:
     )
 
 
-async def history_stats(sides: list[Side], steps: int) -> dict[str, HistoryStats]:
-    """Run one ``steps``-step loop lifetime per side and measure its history."""
-    out = {}
-    for side in sides:
-        handle = await side.loop(steps, local=False)()
-        await handle.result()
-        history = await handle.fetch_history()
-        out[side.name] = _stats(list(history.events), steps)
+def activity_payloads(events: list[HistoryEvent]) -> list[Payload]:
+    """Every activity input and result payload of a history, in order."""
+    out: list[Payload] = []
+    for event in events:
+        kind = event.WhichOneof("attributes")
+        if kind == "activity_task_scheduled_event_attributes":
+            out.extend(event.activity_task_scheduled_event_attributes.input.payloads)
+        elif kind == "activity_task_completed_event_attributes":
+            out.extend(event.activity_task_completed_event_attributes.result.payloads)
     return out

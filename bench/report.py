@@ -10,7 +10,7 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import Measurement, Report
+from bench.harness import BASELINE, Measurement, Report
 
 __all__ = ["print_json", "print_tables"]
 
@@ -22,7 +22,9 @@ def _aim(m: Measurement) -> str:
 
 
 def _verdict(m: Measurement) -> str:
-    if m.met is None:
+    if m.unavailable is not None:
+        return "[yellow]unavailable[/yellow]"
+    if m.met is None or m.aim is None:
         return "[dim]info[/dim]"
     if m.met:
         return "[green]met[/green]"
@@ -66,11 +68,14 @@ def print_tables(report: Report, console: Console | None = None) -> None:
     table.add_column("aim", justify="right")
     table.add_column("", justify="left")
     for m in report.measurements:
+        if m.unavailable is not None:
+            table.add_row(_title(m), m.unit, "—", "—", "—", _aim(m), _verdict(m))
+            continue
         table.add_row(
             _title(m),
             m.unit,
-            _cell(m, "graphrunner"),
-            _cell(m, "baseline"),
+            _cell(m, m.side),
+            _cell(m, BASELINE),
             f"{m.ratio:.2f}x [dim]({m.ratio_spread[0]:.2f}–{m.ratio_spread[1]:.2f})[/dim]",
             _aim(m),
             _verdict(m),
@@ -80,17 +85,29 @@ def print_tables(report: Report, console: Console | None = None) -> None:
         f"[dim]latency: {cfg.reps} lifetimes of {cfg.steps} Task+Plan steps per side and "
         f"variant; fan-out: {cfg.reps} lifetimes of {cfg.rounds} rounds x {cfg.branches} "
         f"tasks; throughput: {cfg.batches} batches of {cfg.lifetimes} lifetimes x "
-        f"{cfg.lifetime_steps} steps. Wall time from the client, start to result.[/dim]"
+        f"{cfg.lifetime_steps} steps ({cfg.record_batches} per recording side, each against "
+        "the baseline batch of its round). Wall time from the client, start to result. "
+        "graphrunner uses its own data converter (pydantic + external payload storage), the "
+        "baseline plain pydantic.[/dim]"
     )
+    for side, reason in report.unavailable.items():
+        console.print(f"[yellow]{side} not measured:[/yellow] {reason}")
+    _print_records(report, console)
 
     cpu = Table(title="Where the work goes (throughput batches, CPU ms per Task+Plan step)")
     cpu.add_column("side")
     cpu.add_column("client+worker process", justify="right")
     cpu.add_column("Temporal server", justify="right")
-    throughput = next(m for m in report.measurements if m.key == "throughput")
-    for side, used in throughput.cpu_ms_per_step.items():
+    for side, used in _cpu_by_side(report).items():
         cpu.add_row(side, f"{used['worker_process']:.2f}", f"{used['server']:.2f}")
     console.print(cpu)
+    if report.converter_us_per_step:
+        costs = report.converter_us_per_step
+        shown = ", ".join(f"{name} {us:.0f} µs" for name, us in costs.items())
+        console.print(
+            f"[dim]Data converter, CPU per Task+Plan step (bind, decode and re-encode one "
+            f"step's activity payloads in both workers, in-process): {shown}.[/dim]"
+        )
 
     hist = Table(title=f"History of one {cfg.steps}-step loop lifetime (Plan as activity)")
     hist.add_column("side")
@@ -128,6 +145,50 @@ def print_tables(report: Report, console: Console | None = None) -> None:
         console.print("[bold green]All aims met.[/bold green]")
 
 
+def _cpu_by_side(report: Report) -> dict[str, dict[str, float]]:
+    """CPU per step of every side, from its first throughput row."""
+    out: dict[str, dict[str, float]] = {}
+    for m in report.measurements:
+        if m.key.startswith("throughput"):
+            for side, used in m.cpu_ms_per_step.items():
+                out.setdefault(side, used)
+    return out
+
+
+def _print_records(report: Report, console: Console) -> None:
+    """What recording every node execution costs, against graphrunner without records."""
+    rows = [m for m in report.measurements if m.reference and m.unavailable is None]
+    if not rows:
+        return
+    table = Table(
+        title="Cost of execution records: the recording side minus graphrunner without records, "
+        "same rounds (quartiles of per-round differences)"
+    )
+    table.add_column("measurement")
+    table.add_column("unit")
+    table.add_column("without records", justify="right")
+    table.add_column("with records", justify="right")
+    table.add_column("difference", justify="right")
+    table.add_column("worker CPU ms/step", justify="right")
+    for m in rows:
+        assert m.reference is not None and m.delta is not None and m.delta_spread is not None
+        before = m.median(m.reference)
+        cpu = ""
+        if m.cpu_ms_per_step:
+            own, ref = m.cpu_ms_per_step[m.side], m.cpu_ms_per_step[m.reference]
+            cpu = f"{ref['worker_process']:.2f} → {own['worker_process']:.2f}"
+        table.add_row(
+            m.title,
+            m.unit,
+            f"{before:.1f}",
+            f"{m.median(m.side):.1f}",
+            f"{m.delta:+.1f} ({m.delta / before * 100:+.0f}%) "
+            f"[dim]({m.delta_spread[0]:+.1f} to {m.delta_spread[1]:+.1f})[/dim]",
+            cpu,
+        )
+    console.print(table)
+
+
 def print_json(report: Report) -> None:
     """Print the whole report as one JSON object."""
     out = {
@@ -144,6 +205,8 @@ def print_json(report: Report) -> None:
             }
             for side, stats in report.history.items()
         },
+        "converter_us_per_step": report.converter_us_per_step,
+        "unavailable": report.unavailable,
         "core_warnings": report.core_warnings,
         "aims_met": all(m.met is not False for m in report.measurements),
     }

@@ -1,8 +1,9 @@
-"""The two contestants: graphrunner and the hand-written baseline, each on its own task queue.
+"""The contestants: graphrunner (without records, or recording into a state DB) and the
+hand-written baseline, each on its own task queue.
 
-Both hand out starters for the same two kinds of lifetime (a sequential Task+Plan loop and
+All hand out starters for the same two kinds of lifetime (a sequential Task+Plan loop and
 a fan-out loop); `timed` starts one or many and measures wall time from the client until
-every result is in. Workers for both run in this process for the whole benchmark.
+every result is in. Workers for all run in this process for the whole benchmark.
 """
 
 from __future__ import annotations
@@ -20,12 +21,22 @@ from bench.baseline_activities import LoopInput, LoopResult, noop_plan, noop_tas
 from bench.baseline_workflows import FanOutWorkflow, LocalLoopWorkflow, LoopWorkflow
 from bench.nodes import FanOut, Loop, Noop
 from graphrunner import AgentGraph, GraphBuilder, GraphrunnerClient, Settings
+from graphrunner.activities import Recorder
 from graphrunner.graph import GraphDefaults
+from graphrunner.stores import BlobStore, RecordStore, data_converter
 from graphrunner.worker import build_worker
 
-__all__ = ["Baseline", "Graphrunner", "Side", "Starter", "fan_graph", "loop_graph", "timed"]
+__all__ = [
+    "Baseline",
+    "Graphrunner",
+    "Side",
+    "Starter",
+    "fan_graph",
+    "graphrunner_client",
+    "loop_graph",
+    "timed",
+]
 
-GR_QUEUE = "bench-graphrunner"
 BASE_QUEUE = "bench-baseline"
 # Room for long loops: the default cap of 100 runs per node is a safety net, not a cost.
 DEFAULTS = GraphDefaults(max_iterations=10_000)
@@ -83,19 +94,49 @@ async def timed(start: Starter, count: int = 1, *, timeout_s: float = 180.0) -> 
     return time.perf_counter() - began
 
 
+def graphrunner_client(client: Client, settings: Settings, blobs: BlobStore) -> Client:
+    """``client``'s connection with graphrunner's data converter, as `connect_temporal` sets it.
+
+    That is pydantic conversion plus external payload storage: payloads of
+    ``settings.payload_threshold_bytes`` (256 KiB) or more go to ``blobs``.
+    """
+    config = client.config()
+    config["data_converter"] = data_converter(settings, blobs)
+    return Client(**config)
+
+
 class Graphrunner:
-    """graphrunner as a user runs it: GraphBuilder graphs, GraphrunnerClient, build_worker."""
+    """graphrunner as a user runs it: GraphBuilder graphs, GraphrunnerClient, build_worker.
 
-    name = "graphrunner"
+    ``client`` must carry graphrunner's data converter (`graphrunner_client`). With ``records``
+    the worker writes every node execution to that state DB (results over the inline limit
+    to ``blobs``), as a deployment with records on does; ``name`` then tells the sides apart.
+    """
 
-    def __init__(self, client: Client) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        name: str = "graphrunner",
+        queue: str = "bench-graphrunner",
+        records: RecordStore | None = None,
+        blobs: BlobStore | None = None,
+    ) -> None:
+        self.name = name
         self.client = client
-        self.runner = GraphrunnerClient(client, settings=Settings(task_queue=GR_QUEUE))
+        self.queue = queue
+        settings = Settings(task_queue=self.queue)
+        self.runner = GraphrunnerClient(client, settings=settings, records=records, blobs=blobs)
+        self.recorder: Recorder | None = None
+        if records is not None:
+            if blobs is None:
+                raise ValueError("a recording side needs a blob store for large results")
+            self.recorder = Recorder(records, blobs, inline_limit=settings.inline_limit_bytes)
         self.graphs: dict[tuple[bool, int], AgentGraph] = {}
         self.fan_graphs: dict[tuple[int, int], AgentGraph] = {}
 
     def worker(self) -> Worker:
-        return build_worker(self.client, task_queue=GR_QUEUE)
+        return build_worker(self.client, task_queue=self.queue, recorder=self.recorder)
 
     def loop(self, steps: int, *, local: bool) -> Starter:
         if (local, steps) not in self.graphs:
