@@ -20,7 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Connection, Engine, case, create_engine, event, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -196,6 +206,29 @@ class RecordStore:
             set_={c.name: upsert.excluded[c.name] for c in executions.c if not c.primary_key},
             where=executions.c.attempt < upsert.excluded.attempt,
         ).returning(executions.c.execution_id)
+        if self.dialect == "postgresql":
+            # One statement, one round trip: the attempt row rides along as a data-modifying
+            # CTE, atomic with the upsert without BEGIN/COMMIT trips.
+            attempt_cte = (
+                postgresql.insert(attempts)
+                .values({c.name: bindparam(f"a_{c.name}", type_=c.type) for c in attempts.c})
+                .on_conflict_do_nothing()
+                .cte("new_attempt")
+            )
+            combined = postgresql.insert(executions).values(
+                {c.name: bindparam(c.name, type_=c.type) for c in executions.c}
+            )
+            self._combined = (
+                combined.on_conflict_do_update(
+                    index_elements=[executions.c.execution_id],
+                    set_={
+                        c.name: combined.excluded[c.name] for c in executions.c if not c.primary_key
+                    },
+                    where=executions.c.attempt < combined.excluded.attempt,
+                )
+                .returning(executions.c.execution_id)
+                .add_cte(attempt_cte)
+            )
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -299,9 +332,13 @@ class RecordStore:
             "latency_ms": rec.latency_ms,
             "error": rec.error,
         }
+        # RETURNING, not rowcount: drivers disagree on the rowcount of a skipped upsert.
+        if self.dialect == "postgresql":
+            params = {**row, **{f"a_{k}": v for k, v in attempt_row.items()}}
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                return conn.execute(self._combined, params).first() is not None
         with self.engine.begin() as conn:
             conn.execute(self._insert_attempt, attempt_row)
-            # RETURNING, not rowcount: drivers disagree on the rowcount of a skipped upsert.
             written = conn.execute(self._upsert_execution, row).first()
         return written is not None
 
