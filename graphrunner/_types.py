@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from graphrunner.graph._model import AgentGraph, NodeKind, NodeSpec
 
 __all__ = [
+    "RUN_PLAN",
+    "RUN_TASK",
     "LifetimeInput",
     "LifetimeResult",
     "LifetimeStatus",
@@ -27,6 +29,24 @@ __all__ = [
     "TaskResult",
     "Telemetry",
 ]
+
+
+# Activity type names, shared by the workflow (which cannot import the activity modules: the
+# sandbox would pull in SQLAlchemy), the activities, and the history reader.
+RUN_TASK = "graphrunner.run_task"
+RUN_PLAN = "graphrunner.run_plan"
+_SUMMARY_SEP = " · "
+
+
+def step_summary(node: str, iteration: int) -> str:
+    """The activity summary the Temporal UI shows for one node execution."""
+    return f"{node}{_SUMMARY_SEP}{iteration}"
+
+
+def parse_step_summary(text: str) -> tuple[str, int] | None:
+    """Inverse of `step_summary`; None for a summary graphrunner did not write."""
+    node, sep, iteration = text.rpartition(_SUMMARY_SEP)
+    return (node, int(iteration)) if sep and iteration.isdigit() else None
 
 
 class _Model(BaseModel):

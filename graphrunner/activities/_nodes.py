@@ -21,16 +21,21 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from graphrunner._sdk import NodeContext, Plan, Task
-from graphrunner._types import PlanCall, PlanResult, TaskCall, TaskResult, Telemetry
+from graphrunner._types import (
+    RUN_PLAN,
+    RUN_TASK,
+    PlanCall,
+    PlanResult,
+    TaskCall,
+    TaskResult,
+    Telemetry,
+)
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
 from graphrunner.graph._validate import import_impl
 from graphrunner.stores._records import ExecutionStatus
 
 __all__ = ["RUN_PLAN", "RUN_TASK", "NodeActivities"]
-
-RUN_TASK = "graphrunner.run_task"
-RUN_PLAN = "graphrunner.run_plan"
 
 _log = logging.getLogger("graphrunner.node")
 R = TypeVar("R", TaskResult, PlanResult)

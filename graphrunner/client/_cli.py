@@ -33,6 +33,7 @@ from graphrunner.stores import (
     RecordStore,
     open_blobs,
     open_records,
+    stream_result,
 )
 from graphrunner.worker import build_worker
 
@@ -103,11 +104,14 @@ def _steps_table(steps: list[StepRecord], title: str) -> Table:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    if n < 1024:
+        return f"{n} B"
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            break
+    return f"{size:.1f} {unit}"
 
 
 def _history_table(records: list[ExecutionRecord], title: str) -> Table:
@@ -379,7 +383,7 @@ def history(
     settings = _settings()
 
     async def go() -> None:
-        records = await _records(settings).executions(lifetime_id)
+        records = await open_records(settings).executions(lifetime_id)
         if as_json:
             print(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
             return
@@ -447,7 +451,7 @@ def costs(
 
     async def go() -> None:
         try:
-            rows = await _records(settings).costs(by)
+            rows = await open_records(settings).costs(by)
         except ValueError as exc:
             _fail(str(exc))
         if as_json:
@@ -483,21 +487,15 @@ def result(
     async def go() -> None:
         records = [
             r
-            for r in await _records(settings).executions(lifetime_id)
+            for r in await open_records(settings).executions(lifetime_id)
             if r.node == node and (iteration is None or r.iteration == iteration)
         ]
         if not records:
             _fail(f"no recorded execution of node '{node}' in lifetime {lifetime_id}")
-        rec = records[-1]
-        blobs = open_blobs(settings)
-        chunks = blobs.stream(rec.result_uri) if rec.result_uri else None
         sink = output.open("wb") if output else sys.stdout.buffer
         try:
-            if chunks is None:
-                sink.write((rec.result_inline or "null").encode())
-            else:
-                async for chunk in chunks:
-                    sink.write(chunk)
+            async for chunk in stream_result(records[-1], open_blobs(settings)):
+                sink.write(chunk)
         finally:
             if output:
                 sink.close()
@@ -536,10 +534,6 @@ def db_status() -> None:
         f"{store.safe_url()}: schema version {version} (this graphrunner: {SCHEMA_VERSION})",
         highlight=False,
     )
-
-
-def _records(settings: Settings) -> RecordStore:
-    return open_records(settings)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from graphrunner.stores import (
     data_converter,
     open_blobs,
     open_records,
+    stream_result,
 )
 from graphrunner.workflows import LIFETIME_WORKFLOW
 
@@ -116,10 +117,6 @@ def _status_name(status: str) -> str:
         raise GraphrunnerError(f"unknown status '{status}': use one of {', '.join(sorted(names))}")
     # Visibility spells statuses in CamelCase: Running, Completed, ContinuedAsNew ...
     return "".join(part.capitalize() for part in status.lower().split("_"))
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 class GraphrunnerClient:
@@ -310,9 +307,7 @@ class GraphrunnerClient:
 
     def stream_result(self, record: ExecutionRecord) -> AsyncIterator[bytes]:
         """The JSON bytes of an execution's result; a large one is streamed from the blob store."""
-        if record.result_uri is not None:
-            return self.blobs.stream(record.result_uri)
-        return _once((record.result_inline or "null").encode())
+        return stream_result(record, self.blobs)
 
     def ui_url(self, lifetime_id: str) -> str:
         """Link to the lifetime in the Temporal Web UI."""

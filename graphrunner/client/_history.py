@@ -7,22 +7,16 @@ from datetime import UTC, datetime
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
 
-from graphrunner._types import StepRecord, StepStatus
+from graphrunner._types import RUN_PLAN, StepRecord, StepStatus, parse_step_summary
 from graphrunner.graph._model import NodeKind
 
 __all__ = ["steps_from_history"]
-
-_PLAN_ACTIVITY = "graphrunner.run_plan"
 
 
 def _summary(event: HistoryEvent) -> tuple[str, int] | None:
     if not event.user_metadata.HasField("summary"):
         return None
-    text = event.user_metadata.summary.data.decode(errors="replace").strip('"')
-    node, sep, iteration = text.rpartition(" · ")
-    if not sep or not iteration.isdigit():
-        return None
-    return node, int(iteration)
+    return parse_step_summary(event.user_metadata.summary.data.decode(errors="replace").strip('"'))
 
 
 def _time(event: HistoryEvent) -> datetime:
@@ -45,7 +39,7 @@ def steps_from_history(history: WorkflowHistory) -> list[StepRecord]:
             attrs = event.activity_task_scheduled_event_attributes
             step = StepRecord(
                 node=named[0],
-                kind=NodeKind.PLAN if attrs.activity_type.name == _PLAN_ACTIVITY else NodeKind.TASK,
+                kind=NodeKind.PLAN if attrs.activity_type.name == RUN_PLAN else NodeKind.TASK,
                 iteration=named[1],
                 status=StepStatus.RUNNING,
                 started_at=_time(event),

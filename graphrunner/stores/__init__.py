@@ -9,7 +9,7 @@ from graphrunner.stores._blobs import (
     S3BlobStore,
     open_blob_store,
 )
-from graphrunner.stores._open import data_converter, open_blobs, open_records
+from graphrunner.stores._open import data_converter, open_blobs, open_records, stream_result
 from graphrunner.stores._payloads import (
     DEFAULT_PAYLOAD_THRESHOLD,
     BlobPayloadDriver,
@@ -45,5 +45,6 @@ __all__ = [
     "open_blob_store",
     "open_blobs",
     "open_records",
+    "stream_result",
     "with_external_storage",
 ]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 
 from graphrunner._settings import Settings
 from graphrunner.stores._blobs import BlobStore, open_blob_store
 from graphrunner.stores._payloads import with_external_storage
-from graphrunner.stores._records import RecordStore
+from graphrunner.stores._records import ExecutionRecord, RecordStore
 
-__all__ = ["data_converter", "open_blobs", "open_records"]
+__all__ = ["data_converter", "open_blobs", "open_records", "stream_result"]
 
 
 def open_blobs(settings: Settings) -> BlobStore:
@@ -42,3 +44,12 @@ def data_converter(settings: Settings, blobs: BlobStore) -> DataConverter:
     return with_external_storage(
         pydantic_data_converter, blobs, threshold=settings.payload_threshold_bytes
     )
+
+
+async def stream_result(record: ExecutionRecord, blobs: BlobStore) -> AsyncIterator[bytes]:
+    """The JSON bytes of a recorded result: inline ones at once, large ones from ``blobs``."""
+    if record.result_uri is None:
+        yield (record.result_inline or "null").encode()
+        return
+    async for chunk in blobs.stream(record.result_uri):
+        yield chunk

@@ -20,6 +20,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from graphrunner._types import (
+        RUN_PLAN,
+        RUN_TASK,
         LifetimeInput,
         LifetimeResult,
         LifetimeStatus,
@@ -30,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
         TaskCall,
         TaskResult,
+        step_summary,
     )
     from graphrunner.errors import FailureType
     from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
@@ -38,8 +41,6 @@ __all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
 
 LIFETIME_WORKFLOW = "AgentLifetime"
 INPUT = "__input__"  # node name under which a start plan sees the lifetime input
-_RUN_TASK = "graphrunner.run_task"
-_RUN_PLAN = "graphrunner.run_plan"
 _TOO_LARGE = "PayloadsTooLarge"  # ApplicationError type the SDK core gives an oversized result
 
 
@@ -253,7 +254,7 @@ class AgentLifetimeWorkflow:
                 # A payload the server refuses would be refused again on every retry.
                 non_retryable_error_types=[*(retry.non_retryable_errors or []), _TOO_LARGE],
             ),
-            "summary": f"{node.name} · {step.iteration}",
+            "summary": step_summary(node.name, step.iteration),
         }
 
     def _call_fields(self, node: NodeSpec, step: StepRecord, via: _Via) -> dict[str, Any]:
@@ -292,7 +293,7 @@ class AgentLifetimeWorkflow:
         result: TaskResult
         try:
             result = await workflow.execute_activity(
-                _RUN_TASK,
+                RUN_TASK,
                 call,
                 result_type=TaskResult,
                 heartbeat_timeout=graph.heartbeat_timeout(node),
@@ -320,11 +321,11 @@ class AgentLifetimeWorkflow:
         try:
             if node.local:
                 decision = await workflow.execute_local_activity(
-                    _RUN_PLAN, call, result_type=PlanResult, **options
+                    RUN_PLAN, call, result_type=PlanResult, **options
                 )
             else:
                 decision = await workflow.execute_activity(
-                    _RUN_PLAN,
+                    RUN_PLAN,
                     call,
                     result_type=PlanResult,
                     heartbeat_timeout=graph.heartbeat_timeout(node),
