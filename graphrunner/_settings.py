@@ -55,6 +55,14 @@ class Settings(BaseModel):
         description="Payloads larger than this go to the blob store; history keeps a reference.",
     )
     record: bool = Field(default=True, description="Write execution records.")
+    policy: Path | None = Field(
+        default=None,
+        description="Global guardrail policy file, enforced by the worker on every lifetime.",
+    )
+    tenant_policies: Path | None = Field(
+        default=None,
+        description="Directory of per-tenant guardrail overrides, one <tenant>.yaml each.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -23,6 +23,7 @@ __all__ = [
     "NodeOutput",
     "PlanCall",
     "PlanResult",
+    "Rejection",
     "StepRecord",
     "StepStatus",
     "TaskCall",
@@ -67,6 +68,10 @@ class Telemetry(_Model):
     tokens_out: int = Field(default=0, ge=0)
     cost_usd: float = Field(default=0.0, ge=0)
     model: str = ""
+    latency_ms: float | None = Field(
+        default=None, description="Set by graphrunner: how long the attempt ran."
+    )
+    attempt: int | None = Field(default=None, description="Set by graphrunner: which attempt.")
 
 
 class TaskResult(_Model):
@@ -104,13 +109,41 @@ class PlanResult(_Model):
         return cls(output=output)
 
 
+class Rejection(_Model):
+    """Why a guardrail rejected an execution; a plan sees it in place of the result.
+
+    Attributes:
+        rule: The guardrail rule that fired.
+        message: The rule's message.
+        condition: The rule's condition.
+        observed: The values that made it fire, by sub-expression.
+        phase: ``before`` (the execution never ran) or ``after`` (its result was discarded).
+    """
+
+    rule: str
+    message: str = ""
+    condition: str = ""
+    observed: dict[str, float | str] = Field(default_factory=dict)
+    phase: str = "after"
+
+
 class NodeOutput(_Model):
-    """A finished task's output as the next plan sees it."""
+    """A finished task's output as the next plan sees it.
+
+    A rejected execution (see `Rejection`) has no output; ``rejection`` says which guardrail
+    rule discarded it, so the plan can choose differently.
+    """
 
     node: str
     iteration: int
     output: Any = None
     execution_id: str = ""
+    rejection: Rejection | None = None
+
+    @property
+    def rejected(self) -> bool:
+        """Whether a guardrail rejected this execution."""
+        return self.rejection is not None
 
 
 class _Call(_Model):
@@ -159,6 +192,7 @@ class StepStatus(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    REJECTED = "rejected"
 
 
 class StepRecord(_Model):

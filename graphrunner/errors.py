@@ -15,6 +15,7 @@ __all__ = [
     "GraphError",
     "GraphIssue",
     "GraphrunnerError",
+    "GuardrailRejected",
     "PolicyError",
     "ServerUnreachable",
 ]
@@ -75,6 +76,21 @@ class FailureType(StrEnum):
     BAD_FAN_IN = "BadFanIn"
     GRAPH_MISMATCH = "PinnedGraphMismatch"
     INTERNAL = "InternalError"
+    GUARDRAIL_ABORTED = "GuardrailAborted"
+    GUARDRAIL_REJECTED = "GuardrailRejected"
+    GUARDRAIL_CONFIG = "GuardrailConfigError"
+
+
+class GuardrailRejected(GraphrunnerError):
+    """Raised inside a lifetime when a guardrail rejects an execution (never leaves it).
+
+    The workflow catches it and routes the rejection to a plan; ``rejection`` is a
+    `graphrunner._types.Rejection`.
+    """
+
+    def __init__(self, rejection: object) -> None:
+        super().__init__(f"rejected by guardrail: {rejection}")
+        self.rejection = rejection
 
 
 class PolicyError(GraphrunnerError):

@@ -9,6 +9,9 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 
 from graphrunner.activities import NodeActivities, Recorder
+from graphrunner.activities._guardrails import GuardrailActivities
+from graphrunner.guardrails._interceptor import GuardrailInterceptor
+from graphrunner.guardrails._sources import PolicySource
 from graphrunner.workflows import AgentLifetimeWorkflow
 
 __all__ = ["build_worker"]
@@ -19,6 +22,7 @@ def build_worker(
     *,
     task_queue: str,
     recorder: Recorder | None = None,
+    policies: PolicySource | None = None,
     interceptors: Sequence[Interceptor] = (),
     max_concurrent_activities: int = 100,
     identity: str | None = None,
@@ -32,14 +36,26 @@ def build_worker(
     imported by path on first use, so their modules must be importable by this process.
     ``sticky_queue_timeout`` bounds how long a lifetime cached on a crashed worker waits
     before another worker picks it up (the SDK default, 10 s).
+
+    Guardrails are always on: `GuardrailInterceptor` comes first among the interceptors and
+    enforces ``policies`` (the worker's global and tenant layers) together with each graph's
+    own policy. Decisions and tenant totals are kept through ``recorder``.
     """
     nodes = NodeActivities(recorder)
+    guards = GuardrailActivities(policies or PolicySource(), recorder)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[AgentLifetimeWorkflow],
-        activities=[nodes.run_task, nodes.run_plan],
-        interceptors=list(interceptors),
+        activities=[
+            nodes.run_task,
+            nodes.run_plan,
+            guards.load_policy,
+            guards.record_decision,
+            guards.tenant_usage,
+            guards.tenant_charge,
+        ],
+        interceptors=[GuardrailInterceptor(), *interceptors],
         max_concurrent_activities=max_concurrent_activities,
         # Eager dispatch lets a fan-out start its activities in the same round trip.
         max_eager_activity_reservations_per_workflow_task=10,

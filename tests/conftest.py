@@ -20,6 +20,7 @@ from graphrunner import GraphrunnerClient, Settings
 from graphrunner.client import temporal_binary
 from graphrunner.client._client import GRAPH_KEY, TENANT_KEY
 from graphrunner.client._devserver import TUNING_ARGS
+from graphrunner.guardrails import GuardrailInterceptor
 from graphrunner.worker import build_worker
 from graphrunner.workflows import AgentLifetimeWorkflow
 
@@ -77,7 +78,11 @@ async def activity_summaries(handle: WorkflowHandle[object, object]) -> list[str
 async def assert_replays(client: Client, handle: WorkflowHandle[object, object]) -> None:
     """Replay the lifetime's full history against the current workflow code."""
     history = await handle.fetch_history()
-    replayer = Replayer(workflows=[AgentLifetimeWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[AgentLifetimeWorkflow],
+        interceptors=[GuardrailInterceptor()],
+        data_converter=pydantic_data_converter,
+    )
     await replayer.replay_workflow(history)
 
 

@@ -156,13 +156,18 @@ class NodeActivities:
                 )
                 await self.recorder.write(call, kind, failed)
             raise
+        latency_ms = (time.monotonic() - clock) * 1000
+        # Guardrails read these from the result: the workflow cannot measure them itself.
+        result.telemetry = result.telemetry.model_copy(
+            update={"latency_ms": round(latency_ms, 3), "attempt": activity.info().attempt}
+        )
         if self.recorder is not None:
             output, telemetry, nxt = describe(result)
             done = Attempt(
                 status=ExecutionStatus.SUCCEEDED,
                 started_at=started_at,
                 finished_at=datetime.now(UTC),
-                latency_ms=(time.monotonic() - clock) * 1000,
+                latency_ms=latency_ms,
                 output=output,
                 telemetry=telemetry,
                 next=nxt,

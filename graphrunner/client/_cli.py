@@ -27,8 +27,10 @@ from graphrunner.client._runtime import (
 )
 from graphrunner.errors import GraphError, GraphrunnerError
 from graphrunner.graph import graph_json_schema, load_graph, to_mermaid
+from graphrunner.guardrails._sources import PolicySource
 from graphrunner.stores import (
     SCHEMA_VERSION,
+    DecisionRecord,
     ExecutionRecord,
     RecordStore,
     open_blobs,
@@ -143,6 +145,24 @@ def _history_table(records: list[ExecutionRecord], title: str) -> Table:
             f"{rec.cost_usd:.4f}",
             f"{rec.latency_ms:.0f} ms",
             result,
+        )
+    return table
+
+
+def _decisions_table(decisions: list[DecisionRecord], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("#", "rule", "action", "when", "node", "iter", "observed", "message"):
+        table.add_column(column, justify="right" if column in ("#", "iter") else "left")
+    for d in decisions:
+        table.add_row(
+            str(d.seq),
+            d.rule,
+            d.action,
+            d.phase,
+            d.node or "-",
+            str(d.iteration) if d.iteration is not None else "-",
+            ", ".join(f"{k} = {v}" for k, v in d.observed.items()) or d.condition or "-",
+            d.message or "-",
         )
     return table
 
@@ -276,6 +296,7 @@ def status(
         if as_json:
             payload = dict(vars(info))
             payload["steps"] = [s.model_dump(mode="json") for s in info.steps]
+            payload["paused"] = [p.model_dump(mode="json") for p in info.paused]
             print(json.dumps(payload, indent=2))
             return
         out.print(
@@ -285,8 +306,73 @@ def status(
         )
         if info.running:
             out.print(f"running: {', '.join(info.running)}")
+        for pause in info.paused:
+            values = ", ".join(f"{k} = {v}" for k, v in pause.observed.items())
+            out.print(
+                f"[bold yellow]paused[/] by guardrail [bold]{escape(pause.rule)}[/]"
+                + (f" at {pause.node} · {pause.iteration}" if pause.node else "")
+                + f": {escape(pause.message or pause.condition)}"
+                + (f" ({escape(values)})" if values else "")
+                + f"; resume with: graphrunner resume {info.lifetime_id}",
+                highlight=False,
+            )
+        if info.failure:
+            out.print(f"[bold red]failed:[/] {escape(info.failure)}", highlight=False)
         out.print(_steps_table(info.steps, "steps"))
         out.print(info.ui_url, highlight=False)
+
+    _run(go())
+
+
+@app.command()
+def resume(
+    lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
+    when: Annotated[
+        str | None,
+        typer.Option(help="New condition for the rule that paused it, e.g. 'sum(cost_usd) > 5'."),
+    ] = None,
+    rule: Annotated[
+        str | None, typer.Option(help="Rule that --when replaces (default: the one that paused).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why; kept in the decision record.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Resume a lifetime paused by a guardrail or by hand, optionally raising the limit."""
+    settings = _settings()
+
+    async def go() -> None:
+        client = await GraphrunnerClient.connect(settings)
+        result = await client.resume(lifetime_id, when=when, rule=rule, reason=reason)
+        if as_json:
+            print(result.model_dump_json(indent=2))
+            return
+        out.print(f"resumed {lifetime_id} (paused by {', '.join(result.resumed)})", highlight=False)
+        for name, condition in result.replaced.items():
+            out.print(f"rule {name} is now: {condition}", highlight=False)
+
+    _run(go())
+
+
+@app.command()
+def pause(
+    lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
+    reason: Annotated[str, typer.Option(help="Why; shown in status and the UI.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Pause a lifetime by hand: no node is scheduled until 'graphrunner resume'."""
+    settings = _settings()
+
+    async def go() -> None:
+        client = await GraphrunnerClient.connect(settings)
+        info = await client.pause(lifetime_id, reason=reason)
+        if as_json:
+            print(info.model_dump_json(indent=2))
+            return
+        out.print(
+            f"paused {lifetime_id}: running nodes finish, no new one starts until "
+            f"'graphrunner resume {lifetime_id}'",
+            highlight=False,
+        )
 
     _run(go())
 
@@ -350,7 +436,11 @@ def demo(
             client = GraphrunnerClient(
                 temporal, settings=settings, records=recorder.records if recorder else None
             )
-            async with build_worker(temporal, task_queue=settings.task_queue, recorder=recorder):
+            policies = PolicySource.load(settings.policy, settings.tenant_policies)
+            worker = build_worker(
+                temporal, task_queue=settings.task_queue, recorder=recorder, policies=policies
+            )
+            async with worker:
                 handle = await client.start(model, {"topic": "durable agent workflows"})
                 out.print(f"lifetime [bold]{handle.id}[/] started", highlight=False)
                 result = await handle.result()
@@ -383,13 +473,25 @@ def history(
     settings = _settings()
 
     async def go() -> None:
-        records = await open_records(settings).executions(lifetime_id)
+        store = open_records(settings)
+        records = await store.executions(lifetime_id)
+        decisions = await store.decisions(lifetime_id)
         if as_json:
-            print(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+            print(
+                json.dumps(
+                    {
+                        "executions": [r.model_dump(mode="json") for r in records],
+                        "decisions": [d.model_dump(mode="json") for d in decisions],
+                    },
+                    indent=2,
+                )
+            )
             return
-        if not records:
+        if not records and not decisions:
             _fail(f"no records for lifetime {lifetime_id} in {settings.state_db_url()}")
         out.print(_history_table(records, f"executions of {lifetime_id}"))
+        if decisions:
+            out.print(_decisions_table(decisions, f"guardrail decisions of {lifetime_id}"))
 
     _run(go())
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from temporalio.client import (
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.envconfig import ClientConfig
@@ -21,9 +24,19 @@ from temporalio.service import RPCError
 
 from graphrunner._settings import Settings
 from graphrunner._types import LifetimeInput, LifetimeResult, StepRecord, StepStatus
-from graphrunner.client._history import steps_from_history
+from graphrunner.client._history import failure_from_history, steps_from_history
 from graphrunner.errors import GraphrunnerError, ServerUnreachable
 from graphrunner.graph import AgentGraph, load_graph
+from graphrunner.guardrails._wire import (
+    GUARDRAIL_QUERY,
+    PAUSE,
+    RESUME,
+    GuardrailStatus,
+    PauseInfo,
+    PauseRequest,
+    ResumeRequest,
+    ResumeResult,
+)
 from graphrunner.stores import (
     BlobStore,
     CostRow,
@@ -86,6 +99,8 @@ class LifetimeInfo:
     running: list[str]
     steps: list[StepRecord]
     ui_url: str
+    paused: list[PauseInfo] = field(default_factory=list)
+    failure: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +124,12 @@ class LifetimeRow:
         return replace(
             self, executions=totals.executions, tokens=totals.tokens, cost_usd=str(totals.cost_usd)
         )
+
+
+def _cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc)
 
 
 def _status_name(status: str) -> str:
@@ -239,9 +260,14 @@ class GraphrunnerClient:
         """
         handle = self.temporal.get_workflow_handle(lifetime_id)
         desc: WorkflowExecutionDescription = await handle.describe()
-        steps = steps_from_history(await handle.fetch_history())
+        history = await handle.fetch_history()
+        steps = steps_from_history(history)
         status = desc.status or WorkflowExecutionStatus.RUNNING
         memo = await desc.memo()
+        paused: list[PauseInfo] = []
+        if status is WorkflowExecutionStatus.RUNNING:
+            guardrails = await self._guardrails(lifetime_id, quick=True)
+            paused = guardrails.paused if guardrails else []
         return LifetimeInfo(
             lifetime_id=lifetime_id,
             run_id=desc.run_id,
@@ -253,7 +279,78 @@ class GraphrunnerClient:
             running=[f"{s.node}#{s.iteration}" for s in steps if s.status is StepStatus.RUNNING],
             steps=steps,
             ui_url=self.ui_url(lifetime_id),
+            paused=paused,
+            failure=failure_from_history(history),
         )
+
+    async def guardrails(self, lifetime_id: str) -> GuardrailStatus:
+        """A running lifetime's guardrails: its rules, why it is paused, decisions so far.
+
+        Needs a worker (it is a query). Decisions are also kept in the state DB
+        (`RecordStore.decisions`), which needs none.
+        """
+        found = await self._guardrails(lifetime_id, quick=False)
+        if found is None:
+            raise GraphrunnerError(f"lifetime {lifetime_id} did not answer the guardrail query")
+        return found
+
+    async def _guardrails(self, lifetime_id: str, *, quick: bool) -> GuardrailStatus | None:
+        handle = self.temporal.get_workflow_handle(lifetime_id)
+        try:
+            found: GuardrailStatus = await handle.query(
+                GUARDRAIL_QUERY,
+                result_type=GuardrailStatus,
+                # status works without a worker; do not wait long for one to answer
+                rpc_timeout=timedelta(seconds=3) if quick else None,
+            )
+        except (RPCError, WorkflowQueryFailedError):
+            if not quick:
+                raise
+            return None
+        return found
+
+    async def resume(
+        self,
+        lifetime_id: str,
+        *,
+        when: str | None = None,
+        rule: str | None = None,
+        reason: str = "",
+    ) -> ResumeResult:
+        """Resume a lifetime paused by a guardrail (or by hand).
+
+        Args:
+            lifetime_id: The lifetime.
+            when: A new condition for the rule that paused it (or ``rule``), for this lifetime
+                only, e.g. ``sum(cost_usd) > 5`` to raise a $1 cap. Without it, the executions
+                held by the pause go on and the rule keeps applying to later ones.
+            rule: The rule ``when`` replaces (default: the one that paused the lifetime).
+            reason: Kept in the decision record.
+
+        Raises:
+            GraphrunnerError: The lifetime is not paused, the rule is unknown or ``when`` is
+                not a valid condition; the lifetime is unaffected.
+        """
+        handle = self.temporal.get_workflow_handle(lifetime_id)
+        request = ResumeRequest(when=when, rule=rule, reason=reason)
+        try:
+            result: ResumeResult = await handle.execute_update(
+                RESUME, request, result_type=ResumeResult
+            )
+        except WorkflowUpdateFailedError as exc:
+            raise GraphrunnerError(f"cannot resume {lifetime_id}: {_cause(exc)}") from None
+        return result
+
+    async def pause(self, lifetime_id: str, *, reason: str = "") -> PauseInfo:
+        """Pause a lifetime by hand: no further node is scheduled until `resume`."""
+        handle = self.temporal.get_workflow_handle(lifetime_id)
+        try:
+            info: PauseInfo = await handle.execute_update(
+                PAUSE, PauseRequest(reason=reason), result_type=PauseInfo
+            )
+        except WorkflowUpdateFailedError as exc:
+            raise GraphrunnerError(f"cannot pause {lifetime_id}: {_cause(exc)}") from None
+        return info
 
     async def history(self, lifetime_id: str) -> list[ExecutionRecord]:
         """Every recorded execution of a lifetime, in the order the workflow scheduled them."""

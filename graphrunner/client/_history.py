@@ -10,7 +10,7 @@ from temporalio.client import WorkflowHistory
 from graphrunner._types import RUN_PLAN, StepRecord, StepStatus, parse_step_summary
 from graphrunner.graph._model import NodeKind
 
-__all__ = ["steps_from_history"]
+__all__ = ["failure_from_history", "steps_from_history"]
 
 
 def _summary(event: HistoryEvent) -> tuple[str, int] | None:
@@ -80,4 +80,14 @@ def _closing(event: HistoryEvent) -> tuple[int, StepStatus] | None:
         return event.activity_task_timed_out_event_attributes.scheduled_event_id, StepStatus.FAILED
     if event.HasField("activity_task_canceled_event_attributes"):
         return event.activity_task_canceled_event_attributes.scheduled_event_id, StepStatus.FAILED
+    return None
+
+
+def failure_from_history(history: WorkflowHistory) -> str | None:
+    """Why the lifetime failed (e.g. the guardrail rule that aborted it), if it did."""
+    for event in reversed(history.events):
+        if event.HasField("workflow_execution_failed_event_attributes"):
+            failure = event.workflow_execution_failed_event_attributes.failure
+            kind = failure.application_failure_info.type
+            return f"{kind}: {failure.message}" if kind else failure.message
     return None

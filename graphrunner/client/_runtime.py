@@ -16,6 +16,7 @@ from graphrunner.activities import Recorder
 from graphrunner.client._client import connect_temporal
 from graphrunner.client._devserver import DevServer, port_open
 from graphrunner.errors import ServerUnreachable
+from graphrunner.guardrails._sources import PolicySource
 from graphrunner.stores import open_blobs, open_records
 from graphrunner.worker import build_worker
 
@@ -44,8 +45,11 @@ async def serve_worker(client: Client, settings: Settings, *, ready: str = "") -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    policies = PolicySource.load(settings.policy, settings.tenant_policies)
     recorder = open_recorder(settings)
-    worker = build_worker(client, task_queue=settings.task_queue, recorder=recorder)
+    worker = build_worker(
+        client, task_queue=settings.task_queue, recorder=recorder, policies=policies
+    )
     try:
         async with worker:
             if ready:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Self
 
 from pydantic import ValidationError
 
-from graphrunner.errors import GraphError
-from graphrunner.graph._loader import _pydantic_issues
+from graphrunner.errors import GraphError, GraphIssue
+from graphrunner.graph._loader import _pydantic_issues, _resolve_guardrails
 from graphrunner.graph._model import AgentGraph, EdgeType, GraphDefaults, NodeKind
 from graphrunner.graph._validate import validate_graph
+from graphrunner.guardrails._policy import Policy
 
 __all__ = ["GraphBuilder"]
 
@@ -49,6 +51,7 @@ class GraphBuilder:
         self._nodes: list[dict[str, Any]] = []
         # Plain mappings until build(), so every shape error is reported there, as one GraphError.
         self._edges: list[dict[str, Any]] = []
+        self._guardrails: Policy | str | Path | None = None
 
     def task(self, name: str, impl: type | str, **options: Any) -> Self:
         """Add a Task node; ``options`` are NodeSpec fields (timeout_s, retry, config ...)."""
@@ -91,18 +94,40 @@ class GraphBuilder:
         self._edges.append({"from": source, "type": EdgeType.FINAL})
         return self
 
+    def guardrails(self, policy: Policy | str | Path) -> Self:
+        """Pin the graph's own guardrail policy into it.
+
+        Args:
+            policy: A `Policy`, or the path of a policy YAML file (relative to the current
+                directory), loaded by `build` so its problems are reported with the rest.
+        """
+        self._guardrails = policy
+        return self
+
     def build(self, *, check_imports: bool = True) -> AgentGraph:
         """Validate and return the graph.
 
         Raises:
-            GraphError: With every problem found.
+            GraphError: With every problem found, those of a guardrail policy file included.
         """
         data = {**self._head, "nodes": self._nodes, "edges": self._edges}
+        policy_issues: list[GraphIssue] = []
+        if isinstance(self._guardrails, str | Path):
+            policy, policy_issues = _resolve_guardrails(
+                str(self._guardrails), file="<builder>", line=None
+            )
+            if policy is not None:
+                data["guardrails"] = policy
+        elif self._guardrails is not None:
+            data["guardrails"] = self._guardrails
         try:
             graph = AgentGraph.model_validate(data)
         except ValidationError as exc:
-            raise GraphError(_pydantic_issues(exc, data, "<builder>", lambda _loc: None)) from None
-        issues = validate_graph(graph, file="<builder>", check_imports=check_imports)
+            issues = _pydantic_issues(exc, data, "<builder>", lambda _loc: None)
+            raise GraphError(policy_issues + issues) from None
+        issues = policy_issues + validate_graph(
+            graph, file="<builder>", check_imports=check_imports
+        )
         if issues:
             raise GraphError(issues)
         return graph

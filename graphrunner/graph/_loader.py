@@ -9,9 +9,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from graphrunner.errors import GraphError, GraphIssue
+from graphrunner.errors import GraphError, GraphIssue, PolicyError
 from graphrunner.graph._model import AgentGraph
 from graphrunner.graph._validate import validate_graph
+from graphrunner.guardrails._policy import Policy, load_policy
 
 __all__ = ["load_graph", "parse_graph"]
 
@@ -37,10 +38,15 @@ def load_graph(path: str | Path, *, check_imports: bool = True) -> AgentGraph:
 
 
 def parse_graph(text: str, *, file: str = "<string>", check_imports: bool = True) -> AgentGraph:
-    """Parse and validate graph YAML given as text; see `load_graph`."""
+    """Parse and validate graph YAML given as text; see `load_graph`.
+
+    A ``guardrails`` path is resolved from the directory of ``file``, or from the current
+    directory when ``file`` is a placeholder such as ``<string>``.
+    """
     issues: list[GraphIssue] = []
     lines: dict[Loc, int] = {}
-    data = _compose(text, file, lines, issues)
+    key_lines: dict[Loc, int] = {}
+    data = _compose(text, file, lines, key_lines, issues)
     if issues:
         raise GraphError(issues)
     if not isinstance(data, Mapping):
@@ -54,17 +60,80 @@ def parse_graph(text: str, *, file: str = "<string>", check_imports: bool = True
                 return lines[loc[:cut]]
         return None
 
+    data = dict(data)
+    policy_issues: list[GraphIssue] = []
+    if "guardrails" in data:
+        policy, policy_issues = _resolve_guardrails(
+            data["guardrails"], file=file, line=key_lines[("guardrails",)]
+        )
+        if policy is None:
+            del data["guardrails"]  # reported; the rest of the graph is still checked
+        else:
+            data["guardrails"] = policy
     try:
         graph = AgentGraph.model_validate(data)
     except ValidationError as exc:
-        raise GraphError(_pydantic_issues(exc, data, file, line_of)) from None
+        raise GraphError(policy_issues + _pydantic_issues(exc, data, file, line_of)) from None
     found = validate_graph(graph, file=file, line_of=line_of, check_imports=check_imports)
-    if found:
-        raise GraphError(found)
+    if policy_issues or found:
+        raise GraphError(policy_issues + found)
     return graph
 
 
-def _compose(text: str, file: str, lines: dict[Loc, int], issues: list[GraphIssue]) -> Any:
+def _resolve_guardrails(
+    value: object, *, file: str, line: int | None
+) -> tuple[Policy | None, list[GraphIssue]]:
+    """Load the policy file a graph's ``guardrails`` value names; problems become GraphIssues.
+
+    ``file`` is the graph's source: a relative policy path is resolved from its directory,
+    or from the current directory when it is a placeholder such as ``<string>``.
+    """
+
+    def issue(message: str) -> GraphIssue:
+        return GraphIssue(rule="guardrails", message=f"guardrails: {message}", file=file, line=line)
+
+    if not isinstance(value, str) or not value.strip():
+        found = "an empty string" if isinstance(value, str) else _found(value)
+        return None, [
+            issue(
+                "expected the path of a policy file (relative to the graph file), found "
+                f"{found}; to define rules, put them in a policy file and give its path"
+            )
+        ]
+    placeholder = file.startswith("<")
+    path = (Path() if placeholder else Path(file).parent) / value
+    if not path.exists():
+        origin = "the current directory" if placeholder else "the graph file's directory"
+        return None, [
+            issue(f"policy file {path} does not exist (relative paths start from {origin})")
+        ]
+    try:
+        return load_policy(path), []
+    except PolicyError as exc:
+        # One issue per policy problem, each naming its own file:line:column.
+        return None, [
+            issue(f"in policy {problem.place}: {problem.message}") for problem in exc.issues
+        ]
+
+
+def _found(value: object) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _compose(
+    text: str,
+    file: str,
+    lines: dict[Loc, int],
+    key_lines: dict[Loc, int],
+    issues: list[GraphIssue],
+) -> Any:
+    """YAML text to plain data; ``lines`` gets the line of each value, ``key_lines`` of each key."""
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
@@ -114,6 +183,7 @@ def _compose(text: str, file: str, lines: dict[Loc, int], issues: list[GraphIssu
                             line=key_node.start_mark.line + 1,
                         )
                     )
+                key_lines[(*loc, key)] = key_node.start_mark.line + 1
                 out[key] = convert(value_node, (*loc, key))
             open_nodes.discard(id(node))
             return out

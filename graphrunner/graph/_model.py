@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from graphrunner.guardrails._policy import Policy
+
 __all__ = [
     "AgentGraph",
     "EdgeSpec",
@@ -157,6 +159,15 @@ class AgentGraph(_Strict):
     defaults: GraphDefaults = Field(default_factory=GraphDefaults)
     nodes: list[NodeSpec]
     edges: list[EdgeSpec]
+    # Left out of every dump when unset, so a graph without a policy serialises, and hashes,
+    # exactly as before the field existed: pinned hashes in running histories stay valid,
+    # and workers that predate the field still accept the workflow input.
+    guardrails: Policy | None = Field(
+        default=None,
+        exclude_if=lambda policy: policy is None,
+        description="The graph's own guardrail policy, pinned into the graph (and so into "
+        "content_hash). In YAML, the path of a policy file; the loader loads it.",
+    )
 
     def node(self, name: str) -> NodeSpec:
         """Return the node called ``name``; KeyError if there is none."""
@@ -175,7 +186,11 @@ class AgentGraph(_Strict):
         return [edge for edge in self.edges if edge.source == name]
 
     def content_hash(self) -> str:
-        """sha256 of the canonical JSON form; equal graphs hash equal whatever their source."""
+        """sha256 of the canonical JSON form; equal graphs hash equal whatever their source.
+
+        A pinned guardrail policy is part of the hash (change a rule, change the hash); an
+        unset one is not in the JSON at all, so graphs without one hash as they always did.
+        """
         canonical = self.model_dump_json(by_alias=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -29,10 +29,38 @@ def to_mermaid(graph: AgentGraph) -> str:
     return "\n".join(lines) + "\n"
 
 
+# In YAML a graph names its policy file; the model holds the policy loaded from it.
+_GUARDRAILS_SCHEMA: dict[str, Any] = {
+    "title": "Guardrails",
+    "type": "string",
+    "description": "Path of a guardrail policy file, relative to the graph file; its rules "
+    "are pinned into the graph when loaded.",
+}
+
+
 def graph_json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of the graph YAML format."""
     schema = AgentGraph.model_json_schema(by_alias=True, mode="validation")
+    schema["properties"]["guardrails"] = dict(_GUARDRAILS_SCHEMA)
+    _drop_unreferenced_defs(schema)  # the Policy model's, no longer used
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://graphrunner.dev/schema/agent-graph.json"
     schema["title"] = "graphrunner AgentGraph"
     return schema
+
+
+def _drop_unreferenced_defs(schema: dict[str, Any]) -> None:
+    defs: dict[str, Any] = schema.get("$defs", {})
+    used: set[str] = set()
+    pending: list[Any] = [value for key, value in schema.items() if key != "$defs"]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            name = str(item.get("$ref", "")).removeprefix("#/$defs/")
+            if name in defs and name not in used:
+                used.add(name)
+                pending.append(defs[name])
+            pending.extend(item.values())
+    schema["$defs"] = {name: value for name, value in defs.items() if name in used}

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 
 from graphrunner.errors import GraphIssue
 from graphrunner.graph._model import AgentGraph, EdgeSpec, EdgeType, NodeKind, NodeSpec
+from graphrunner.guardrails._ast import Aggregate, Binary, Expr, Field, String, Unary
+from graphrunner.guardrails._policy import Policy
 
 __all__ = ["import_impl", "validate_graph"]
 
@@ -162,7 +164,43 @@ def validate_graph(
         _check_reachability(start, nodes, node_index, out_edges, out)
     edge_pos = {id(edge): j for j, edge in enumerate(graph.edges)}
     _check_fan_in(valid_edges, edge_pos, out_edges, out)
+    if graph.guardrails is not None:
+        _check_policy_nodes(graph.guardrails, nodes, out)
     return out.issues
+
+
+def _check_policy_nodes(policy: Policy, nodes: dict[str, NodeSpec], out: _Collector) -> None:
+    # A misspelt node name in a rule is valid policy: the rule silently never matches (==)
+    # or always does (!=). Against a graph we know the names, so say so.
+    known = ", ".join(sorted(nodes))
+    for rule in policy.rules:
+        for name in dict.fromkeys(_compared_node_names(rule.when.tree)):
+            if name not in nodes:
+                out.add(
+                    "guardrails",
+                    f"guardrails: rule '{rule.name}' compares node to '{name}', which is not "
+                    f"a node of this graph; expected one of: {known}",
+                    loc=("guardrails",),
+                )
+
+
+def _compared_node_names(tree: Expr | None) -> Iterable[str]:
+    """Every string that ``tree`` compares the ``node`` field to, in order."""
+    match tree:
+        case Binary("==" | "!=", Field("node"), String(name)) | Binary(
+            "==" | "!=", String(name), Field("node")
+        ):
+            yield name
+        case Binary(_, left, right):
+            yield from _compared_node_names(left)
+            yield from _compared_node_names(right)
+        case Unary(_, operand):
+            yield from _compared_node_names(operand)
+        case Aggregate(_, arg, where):
+            yield from _compared_node_names(arg)
+            yield from _compared_node_names(where)
+        case _:
+            pass
 
 
 def _check_timing(graph: AgentGraph, node: NodeSpec, i: int, out: _Collector) -> None:

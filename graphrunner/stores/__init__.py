@@ -17,11 +17,14 @@ from graphrunner.stores._payloads import (
 )
 from graphrunner.stores._records import (
     CostRow,
+    DecisionRecord,
     ExecutionRecord,
     ExecutionStatus,
     LifetimeSummary,
     RecordStore,
     SchemaError,
+    UsageDelta,
+    UsageTotals,
 )
 from graphrunner.stores._schema import SCHEMA_VERSION
 
@@ -34,6 +37,7 @@ __all__ = [
     "BlobRef",
     "BlobStore",
     "CostRow",
+    "DecisionRecord",
     "ExecutionRecord",
     "ExecutionStatus",
     "LifetimeSummary",
@@ -41,6 +45,8 @@ __all__ = [
     "RecordStore",
     "S3BlobStore",
     "SchemaError",
+    "UsageDelta",
+    "UsageTotals",
     "data_converter",
     "open_blob_store",
     "open_blobs",

@@ -6,29 +6,43 @@ A later attempt of the same execution supersedes an earlier one only through a g
 upsert (``WHERE stored.attempt < new.attempt``); every finished attempt is kept in
 ``gr_attempts``. Calls are synchronous SQLAlchemy run in a thread, so SQLite and psycopg 3
 need no async drivers.
+
+Guardrails keep two more kinds of rows here: their decisions (``gr_decisions``), and a
+per-tenant ledger of running totals (``gr_tenant_usage``) that every execution is charged to
+exactly once (``gr_tenant_charges`` remembers which were).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import (
+    ARRAY,
     Connection,
     Engine,
+    Float,
+    Insert,
+    Text,
+    any_,
     bindparam,
     case,
+    cast,
+    column,
     create_engine,
     event,
+    exists,
     func,
     insert,
+    literal,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,18 +54,24 @@ from graphrunner.stores._schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     attempts,
+    decisions,
     executions,
     metadata,
     schema_table,
+    tenant_charges,
+    tenant_usage,
 )
 
 __all__ = [
     "CostRow",
+    "DecisionRecord",
     "ExecutionRecord",
     "ExecutionStatus",
     "LifetimeSummary",
     "RecordStore",
     "SchemaError",
+    "UsageDelta",
+    "UsageTotals",
 ]
 
 # Key of the PostgreSQL advisory lock that serialises migrations ("grschema" in ASCII).
@@ -133,6 +153,59 @@ class LifetimeSummary(BaseModel):
     last_at: datetime | None
 
 
+class DecisionRecord(BaseModel):
+    """One guardrail decision: a rule that fired, or an operator's resume, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision_id: str
+    lifetime_id: str
+    run_id: str
+    tenant: str
+    graph_name: str
+    execution_id: str | None = Field(default=None, description="The execution decided on.")
+    node: str | None = None
+    iteration: int | None = None
+    seq: int = Field(description="Order of the decision within its lifetime run.")
+    rule: str
+    action: str = Field(description="reject_execution, pause_lifetime, abort_lifetime or resume.")
+    phase: str = Field(
+        description="before (checked before scheduling), after (on the result) or resume."
+    )
+    scope: str
+    condition: str = Field(description="The rule's expression text.")
+    observed: dict[str, float | str] = Field(
+        default_factory=dict, description="Value of each sub-expression, by its text."
+    )
+    message: str = ""
+    decided_at: datetime = Field(description="When the decision was taken, in UTC.")
+
+    @field_validator("decided_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        return _as_utc(value)
+
+
+class UsageTotals(BaseModel):
+    """Running totals of one tenant aggregate: sum, count, least and greatest value."""
+
+    total: float = 0.0
+    count: int = 0
+    lo: float | None = None
+    hi: float | None = None
+
+
+class UsageDelta(BaseModel):
+    """What one execution adds to one tenant aggregate."""
+
+    value: float = Field(
+        default=0.0, description="The execution's value (ignored by count aggregates)."
+    )
+    matched: bool = Field(
+        default=True, description="Whether the execution passed the aggregate's filter."
+    )
+
+
 class CostRow(BaseModel):
     """Token and cost totals of one tenant or graph."""
 
@@ -151,12 +224,38 @@ def _engine_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _as_utc(value: datetime) -> datetime:
     # Every time graphrunner stores is UTC: SQLite keeps no offset (it would store 12:00+02:00
     # as 12:00) and hands back naive datetimes, which are therefore UTC.
-    if value is None:
-        return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else _as_utc(value)
+
+
+def _execution_row(rec: ExecutionRecord) -> dict[str, Any]:
+    row = rec.model_dump()
+    for name in ("created_at", "started_at", "finished_at"):
+        row[name] = _utc(row[name])
+    return row
+
+
+def _fold_usage(upsert: Any, least: Any, greatest: Any) -> Insert:
+    # Fold one value (the row being inserted) into a (tenant, key) total. SQLite's scalar
+    # min()/max() return NULL if any argument is NULL, hence the COALESCE for a first value.
+    stored, new = tenant_usage.c, upsert.excluded
+    folded: Insert = upsert.on_conflict_do_update(
+        index_elements=[stored.tenant, stored.key],
+        set_={
+            "total": stored.total + new.total,
+            "count": stored.count + new.count,
+            "lo": least(func.coalesce(stored.lo, new.lo), new.lo),
+            "hi": greatest(func.coalesce(stored.hi, new.hi), new.hi),
+            "updated_at": new.updated_at,
+        },
+    )
+    return folded
 
 
 class RecordStore:
@@ -229,10 +328,117 @@ class RecordStore:
                 .returning(executions.c.execution_id)
                 .add_cte(attempt_cte)
             )
+        self._build_guardrail_statements(dialect)
+
+    def _build_guardrail_statements(self, dialect: Any) -> None:
+        self._insert_decision = (
+            dialect.insert(decisions).on_conflict_do_nothing().returning(decisions.c.decision_id)
+        )
+        # A rejection after the execution ran keeps what it spent: only status and error change.
+        reject = dialect.insert(executions)
+        self._reject_execution = reject.on_conflict_do_update(
+            index_elements=[executions.c.execution_id],
+            set_={"status": reject.excluded.status, "error": reject.excluded.error},
+        )
+        u = tenant_usage.c
+        self._read_usage = select(u.key, u.total, u.count, u.lo, u.hi).where(
+            u.tenant == bindparam("tenant"), u.key.in_(bindparam("keys", expanding=True))
+        )
+        d = decisions.c
+        runs = (
+            select(d.run_id, func.min(d.decided_at).label("run_start"))
+            .where(d.lifetime_id == bindparam("lifetime_id"))
+            .group_by(d.run_id)
+            .subquery()
+        )
+        self._read_decisions = (
+            select(decisions)
+            .join(runs, runs.c.run_id == d.run_id)
+            .where(d.lifetime_id == bindparam("lifetime_id"))
+            .order_by(runs.c.run_start, d.run_id, d.seq, d.decided_at, d.decision_id)
+        )
+        if self.dialect == "sqlite":
+            self._insert_charge = (
+                sqlite.insert(tenant_charges)
+                .on_conflict_do_nothing()
+                .returning(tenant_charges.c.execution_id)
+            )
+            self._fold_usage = _fold_usage(sqlite.insert(tenant_usage), func.min, func.max)
+            return
+        # PostgreSQL: one statement each, one round trip, atomic without BEGIN/COMMIT trips.
+        reject_cte = (
+            postgresql.insert(executions)
+            .values({c.name: bindparam(c.name, type_=c.type) for c in executions.c})
+            .on_conflict_do_update(
+                index_elements=[executions.c.execution_id],
+                set_={"status": reject.excluded.status, "error": reject.excluded.error},
+            )
+            .cte("rejected")
+        )
+        self._decision_and_rejection = (
+            postgresql.insert(decisions)
+            .values({c.name: bindparam(f"d_{c.name}", type_=c.type) for c in decisions.c})
+            .on_conflict_do_nothing()
+            .returning(decisions.c.decision_id)
+            .add_cte(reject_cte)
+        )
+        # The charge row gates the fold (an execution counts once); keys arrive as arrays so
+        # one prebuilt statement serves any number of them, and the totals come back with it:
+        # RETURNING for the rows it folded, a read for the others.
+        tenant = bindparam("tenant", type_=tenant_usage.c.tenant.type)
+        now = bindparam("now", type_=tenant_usage.c.updated_at.type)
+        charge = (
+            postgresql.insert(tenant_charges)
+            .values(execution_id=bindparam("execution_id"), tenant=tenant, charged_at=now)
+            .on_conflict_do_nothing()
+            .returning(tenant_charges.c.execution_id)
+            .cte("charge")
+        )
+        matched = (
+            func.unnest(
+                cast(bindparam("keys"), ARRAY(Text)), cast(bindparam("values"), ARRAY(Float))
+            )
+            .table_valued(column("key", Text), column("value", Float))
+            .render_derived(name="matched")
+        )
+        rows = select(
+            tenant,
+            matched.c.key,
+            matched.c.value,
+            literal(1),
+            matched.c.value,
+            matched.c.value,
+            now,
+        ).where(exists(select(charge.c.execution_id)))
+        fold = postgresql.insert(tenant_usage).from_select(
+            ["tenant", "key", "total", "count", "lo", "hi", "updated_at"], rows
+        )
+        folded = (
+            _fold_usage(fold, func.least, func.greatest)
+            .returning(u.key, u.total, u.count, u.lo, u.hi)
+            .cte("folded")
+        )
+        self._charge_tenant = select(
+            folded.c.key, folded.c.total, folded.c.count, folded.c.lo, folded.c.hi
+        ).union_all(
+            select(u.key, u.total, u.count, u.lo, u.hi).where(
+                u.tenant == tenant,
+                u.key == any_(cast(bindparam("all_keys"), ARRAY(Text))),
+                u.key.not_in(select(folded.c.key)),
+            )
+        )
 
     def close(self) -> None:
         """Release the connection pool."""
         self.engine.dispose()
+
+    @contextmanager
+    def _sqlite_write(self) -> Iterator[Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front: a transaction that reads first and
+        # writes later fails at once ("database is locked") if another commits in between.
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -320,9 +526,7 @@ class RecordStore:
         return await asyncio.to_thread(self._record, rec)
 
     def _record(self, rec: ExecutionRecord) -> bool:
-        row = rec.model_dump()
-        for name in ("created_at", "started_at", "finished_at"):
-            row[name] = _utc(row[name])
+        row = _execution_row(rec)
         attempt_row = {
             "execution_id": rec.execution_id,
             "attempt": rec.attempt,
@@ -341,6 +545,112 @@ class RecordStore:
             conn.execute(self._insert_attempt, attempt_row)
             written = conn.execute(self._upsert_execution, row).first()
         return written is not None
+
+    async def record_decision(
+        self, decision: DecisionRecord, rejected: ExecutionRecord | None = None
+    ) -> bool:
+        """Write one guardrail decision, once; optionally mark an execution rejected with it.
+
+        Args:
+            decision: The decision. Writing one whose ``decision_id`` is already stored (a
+                retried activity) changes nothing.
+            rejected: The execution the decision rejects, with status ``rejected`` and the
+                reason in ``error``. If the execution ran and is recorded, only its status and
+                error change (its telemetry and result were spent); if not, it is recorded as
+                given, without an attempt (it never ran). Written in the same transaction.
+
+        Returns:
+            True if the decision was new.
+
+        Raises:
+            ValueError: ``rejected`` does not have status ``rejected``.
+        """
+        if rejected is not None and rejected.status is not ExecutionStatus.REJECTED:
+            raise ValueError(
+                f"execution {rejected.execution_id} passed as rejected has status "
+                f"'{rejected.status.value}': set status=ExecutionStatus.REJECTED"
+            )
+        return await asyncio.to_thread(self._record_decision, decision, rejected)
+
+    def _record_decision(self, decision: DecisionRecord, rejected: ExecutionRecord | None) -> bool:
+        row = decision.model_dump()
+        if self.dialect == "postgresql":
+            if rejected is None:
+                statement, params = self._insert_decision, row
+            else:
+                statement = self._decision_and_rejection
+                params = {**_execution_row(rejected), **{f"d_{k}": v for k, v in row.items()}}
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                return conn.execute(statement, params).first() is not None
+        with self._sqlite_write() as conn:
+            written = conn.execute(self._insert_decision, row).first()
+            if rejected is not None:
+                conn.execute(self._reject_execution, _execution_row(rejected))
+        return written is not None
+
+    async def tenant_charge(
+        self, tenant: str, execution_id: str, deltas: dict[str, UsageDelta]
+    ) -> dict[str, UsageTotals]:
+        """Add one execution to its tenant's running totals, once; return the totals after.
+
+        Atomic and idempotent: the first charge of ``execution_id`` folds every matched delta
+        into its key's total, count, least and greatest value; a repeated charge (a retried
+        activity) changes nothing. Concurrent charges of one tenant serialise on its rows.
+
+        Args:
+            tenant: The tenant charged.
+            execution_id: The execution whose values these are.
+            deltas: By aggregate key (its canonical text), what the execution adds; a delta
+                that is not ``matched`` adds nothing.
+
+        Returns:
+            The totals of every key in ``deltas`` (``UsageTotals()`` for one never charged).
+        """
+        return await asyncio.to_thread(self._tenant_charge, tenant, execution_id, deltas)
+
+    def _tenant_charge(
+        self, tenant: str, execution_id: str, deltas: dict[str, UsageDelta]
+    ) -> dict[str, UsageTotals]:
+        now = datetime.now(UTC)
+        # Sorted, so concurrent charges lock a tenant's rows in one order and cannot deadlock.
+        matched = sorted((key, d.value) for key, d in deltas.items() if d.matched)
+        found = dict.fromkeys(deltas, UsageTotals())
+        if self.dialect == "postgresql":
+            params = {
+                "tenant": tenant,
+                "execution_id": execution_id,
+                "now": now,
+                "keys": [key for key, _ in matched],
+                "values": [value for _, value in matched],
+                "all_keys": list(deltas),
+            }
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                rows = conn.execute(self._charge_tenant, params).all()
+        else:
+            charge = {"execution_id": execution_id, "tenant": tenant, "charged_at": now}
+            with self._sqlite_write() as conn:
+                charged = conn.execute(self._insert_charge, charge).first() is not None
+                if charged and matched:
+                    conn.execute(
+                        self._fold_usage,
+                        [
+                            {
+                                "tenant": tenant,
+                                "key": key,
+                                "total": value,
+                                "count": 1,
+                                "lo": value,
+                                "hi": value,
+                                "updated_at": now,
+                            }
+                            for key, value in matched
+                        ],
+                    )
+                rows = conn.execute(
+                    self._read_usage, {"tenant": tenant, "keys": list(deltas)}
+                ).all()
+        found.update(_usage(rows))
+        return found
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -365,6 +675,30 @@ class RecordStore:
             )
             with self.engine.connect() as conn:
                 return [self._to_record(row._mapping) for row in conn.execute(query)]
+
+        return await asyncio.to_thread(read)
+
+    async def decisions(self, lifetime_id: str) -> list[DecisionRecord]:
+        """Every guardrail decision of a lifetime, run by run, each run in decision order."""
+
+        def read() -> list[DecisionRecord]:
+            with self.engine.connect() as conn:
+                rows = conn.execute(self._read_decisions, {"lifetime_id": lifetime_id})
+                return [DecisionRecord.model_validate(row._mapping) for row in rows]
+
+        return await asyncio.to_thread(read)
+
+    async def tenant_usage(self, tenant: str, keys: list[str]) -> dict[str, UsageTotals]:
+        """A tenant's current running totals of ``keys`` (``UsageTotals()`` if never charged)."""
+
+        def read() -> dict[str, UsageTotals]:
+            found = dict.fromkeys(keys, UsageTotals())
+            if keys:
+                # Autocommit: one statement needs no BEGIN/ROLLBACK round trips on PostgreSQL.
+                with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    rows = conn.execute(self._read_usage, {"tenant": tenant, "keys": keys}).all()
+                found.update(_usage(rows))
+            return found
 
         return await asyncio.to_thread(read)
 
@@ -469,6 +803,12 @@ class RecordStore:
         for name in ("created_at", "started_at", "finished_at"):
             data[name] = _utc(data[name])
         return ExecutionRecord.model_validate(data)
+
+
+def _usage(rows: Sequence[Any]) -> dict[str, UsageTotals]:
+    return {
+        row.key: UsageTotals(total=row.total, count=row.count, lo=row.lo, hi=row.hi) for row in rows
+    }
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -23,9 +23,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "attempts", "executions", "metadata", "schema_table"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "attempts",
+    "decisions",
+    "executions",
+    "metadata",
+    "schema_table",
+    "tenant_charges",
+    "tenant_usage",
+]
 
 metadata = MetaData()
 
@@ -90,9 +101,64 @@ attempts = Table(
 )
 
 
+# One row per guardrail decision: a rule that fired, or an operator's resume. Kept beside the
+# execution records, so `graphrunner` can show why a lifetime paused or an execution was
+# rejected.
+decisions = Table(
+    "gr_decisions",
+    metadata,
+    Column("decision_id", String(64), primary_key=True),
+    Column("lifetime_id", String(1000), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("tenant", String(255), nullable=False),
+    Column("graph_name", String(128), nullable=False),
+    Column("execution_id", String(64)),
+    Column("node", String(64)),
+    Column("iteration", Integer),
+    Column("seq", Integer, nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("condition", Text, nullable=False),
+    Column("observed", JSON, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Index("ix_gr_decisions_lifetime", "lifetime_id", "seq"),
+    Index("ix_gr_decisions_tenant", "tenant", "decided_at"),
+)
+
+# Running totals of a tenant's aggregates (one row per aggregate's canonical text), across
+# all its lifetimes; gr_tenant_charges makes each execution count once.
+tenant_usage = Table(
+    "gr_tenant_usage",
+    metadata,
+    Column("tenant", String(255), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("total", Float, nullable=False, server_default=text("0")),
+    Column("count", BigInteger, nullable=False, server_default=text("0")),
+    Column("lo", Float),
+    Column("hi", Float),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+tenant_charges = Table(
+    "gr_tenant_charges",
+    metadata,
+    Column("execution_id", String(64), primary_key=True),
+    Column("tenant", String(255), nullable=False),
+    Column("charged_at", DateTime(timezone=True), nullable=False),
+)
+
+
 def _v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[executions, attempts])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+def _v2(conn: Connection) -> None:
+    # Guardrails: decisions and the tenant ledger.
+    metadata.create_all(conn, tables=[decisions, tenant_usage, tenant_charges])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,7 +12,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -28,13 +28,14 @@ with workflow.unsafe.imports_passed_through():
         NodeOutput,
         PlanCall,
         PlanResult,
+        Rejection,
         StepRecord,
         StepStatus,
         TaskCall,
         TaskResult,
         step_summary,
     )
-    from graphrunner.errors import FailureType
+    from graphrunner.errors import FailureType, GuardrailRejected
     from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
 
 __all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
@@ -46,10 +47,22 @@ _TOO_LARGE = "PayloadsTooLarge"  # ApplicationError type the SDK core gives an o
 
 @dataclass(frozen=True)
 class _Via:
-    """How a path arrived at a node: the executions that led there and the edge type."""
+    """How a path arrived at a node: the executions that led there and the edge type.
+
+    ``REJECTED`` marks a plan run again because a guardrail rejected what it chose.
+    """
 
     parent_ids: list[str]
-    edge: EdgeType | None
+    edge: EdgeType | Literal["REJECTED"] | None
+
+
+@dataclass(frozen=True)
+class _Upstream:
+    """The plan that chose the current task on a NORMAL edge, to run again on a rejection."""
+
+    plan: str
+    results: list[NodeOutput]
+    via: _Via
 
 
 _START = _Via([], None)
@@ -68,6 +81,21 @@ class _Joined:
 
 def _fail(message: str, kind: FailureType) -> ApplicationError:
     return ApplicationError(message, type=kind, non_retryable=True)
+
+
+def _rejection(exc: GuardrailRejected) -> Rejection:
+    if isinstance(exc.rejection, Rejection):
+        return exc.rejection
+    raise _fail(f"malformed guardrail rejection: {exc.rejection!r}", FailureType.INTERNAL)
+
+
+def _rejected(step: StepRecord, rejection: Rejection) -> NodeOutput:
+    return NodeOutput(
+        node=step.node,
+        iteration=step.iteration,
+        execution_id=step.execution_id,
+        rejection=rejection,
+    )
 
 
 @workflow.defn(name=LIFETIME_WORKFLOW)
@@ -146,19 +174,37 @@ class AgentLifetimeWorkflow:
         depth: int,
     ) -> _Finished | _Joined:
         """Run nodes from ``name`` until a FINAL edge, or (inside a fan-out) a JOIN edge."""
+        upstream: _Upstream | None = None
         while True:
             node = graph.node(name)
             if node.kind is NodeKind.TASK:
                 task_result, step = await self._run_task(graph, node, data, via)
                 edge = graph.out_edges(node.name)[0]
-                if edge.type is EdgeType.FINAL:
+                if isinstance(task_result, Rejection):
+                    rejected = _rejected(step, task_result)
+                    if upstream is not None:
+                        # The plan that chose this task chooses again, knowing why.
+                        name, results = upstream.plan, [*upstream.results, rejected]
+                        via, upstream = _Via([step.execution_id], "REJECTED"), None
+                        continue
+                    if edge.type is EdgeType.FINAL:
+                        raise _fail(
+                            f"guardrail '{task_result.rule}' rejected task '{node.name}' "
+                            f"(iteration {step.iteration}), which ends the lifetime, and no "
+                            f"plan chose it that could choose again: {task_result.message}",
+                            FailureType.GUARDRAIL_REJECTED,
+                        )
+                    # A start task or a fan-out branch: the rejection flows on like a result.
+                    produced = rejected
+                elif edge.type is EdgeType.FINAL:
                     return _Finished(task_result.output)
-                produced = NodeOutput(
-                    node=node.name,
-                    iteration=step.iteration,
-                    output=task_result.output,
-                    execution_id=step.execution_id,
-                )
+                else:
+                    produced = NodeOutput(
+                        node=node.name,
+                        iteration=step.iteration,
+                        output=task_result.output,
+                        execution_id=step.execution_id,
+                    )
                 if edge.target is None:  # validation forbids it; never route on a guess
                     raise _fail(f"edge {edge.label()} has no target", FailureType.BAD_FAN_IN)
                 if edge.type is EdgeType.JOIN and depth > 0:
@@ -169,12 +215,18 @@ class AgentLifetimeWorkflow:
                 continue
 
             decision, plan_step = await self._run_plan(graph, node, results, via)
+            if isinstance(decision, Rejection):
+                # The plan runs again with its own rejected decision among its results.
+                results = [*results, _rejected(plan_step, decision)]
+                via = _Via([plan_step.execution_id], "REJECTED")
+                continue
             chosen = decision.next_task_names
             if not chosen:
                 return _Finished(decision.output)
             edges = {e.target: e for e in graph.out_edges(node.name) if e.target in chosen}
             parallel = all(edges[t].type is EdgeType.PARALLEL for t in chosen)
             if len(chosen) == 1 and not parallel:
+                upstream = _Upstream(node.name, results, via)
                 name, data = chosen[0], decision.data
                 via = _Via([plan_step.execution_id], edges[name].type)
                 continue
@@ -273,7 +325,7 @@ class AgentLifetimeWorkflow:
             "seq": step.seq,
             "scheduled_at": step.started_at,
             "parent_ids": via.parent_ids,
-            "edge": via.edge.value if via.edge else None,
+            "edge": via.edge.value if isinstance(via.edge, EdgeType) else via.edge,
         }
 
     @staticmethod
@@ -284,7 +336,7 @@ class AgentLifetimeWorkflow:
 
     async def _run_task(
         self, graph: AgentGraph, node: NodeSpec, data: Any, via: _Via
-    ) -> tuple[TaskResult, StepRecord]:
+    ) -> tuple[TaskResult | Rejection, StepRecord]:
         step = self._begin(graph, node)
         edge = graph.out_edges(node.name)[0]
         call = TaskCall(
@@ -299,15 +351,21 @@ class AgentLifetimeWorkflow:
                 heartbeat_timeout=graph.heartbeat_timeout(node),
                 **self._options(graph, node, step),
             )
+        except GuardrailRejected as rejected:
+            self._finish(step, StepStatus.REJECTED, [])
+            return _rejection(rejected), step
         except ActivityError as err:
             self._finish(step, StepStatus.FAILED, [])
             raise self._node_failed(node, step, err) from err
+        except ApplicationError:  # a guardrail aborted the lifetime here
+            self._finish(step, StepStatus.FAILED, [])
+            raise
         self._finish(step, StepStatus.COMPLETED, [edge.target or "END"])
         return result, step
 
     async def _run_plan(
         self, graph: AgentGraph, node: NodeSpec, results: list[NodeOutput], via: _Via
-    ) -> tuple[PlanResult, StepRecord]:
+    ) -> tuple[PlanResult | Rejection, StepRecord]:
         step = self._begin(graph, node)
         out = graph.out_edges(node.name)
         call = PlanCall(
@@ -331,9 +389,15 @@ class AgentLifetimeWorkflow:
                     heartbeat_timeout=graph.heartbeat_timeout(node),
                     **options,
                 )
+        except GuardrailRejected as rejected:
+            self._finish(step, StepStatus.REJECTED, [])
+            return _rejection(rejected), step
         except ActivityError as err:
             self._finish(step, StepStatus.FAILED, [])
             raise self._node_failed(node, step, err) from err
+        except ApplicationError:
+            self._finish(step, StepStatus.FAILED, [])
+            raise
         # The activity checks this too; the workflow never trusts a result it routes on.
         undeclared = [t for t in decision.next_task_names if t not in call.successors]
         if undeclared or (not decision.next_task_names and not call.can_finish):

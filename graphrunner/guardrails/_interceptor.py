@@ -1,0 +1,509 @@
+"""The worker interceptor that enforces guardrails around every Task and Plan activity.
+
+`GuardrailInterceptor` is registered by `graphrunner.worker.build_worker` on every worker, so
+no graph can run without it. For each AgentLifetime it:
+
+1. pins the effective policy at start: a local activity returns the worker's global and
+   tenant layers, which are merged with the graph's own (pinned in the input) layer;
+2. wraps each node activity the workflow schedules: checks before scheduling, then checks the
+   result; tenant totals come from the state DB through local activities;
+3. acts: ``reject_execution`` raises `GuardrailRejected` into the workflow (which routes the
+   rejection to a plan), ``pause_lifetime`` waits for a resume (update or signal
+   ``graphrunner.resume``), ``abort_lifetime`` fails the lifetime (non-retryable
+   ``GuardrailAborted``). Every decision is recorded by a local activity.
+
+Everything it decides derives from the workflow input, activity results and handler inputs,
+all in history, so `temporalio.worker.Replayer` (given this interceptor) reaches the same
+decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import (
+    ExecuteWorkflowInput,
+    Interceptor,
+    StartActivityInput,
+    StartLocalActivityInput,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
+)
+
+from graphrunner._types import RUN_PLAN, RUN_TASK, LifetimeInput, PlanCall, Rejection, TaskCall
+from graphrunner.errors import FailureType, GuardrailRejected, PolicyError
+from graphrunner.guardrails._eval import Tally
+from graphrunner.guardrails._expr import parse_expression
+from graphrunner.guardrails._guard import LifetimeGuard, Phase, Verdict, execution_row
+from graphrunner.guardrails._policy import Action, Rule, merge_policies
+from graphrunner.guardrails._wire import (
+    GUARDRAIL_QUERY,
+    LOAD_POLICY,
+    PAUSE,
+    RECORD_DECISION,
+    RESUME,
+    TENANT_CHARGE,
+    TENANT_USAGE,
+    Decision,
+    DecisionInput,
+    GuardrailStatus,
+    PauseInfo,
+    PauseRequest,
+    PolicyRequest,
+    PolicySnapshot,
+    ResumeRequest,
+    ResumeResult,
+    TenantChargeInput,
+    TenantTotals,
+    TenantUsageInput,
+)
+
+__all__ = ["GuardrailInterceptor"]
+
+LIFETIME_WORKFLOW = "AgentLifetime"  # graphrunner.workflows.LIFETIME_WORKFLOW, without the import
+_NODE_ACTIVITIES = (RUN_TASK, RUN_PLAN)
+_LOCAL_TIMEOUT = timedelta(seconds=30)
+_LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
+_MANUAL = "manual-pause"
+
+
+class GuardrailInterceptor(Interceptor):
+    """Enforces guardrail policies on every AgentLifetime a worker runs.
+
+    Pass it to `temporalio.worker.Replayer` too when replaying lifetime histories: the
+    decisions it took are part of them.
+    """
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor] | None:
+        """The per-workflow interceptor class."""
+        return _Inbound
+
+
+class _Inbound(WorkflowInboundInterceptor):
+    def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+        self._guardian = _Guardian()
+        super().init(_Outbound(outbound, self._guardian))
+        # Here, not in execute_workflow: an update that arrives with the first activation is
+        # applied before the workflow starts. workflow.info() is not available yet, so every
+        # workflow of the worker gets the handlers (graphrunner workers run only lifetimes).
+        self._guardian.register()
+
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        if workflow.info().workflow_type == LIFETIME_WORKFLOW and input.args:
+            inp = input.args[0]
+            if isinstance(inp, LifetimeInput):
+                await self._guardian.start(inp)
+        return await self.next.execute_workflow(input)
+
+
+class _Outbound(WorkflowOutboundInterceptor):
+    def __init__(self, next: WorkflowOutboundInterceptor, guardian: _Guardian) -> None:
+        super().__init__(next)
+        self._guardian = guardian
+
+    def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
+        if input.activity not in _NODE_ACTIVITIES or not self._guardian.active:
+            return self.next.start_activity(input)
+        # The check must run before the activity is scheduled, so the handle the workflow
+        # awaits is a task that checks, schedules, then checks the result.
+        gated = self._guardian.guard(input, self.next.start_activity)
+        return asyncio.ensure_future(gated)  # type: ignore[return-value]
+
+    def start_local_activity(self, input: StartLocalActivityInput) -> workflow.ActivityHandle[Any]:
+        if input.activity not in _NODE_ACTIVITIES or not self._guardian.active:
+            return self.next.start_local_activity(input)
+        gated = self._guardian.guard(input, self.next.start_local_activity)
+        return asyncio.ensure_future(gated)  # type: ignore[return-value]
+
+
+class _Guardian:
+    """The guardrail side of one lifetime: its guard, decisions, pauses and handlers."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self._guard: LifetimeGuard | None = None
+        self._input: LifetimeInput | None = None
+        self._decisions: list[Decision] = []
+        self._paused: dict[int, tuple[PauseInfo, str]] = {}
+        self._next_pause = 0
+        self._generation = 0
+        self._manual: PauseInfo | None = None
+
+    # -- start ----------------------------------------------------------------------------
+
+    def register(self) -> None:
+        workflow.set_query_handler(GUARDRAIL_QUERY, self.status)
+        workflow.set_update_handler(RESUME, self.resume, validator=self.validate_resume)
+        workflow.set_signal_handler(RESUME, self.resume_signal)
+        workflow.set_update_handler(PAUSE, self.pause, validator=self.validate_pause)
+
+    async def start(self, inp: LifetimeInput) -> None:
+        self._input = inp
+        snapshot = await workflow.execute_local_activity(
+            LOAD_POLICY,
+            PolicyRequest(tenant=inp.tenant),
+            result_type=PolicySnapshot,
+            summary="guardrails · policy",
+            start_to_close_timeout=_LOCAL_TIMEOUT,
+            retry_policy=_LOCAL_RETRY,
+        )
+        graph_policy = inp.graph.guardrails
+        policy = merge_policies(snapshot.global_policy, graph_policy, snapshot.tenant_policy)
+        self._guard = LifetimeGuard(policy)
+        if self._guard.tenant_keys and not snapshot.ledger:
+            raise ApplicationError(
+                "this lifetime has tenant-scope guardrail rules but the worker keeps no state "
+                "DB to count them in; enable records (GRAPHRUNNER_RECORD=1)",
+                type=FailureType.GUARDRAIL_CONFIG,
+                non_retryable=True,
+            )
+        self.active = True
+
+    # -- the check around each node activity ----------------------------------------------
+
+    async def guard(
+        self,
+        input: StartActivityInput | StartLocalActivityInput,
+        start: Callable[[Any], Awaitable[Any]],
+    ) -> Any:
+        guard = self._guard
+        call = input.args[0] if input.args else None
+        if guard is None or not isinstance(call, TaskCall | PlanCall):
+            return await start(input)
+        kind = "task" if isinstance(call, TaskCall) else "plan"
+        eid = call.execution_id
+        while self._manual is not None:
+            await workflow.wait_condition(lambda: self._manual is None)
+        row = execution_row(
+            node=call.node.name, kind=kind, iteration=call.iteration, status="scheduled"
+        )
+        tenant_keys = list(guard.tenant_keys)
+        while True:
+            tenant = await self._tenant_usage(tenant_keys) if tenant_keys else None
+            verdict = guard.check(
+                Phase.BEFORE, row, execution_id=eid, elapsed_s=self._elapsed(), tenant=tenant
+            )
+            if verdict is None or not await self._act(verdict, call, kind, row, ran=False):
+                break
+        result = await start(input)
+        telemetry = result.telemetry
+        row = execution_row(
+            node=call.node.name,
+            kind=kind,
+            iteration=call.iteration,
+            status="succeeded",
+            attempt=telemetry.attempt or 1,
+            telemetry=telemetry.model_dump(),
+        )
+        tenant = None
+        if tenant_keys:
+            tenant = await self._tenant_charge(eid, guard, row)
+        while True:
+            verdict = guard.check(
+                Phase.AFTER, row, execution_id=eid, elapsed_s=self._elapsed(), tenant=tenant
+            )
+            if verdict is None or not await self._act(verdict, call, kind, row, ran=True):
+                break
+        guard.fold(row, self._elapsed())
+        return result
+
+    async def _act(
+        self,
+        verdict: Verdict,
+        call: TaskCall | PlanCall,
+        kind: str,
+        row: dict[str, object],
+        *,
+        ran: bool,
+    ) -> bool:
+        """Carry out a verdict; True when the lifetime was resumed and must be checked again."""
+        rule = verdict.rule
+        decision = await self._record(
+            rule.name,
+            rule.action.value,
+            verdict.phase.value,
+            scope=rule.scope.value,
+            condition=str(rule.when),
+            observed=verdict.observed,
+            message=rule.message,
+            call=call,
+            kind=kind,
+            reject=rule.action is Action.REJECT_EXECUTION,
+            ran=ran,
+        )
+        where = f"{kind} '{call.node.name}' (iteration {call.iteration})"
+        values = _values(verdict.observed)
+        if rule.action is Action.ABORT_LIFETIME:
+            raise ApplicationError(
+                f"guardrail '{rule.name}' aborted the lifetime at {where}, "
+                f"{verdict.phase.value} it ran: {rule.message or 'no message'} "
+                f"[{rule.when}; observed {values}]",
+                decision.model_dump(mode="json"),
+                type=FailureType.GUARDRAIL_ABORTED,
+                non_retryable=True,
+            )
+        if rule.action is Action.REJECT_EXECUTION:
+            if self._guard is not None:
+                self._guard.fold({**row, "status": "rejected"}, self._elapsed())
+            raise GuardrailRejected(
+                Rejection(
+                    rule=rule.name,
+                    message=rule.message,
+                    condition=str(rule.when),
+                    observed=verdict.observed,
+                    phase=verdict.phase.value,
+                )
+            )
+        await self._hold(
+            PauseInfo(
+                rule=rule.name,
+                message=rule.message,
+                condition=str(rule.when),
+                observed=verdict.observed,
+                node=call.node.name,
+                iteration=call.iteration,
+                since=workflow.now(),
+            ),
+            call.execution_id,
+        )
+        return True
+
+    async def _hold(self, info: PauseInfo, execution_id: str) -> None:
+        token = self._next_pause
+        self._next_pause += 1
+        self._paused[token] = (info, execution_id)
+        generation = self._generation
+        values = _values(info.observed)
+        workflow.set_current_details(
+            f"**paused** by guardrail **{info.rule}** at {info.node} · {info.iteration}: "
+            f"{info.message or info.condition} ({values}). Resume with "
+            f"`graphrunner resume {workflow.info().workflow_id}` (add `--when` to raise the "
+            "limit)"
+        )
+        try:
+            await workflow.wait_condition(lambda: self._generation > generation)
+        finally:
+            self._paused.pop(token, None)
+        workflow.set_current_details(f"resumed after guardrail **{info.rule}**")
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def status(self) -> GuardrailStatus:
+        rules = self._guard.policy.rules if self._guard else []
+        paused = [info for info, _ in self._paused.values()]
+        if self._manual is not None:
+            paused.append(self._manual)
+        return GuardrailStatus(
+            rules=[
+                {"name": r.name, "when": str(r.when), "scope": r.scope, "action": r.action}
+                for r in rules
+            ],
+            paused=paused,
+            decisions=self._decisions,
+        )
+
+    def validate_resume(self, request: ResumeRequest) -> None:
+        self._replacement(request)
+
+    def _replacement(self, request: ResumeRequest) -> Rule | None:
+        """The rule a resume request installs; ValueError (rejecting it) when invalid."""
+        if not self._paused and self._manual is None:
+            raise ValueError("the lifetime is not paused")
+        if request.when is None:
+            if request.rule is not None:
+                raise ValueError("'rule' needs 'when': the new condition of that rule")
+            return None
+        rule_name = request.rule or next((i.rule for i, _ in self._paused.values()), None)
+        if rule_name is None:
+            raise ValueError("name the rule whose condition 'when' replaces")
+        guard = self._guard
+        if guard is None:
+            raise ValueError("the lifetime has not started")
+        try:
+            old = guard.policy.rule(rule_name)
+        except KeyError:
+            known = ", ".join(r.name for r in guard.policy.rules) or "none"
+            raise ValueError(f"no guardrail rule '{rule_name}' (rules: {known})") from None
+        try:
+            when = parse_expression(request.when)
+        except PolicyError as exc:
+            raise ValueError(f"invalid condition: column {exc.column}: {exc.message}") from None
+        return old.model_copy(update={"when": when})
+
+    async def resume(self, request: ResumeRequest) -> ResumeResult:
+        rule = self._replacement(request)
+        paused = sorted({info.rule for info, _ in self._paused.values()})
+        if self._manual is not None:
+            paused.append(self._manual.rule)
+        replaced: dict[str, str] = {}
+        guard = self._guard
+        if rule is not None and guard is not None:
+            guard.replace_rule(rule)
+            replaced[rule.name] = str(rule.when)
+        elif guard is not None:
+            # Without a new condition, resuming lets the held executions through the rules
+            # that held them; the rules still apply to every other execution.
+            for info, execution_id in self._paused.values():
+                guard.waive(info.rule, execution_id)
+        # Cleared now, not when the waiters wake: a status query must not show them meanwhile.
+        self._paused.clear()
+        self._manual = None
+        await self._record(
+            ",".join(paused),
+            "resume",
+            "resume",
+            scope="",
+            condition="; ".join(f"{k}: {v}" for k, v in replaced.items()),
+            observed={},
+            message=request.reason,
+        )
+        self._generation += 1
+        return ResumeResult(resumed=paused, replaced=replaced)
+
+    async def resume_signal(self, raw: Any) -> None:
+        # A signal cannot be refused: an invalid one is logged and dropped, harming nothing.
+        try:
+            request = ResumeRequest.model_validate(raw if raw is not None else {})
+            self._replacement(request)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            workflow.logger.warning("ignored graphrunner.resume signal: %s", exc)
+            return
+        await self.resume(request)
+
+    def validate_pause(self, request: PauseRequest) -> None:
+        if self._manual is not None:
+            raise ValueError("the lifetime is already paused by hand")
+
+    async def pause(self, request: PauseRequest) -> PauseInfo:
+        info = PauseInfo(rule=_MANUAL, message=request.reason, since=workflow.now())
+        self._manual = info
+        await self._record(
+            _MANUAL,
+            "pause_lifetime",
+            "before",
+            scope="",
+            condition="",
+            observed={},
+            message=request.reason,
+        )
+        workflow.set_current_details(
+            f"**paused** by hand: {request.reason or 'no reason given'}. Resume with "
+            f"`graphrunner resume {workflow.info().workflow_id}`"
+        )
+        return info
+
+    # -- activities -----------------------------------------------------------------------
+
+    async def _record(
+        self,
+        rule: str,
+        action: str,
+        phase: str,
+        *,
+        scope: str,
+        condition: str,
+        observed: dict[str, float | str],
+        message: str,
+        call: TaskCall | PlanCall | None = None,
+        kind: str | None = None,
+        reject: bool = False,
+        ran: bool = False,
+    ) -> Decision:
+        info = workflow.info()
+        seq = len(self._decisions)
+        identity = f"{info.workflow_id}/{info.run_id}/decision/{seq}"
+        decision = Decision(
+            decision_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
+            seq=seq,
+            rule=rule,
+            action=action,
+            phase=phase,
+            scope=scope,
+            condition=condition,
+            observed=observed,
+            message=message,
+            node=call.node.name if call else None,
+            iteration=call.iteration if call else None,
+            execution_id=call.execution_id if call else None,
+            decided_at=workflow.now(),
+        )
+        self._decisions.append(decision)
+        inp = self._input
+        headers = None
+        if call is not None:
+            headers = call.model_dump(mode="json", exclude={"data", "results"})
+        await workflow.execute_local_activity(
+            RECORD_DECISION,
+            DecisionInput(
+                decision=decision,
+                lifetime_id=info.workflow_id,
+                run_id=info.run_id,
+                tenant=inp.tenant if inp else "",
+                graph_name=inp.graph.name if inp else "",
+                call=headers,
+                kind=kind,
+                reject=reject,
+                ran=ran,
+            ),
+            summary=f"guardrail · {rule} · {action}",
+            start_to_close_timeout=_LOCAL_TIMEOUT,
+            retry_policy=_LOCAL_RETRY,
+        )
+        return decision
+
+    async def _tenant_usage(self, keys: list[str]) -> dict[str, Tally]:
+        inp = self._input
+        totals = await workflow.execute_local_activity(
+            TENANT_USAGE,
+            TenantUsageInput(tenant=inp.tenant if inp else "", keys=keys),
+            result_type=TenantTotals,
+            summary="guardrails · tenant usage",
+            start_to_close_timeout=_LOCAL_TIMEOUT,
+            retry_policy=_LOCAL_RETRY,
+        )
+        return _tallies(totals)
+
+    async def _tenant_charge(
+        self, execution_id: str, guard: LifetimeGuard, row: dict[str, object]
+    ) -> dict[str, Tally]:
+        inp = self._input
+        totals = await workflow.execute_local_activity(
+            TENANT_CHARGE,
+            TenantChargeInput(
+                tenant=inp.tenant if inp else "",
+                execution_id=execution_id,
+                deltas=guard.tenant_contributions(row, self._elapsed()),
+            ),
+            result_type=TenantTotals,
+            summary="guardrails · tenant charge",
+            start_to_close_timeout=_LOCAL_TIMEOUT,
+            retry_policy=_LOCAL_RETRY,
+        )
+        return _tallies(totals)
+
+    @staticmethod
+    def _elapsed() -> float:
+        return (workflow.now() - workflow.info().start_time).total_seconds()
+
+
+def _tallies(totals: TenantTotals) -> dict[str, Tally]:
+    return {k: Tally(v.total, v.count, v.lo, v.hi) for k, v in totals.totals.items()}
+
+
+def _values(observed: dict[str, float | str]) -> str:
+    def show(value: float | str) -> str:
+        if isinstance(value, str):
+            return repr(value)
+        return f"{value:.10g}"
+
+    return ", ".join(f"{k} = {show(v)}" for k, v in observed.items()) or "no values"

@@ -1,0 +1,514 @@
+"""Guardrails enforced by the worker interceptor, on the real dev server and a real state DB.
+
+Every action (reject, pause, abort) at every scope (execution, lifetime, tenant); pause then
+resume, with and without a raised limit; tenant caps under concurrency; bad resume input; the
+decisions in the state DB; and replay of every guardrail-laden history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from graphrunner import (
+    AgentGraph,
+    GraphBuilder,
+    GraphrunnerClient,
+    NodeContext,
+    NodeOutput,
+    Plan,
+    PlanResult,
+    Settings,
+    Task,
+    TaskResult,
+)
+from graphrunner._types import LifetimeResult, Telemetry
+from graphrunner.activities import Recorder
+from graphrunner.errors import GraphrunnerError
+from graphrunner.guardrails import GuardrailStatus, Policy, PolicySource, parse_policy
+from graphrunner.stores import LocalBlobStore, RecordStore
+from graphrunner.worker import build_worker
+from tests.conftest import activity_summaries, assert_replays
+
+TOKENS = 1500  # what each Spend execution reports
+
+
+class Spend(Task):
+    """Reports TOKENS tokens and $0.01 per run, as an LLM call would."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
+        return TaskResult(
+            output={"node": ctx.node, "iteration": ctx.iteration, "data": data},
+            telemetry=Telemetry(tokens_in=TOKENS - 500, tokens_out=500, cost_usd=0.01, model="m"),
+        )
+
+
+class Loop(Plan):
+    """Loops to its first successor up to config.rounds times, then finishes.
+
+    A rejected result ends the lifetime with the rejection, so tests can see what the plan saw.
+    """
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        rejected = [r for r in results if r.rejected]
+        if rejected:
+            r = rejected[-1]
+            assert r.rejection is not None
+            return PlanResult.finish(
+                {"rejected": r.node, "iteration": r.iteration, "rule": r.rejection.rule}
+            )
+        if ctx.iteration < int(ctx.config.get("rounds", 5)):
+            return PlanResult.goto(ctx.successors[0], data=ctx.iteration)
+        return PlanResult.finish({"rounds": ctx.iteration})
+
+
+class PreferRisky(Plan):
+    """Chooses 'risky' until a guardrail rejects it, then 'safe' (handing it the rejections)."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        done = [r for r in results if r.node == "safe"]
+        if done:
+            return PlanResult.finish({"rejections seen": done[0].output})
+        if any(r.rejected for r in results):
+            return PlanResult.goto("safe", data=_rejections(results))
+        return PlanResult.goto("risky")
+
+
+def _rejections(results: list[NodeOutput]) -> list[dict[str, Any]]:
+    return [
+        {"node": r.node, "rule": r.rejection.rule, "phase": r.rejection.phase}
+        for r in results
+        if r.rejection is not None
+    ]
+
+
+class Big(Task):
+    """Spends 5,000 tokens."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
+        return TaskResult(output="big", telemetry=Telemetry(tokens_in=5000))
+
+
+class Small(Task):
+    """Spends 100 tokens; hands on what it was given."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
+        return TaskResult(output=data, telemetry=Telemetry(tokens_in=100))
+
+
+def policy(*rules: str) -> Policy:
+    """A policy from flow-style rule mappings."""
+    return parse_policy("rules:\n" + "".join(f"  - {rule}\n" for rule in rules))
+
+
+def loop_graph(name: str, rounds: int = 5, guardrails: Policy | None = None) -> AgentGraph:
+    builder = (
+        GraphBuilder(name, version="1.0.0")
+        .task("work", Spend)
+        .plan("decide", Loop, config={"rounds": rounds})
+        .edge("work", "decide")
+        .edge("decide", "work")
+        .final("decide")
+    )
+    if guardrails is not None:
+        builder = builder.guardrails(guardrails)
+    return builder.build()
+
+
+def choice_graph(name: str) -> AgentGraph:
+    return (
+        GraphBuilder(name, version="1.0.0")
+        .plan("choose", PreferRisky)
+        .task("risky", Big)
+        .task("safe", Small)
+        .edge("choose", "risky")
+        .edge("choose", "safe")
+        .edge("risky", "choose")
+        .edge("safe", "choose")
+        .final("choose")
+        .build()
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[RecordStore]:
+    records = RecordStore(f"sqlite:///{tmp_path / 'state.db'}")
+    records.ensure_schema()
+    yield records
+    records.close()
+
+
+class Harness:
+    """A worker with a state DB and a given global/tenant policy, and a client."""
+
+    def __init__(self, env: WorkflowEnvironment, task_queue: str, store: RecordStore) -> None:
+        self.temporal: Client = env.client
+        self.task_queue = task_queue
+        self.store = store
+        self.client = GraphrunnerClient(
+            env.client, settings=Settings(task_queue=task_queue), records=store
+        )
+
+    def worker(self, policies: PolicySource | None = None) -> Any:
+        recorder = Recorder(
+            self.store,
+            LocalBlobStore(Path(self.store.url.split("///")[1]).parent / "b"),
+            inline_limit=1 << 20,
+        )
+        return build_worker(
+            self.temporal, task_queue=self.task_queue, recorder=recorder, policies=policies
+        )
+
+    async def start(
+        self, graph: AgentGraph, *, tenant: str = "acme", data: Any = None
+    ) -> WorkflowHandle[Any, LifetimeResult]:
+        return await self.client.start(
+            graph, data, id=f"{graph.name}-{uuid.uuid4().hex[:8]}", tenant=tenant
+        )
+
+    async def wait_paused(self, lifetime_id: str, timeout: float = 20) -> GuardrailStatus:
+        async with asyncio.timeout(timeout):
+            while True:
+                status = await self.client.guardrails(lifetime_id)
+                if status.paused:
+                    return status
+                await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def harness(env: WorkflowEnvironment, task_queue: str, store: RecordStore) -> Harness:
+    return Harness(env, task_queue, store)
+
+
+async def abort_error(handle: WorkflowHandle[Any, Any]) -> ApplicationError:
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError), cause
+    assert cause.type == "GuardrailAborted", cause
+    assert cause.non_retryable
+    return cause
+
+
+def task_iterations(summaries: list[str], node: str = "work") -> list[int]:
+    return [int(s.split(" · ")[1]) for s in summaries if s.startswith(f"{node} · ")]
+
+
+# -- the seed example -------------------------------------------------------------------------
+
+
+async def test_token_cap_aborts_a_looping_graph_at_the_execution_that_crossed_it(
+    harness: Harness,
+) -> None:
+    cap = policy(
+        "{name: lifetime-token-cap, when: sum(tokens_used) > 10000, scope: lifetime, "
+        "action: abort_lifetime, message: token budget exhausted}"
+    )
+    graph = loop_graph("seed", rounds=50, guardrails=cap)
+    async with harness.worker():
+        handle = await harness.start(graph)
+        error = await abort_error(handle)
+    # 1,500 tokens a run: the 7th run makes 10,500, the first total over 10,000.
+    assert task_iterations(await activity_summaries(handle)) == [1, 2, 3, 4, 5, 6, 7]
+    assert "lifetime-token-cap" in str(error)
+    assert "sum(tokens_used) = 10500" in str(error)
+    assert "task 'work' (iteration 7)" in str(error)
+    decisions = await harness.store.decisions(handle.id)
+    assert [(d.rule, d.action, d.phase, d.iteration) for d in decisions] == [
+        ("lifetime-token-cap", "abort_lifetime", "after", 7)
+    ]
+    assert decisions[0].observed == {"sum(tokens_used)": 10500.0}
+    info = await harness.client.status(handle.id)
+    assert info.status == "failed"
+    assert info.failure is not None and "lifetime-token-cap" in info.failure
+    await assert_replays(harness.temporal, handle)
+
+
+# -- each action at each scope ----------------------------------------------------------------
+
+# Each condition first holds before the third run of 'work': the run is in scope, unrun.
+THIRD_RUN = {
+    "execution": 'kind == "task" and iteration >= 3',
+    "lifetime": 'kind == "task" and count(where kind == "task") >= 3',
+    "tenant": 'kind == "task" and count(where kind == "task") >= 3',
+}
+
+
+@pytest.mark.parametrize("scope", ["execution", "lifetime", "tenant"])
+@pytest.mark.parametrize("action", ["reject_execution", "pause_lifetime", "abort_lifetime"])
+async def test_each_action_at_each_scope_stops_the_third_run_before_it_runs(
+    harness: Harness, scope: str, action: str
+) -> None:
+    rule = f"{{name: third, when: '{THIRD_RUN[scope]}', scope: {scope}, action: {action}}}"
+    graph = loop_graph(f"{scope}-{action}".replace("_", "-"), rounds=5)
+    tenant = f"t-{uuid.uuid4().hex[:6]}"  # a fresh tenant ledger
+    async with harness.worker(PolicySource(global_policy=policy(rule))):
+        handle = await harness.start(graph, tenant=tenant)
+        if action == "abort_lifetime":
+            error = await abort_error(handle)
+            assert "guardrail 'third'" in str(error)
+            assert "task 'work' (iteration 3), before it ran" in str(error)
+        elif action == "reject_execution":
+            result = await handle.result()
+            # The plan that chose the third run saw the rejection and chose again (to finish).
+            assert result.output == {"rejected": "work", "iteration": 3, "rule": "third"}
+        else:
+            status = await harness.wait_paused(handle.id)
+            assert [(p.rule, p.node, p.iteration) for p in status.paused] == [("third", "work", 3)]
+            assert task_iterations(await activity_summaries(handle)) == [1, 2]
+            # A raised limit lets it go on to the end.
+            resumed = await harness.client.resume(
+                handle.id, when=THIRD_RUN[scope].replace(">= 3", ">= 100")
+            )
+            assert resumed.resumed == ["third"]
+            result = await handle.result()
+            assert result.output == {"rounds": 5}
+    ran = task_iterations(await activity_summaries(handle))
+    assert ran == ([1, 2, 3, 4, 5] if action == "pause_lifetime" else [1, 2])
+    decisions = await harness.store.decisions(handle.id)
+    assert (decisions[0].rule, decisions[0].action, decisions[0].phase) == (
+        "third",
+        action,
+        "before",
+    )
+    assert decisions[0].scope == scope
+    records = await harness.store.executions(handle.id)
+    statuses = [(r.node, r.iteration, r.status.value) for r in records if r.node == "work"]
+    if action == "reject_execution":
+        assert statuses[-1] == ("work", 3, "rejected")  # recorded, though it never ran
+    await assert_replays(harness.temporal, handle)
+
+
+# -- reject: the plan chooses again -----------------------------------------------------------
+
+
+async def test_a_rejected_result_is_discarded_and_the_plan_chooses_again(harness: Harness) -> None:
+    per_call = policy(
+        "{name: big-call, when: tokens_used > 2000, scope: execution, "
+        "action: reject_execution, message: one call may use 2000 tokens}"
+    )
+    async with harness.worker(PolicySource(global_policy=per_call)):
+        handle = await harness.start(choice_graph("reject-after"))
+        result = await handle.result()
+    assert result.output == {
+        "rejections seen": [{"node": "risky", "rule": "big-call", "phase": "after"}]
+    }
+    assert [s.status.value for s in result.steps] == [
+        "completed",  # choose
+        "rejected",  # risky: ran, result discarded
+        "completed",  # choose, again, with the rejection in its input
+        "completed",  # safe
+        "completed",  # choose finishes
+    ]
+    records = {(r.node, r.iteration): r for r in await harness.store.executions(handle.id)}
+    risky = records[("risky", 1)]
+    assert risky.status.value == "rejected"
+    assert risky.tokens_in == 5000, "what a rejected call spent stays on the record"
+    assert "big-call" in (risky.error or "")
+    [decision] = await harness.store.decisions(handle.id)
+    assert decision.observed == {"tokens_used": 5000.0}
+    assert decision.message == "one call may use 2000 tokens"
+    await assert_replays(harness.temporal, handle)
+
+
+async def test_a_plan_that_keeps_choosing_rejected_work_is_stopped_by_the_iteration_cap(
+    harness: Harness,
+) -> None:
+    never = policy(
+        '{name: no-work, when: node == "work", scope: execution, action: reject_execution}'
+    )
+    graph = (
+        GraphBuilder("stubborn", version="1.0.0")
+        .task("work", Spend)
+        .plan("decide", StubbornPlan)
+        .edge("work", "decide")
+        .edge("decide", "work")
+        .final("decide")
+        .build()
+    )
+    graph = graph.model_copy(
+        update={"defaults": graph.defaults.model_copy(update={"max_iterations": 4})}
+    )
+    async with harness.worker(PolicySource(global_policy=never)):
+        handle = await harness.start(graph)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert isinstance(failure.value.cause, ApplicationError)
+    assert failure.value.cause.type == "MaxIterationsExceeded"
+    assert task_iterations(await activity_summaries(handle)) == [], "work never ran"
+    assert len(await harness.store.decisions(handle.id)) == 4
+    await assert_replays(harness.temporal, handle)
+
+
+class StubbornPlan(Plan):
+    """Chooses 'work' whatever happened."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        return PlanResult.goto("work")
+
+
+# -- pause and resume -------------------------------------------------------------------------
+
+
+async def test_cost_rule_pauses_visibly_and_resume_with_a_raised_budget_continues(
+    harness: Harness,
+) -> None:
+    budget = policy(
+        "{name: cost-cap, when: sum(cost_usd) > 0.025, scope: lifetime, "
+        "action: pause_lifetime, message: over budget}"
+    )
+    graph = loop_graph("pause-cost", rounds=6)
+    async with harness.worker(PolicySource(global_policy=budget)):
+        handle = await harness.start(graph)
+        status = await harness.wait_paused(handle.id)
+        [pause] = status.paused
+        # $0.01 a run: the third run crossed $0.025.
+        assert (pause.rule, pause.node, pause.iteration) == ("cost-cap", "work", 3)
+        assert pause.observed == {"sum(cost_usd)": pytest.approx(0.03)}
+        info = await harness.client.status(handle.id)
+        assert info.status == "running"
+        assert [p.rule for p in info.paused] == ["cost-cap"]
+        desc = await handle.describe()
+        assert desc.status is not None
+        await asyncio.sleep(0.5)
+        assert task_iterations(await activity_summaries(handle)) == [1, 2, 3], "held"
+
+        # Raise the budget to $0.045: run 4 goes through, run 5 (at $0.05) pauses again.
+        await harness.client.resume(handle.id, when="sum(cost_usd) > 0.045", reason="approved")
+        status = await harness.wait_paused(handle.id)
+        assert [(p.node, p.iteration) for p in status.paused] == [("work", 5)]
+        assert status.rules[0]["when"] == "sum(cost_usd) > 0.045"
+
+        # Resuming without a new condition lets the held execution through, and only that
+        # one: the plan after it is over budget too.
+        await harness.client.resume(handle.id)
+        status = await harness.wait_paused(handle.id)
+        assert [(p.node, p.iteration) for p in status.paused] == [("decide", 5)]
+        await harness.client.resume(handle.id, when="false")
+        result = await handle.result()
+    assert result.output == {"rounds": 6}
+    actions = [(d.rule, d.action) for d in await harness.store.decisions(handle.id)]
+    assert actions == [
+        ("cost-cap", "pause_lifetime"),
+        ("cost-cap", "resume"),
+        ("cost-cap", "pause_lifetime"),
+        ("cost-cap", "resume"),
+        ("cost-cap", "pause_lifetime"),
+        ("cost-cap", "resume"),
+    ]
+    await assert_replays(harness.temporal, handle)
+
+
+async def test_bad_resume_input_is_refused_and_harms_nothing(harness: Harness) -> None:
+    gate = policy(
+        "{name: gate, when: 'node == \"work\" and iteration == 2', scope: execution, "
+        "action: pause_lifetime}"
+    )
+    graph = loop_graph("bad-resume", rounds=3)
+    async with harness.worker(PolicySource(global_policy=gate)):
+        handle = await harness.start(graph)
+        with pytest.raises(GraphrunnerError, match="not paused"):
+            # Racing the first run: it is not paused yet (iteration 1 passes the gate).
+            await harness.client.resume(handle.id)
+        await harness.wait_paused(handle.id)
+        with pytest.raises(GraphrunnerError, match=r"invalid condition: column 12"):
+            await harness.client.resume(handle.id, when="iteration >> 3")
+        with pytest.raises(GraphrunnerError, match="no guardrail rule 'nope'"):
+            await harness.client.resume(handle.id, rule="nope", when="false")
+        # A malformed signal (the temporal CLI can send anything) is dropped.
+        await handle.signal("graphrunner.resume", {"when": 42, "surprise": True})
+        await asyncio.sleep(0.5)
+        still = await harness.client.guardrails(handle.id)
+        assert [p.rule for p in still.paused] == ["gate"]
+        # A well-formed signal resumes, like the update.
+        await handle.signal("graphrunner.resume", {"reason": "from the temporal CLI"})
+        result = await handle.result()
+    assert result.output == {"rounds": 3}
+    await assert_replays(harness.temporal, handle)
+
+
+async def test_pause_by_hand_holds_the_next_node_until_resumed(harness: Harness) -> None:
+    graph = loop_graph("manual", rounds=3)
+    async with harness.worker():
+        handle = await harness.start(graph)
+        await harness.client.pause(handle.id, reason="inspecting")
+        status = await harness.wait_paused(handle.id)
+        assert [(p.rule, p.message) for p in status.paused] == [("manual-pause", "inspecting")]
+        with pytest.raises(GraphrunnerError, match="already paused"):
+            await harness.client.pause(handle.id)
+        await harness.client.resume(handle.id)
+        result = await handle.result()
+    assert result.output == {"rounds": 3}
+    await assert_replays(harness.temporal, handle)
+
+
+# -- tenant scope -----------------------------------------------------------------------------
+
+
+async def test_tenant_cap_holds_across_concurrent_lifetimes(harness: Harness) -> None:
+    cap = 15 * TOKENS
+    rule = (
+        f"{{name: tenant-cap, when: sum(tokens_used) > {cap}, scope: tenant, "
+        "action: abort_lifetime}"
+    )
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    lifetimes = 5
+    async with harness.worker(PolicySource(global_policy=policy(rule))):
+        handles = [
+            await harness.start(loop_graph(f"tenant-{i}", rounds=20), tenant=tenant)
+            for i in range(lifetimes)
+        ]
+        other = await harness.start(loop_graph("other", rounds=3), tenant="someone-else")
+        outcomes = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+        assert (await other.result()).output == {"rounds": 3}, "another tenant is unaffected"
+    assert all(isinstance(o, WorkflowFailureError) for o in outcomes), outcomes
+    spent = 0
+    for handle in handles:
+        spent += sum(r.tokens_in + r.tokens_out for r in await harness.store.executions(handle.id))
+    # 100 runs were wanted; the cap allows 15, plus at most one in flight per lifetime.
+    assert cap < spent <= cap + lifetimes * TOKENS
+    usage = await harness.store.tenant_usage(tenant, ["sum(tokens_used)"])
+    assert usage["sum(tokens_used)"].total == spent, "the ledger matches the records"
+    for handle in handles:
+        await assert_replays(harness.temporal, handle)
+
+
+async def test_tenant_rules_need_a_state_db(env: WorkflowEnvironment, task_queue: str) -> None:
+    rule = "{name: t, when: count() > 1, scope: tenant, action: abort_lifetime}"
+    client = GraphrunnerClient(env.client, settings=Settings(task_queue=task_queue))
+    policies = PolicySource(global_policy=policy(rule))
+    async with build_worker(env.client, task_queue=task_queue, policies=policies):
+        handle = await client.start(loop_graph("no-db", rounds=2))
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert isinstance(failure.value.cause, ApplicationError)
+    assert failure.value.cause.type == "GuardrailConfigError"
+    assert "state DB" in str(failure.value.cause)
+
+
+# -- layers -----------------------------------------------------------------------------------
+
+
+async def test_a_graph_policy_cannot_loosen_a_global_rule_but_a_tenant_override_can(
+    harness: Harness,
+) -> None:
+    strict = "{name: cap, when: sum(tokens_used) > 3000, scope: lifetime, action: abort_lifetime}"
+    loose = "{name: cap, when: sum(tokens_used) > 100000, scope: lifetime, action: abort_lifetime}"
+    graph = loop_graph("layers", rounds=4, guardrails=policy(loose))
+    policies = PolicySource(global_policy=policy(strict), tenant_policies={"vip": policy(loose)})
+    async with harness.worker(policies):
+        handle = await harness.start(graph, tenant="acme")
+        error = await abort_error(handle)
+        assert "sum(tokens_used) = 4500" in str(error), "the global rule held"
+        vip = await harness.start(graph, tenant="vip")
+        assert (await vip.result()).output == {"rounds": 4}, "the tenant override applied"
+    await assert_replays(harness.temporal, handle)
+    await assert_replays(harness.temporal, vip)
