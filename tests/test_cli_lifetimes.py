@@ -208,7 +208,9 @@ async def test_history_list_costs_and_result_from_the_cli(
 
         history = await asyncio.to_thread(cli, "history", "cli-rec", "--json")
         assert history.returncode == 0, history.stderr
-        records = json.loads(history.stdout)
+        shown = json.loads(history.stdout)
+        assert shown["decisions"] == [], "no guardrail fired"
+        records = shown["executions"]
         assert [(r["node"], r["iteration"]) for r in records] == [
             (s["node"], s["iteration"]) for s in steps
         ]

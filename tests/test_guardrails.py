@@ -8,12 +8,14 @@ decisions in the state DB; and replay of every guardrail-laden history.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -37,6 +39,7 @@ from graphrunner.guardrails import GuardrailStatus, Policy, PolicySource, parse_
 from graphrunner.stores import LocalBlobStore, RecordStore
 from graphrunner.worker import build_worker
 from tests.conftest import activity_summaries, assert_replays
+from tests.test_cli_lifetimes import cli_env, graphrunner
 
 TOKENS = 1500  # what each Spend execution reports
 
@@ -376,8 +379,12 @@ async def test_cost_rule_pauses_visibly_and_resume_with_a_raised_budget_continue
         info = await harness.client.status(handle.id)
         assert info.status == "running"
         assert [p.rule for p in info.paused] == ["cost-cap"]
-        desc = await handle.describe()
-        assert desc.status is not None
+        # What the Temporal UI shows as the workflow's current details.
+        meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        assert "**paused** by guardrail **cost-cap** at work · 3: over budget" in (
+            meta.current_details
+        )
+        assert "graphrunner resume" in meta.current_details
         await asyncio.sleep(0.5)
         assert task_iterations(await activity_summaries(handle)) == [1, 2, 3], "held"
 
@@ -512,3 +519,48 @@ async def test_a_graph_policy_cannot_loosen_a_global_rule_but_a_tenant_override_
         assert (await vip.result()).output == {"rounds": 4}, "the tenant override applied"
     await assert_replays(harness.temporal, handle)
     await assert_replays(harness.temporal, vip)
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+async def test_cli_shows_the_pause_resumes_with_a_raised_limit_and_lists_decisions(
+    harness: Harness, env: WorkflowEnvironment, task_queue: str
+) -> None:
+    cap = policy(
+        "{name: cost-cap, when: sum(cost_usd) > 0.015, scope: lifetime, "
+        "action: pause_lifetime, message: needs approval}"
+    )
+    cli = cli_env(
+        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+        GRAPHRUNNER_TASK_QUEUE=task_queue,
+        GRAPHRUNNER_DATABASE_URL=harness.store.url,
+    )
+    async with harness.worker(PolicySource(global_policy=cap)):
+        handle = await harness.start(loop_graph("cli-pause", rounds=3))
+        await harness.wait_paused(handle.id)
+        shown = await asyncio.to_thread(graphrunner, "status", handle.id, env=cli)
+        assert shown.returncode == 0, shown.stderr
+        assert "paused by guardrail cost-cap at work · 2: needs approval" in shown.stdout
+        assert "sum(cost_usd) = 0.02" in shown.stdout
+        bad = await asyncio.to_thread(
+            graphrunner, "resume", handle.id, "--when", "sum(cost_usd) >", env=cli
+        )
+        assert bad.returncode != 0
+        assert "invalid condition" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+        resumed = await asyncio.to_thread(
+            graphrunner, "resume", handle.id, "--when", "sum(cost_usd) > 1", env=cli
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        assert "rule cost-cap is now: sum(cost_usd) > 1" in resumed.stdout
+        assert (await handle.result()).output == {"rounds": 3}
+    listed = await asyncio.to_thread(graphrunner, "history", handle.id, "--json", env=cli)
+    assert listed.returncode == 0, listed.stderr
+    decisions = json.loads(listed.stdout)["decisions"]
+    assert [(d["rule"], d["action"]) for d in decisions] == [
+        ("cost-cap", "pause_lifetime"),
+        ("cost-cap", "resume"),
+    ]
+    assert decisions[1]["condition"] == "cost-cap: sum(cost_usd) > 1"
+    table = await asyncio.to_thread(graphrunner, "history", handle.id, env=cli)
+    assert "guardrail decisions" in table.stdout and "pause_lifetime" in table.stdout

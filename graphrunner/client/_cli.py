@@ -27,7 +27,7 @@ from graphrunner.client._runtime import (
 )
 from graphrunner.errors import GraphError, GraphrunnerError
 from graphrunner.graph import graph_json_schema, load_graph, to_mermaid
-from graphrunner.guardrails._sources import PolicySource
+from graphrunner.guardrails import PolicySource, policy_json_schema
 from graphrunner.stores import (
     SCHEMA_VERSION,
     DecisionRecord,
@@ -220,9 +220,13 @@ def graph_cmd(
 
 
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema of the graph YAML format."""
-    print(json.dumps(graph_json_schema(), indent=2))
+def schema(
+    policy: Annotated[
+        bool, typer.Option("--policy", help="The guardrail policy format instead.")
+    ] = False,
+) -> None:
+    """Print the JSON Schema of the graph YAML format (or, with --policy, of policies)."""
+    print(json.dumps(policy_json_schema() if policy else graph_json_schema(), indent=2))
 
 
 @app.command()

@@ -57,15 +57,15 @@ class Verdict:
     observed: dict[str, float | str]
 
 
-def _walk(node: Expr) -> Iterator[Expr]:
+def _walk(node: Expr, *, into_aggregates: bool = True) -> Iterator[Expr]:
     yield node
     match node:
         case Unary(_, operand):
-            yield from _walk(operand)
+            yield from _walk(operand, into_aggregates=into_aggregates)
         case Binary(_, left, right):
-            yield from _walk(left)
-            yield from _walk(right)
-        case Aggregate(_, arg, where):
+            yield from _walk(left, into_aggregates=into_aggregates)
+            yield from _walk(right, into_aggregates=into_aggregates)
+        case Aggregate(_, arg, where) if into_aggregates:
             if arg is not None:
                 yield from _walk(arg)
             if where is not None:
@@ -83,9 +83,12 @@ def aggregate_key(node: Aggregate) -> str:
 
 
 def _observed(tree: Expr, context: EvalContext) -> dict[str, float | str]:
-    """The value of every non-literal side of every comparison in ``tree``."""
+    """The value of every non-literal side of every comparison in ``tree``.
+
+    Comparisons inside an aggregate (its filter) are per execution and are not reported.
+    """
     seen: dict[str, float | str] = {}
-    for node in _walk(tree):
+    for node in _walk(tree, into_aggregates=False):
         if isinstance(node, Binary) and node.op in (*ORDERING, *EQUALITY):
             for side in (node.left, node.right):
                 if isinstance(side, Aggregate | Binary | Unary | FieldRef):
