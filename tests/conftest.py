@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from graphrunner import GraphrunnerClient, Settings
+from graphrunner._types import parse_step_summary
 from graphrunner.client import temporal_binary
 from graphrunner.client._client import GRAPH_KEY, TENANT_KEY
 from graphrunner.client._devserver import TUNING_ARGS
@@ -62,7 +63,10 @@ async def worker(env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Non
 
 
 async def activity_summaries(handle: WorkflowHandle[object, object]) -> list[str]:
-    """The ``node · iteration`` summaries of every scheduled activity, in history order."""
+    """The ``node · iteration`` summaries of every node activity, in history order.
+
+    Guardrail local activities (policy snapshot, decisions, tenant counters) are left out.
+    """
     history = await handle.fetch_history()
     summaries = []
     for event in history.events:
@@ -70,8 +74,9 @@ async def activity_summaries(handle: WorkflowHandle[object, object]) -> list[str
             "marker_recorded_event_attributes"
         ):
             if event.user_metadata.HasField("summary"):
-                payload = event.user_metadata.summary
-                summaries.append(payload.data.decode().strip('"'))
+                text = event.user_metadata.summary.data.decode().strip('"')
+                if parse_step_summary(text) is not None:
+                    summaries.append(text)
     return summaries
 
 

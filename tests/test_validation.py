@@ -368,6 +368,7 @@ def research_builder(*, rounds: int = 3) -> GraphBuilder:
         .join("merge", "critique", "fact_check", "style")
         .edge("merge", "publish")
         .final("publish")
+        .guardrails(RESEARCH.parent / "policies" / "research.yaml")
     )
 
 
