@@ -564,3 +564,48 @@ async def test_cli_shows_the_pause_resumes_with_a_raised_limit_and_lists_decisio
     assert decisions[1]["condition"] == "cost-cap: sum(cost_usd) > 1"
     table = await asyncio.to_thread(graphrunner, "history", handle.id, env=cli)
     assert "guardrail decisions" in table.stdout and "pause_lifetime" in table.stdout
+
+
+async def test_a_paused_lifetime_survives_its_worker_and_resumes_on_another(
+    harness: Harness,
+) -> None:
+    gate = policy(
+        '{name: approve-publish, when: node == "work" and iteration == 2, scope: execution, '
+        "action: pause_lifetime, message: a human approves the second run}"
+    )
+    policies = PolicySource(global_policy=gate)
+    graph = loop_graph("restart", rounds=2)
+    async with harness.worker(policies):
+        handle = await harness.start(graph)
+        await harness.wait_paused(handle.id)
+    # No worker now: the pause is durable state in Temporal, not in a process.
+    info = await harness.client.status(handle.id)
+    assert info.status == "running" and info.paused == [], "no worker answers the query"
+    async with harness.worker(policies):  # a fresh worker rebuilds the pause by replay
+        status = await harness.wait_paused(handle.id)
+        assert [(p.rule, p.node, p.iteration) for p in status.paused] == [
+            ("approve-publish", "work", 2)
+        ]
+        await harness.client.resume(handle.id, reason="approved")
+        assert (await handle.result()).output == {"rounds": 2}
+    assert task_iterations(await activity_summaries(handle)) == [1, 2]
+    await assert_replays(harness.temporal, handle)
+
+
+def test_a_worker_with_a_bad_policy_stops_before_connecting(tmp_path: Path) -> None:
+    bad = tmp_path / "global.yaml"
+    bad.write_text(
+        "rules:\n  - name: cap\n    when: sum(tokens_used) >> 3\n"
+        "    scope: lifetime\n    action: abort_lifetime\n"
+    )
+    tenants = tmp_path / "tenants"
+    tenants.mkdir()
+    (tenants / "acme.yaml").write_text("rules:\n  - {name: x, when: 'count() > 1', scope: team}\n")
+    nowhere = {"TEMPORAL_ADDRESS": "127.0.0.1:1"}  # never reached: the policy is checked first
+    done = graphrunner("worker", env=cli_env(GRAPHRUNNER_POLICY=str(bad), **nowhere))
+    assert done.returncode == 2
+    assert f"{bad}:3:29: rule 'cap': when: expected a value" in done.stderr
+    done = graphrunner("worker", env=cli_env(GRAPHRUNNER_TENANT_POLICIES=str(tenants), **nowhere))
+    assert done.returncode == 2
+    assert str(tenants / "acme.yaml") in done.stderr
+    assert "scope" in done.stderr and "action" in done.stderr, done.stderr

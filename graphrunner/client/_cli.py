@@ -22,12 +22,13 @@ from graphrunner.client._client import GraphrunnerClient, connect_temporal
 from graphrunner.client._runtime import (
     add_app_dir,
     embedded_server,
+    load_policies,
     open_recorder,
     serve_worker,
 )
 from graphrunner.errors import GraphError, GraphrunnerError
 from graphrunner.graph import graph_json_schema, load_graph, to_mermaid
-from graphrunner.guardrails import PolicySource, policy_json_schema
+from graphrunner.guardrails import policy_json_schema
 from graphrunner.stores import (
     SCHEMA_VERSION,
     DecisionRecord,
@@ -388,11 +389,13 @@ def worker(app_dir: AppDir = Path(".")) -> None:
     settings = _settings()
 
     async def go() -> None:
+        policies = load_policies(settings)  # a bad policy stops the worker before it connects
         client = await connect_temporal(settings)
         target = client.service_client.config.target_host
         await serve_worker(
             client,
             settings,
+            policies=policies,
             ready=f"worker polling task queue '{settings.task_queue}' on {target}; Ctrl-C stops",
         )
 
@@ -406,11 +409,13 @@ def dev(app_dir: AppDir = Path(".")) -> None:
     settings = _settings()
 
     async def go() -> None:
+        policies = load_policies(settings)
         async with embedded_server(settings, headless=False, reuse=False) as (client, server):
             ui = settings.web_ui() if server and not server.headless else "(no UI: port in use)"
             await serve_worker(
                 client,
                 settings,
+                policies=policies,
                 ready=f"Temporal dev server on {server.address if server else '?'}, UI {ui}\n"
                 f"state in {settings.home}/; worker on task queue '{settings.task_queue}'. "
                 "Ctrl-C stops both.",
@@ -440,7 +445,7 @@ def demo(
             client = GraphrunnerClient(
                 temporal, settings=settings, records=recorder.records if recorder else None
             )
-            policies = PolicySource.load(settings.policy, settings.tenant_policies)
+            policies = load_policies(settings)
             worker = build_worker(
                 temporal, task_queue=settings.task_queue, recorder=recorder, policies=policies
             )

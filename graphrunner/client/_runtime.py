@@ -20,7 +20,7 @@ from graphrunner.guardrails._sources import PolicySource
 from graphrunner.stores import open_blobs, open_records
 from graphrunner.worker import build_worker
 
-__all__ = ["add_app_dir", "embedded_server", "open_recorder", "serve_worker"]
+__all__ = ["add_app_dir", "embedded_server", "load_policies", "open_recorder", "serve_worker"]
 
 
 def add_app_dir(app_dir: Path) -> None:
@@ -39,13 +39,21 @@ def open_recorder(settings: Settings) -> Recorder | None:
     )
 
 
-async def serve_worker(client: Client, settings: Settings, *, ready: str = "") -> None:
+def load_policies(settings: Settings) -> PolicySource:
+    """The worker's global and tenant guardrail policies (PolicyError if one is invalid)."""
+    return PolicySource.load(settings.policy, settings.tenant_policies)
+
+
+async def serve_worker(
+    client: Client, settings: Settings, *, ready: str = "", policies: PolicySource | None = None
+) -> None:
     """Run a worker until SIGINT/SIGTERM, then shut it down gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    policies = PolicySource.load(settings.policy, settings.tenant_policies)
+    if policies is None:
+        policies = load_policies(settings)
     recorder = open_recorder(settings)
     worker = build_worker(
         client, task_queue=settings.task_queue, recorder=recorder, policies=policies
