@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench",
         description="Benchmark graphrunner against a hand-written temporalio workflow.",
     )
-    parser.add_argument("--quick", action="store_true", help="smaller runs (about 20 s)")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (about 45 s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument(
         "--check", action="store_true", help="exit with status 1 if an aim is missed"
@@ -33,12 +33,18 @@ def main(argv: list[str] | None = None) -> int:
         help="throughput batches per recording side (1 by default)",
     )
     parser.add_argument(
+        "--guard-reps",
+        type=int,
+        dest="guard_reps",
+        help="lifetimes per side in the guardrail section (9 by default)",
+    )
+    parser.add_argument(
         "--budget", type=float, dest="budget_s", help="seconds all measurements may take"
     )
     args = parser.parse_args(argv)
 
     cfg = Config.quick() if args.quick else Config()
-    names = ("steps", "reps", "lifetimes", "record_batches", "budget_s")
+    names = ("steps", "reps", "lifetimes", "record_batches", "guard_reps", "budget_s")
     overrides = {k: getattr(args, k) for k in names}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     try:

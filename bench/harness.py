@@ -7,6 +7,11 @@ load lands on all sides alike.
 The sides are graphrunner without records, graphrunner recording every node execution into a
 SQLite and into a PostgreSQL state DB, and the hand-written baseline. The recording sides take
 part in the per-step latency (Plan as activity) and throughput figures only.
+
+The guardrail section runs graphrunner (whose workers always run the guardrail interceptor)
+under no policy, a 1-rule and a 25-rule policy (`bench.guardrails`), and the baseline, on the
+same loop; for its first rounds also a recording worker with one tenant-scope rule against the
+recording worker without rules. Then `bench.guardrails.guard_cost` times rule evaluation alone.
 """
 
 from __future__ import annotations
@@ -24,12 +29,25 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench.converter import converter_cost
 from bench.env import CoreWarnings, ProcessCpu, dev_server, log, quiet_runtime
+from bench.guardrails import GuardClock, GuardCost, guard_cost, policy, tenant_policy
 from bench.history import HistoryStats, activity_payloads, history_stats
 from bench.records import state_dbs
 from bench.sides import Baseline, Graphrunner, Side, Starter, graphrunner_client, timed
 from graphrunner import Settings
+from graphrunner.guardrails import PolicySource
 
-__all__ = ["BASELINE", "GRAPHRUNNER", "RECORDING", "Config", "Measurement", "Report", "run"]
+__all__ = [
+    "BASELINE",
+    "GRAPHRUNNER",
+    "GUARDED",
+    "GUARD_TITLE",
+    "RECORDING",
+    "TENANT",
+    "Config",
+    "Measurement",
+    "Report",
+    "run",
+]
 
 GRAPHRUNNER = "graphrunner"
 BASELINE = "baseline"
@@ -40,6 +58,18 @@ RECORDING = {
     "graphrunner+sqlite": ("sqlite", "records in SQLite", "bench-gr-rec-sqlt"),
     "graphrunner+postgres": ("postgres", "records in PostgreSQL", "bench-gr-rec-pgsq"),
 }
+# Guardrail sides: side name -> (rules in the worker's global policy, task queue). Without
+# a policy the interceptor still runs (it always does): that is the "graphrunner" side.
+GUARDED = {
+    "graphrunner+1rule": (1, "bench-gr-rules-01"),
+    "graphrunner+25rules": (25, "bench-gr-rules-25"),
+}
+# One tenant-scope rule: a ledger read before and a charge after every execution, in the
+# SQLite state DB, so it is compared with the SQLite recording side.
+TENANT = "graphrunner+tenant"
+TENANT_QUEUE = "bench-gr-tenant-1"
+TENANT_REFERENCE = "graphrunner+sqlite"  # the same recording worker without rules
+GUARD_TITLE = "Per-step latency, guardrails: "  # how the guardrail rows' titles begin
 
 
 @dataclass(frozen=True)
@@ -54,14 +84,27 @@ class Config:
     lifetime_steps: int = 10  # Task+Plan steps per throughput lifetime
     batches: int = 3  # throughput batches per side
     record_batches: int = 1  # throughput batches per recording side (in the first rounds)
+    guard_reps: int = 9  # lifetimes per side in the guardrail section
+    tenant_reps: int = 3  # of which the tenant-rule side and its reference take part in
+    guard_steps: int = 1000  # Task+Plan steps of each in-process guard evaluation run
+    guard_repeats: int = 3  # in-process runs per policy size
     # Seconds the measurements may take in all; a section that has spent its share stops
     # repeating (so a badly slow side still yields a report, on fewer rounds).
-    budget_s: float = 160.0
+    budget_s: float = 250.0
 
     @classmethod
     def quick(cls) -> Config:
         return cls(
-            steps=15, reps=3, rounds=4, lifetimes=20, lifetime_steps=5, batches=1, budget_s=26.0
+            steps=15,
+            reps=3,
+            rounds=4,
+            lifetimes=20,
+            lifetime_steps=5,
+            batches=1,
+            guard_reps=3,
+            tenant_reps=1,
+            guard_steps=200,
+            budget_s=40.0,
         )
 
 
@@ -69,9 +112,11 @@ class Config:
 class Measurement:
     """One figure for a graphrunner side and the baseline: samples, medians and their ratio.
 
-    ``side`` is the graphrunner side in the "graphrunner" column; ``reference`` (recording
-    rows: graphrunner without records, measured in the same rounds) is a side it is also
-    compared with, as a difference in the row's unit.
+    ``side`` is the graphrunner side in the "graphrunner" column, ``against`` the side the
+    ratio divides by (the baseline, or for the guardrail rows graphrunner without rules);
+    ``reference`` (recording rows: graphrunner without records; guardrail rows: ``against``,
+    measured in the same rounds) is a side it is also compared with, as a difference in the
+    row's unit. ``group`` says which table shows the row ("main" or "guardrails").
     """
 
     key: str
@@ -81,6 +126,8 @@ class Measurement:
     aim: float | None  # ratio side/baseline to stay within (max, or min if higher)
     side: str = GRAPHRUNNER
     reference: str | None = None
+    against: str = BASELINE
+    group: str = "main"
     samples: dict[str, list[float]] = field(default_factory=dict)
     cpu_ms_per_step: dict[str, dict[str, float]] = field(default_factory=dict)
     rounds: tuple[int, int] = (0, 0)  # rounds done, rounds planned
@@ -89,15 +136,20 @@ class Measurement:
     def median(self, side: str) -> float:
         return statistics.median(self.samples[side])
 
+    def compare(self, side: str, other: str) -> tuple[float, tuple[float, float]]:
+        """Ratio of the medians of two sides, and the quartiles of the per-round ratios."""
+        pairs = zip(self.samples[side], self.samples[other], strict=True)
+        ratio = self.median(side) / self.median(other)
+        return ratio, _quartiles([s / o for s, o in pairs])
+
     @property
     def ratio(self) -> float:
-        return self.median(self.side) / self.median(BASELINE)
+        return self.compare(self.side, self.against)[0]
 
     @property
     def ratio_spread(self) -> tuple[float, float]:
         """Quartiles of the per-round ratios (each round runs the sides back to back)."""
-        sides = self.samples[self.side], self.samples[BASELINE]
-        return _quartiles([g / b for g, b in zip(*sides, strict=True)])
+        return self.compare(self.side, self.against)[1]
 
     @property
     def delta(self) -> float | None:
@@ -129,6 +181,10 @@ class Measurement:
             if self.reference is not None:
                 out["delta"] = self.delta
                 out["delta_quartiles"] = list(self.delta_spread or ())
+            if self.against != BASELINE and BASELINE in self.samples:
+                ratio, spread = self.compare(self.side, BASELINE)
+                out["baseline_ratio"] = ratio
+                out["baseline_ratio_quartiles"] = list(spread)
         out["met"] = self.met
         return out
 
@@ -152,12 +208,22 @@ class Report:
     core_warnings: dict[str, int]  # Temporal core warnings by kind, with their counts
     # CPU µs per Task+Plan step of the data converters, by name (see bench/converter.py).
     converter_us_per_step: dict[str, float] = field(default_factory=dict)
+    # CPU of the guard's checks and folds per Task+Plan step, by policy size (in-process).
+    guard_cost: list[GuardCost] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # sides not run, and why
 
 
-# Share of `Config.budget_s` each section's rounds must fit in (the first always runs).
-_SHARES = {"lifetime_overhead": 0.02, "latency": 0.27, "latency_local": 0.1, "fan_out": 0.08}
-_SHARES["throughput"] = 1 - sum(_SHARES.values())
+# Seconds each section's rounds must fit in at the default budget (the first round always
+# runs); with another `Config.budget_s` each gets the same share of it.
+_SECONDS = {
+    "lifetime_overhead": 3.2,
+    "latency": 43.2,
+    "latency_local": 16.0,
+    "guardrails": 90.0,
+    "fan_out": 12.8,
+    "throughput": 84.8,
+}
+_SHARES = {key: seconds / sum(_SECONDS.values()) for key, seconds in _SECONDS.items()}
 
 Samples = dict[str, list[float]]
 
@@ -236,10 +302,16 @@ class _Run:
     """The measurements of one run: sides, sizes, CPU accounting, and what they left."""
 
     def __init__(
-        self, cfg: Config, sides: list[Side], cpu: ProcessCpu, unavailable: dict[str, str]
+        self,
+        cfg: Config,
+        sides: list[Side],
+        cpu: ProcessCpu,
+        unavailable: dict[str, str],
+        guarded: list[Side] | None = None,
     ) -> None:
         self.cfg = cfg
         self.sides = sides
+        self.guarded = guarded or []  # the guardrail sides (see `GUARDED` and `TENANT`)
         self.pair = [s for s in sides if s.name in (GRAPHRUNNER, BASELINE)]
         self.cpu = cpu
         self.unavailable = unavailable
@@ -300,6 +372,8 @@ class _Run:
         samples = await _alternate(self.pair, cfg.reps, self.budget(m.key), local_loop)
         self.results.extend(_rows(m, samples, {BASELINE: cfg.reps}))
 
+        await self.guardrails()
+
         log(f"fan-out: {cfg.reps} x {cfg.rounds} rounds of {cfg.branches} parallel tasks")
 
         async def fan(side: Side) -> float:
@@ -312,6 +386,91 @@ class _Run:
 
         await self.throughput()
         return self.results
+
+    async def guardrails(self) -> None:
+        """Per-step latency under 0, 1 and 25 guardrail rules (and one tenant-scope rule)."""
+        cfg = self.cfg
+        by_name = {side.name: side for side in self.sides + self.guarded}
+        names = [GRAPHRUNNER, *GUARDED, BASELINE]
+        limits = {}
+        tenant = f", {cfg.tenant_reps} x for the tenant rule and its reference"
+        if TENANT in by_name and TENANT_REFERENCE in by_name:
+            names[-1:-1] = [TENANT_REFERENCE, TENANT]
+            limits = {TENANT_REFERENCE: cfg.tenant_reps, TENANT: cfg.tenant_reps}
+        sides = [by_name[name] for name in names if name in by_name]
+        log(
+            f"guardrails: {cfg.guard_reps} x {cfg.steps}-step loop, Plan as activity, "
+            f"{len(sides)} sides{tenant if limits else ''}"
+        )
+        # CPU seconds of each lifetime: this process, the server, the guard's checks and folds.
+        used: dict[str, list[tuple[float, float, float]]] = {side.name: [] for side in sides}
+        clock = GuardClock()
+
+        async def loop(side: Side) -> float:
+            own0, server0 = self.cpu.read()
+            guard0 = clock.seconds
+            elapsed = await timed(self.keep(side, side.loop(cfg.steps, local=False)))
+            own1, server1 = self.cpu.read()
+            used[side.name].append((own1 - own0, server1 - server0, clock.seconds - guard0))
+            return elapsed * 1000 / cfg.steps
+
+        with clock.installed():
+            samples = await _alternate(
+                sides, cfg.guard_reps, self.budget("guardrails"), loop, limits=limits
+            )
+        title = GUARD_TITLE
+        rows: list[Measurement] = [
+            Measurement(
+                "guardrails_0",
+                f"{title}no policy (0 rules)",
+                "ms/step",
+                higher_is_better=False,
+                aim=None,
+                group="guardrails",
+            )
+        ]
+        for name, (count, _) in GUARDED.items():
+            rows.append(
+                Measurement(
+                    f"guardrails_{count}",
+                    f"{title}{count} rule{'s' if count > 1 else ''} vs 0 rules",
+                    "ms/step",
+                    higher_is_better=False,
+                    aim=1.05 if count == 25 else None,
+                    side=name,
+                    reference=GRAPHRUNNER,
+                    against=GRAPHRUNNER,
+                    group="guardrails",
+                )
+            )
+        rows.append(
+            Measurement(
+                "guardrails_tenant",
+                f"{title}1 tenant-scope rule vs 0 rules, records in SQLite",
+                "ms/step",
+                higher_is_better=False,
+                aim=None,
+                side=TENANT,
+                reference=TENANT_REFERENCE,
+                against=TENANT_REFERENCE,
+                group="guardrails",
+            )
+        )
+        for m in rows:
+            done = len(samples.get(m.side, ()))
+            if not done:
+                continue
+            kept = dict.fromkeys((m.side, m.against, BASELINE))
+            m.samples = {name: samples[name][:done] for name in kept}
+            m.rounds = done, limits.get(m.side, cfg.guard_reps)
+            for name in kept:
+                pairs = used[name][:done]
+                m.cpu_ms_per_step[name] = {
+                    "worker_process": 1000 * sum(p[0] for p in pairs) / (cfg.steps * done),
+                    "server": 1000 * sum(p[1] for p in pairs) / (cfg.steps * done),
+                    "guard": 1000 * sum(p[2] for p in pairs) / (cfg.steps * done),
+                }
+            self.results.append(m)
 
     async def throughput(self) -> None:
         cfg = self.cfg
@@ -350,7 +509,7 @@ class _Run:
                 }
 
 
-async def _warm_up(cfg: Config, sides: list[Side]) -> None:
+async def _warm_up(cfg: Config, sides: list[Side], guarded: list[Side]) -> None:
     log("warm-up")
     for side in sides:
         await timed(side.loop(3, local=False))
@@ -358,6 +517,8 @@ async def _warm_up(cfg: Config, sides: list[Side]) -> None:
         if side.name in (GRAPHRUNNER, BASELINE):
             await timed(side.loop(3, local=True))
             await timed(side.fan(2, cfg.branches))
+    for side in guarded:  # they run the latency loop only
+        await timed(side.loop(3, local=False))
 
 
 async def run(cfg: Config) -> Report:
@@ -376,17 +537,37 @@ async def run(cfg: Config) -> Report:
             if (store := dbs.stores.get(kind)) is not None
         ]
         sides.append(Baseline(client))
+        guarded: list[Side] = [
+            Graphrunner(
+                gr_client,
+                name=name,
+                queue=queue,
+                policies=PolicySource(global_policy=policy(count)),
+            )
+            for name, (count, queue) in GUARDED.items()
+        ]
+        if (sqlite := dbs.stores.get("sqlite")) is not None:
+            guarded.append(
+                Graphrunner(
+                    gr_client,
+                    name=TENANT,
+                    queue=TENANT_QUEUE,
+                    records=sqlite,
+                    blobs=dbs.blobs,
+                    policies=PolicySource(global_policy=tenant_policy()),
+                )
+            )
         unavailable = {
             name: f"no {kind} state DB: {dbs.unavailable[kind]}"
             for name, (kind, _, _) in RECORDING.items()
             if kind in dbs.unavailable
         }
         async with contextlib.AsyncExitStack() as stack:
-            for side in sides:
+            for side in sides + guarded:
                 await stack.enter_async_context(side.worker())
-            await _warm_up(cfg, sides)
+            await _warm_up(cfg, sides, guarded)
             pid = server.process.pid if server.process else None
-            measured = _Run(cfg, sides, ProcessCpu(pid), unavailable)
+            measured = _Run(cfg, sides, ProcessCpu(pid), unavailable, guarded)
             measurements = await measured.measure()
             log("history of one latency lifetime per side; data converter cost")
             events = {
@@ -400,6 +581,11 @@ async def run(cfg: Config) -> Report:
         }
         payloads = activity_payloads(events[GRAPHRUNNER])
         converter = await converter_cost(converters, payloads, cfg.steps)
+        log(
+            f"guardrail evaluation in-process: {cfg.guard_repeats} x {cfg.guard_steps} steps "
+            "under 0, 1 and 25 rules"
+        )
+        guards = guard_cost((0, 1, 25), cfg.guard_steps, cfg.guard_repeats)
         info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
     seconds = time.perf_counter() - began
     return Report(
@@ -410,5 +596,6 @@ async def run(cfg: Config) -> Report:
         info.server_version,
         dict(warnings.counts),
         converter_us_per_step=converter,
+        guard_cost=guards,
         unavailable=unavailable,
     )

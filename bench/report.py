@@ -10,7 +10,7 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import BASELINE, Measurement, Report
+from bench.harness import BASELINE, GUARD_TITLE, Measurement, Report
 
 __all__ = ["print_json", "print_tables"]
 
@@ -68,6 +68,8 @@ def print_tables(report: Report, console: Console | None = None) -> None:
     table.add_column("aim", justify="right")
     table.add_column("", justify="left")
     for m in report.measurements:
+        if m.group != "main":
+            continue
         if m.unavailable is not None:
             table.add_row(_title(m), m.unit, "—", "—", "—", _aim(m), _verdict(m))
             continue
@@ -93,6 +95,7 @@ def print_tables(report: Report, console: Console | None = None) -> None:
     for side, reason in report.unavailable.items():
         console.print(f"[yellow]{side} not measured:[/yellow] {reason}")
     _print_records(report, console)
+    _print_guardrails(report, console)
 
     cpu = Table(title="Where the work goes (throughput batches, CPU ms per Task+Plan step)")
     cpu.add_column("side")
@@ -157,7 +160,11 @@ def _cpu_by_side(report: Report) -> dict[str, dict[str, float]]:
 
 def _print_records(report: Report, console: Console) -> None:
     """What recording every node execution costs, against graphrunner without records."""
-    rows = [m for m in report.measurements if m.reference and m.unavailable is None]
+    rows = [
+        m
+        for m in report.measurements
+        if m.reference and m.unavailable is None and m.group == "main"
+    ]
     if not rows:
         return
     table = Table(
@@ -189,6 +196,101 @@ def _print_records(report: Report, console: Console) -> None:
     console.print(table)
 
 
+# Short names of the guardrail rows in their table.
+_GUARD_LABELS = {
+    "guardrails_0": "0 rules",
+    "guardrails_1": "1 rule",
+    "guardrails_25": "25 rules",
+    "guardrails_tenant": "tenant rule, SQLite records",
+}
+
+
+def _print_guardrails(report: Report, console: Console) -> None:
+    """Per-step latency under 0, 1 and 25 rules; rule evaluation alone, in-process."""
+    rows = [m for m in report.measurements if m.group == "guardrails"]
+    if rows:
+        table = Table(
+            title="Guardrails: per-step latency (ms/step) of the loop lifetime, Plan as "
+            "activity, alternated; ratios of medians (quartiles of per-round ratios)"
+        )
+        table.add_column("policy")
+        table.add_column("ms/step", justify="right")
+        table.add_column("vs 0 rules", justify="right")
+        table.add_column("added", justify="right")
+        table.add_column("aim", justify="right")
+        table.add_column("vs baseline", justify="right")
+        table.add_column("CPU", justify="right")
+        table.add_column("guard", justify="right")
+        for m in rows:
+            label = _GUARD_LABELS.get(m.key, m.title.removeprefix(GUARD_TITLE))
+            done, planned = m.rounds
+            if done < planned:
+                label += f" [yellow]({done} of {planned})[/yellow]"
+            cpu = m.cpu_ms_per_step.get(m.side, {})
+            versus = added = aim = "—"
+            if m.against != BASELINE:
+                low, high = m.ratio_spread
+                versus = f"{m.ratio:.2f}x [dim]({low:.2f}–{high:.2f})[/dim]"
+                aim = f"{_aim(m)} {_verdict(m)}" if m.aim is not None else _verdict(m)
+            if m.delta is not None:
+                added = f"{m.delta:+.1f}"
+            ratio, spread = m.compare(m.side, BASELINE)
+            table.add_row(
+                label,
+                _cell(m, m.side),
+                versus,
+                added,
+                aim,
+                f"{ratio:.2f}x [dim]({spread[0]:.2f}–{spread[1]:.2f})[/dim]",
+                f"{cpu['worker_process']:.1f}" if "worker_process" in cpu else "",
+                f"{cpu['guard']:.2f}" if "guard" in cpu else "",
+            )
+        console.print(table)
+        cfg = report.config
+        console.print(
+            f"[dim]Up to {cfg.guard_reps} lifetimes of {cfg.steps} Task+Plan steps per side "
+            "((k of n): rounds the time budget allowed); the tenant-rule side and its reference "
+            "(a SQLite recording worker without rules, which its ratios use instead of 0 rules) "
+            f"take part in the first {cfg.tenant_reps}. Every worker runs the guardrail "
+            "interceptor; the policy is the worker's global layer (bench/guardrails.py); the "
+            "rules are evaluated at every check and never fire. added: ms/step over the "
+            "reference. CPU: ms per step of this process (client and all workers) during the "
+            "side's lifetimes; guard: of which thread CPU inside LifetimeGuard.check and fold, "
+            "as the interceptor calls them in the workflow worker.[/dim]"
+        )
+    costs = report.guard_cost
+    if not costs:
+        return
+    zero = next((m for m in rows if m.key == "guardrails_0" and m.samples), None)
+    step_ms = zero.median(zero.side) if zero else None
+    table = Table(
+        title="Guardrail evaluation alone: LifetimeGuard.check before and after each execution "
+        "+ fold, CPU µs per Task+Plan step (in-process, no server)"
+    )
+    table.add_column("rules")
+    table.add_column("µs/step", justify="right")
+    table.add_column("µs per rule", justify="right")
+    table.add_column("share of a 0-rule step", justify="right")
+    base = next((c.us_per_step for c in costs if c.rules == 0), 0.0)
+    for c in costs:
+        per_rule = f"{(c.us_per_step - base) / c.rules:.0f}" if c.rules else "—"
+        share = f"{c.us_per_step / 10 / step_ms:.1f}%" if step_ms else ""
+        table.add_row(
+            str(c.rules),
+            f"{c.us_per_step:,.0f} [dim]({c.us_min:,.0f}–{c.us_max:,.0f})[/dim]",
+            per_rule,
+            share,
+        )
+    console.print(table)
+    first = costs[0]
+    console.print(
+        f"[dim]Median (min–max) of {report.config.guard_repeats} fresh lifetimes of "
+        f"{first.steps} steps (a Task 'work' and a Plan 'loop' each, with telemetry), sizes "
+        "alternated; thread CPU time. Share: against the median per-step latency without "
+        "rules above.[/dim]"
+    )
+
+
 def print_json(report: Report) -> None:
     """Print the whole report as one JSON object."""
     out = {
@@ -206,6 +308,7 @@ def print_json(report: Report) -> None:
             for side, stats in report.history.items()
         },
         "converter_us_per_step": report.converter_us_per_step,
+        "guard_us_per_step": [asdict(cost) for cost in report.guard_cost],
         "unavailable": report.unavailable,
         "core_warnings": report.core_warnings,
         "aims_met": all(m.met is not False for m in report.measurements),

@@ -23,6 +23,7 @@ from bench.nodes import FanOut, Loop, Noop
 from graphrunner import AgentGraph, GraphBuilder, GraphrunnerClient, Settings
 from graphrunner.activities import Recorder
 from graphrunner.graph import GraphDefaults
+from graphrunner.guardrails import PolicySource
 from graphrunner.stores import BlobStore, RecordStore, data_converter
 from graphrunner.worker import build_worker
 
@@ -111,6 +112,8 @@ class Graphrunner:
     ``client`` must carry graphrunner's data converter (`graphrunner_client`). With ``records``
     the worker writes every node execution to that state DB (results over the inline limit
     to ``blobs``), as a deployment with records on does; ``name`` then tells the sides apart.
+    ``policies`` are the worker's guardrail layers (none by default; the guardrail
+    interceptor runs either way).
     """
 
     def __init__(
@@ -121,8 +124,10 @@ class Graphrunner:
         queue: str = "bench-graphrunner",
         records: RecordStore | None = None,
         blobs: BlobStore | None = None,
+        policies: PolicySource | None = None,
     ) -> None:
         self.name = name
+        self.policies = policies
         self.client = client
         self.queue = queue
         settings = Settings(task_queue=self.queue)
@@ -136,7 +141,9 @@ class Graphrunner:
         self.fan_graphs: dict[tuple[int, int], AgentGraph] = {}
 
     def worker(self) -> Worker:
-        return build_worker(self.client, task_queue=self.queue, recorder=self.recorder)
+        return build_worker(
+            self.client, task_queue=self.queue, recorder=self.recorder, policies=self.policies
+        )
 
     def loop(self, steps: int, *, local: bool) -> Starter:
         if (local, steps) not in self.graphs:
