@@ -45,6 +45,7 @@ from graphrunner.guardrails import (
     parse_policy,
     unparse,
 )
+from graphrunner.guardrails._compile import Compiler, Frame
 
 # No example database: it would leave a .hypothesis folder in the working tree.
 FUZZ = settings(
@@ -355,3 +356,47 @@ def test_evaluation_never_raises_and_has_the_tree_type(
 def test_decimal_signalling_nan_and_huge_ints_read_as_zero() -> None:
     context = EvalContext(current={"cost_usd": Decimal("sNaN"), "tokens_in": 10**400})
     assert evaluate(parse_expression("cost_usd + tokens_in", expect=None).tree, context) == 0.0
+
+
+# -- (d) the compiled form the interceptor runs computes what the interpreter does ---------------
+
+
+def _aggregates(tree: Expr) -> list[Aggregate]:
+    found: list[Aggregate] = []
+
+    def walk(node: Expr | None) -> None:
+        if node is None:
+            return
+        if isinstance(node, Aggregate):
+            found.append(node)
+            walk(node.arg)
+            walk(node.where)
+        elif isinstance(node, Unary):
+            walk(node.operand)
+        elif isinstance(node, Binary):
+            walk(node.left)
+            walk(node.right)
+
+    walk(tree)
+    return list(dict.fromkeys(found))
+
+
+@FUZZ
+@given(any_tree, executions, st.lists(executions, max_size=6), st.floats())
+def test_compiled_expressions_compute_exactly_what_the_interpreter_does(
+    tree: Expr, current: dict[str, Any], scope: list[dict[str, Any]], elapsed: float
+) -> None:
+    # Aggregates computed over the executions in scope (execution-scope rules) ...
+    context = EvalContext(current=current, executions=scope, elapsed_s=elapsed)
+    compiled = Compiler().value(tree)
+    frame = Frame(elapsed_s=elapsed, executions=scope)
+    assert repr(compiled(current, frame)) == repr(evaluate(tree, context))
+    # ... and read from running totals by slot (lifetime and tenant rules).
+    aggregates = _aggregates(tree)
+    values = [float(evaluate(agg, context)) for agg in aggregates]
+    slotted = Compiler({agg: i for i, agg in enumerate(aggregates)}).value(tree)
+    with_totals = EvalContext(
+        current=current, elapsed_s=elapsed, totals=dict(zip(aggregates, values, strict=True))
+    )
+    expected = evaluate(tree, with_totals)
+    assert repr(slotted(current, Frame(elapsed_s=elapsed, totals=values))) == repr(expected)

@@ -137,3 +137,25 @@ def test_tenant_totals_before_scheduling_include_the_execution() -> None:
     two = {"count()": Tally(count=2)}
     assert guard.check(Phase.BEFORE, row, execution_id="e", elapsed_s=0, tenant=two) is not None
     assert guard.check(Phase.AFTER, row, execution_id="e", elapsed_s=0, tenant=two) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seen=st.lists(st.floats(allow_nan=True), max_size=5),
+    value=st.floats(allow_nan=True),
+    counts=st.booleans(),
+)
+def test_a_value_with_one_more_execution_equals_adding_it(
+    seen: list[float], value: float, counts: bool
+) -> None:
+    from graphrunner.guardrails import Tally
+
+    for func in ("sum", "count", "min", "max", "avg"):
+        tally = Tally()
+        for v in seen:
+            tally.add(v)
+        before = repr(tally)
+        predicted = tally.value_with(func, value, counts)
+        assert repr(tally) == before  # left unchanged
+        tally.add(value, counts)
+        assert repr(predicted) == repr(tally.value(func)), func

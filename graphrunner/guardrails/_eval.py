@@ -191,6 +191,19 @@ class Tally:
         self.lo = value if self.lo is None else min(self.lo, value)
         self.hi = value if self.hi is None else max(self.hi, value)
 
+    def value_with(self, func: str, value: float, counts: bool) -> float:
+        """``value(func)`` as if ``add(value, counts)`` had been called, leaving self unchanged."""
+        if not counts:
+            return self.value(func)
+        if func == "count":
+            return float(self.count + 1)
+        if func == "max":
+            return value if self.hi is None else max(self.hi, value)
+        if func == "min":
+            return value if self.lo is None else min(self.lo, value)
+        total = self.total + value
+        return total / (self.count + 1) if func == "avg" else total
+
     def value(self, func: str) -> float:
         """The aggregate's value; 0 over no executions (see the module docstring)."""
         if func == "count":

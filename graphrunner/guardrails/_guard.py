@@ -11,7 +11,8 @@ result**, it is in scope with its telemetry: ``sum(tokens_used) > 10000`` fires 
 execution that crossed the cap. When several rules fire, the most severe action wins
 (abort, then pause, then reject), then the first in the policy.
 
-Aggregates are kept as running `Tally` values, so a check costs the same at every step.
+Aggregates are kept as running `Tally` values, so a check costs the same at every step, and
+conditions are compiled to closures once per policy (`graphrunner.guardrails._compile`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 
 from graphrunner.guardrails._ast import EQUALITY, ORDERING, Aggregate, Binary, Expr, Unary, unparse
 from graphrunner.guardrails._ast import Field as FieldRef
-from graphrunner.guardrails._eval import EvalContext, Tally, Value, contribution, evaluate
+from graphrunner.guardrails._compile import BoolFn, Compiler, ContributionFn, Frame
+from graphrunner.guardrails._eval import EvalContext, Tally, Value, evaluate
 from graphrunner.guardrails._policy import Action, Policy, Rule, Scope
 
 __all__ = [
@@ -101,9 +103,52 @@ def _observed(tree: Expr, context: EvalContext) -> dict[str, float | str]:
     return seen
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A rule ready to check: its condition compiled against its scope's aggregate slots."""
+
+    rule: Rule
+    severity: int
+    fires: BoolFn
+
+
+@dataclass
+class _Totals:
+    """Running tallies of one scope's aggregates, by slot, with their compiled contributions."""
+
+    aggregates: list[Aggregate]
+    contributions: list[ContributionFn]
+    tallies: list[Tally]
+
+    @classmethod
+    def of(cls, aggregates: list[Aggregate]) -> _Totals:
+        compiler = Compiler()
+        return cls(
+            aggregates,
+            [compiler.contribution(agg) for agg in aggregates],
+            [Tally() for _ in aggregates],
+        )
+
+    @property
+    def slots(self) -> dict[Aggregate, int]:
+        return {agg: i for i, agg in enumerate(self.aggregates)}
+
+    def with_row(self, tallies: list[Tally], row: Row, frame: Frame) -> list[float]:
+        """Each aggregate's value once ``row`` is added to ``tallies`` (left unchanged)."""
+        return [
+            tally.value_with(agg.func, *contribute(row, frame))
+            for agg, tally, contribute in zip(
+                self.aggregates, tallies, self.contributions, strict=True
+            )
+        ]
+
+
 @dataclass
 class LifetimeGuard:
     """The guardrail state of one lifetime under one effective policy.
+
+    Rule conditions are compiled once (`graphrunner.guardrails._compile`) when the guard is
+    made or a rule replaced; each check then costs a few closure calls per rule.
 
     Attributes:
         policy: The effective policy (global, graph and tenant layers merged).
@@ -113,37 +158,49 @@ class LifetimeGuard:
 
     policy: Policy
     rows: list[dict[str, object]] = field(default_factory=list)
-    _tallies: dict[Aggregate, Tally] = field(default_factory=dict)
+    _elapsed: list[float] = field(default_factory=list)  # of each row, when it was folded
+    _lifetime: _Totals = field(init=False)
+    _tenant: _Totals = field(init=False)
+    _tenant_keys: dict[str, Aggregate] = field(init=False)
+    _checked: list[_Checked] = field(init=False)
     _waived: set[tuple[str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        self._lifetime = _Totals.of([])
         self._rebuild()
 
     def _rebuild(self) -> None:
-        wanted = {
-            agg
-            for rule in self.policy.rules
-            if rule.scope is Scope.LIFETIME
-            for agg in aggregates_of(rule)
+        def distinct(scope: Scope) -> list[Aggregate]:
+            found = (agg for r in self.policy.rules if r.scope is scope for agg in aggregates_of(r))
+            return list(dict.fromkeys(found))
+
+        old = dict(zip(self._lifetime.aggregates, self._lifetime.tallies, strict=True))
+        lifetime = _Totals.of(distinct(Scope.LIFETIME))
+        for i, agg in enumerate(lifetime.aggregates):
+            kept = old.get(agg)
+            if kept is not None:
+                lifetime.tallies[i] = kept
+            else:  # a new aggregate (a rule replaced on resume): recompute it
+                contribute = lifetime.contributions[i]
+                for row, elapsed_s in zip(self.rows, self._elapsed, strict=True):
+                    lifetime.tallies[i].add(*contribute(row, Frame(elapsed_s)))
+        self._lifetime = lifetime
+        self._tenant = _Totals.of(distinct(Scope.TENANT))
+        self._tenant_keys = {aggregate_key(agg): agg for agg in self._tenant.aggregates}
+        compilers = {
+            Scope.EXECUTION: Compiler(),
+            Scope.LIFETIME: Compiler(self._lifetime.slots),
+            Scope.TENANT: Compiler(self._tenant.slots),
         }
-        tallies = {agg: self._tallies.get(agg) for agg in wanted}
-        for agg, tally in tallies.items():
-            if tally is None:  # a new aggregate (a rule replaced on resume): recompute it
-                fresh = Tally()
-                for row in self.rows:
-                    fresh.add(*contribution(agg, row, EvalContext()))
-                self._tallies[agg] = fresh
-        self._tallies = {agg: self._tallies[agg] for agg in wanted}
+        self._checked = [
+            _Checked(rule, _SEVERITY[rule.action], compilers[rule.scope].boolean(rule.when.tree))
+            for rule in self.policy.rules
+        ]
 
     @property
     def tenant_keys(self) -> dict[str, Aggregate]:
         """Aggregates of tenant-scope rules, by ledger key."""
-        return {
-            aggregate_key(agg): agg
-            for rule in self.policy.rules
-            if rule.scope is Scope.TENANT
-            for agg in aggregates_of(rule)
-        }
+        return dict(self._tenant_keys)
 
     def replace_rule(self, rule: Rule) -> None:
         """Swap in a new version of a rule (a raised limit on resume), recomputing totals."""
@@ -156,8 +213,11 @@ class LifetimeGuard:
 
     def tenant_contributions(self, row: Row, elapsed_s: float) -> dict[str, tuple[float, bool]]:
         """What ``row`` adds to each tenant-ledger counter."""
-        context = EvalContext(current=row, elapsed_s=elapsed_s)
-        return {key: contribution(agg, row, context) for key, agg in self.tenant_keys.items()}
+        frame = Frame(elapsed_s=elapsed_s)
+        return {
+            key: contribute(row, frame)
+            for key, contribute in zip(self._tenant_keys, self._tenant.contributions, strict=True)
+        }
 
     def check(
         self,
@@ -178,60 +238,66 @@ class LifetimeGuard:
             tenant: Tenant-ledger totals by key; before scheduling they exclude ``row`` (it is
                 added here), after the result they include it (it was charged).
         """
-        contexts: dict[Scope, EvalContext] = {}
-        best: tuple[int, Rule] | None = None
-        for rule in self.policy.rules:
-            if (rule.name, execution_id) in self._waived:
+        frames: dict[Scope, Frame] = {}
+        best: _Checked | None = None
+        for checked in self._checked:
+            rule = checked.rule
+            if best is not None and checked.severity <= best.severity:
                 continue
-            if best is not None and _SEVERITY[rule.action] <= best[0]:
+            if self._waived and (rule.name, execution_id) in self._waived:
                 continue
-            context = contexts.get(rule.scope)
-            if context is None:
-                context = contexts[rule.scope] = self._context(
-                    rule.scope, phase, row, elapsed_s, tenant
-                )
-            if rule.fires(context):
-                best = (_SEVERITY[rule.action], rule)
+            frame = frames.get(rule.scope)
+            if frame is None:
+                frame = frames[rule.scope] = self._frame(rule.scope, phase, row, elapsed_s, tenant)
+            if checked.fires(row, frame):
+                best = checked
         if best is None:
             return None
-        rule = best[1]
-        return Verdict(rule, phase, _observed(rule.when.tree, contexts[rule.scope]))
+        rule, frame = best.rule, frames[best.rule.scope]
+        # Only for the rule that fired: the values it saw, through the reference interpreter.
+        if rule.scope is Scope.EXECUTION:
+            context = EvalContext(current=row, executions=[row], elapsed_s=elapsed_s)
+        else:
+            totals = self._lifetime if rule.scope is Scope.LIFETIME else self._tenant
+            context = EvalContext(
+                current=row,
+                elapsed_s=elapsed_s,
+                totals=dict(zip(totals.aggregates, frame.totals, strict=True)),
+            )
+        return Verdict(rule, phase, _observed(rule.when.tree, context))
 
     def fold(self, row: Row, elapsed_s: float) -> None:
         """Add a finished (or rejected) execution to the lifetime's totals."""
-        context = EvalContext(current=row, elapsed_s=elapsed_s)
-        for agg, tally in self._tallies.items():
-            tally.add(*contribution(agg, row, context))
+        frame = Frame(elapsed_s=elapsed_s)
+        for tally, contribute in zip(
+            self._lifetime.tallies, self._lifetime.contributions, strict=True
+        ):
+            tally.add(*contribute(row, frame))
         self.rows.append(dict(row))
+        self._elapsed.append(elapsed_s)
 
-    def _context(
+    def _frame(
         self,
         scope: Scope,
         phase: Phase,
         row: Row,
         elapsed_s: float,
         tenant: Mapping[str, Tally] | None,
-    ) -> EvalContext:
+    ) -> Frame:
         if scope is Scope.EXECUTION:
-            return EvalContext(current=row, executions=[row], elapsed_s=elapsed_s)
-        base = EvalContext(current=row, elapsed_s=elapsed_s)
-        totals: dict[Aggregate, float] = {}
+            return Frame(elapsed_s=elapsed_s, executions=(row,))
+        base = Frame(elapsed_s=elapsed_s)
         if scope is Scope.LIFETIME:
-            for agg, tally in self._tallies.items():
-                totals[agg] = _with(tally, contribution(agg, row, base)).value(agg.func)
+            totals = self._lifetime
+            return Frame(elapsed_s, totals.with_row(totals.tallies, row, base))
+        seen = [(tenant or {}).get(key, Tally()) for key in self._tenant_keys]
+        if phase is Phase.BEFORE:
+            values = self._tenant.with_row(seen, row, base)
         else:
-            for key, agg in self.tenant_keys.items():
-                seen = (tenant or {}).get(key, Tally())
-                if phase is Phase.BEFORE:
-                    seen = _with(seen, contribution(agg, row, base))
-                totals[agg] = seen.value(agg.func)
-        return EvalContext(current=row, elapsed_s=elapsed_s, totals=totals)
-
-
-def _with(tally: Tally, add: tuple[float, bool]) -> Tally:
-    copy = Tally(tally.total, tally.count, tally.lo, tally.hi)
-    copy.add(*add)
-    return copy
+            values = [
+                t.value(agg.func) for agg, t in zip(self._tenant.aggregates, seen, strict=True)
+            ]
+        return Frame(elapsed_s, values)
 
 
 def execution_row(
