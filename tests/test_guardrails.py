@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from graphrunner import (
     AgentGraph,
@@ -35,9 +37,16 @@ from graphrunner import (
 from graphrunner._types import LifetimeResult, Telemetry
 from graphrunner.activities import Recorder
 from graphrunner.errors import GraphrunnerError
-from graphrunner.guardrails import GuardrailStatus, Policy, PolicySource, parse_policy
+from graphrunner.guardrails import (
+    GuardrailInterceptor,
+    GuardrailStatus,
+    Policy,
+    PolicySource,
+    parse_policy,
+)
 from graphrunner.stores import LocalBlobStore, RecordStore
 from graphrunner.worker import build_worker
+from graphrunner.workflows import AgentLifetimeWorkflow
 from tests.conftest import activity_summaries, assert_replays
 from tests.test_cli_lifetimes import cli_env, graphrunner
 
@@ -488,6 +497,46 @@ async def test_tenant_cap_holds_across_concurrent_lifetimes(harness: Harness) ->
         await assert_replays(harness.temporal, handle)
 
 
+async def local_activity_summaries(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    """Summaries of the local activities in a lifetime's history (marker events)."""
+    history = await handle.fetch_history()
+    return [
+        event.user_metadata.summary.data.decode().strip('"')
+        for event in history.events
+        if event.HasField("marker_recorded_event_attributes")
+        and event.user_metadata.HasField("summary")
+    ]
+
+
+async def test_a_tenant_rule_reads_the_ledger_once_then_uses_what_each_charge_returned(
+    harness: Harness,
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    roomy = "{name: cap, when: sum(tokens_used) > 1e12, scope: tenant, action: abort_lifetime}"
+    async with harness.worker(PolicySource(global_policy=policy(roomy))):
+        handle = await harness.start(loop_graph("ledger", rounds=4), tenant=tenant)
+        assert (await handle.result()).output == {"rounds": 4}
+    markers = await local_activity_summaries(handle)
+    # 8 executions, each charged once; only the first needed a read of its own: every later
+    # one was scheduled in the workflow task that charged the one before it.
+    assert markers.count("guardrails · tenant charge") == 8
+    assert markers.count("guardrails · tenant usage") == 1
+    usage = await harness.store.tenant_usage(tenant, ["sum(tokens_used)"])
+    assert usage["sum(tokens_used)"].total == 4 * TOKENS  # the plans spend nothing
+    await assert_replays(harness.temporal, handle)
+
+    # That first read is real: a new lifetime of a tenant already over a cap stops at once.
+    tight = (
+        f"{{name: cap, when: sum(tokens_used) > {TOKENS}, scope: tenant, action: abort_lifetime}}"
+    )
+    async with harness.worker(PolicySource(global_policy=policy(tight))):
+        late = await harness.start(loop_graph("late", rounds=4), tenant=tenant)
+        cause = await abort_error(late)
+    assert "before it ran" in str(cause) and f"{4 * TOKENS}" in str(cause)
+    assert await activity_summaries(late) == []
+    await assert_replays(harness.temporal, late)
+
+
 async def test_tenant_rules_need_a_state_db(env: WorkflowEnvironment, task_queue: str) -> None:
     rule = "{name: t, when: count() > 1, scope: tenant, action: abort_lifetime}"
     client = GraphrunnerClient(env.client, settings=Settings(task_queue=task_queue))
@@ -609,3 +658,20 @@ def test_a_worker_with_a_bad_policy_stops_before_connecting(tmp_path: Path) -> N
     assert done.returncode == 2
     assert str(tenants / "acme.yaml") in done.stderr
     assert "scope" in done.stderr and "action" in done.stderr, done.stderr
+
+
+# -- compatibility ----------------------------------------------------------------------------
+
+
+async def test_a_tenant_lifetime_recorded_before_the_ledger_read_was_saved_still_replays() -> None:
+    # Recorded with the interceptor of commit 2b2309f, which read the tenant ledger before
+    # every execution; the current one reuses a charge's totals behind workflow.patched.
+    text = (Path(__file__).parent / "fixtures" / "histories" / "tenant-rule-v0.json").read_text()
+    history = WorkflowHistory.from_json("tenant-rule-v0", text)
+    replayer = Replayer(
+        workflows=[AgentLifetimeWorkflow],
+        interceptors=[GuardrailInterceptor()],
+        data_converter=pydantic_data_converter,
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
