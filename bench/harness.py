@@ -43,6 +43,7 @@ __all__ = [
     "GUARD_TITLE",
     "RECORDING",
     "TENANT",
+    "UNGUARDED",
     "Config",
     "Measurement",
     "Report",
@@ -67,6 +68,10 @@ GUARDED = {
 # One tenant-scope rule: a ledger read before and a charge after every execution, in the
 # SQLite state DB, so it is compared with the SQLite recording side.
 TENANT = "graphrunner+tenant"
+# graphrunner's worker without the guardrail interceptor (bench only): what guardrails cost
+# before any rule, the interceptor's own wrapper and its policy local activity per lifetime.
+UNGUARDED = "graphrunner-noguard"
+UNGUARDED_QUEUE = "bench-gr-no-guard"
 TENANT_QUEUE = "bench-gr-tenant-1"
 TENANT_REFERENCE = "graphrunner+sqlite"  # the same recording worker without rules
 GUARD_TITLE = "Per-step latency, guardrails: "  # how the guardrail rows' titles begin
@@ -391,7 +396,7 @@ class _Run:
         """Per-step latency under 0, 1 and 25 guardrail rules (and one tenant-scope rule)."""
         cfg = self.cfg
         by_name = {side.name: side for side in self.sides + self.guarded}
-        names = [GRAPHRUNNER, *GUARDED, BASELINE]
+        names = [UNGUARDED, GRAPHRUNNER, *GUARDED, BASELINE]
         limits = {}
         tenant = f", {cfg.tenant_reps} x for the tenant rule and its reference"
         if TENANT in by_name and TENANT_REFERENCE in by_name:
@@ -422,10 +427,12 @@ class _Run:
         rows: list[Measurement] = [
             Measurement(
                 "guardrails_0",
-                f"{title}no policy (0 rules)",
+                f"{title}no policy (0 rules) vs no interceptor",
                 "ms/step",
                 higher_is_better=False,
                 aim=None,
+                reference=UNGUARDED,
+                against=UNGUARDED,
                 group="guardrails",
             )
         ]
@@ -538,6 +545,9 @@ async def run(cfg: Config) -> Report:
         ]
         sides.append(Baseline(client))
         guarded: list[Side] = [
+            Graphrunner(gr_client, name=UNGUARDED, queue=UNGUARDED_QUEUE, guardrails=False)
+        ]
+        guarded += [
             Graphrunner(
                 gr_client,
                 name=name,

@@ -198,7 +198,7 @@ def _print_records(report: Report, console: Console) -> None:
 
 # Short names of the guardrail rows in their table.
 _GUARD_LABELS = {
-    "guardrails_0": "0 rules",
+    "guardrails_0": "0 rules (vs no interceptor)",
     "guardrails_1": "1 rule",
     "guardrails_25": "25 rules",
     "guardrails_tenant": "tenant rule, SQLite records",
@@ -215,7 +215,7 @@ def _print_guardrails(report: Report, console: Console) -> None:
         )
         table.add_column("policy")
         table.add_column("ms/step", justify="right")
-        table.add_column("vs 0 rules", justify="right")
+        table.add_column("vs reference", justify="right")
         table.add_column("added", justify="right")
         table.add_column("aim", justify="right")
         table.add_column("vs baseline", justify="right")
@@ -251,11 +251,13 @@ def _print_guardrails(report: Report, console: Console) -> None:
             f"[dim]Up to {cfg.guard_reps} lifetimes of {cfg.steps} Task+Plan steps per side "
             "((k of n): rounds the time budget allowed); the tenant-rule side and its reference "
             "(a SQLite recording worker without rules, which its ratios use instead of 0 rules) "
-            f"take part in the first {cfg.tenant_reps}. Every worker runs the guardrail "
-            "interceptor; the policy is the worker's global layer (bench/guardrails.py); the "
-            "rules are evaluated at every check and never fire. added: ms/step over the "
-            "reference. CPU: ms per step of this process (client and all workers) during the "
-            "side's lifetimes; guard: of which thread CPU inside LifetimeGuard.check and fold, "
+            f"take part in the first {cfg.tenant_reps}. Reference: 0 rules for the 1- and "
+            "25-rule rows; for the 0-rule row, the same worker without the guardrail "
+            "interceptor (bench only: every graphrunner worker runs it). The policy is the "
+            "worker's global layer (bench/guardrails.py); the rules are evaluated at every "
+            "check and never fire. added: ms/step over the reference. CPU: ms per step of "
+            "this process (client and all workers) during the side's lifetimes; guard: of "
+            "which thread CPU inside LifetimeGuard.check and fold, "
             "as the interceptor calls them in the workflow worker.[/dim]"
         )
     costs = report.guard_cost

@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, Protocol
 
 from temporalio.client import Client, WorkflowHandle
@@ -25,7 +26,7 @@ from graphrunner.activities import Recorder
 from graphrunner.graph import GraphDefaults
 from graphrunner.guardrails import PolicySource
 from graphrunner.stores import BlobStore, RecordStore, data_converter
-from graphrunner.worker import build_worker
+from graphrunner.worker import build_worker, worker_config
 
 __all__ = [
     "Baseline",
@@ -113,7 +114,7 @@ class Graphrunner:
     the worker writes every node execution to that state DB (results over the inline limit
     to ``blobs``), as a deployment with records on does; ``name`` then tells the sides apart.
     ``policies`` are the worker's guardrail layers (none by default; the guardrail
-    interceptor runs either way).
+    interceptor runs either way, unless ``guardrails`` is False, a bench-only variant).
     """
 
     def __init__(
@@ -125,9 +126,11 @@ class Graphrunner:
         records: RecordStore | None = None,
         blobs: BlobStore | None = None,
         policies: PolicySource | None = None,
+        guardrails: bool = True,
     ) -> None:
         self.name = name
         self.policies = policies
+        self.guardrails = guardrails
         self.client = client
         self.queue = queue
         settings = Settings(task_queue=self.queue)
@@ -141,9 +144,22 @@ class Graphrunner:
         self.fan_graphs: dict[tuple[int, int], AgentGraph] = {}
 
     def worker(self) -> Worker:
-        return build_worker(
-            self.client, task_queue=self.queue, recorder=self.recorder, policies=self.policies
+        if self.guardrails:
+            return build_worker(
+                self.client, task_queue=self.queue, recorder=self.recorder, policies=self.policies
+            )
+        # What guardrails cost before any rule: build_worker's worker without the guardrail
+        # interceptor, which no graphrunner deployment runs (build_worker always adds it).
+        config = worker_config(
+            self.client,
+            task_queue=self.queue,
+            recorder=self.recorder,
+            policies=self.policies,
+            max_concurrent_activities=100,
+            identity=None,
+            sticky_queue_timeout=timedelta(seconds=10),
         )
+        return Worker(**config)
 
     def loop(self, steps: int, *, local: bool) -> Starter:
         if (local, steps) not in self.graphs:
