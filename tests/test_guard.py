@@ -159,3 +159,47 @@ def test_a_value_with_one_more_execution_equals_adding_it(
         assert repr(tally) == before  # left unchanged
         tally.add(value, counts)
         assert repr(predicted) == repr(tally.value(func)), func
+
+
+def test_fan_out_siblings_admitted_before_any_runs_count_for_each_other() -> None:
+    guard = guard_for('node == "s" and count(where node == "s") > 5', action="reject_execution")
+    for i in range(1, 5):
+        guard.fold(execution_row(node="s", kind="task", iteration=i, status="succeeded"), 0)
+    branches = {
+        eid: execution_row(node="s", kind="task", iteration=5, status="scheduled")
+        for eid in ("a", "b", "c")
+    }
+    admitted = []
+    for eid, row in branches.items():  # the interceptor checks them one after another
+        if guard.check(Phase.BEFORE, row, execution_id=eid, elapsed_s=0) is None:
+            guard.admit(eid, row, 0)
+            admitted.append(eid)
+    assert admitted == ["a"]  # the 5th search fits; a 6th and 7th alongside it do not
+    done = execution_row(node="s", kind="task", iteration=5, status="succeeded")
+    assert guard.check(Phase.AFTER, done, execution_id="a", elapsed_s=0) is None
+    guard.fold(done, 0, execution_id="a")
+    nxt = execution_row(node="s", kind="task", iteration=6, status="scheduled")
+    assert guard.check(Phase.BEFORE, nxt, execution_id="d", elapsed_s=0) is not None
+
+
+def test_a_dropped_execution_stops_counting() -> None:
+    guard = guard_for("count() > 1")
+    row = execution_row(node="s", kind="task", iteration=1, status="scheduled")
+    guard.admit("a", row, 0)
+    assert guard.check(Phase.BEFORE, row, execution_id="b", elapsed_s=0) is not None
+    guard.drop("a")
+    assert guard.check(Phase.BEFORE, row, execution_id="b", elapsed_s=0) is None
+
+
+def test_tenant_deltas_are_numbers_the_ledger_can_store() -> None:
+    guard = guard_for(
+        "sum(cost_usd * 1e308 * 10) > 1", "sum(-cost_usd * 1e308 * 10) > 1", scope="tenant"
+    )
+    row = execution_row(
+        node="a", kind="task", iteration=1, status="succeeded", telemetry={"cost_usd": 1.0}
+    )
+    deltas = guard.tenant_contributions(row, 0.0)
+    assert sorted(deltas.values()) == [
+        (-1.7976931348623157e308, True),
+        (1.7976931348623157e308, True),
+    ]

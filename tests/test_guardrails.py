@@ -150,6 +150,28 @@ def choice_graph(name: str) -> AgentGraph:
     )
 
 
+class FanOutOnce(Plan):
+    """Fans out to every successor once, then finishes with what came back."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        if ctx.iteration == 1:
+            return PlanResult.goto(*ctx.successors)
+        return PlanResult.finish(
+            {
+                "ran": sorted(r.node for r in results if not r.rejected),
+                "rejected": sorted(r.node for r in results if r.rejected),
+            }
+        )
+
+
+def fan_graph(name: str, branches: int = 3) -> AgentGraph:
+    names = [f"s{i}" for i in range(1, branches + 1)]
+    builder = GraphBuilder(name, version="1.0.0").plan("fan", FanOutOnce)
+    for branch in names:
+        builder.task(branch, Spend)
+    return builder.parallel("fan", *names).join("fan", *names).final("fan").build()
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[RecordStore]:
     records = RecordStore(f"sqlite:///{tmp_path / 'state.db'}")
@@ -328,6 +350,25 @@ async def test_a_rejected_result_is_discarded_and_the_plan_chooses_again(harness
     [decision] = await harness.store.decisions(handle.id)
     assert decision.observed == {"tokens_used": 5000.0}
     assert decision.message == "one call may use 2000 tokens"
+    await assert_replays(harness.temporal, handle)
+
+
+async def test_parallel_branches_count_for_each_other_before_any_of_them_runs(
+    harness: Harness,
+) -> None:
+    two = (
+        '{name: two-tasks, when: \'kind == "task" and count(where kind == "task") > 2\', '
+        "scope: lifetime, action: reject_execution}"
+    )
+    async with harness.worker(PolicySource(global_policy=policy(two))):
+        handle = await harness.start(fan_graph("fan-budget"))
+        result = await handle.result()
+    # Three branches were checked one after another before any ran: the third saw the two
+    # admitted before it, and the two that ran are not rejected after the fact.
+    assert result.output == {"ran": ["s1", "s2"], "rejected": ["s3"]}
+    assert sorted(await activity_summaries(handle)) == ["fan · 1", "fan · 2", "s1 · 1", "s2 · 1"]
+    decisions = await harness.store.decisions(handle.id)
+    assert [(d.rule, d.node, d.phase) for d in decisions] == [("two-tasks", "s3", "before")]
     await assert_replays(harness.temporal, handle)
 
 
@@ -663,15 +704,25 @@ def test_a_worker_with_a_bad_policy_stops_before_connecting(tmp_path: Path) -> N
 # -- compatibility ----------------------------------------------------------------------------
 
 
-async def test_a_tenant_lifetime_recorded_before_the_ledger_read_was_saved_still_replays() -> None:
-    # Recorded with the interceptor of commit 2b2309f, which read the tenant ledger before
-    # every execution; the current one reuses a charge's totals behind workflow.patched.
-    text = (Path(__file__).parent / "fixtures" / "histories" / "tenant-rule-v0.json").read_text()
-    history = WorkflowHistory.from_json("tenant-rule-v0", text)
+# Histories recorded with the interceptor of an earlier commit; the current one changed what
+# it does behind workflow.patched, so lifetimes started before an upgrade replay unchanged.
+OLD_HISTORIES = {
+    # 2b2309f read the tenant ledger before every execution.
+    "tenant-rule-v0": "a tenant rule, from before the ledger read was saved",
+    # 75f5bfe counted an execution only once it finished: the third of three parallel
+    # branches ran and was rejected after the fact.
+    "fan-count-v0": "a count rule over a fan-out, from before in-flight counting",
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_HISTORIES))
+async def test_a_lifetime_recorded_by_an_earlier_interceptor_still_replays(name: str) -> None:
+    text = (Path(__file__).parent / "fixtures" / "histories" / f"{name}.json").read_text()
+    history = WorkflowHistory.from_json(name, text)
     replayer = Replayer(
         workflows=[AgentLifetimeWorkflow],
         interceptors=[GuardrailInterceptor()],
         data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    assert result.replay_failure is None, result.replay_failure
+    assert result.replay_failure is None, OLD_HISTORIES[name]

@@ -199,6 +199,10 @@ def test_rules_built_in_python_are_validated_too() -> None:
         Rule(name="cap", when="count() + tokens > 3", scope="lifetime", action="abort_lifetime")
     with pytest.raises(ValidationError, match="rule name 'cap' is used twice"):
         Policy(rules=[rule, rule])
+    # A parsed expression must be a condition too, or the saved policy would not load back.
+    number = parse_expression("cost_usd + 1", expect=None)
+    with pytest.raises(ValidationError, match="must be true or false, not a number"):
+        Rule(name="cap", when=number, scope="lifetime", action="abort_lifetime")
 
 
 def test_json_schema_accepts_the_valid_fixtures_and_rejects_a_bad_scope() -> None:

@@ -18,6 +18,7 @@ conditions are compiled to closures once per policy (`graphrunner.guardrails._co
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -150,6 +151,12 @@ class LifetimeGuard:
     Rule conditions are compiled once (`graphrunner.guardrails._compile`) when the guard is
     made or a rule replaced; each check then costs a few closure calls per rule.
 
+    An execution counts in the lifetime's totals from the moment it passes its check before
+    scheduling (`admit`) until its result is folded in (`fold`) or it is dropped (`drop`):
+    the branches of a fan-out are checked one after another before any of them runs, and
+    each must see the others, or ``count(where node == "search") > 5`` would let three
+    parallel searches through where only one fits.
+
     Attributes:
         policy: The effective policy (global, graph and tenant layers merged).
         rows: Every execution folded so far (kept so that a rule replaced on resume can be
@@ -158,6 +165,8 @@ class LifetimeGuard:
 
     policy: Policy
     rows: list[dict[str, object]] = field(default_factory=list)
+    # Admitted, not yet folded: execution id -> (row before scheduling, elapsed at admission).
+    _in_flight: dict[str, tuple[dict[str, object], float]] = field(default_factory=dict)
     _elapsed: list[float] = field(default_factory=list)  # of each row, when it was folded
     _lifetime: _Totals = field(init=False)
     _tenant: _Totals = field(init=False)
@@ -215,7 +224,7 @@ class LifetimeGuard:
         """What ``row`` adds to each tenant-ledger counter."""
         frame = Frame(elapsed_s=elapsed_s)
         return {
-            key: contribute(row, frame)
+            key: _finite(*contribute(row, frame))
             for key, contribute in zip(self._tenant_keys, self._tenant.contributions, strict=True)
         }
 
@@ -248,7 +257,9 @@ class LifetimeGuard:
                 continue
             frame = frames.get(rule.scope)
             if frame is None:
-                frame = frames[rule.scope] = self._frame(rule.scope, phase, row, elapsed_s, tenant)
+                frame = frames[rule.scope] = self._frame(
+                    rule.scope, phase, row, execution_id, elapsed_s, tenant
+                )
             if checked.fires(row, frame):
                 best = checked
         if best is None:
@@ -266,8 +277,24 @@ class LifetimeGuard:
             )
         return Verdict(rule, phase, _observed(rule.when.tree, context))
 
-    def fold(self, row: Row, elapsed_s: float) -> None:
-        """Add a finished (or rejected) execution to the lifetime's totals."""
+    def admit(self, execution_id: str, row: Row, elapsed_s: float) -> None:
+        """Count an execution that passed its check before scheduling, until it is folded."""
+        self._in_flight[execution_id] = (dict(row), elapsed_s)
+
+    def drop(self, execution_id: str) -> None:
+        """Stop counting an admitted execution that ended without a result (it failed)."""
+        self._in_flight.pop(execution_id, None)
+
+    def fold(self, row: Row, elapsed_s: float, *, execution_id: str | None = None) -> None:
+        """Add a finished (or rejected) execution to the lifetime's totals.
+
+        Args:
+            row: The execution, with its telemetry.
+            elapsed_s: Seconds since the lifetime started.
+            execution_id: Its id, if it was admitted: it then stops counting as in flight.
+        """
+        if execution_id is not None:
+            self._in_flight.pop(execution_id, None)
         frame = Frame(elapsed_s=elapsed_s)
         for tally, contribute in zip(
             self._lifetime.tallies, self._lifetime.contributions, strict=True
@@ -281,6 +308,7 @@ class LifetimeGuard:
         scope: Scope,
         phase: Phase,
         row: Row,
+        execution_id: str,
         elapsed_s: float,
         tenant: Mapping[str, Tally] | None,
     ) -> Frame:
@@ -289,7 +317,15 @@ class LifetimeGuard:
         base = Frame(elapsed_s=elapsed_s)
         if scope is Scope.LIFETIME:
             totals = self._lifetime
-            return Frame(elapsed_s, totals.with_row(totals.tallies, row, base))
+            tallies = totals.tallies
+            others = [v for k, v in self._in_flight.items() if k != execution_id]
+            if others:  # admitted siblings (a fan-out): count them as they stand
+                tallies = [Tally(t.total, t.count, t.lo, t.hi) for t in tallies]
+                for other, admitted_at in others:
+                    at = Frame(elapsed_s=admitted_at)
+                    for tally, contribute in zip(tallies, totals.contributions, strict=True):
+                        tally.add(*contribute(other, at))
+            return Frame(elapsed_s, totals.with_row(tallies, row, base))
         seen = [(tenant or {}).get(key, Tally()) for key in self._tenant_keys]
         if phase is Phase.BEFORE:
             values = self._tenant.with_row(seen, row, base)
@@ -298,6 +334,13 @@ class LifetimeGuard:
                 t.value(agg.func) for agg, t in zip(self._tenant.aggregates, seen, strict=True)
             ]
         return Frame(elapsed_s, values)
+
+
+def _finite(value: float, counts: bool) -> tuple[float, bool]:
+    """A ledger delta JSON (and so the state DB) can carry: infinities clamp, NaN is 0."""
+    if math.isnan(value):
+        return 0.0, counts
+    return max(-sys.float_info.max, min(sys.float_info.max, value)), counts
 
 
 def execution_row(

@@ -73,9 +73,13 @@ _NODE_ACTIVITIES = (RUN_TASK, RUN_PLAN)
 _LOCAL_TIMEOUT = timedelta(seconds=30)
 _LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
 _MANUAL = "manual-pause"
-# Patch id (workflow.patched) of reusing the totals a tenant charge returned as the next
-# execution's "before" totals within one workflow task, instead of reading them again.
-_FRESH_TENANT_TOTALS = "graphrunner-fresh-tenant-totals"
+# Patch id (workflow.patched) of guardrails v2, which (1) reuses the totals a tenant charge
+# returned as the next execution's "before" totals within one workflow task instead of
+# reading them again, (2) counts admitted executions as in flight (fan-out siblings see each
+# other) and (3) does not count an execution rejected before it ran. Asked once, before the
+# first command of the lifetime: the core SDK rejects a patch marker recorded after a local
+# activity's in the same workflow task when it replays a paused lifetime.
+_V2 = "graphrunner-guardrails-v2"
 
 
 class GuardrailInterceptor(Interceptor):
@@ -143,6 +147,7 @@ class _Guardian:
         self._manual: PauseInfo | None = None
         # (workflow time, totals) returned by this lifetime's latest tenant charge.
         self._charged: tuple[datetime, dict[str, Tally]] | None = None
+        self._v2 = False  # see _V2; False when replaying a history from before it
 
     # -- start ----------------------------------------------------------------------------
 
@@ -154,6 +159,7 @@ class _Guardian:
 
     async def start(self, inp: LifetimeInput) -> None:
         self._input = inp
+        self._v2 = workflow.patched(_V2)
         snapshot = await workflow.execute_local_activity(
             LOAD_POLICY,
             PolicyRequest(tenant=inp.tenant),
@@ -187,20 +193,26 @@ class _Guardian:
             return await start(input)
         kind = "task" if isinstance(call, TaskCall) else "plan"
         eid = call.execution_id
-        while self._manual is not None:
-            await workflow.wait_condition(lambda: self._manual is None)
+        if self._manual is not None:
+            await self._wait_manual(call)
         row = execution_row(
             node=call.node.name, kind=kind, iteration=call.iteration, status="scheduled"
         )
-        tenant_keys = list(guard.tenant_keys)
         while True:
+            tenant_keys = list(guard.tenant_keys)  # a resume may have replaced a tenant rule
             tenant = await self._tenant_usage(tenant_keys) if tenant_keys else None
             verdict = guard.check(
                 Phase.BEFORE, row, execution_id=eid, elapsed_s=self._elapsed(), tenant=tenant
             )
             if verdict is None or not await self._act(verdict, call, kind, row, ran=False):
                 break
-        result = await start(input)
+        if self._v2:
+            guard.admit(eid, row, self._elapsed())
+        try:
+            result = await start(input)
+        except BaseException:
+            guard.drop(eid)
+            raise
         telemetry = result.telemetry
         row = execution_row(
             node=call.node.name,
@@ -219,8 +231,23 @@ class _Guardian:
             )
             if verdict is None or not await self._act(verdict, call, kind, row, ran=True):
                 break
-        guard.fold(row, self._elapsed())
+            if tenant is not None and list(guard.tenant_keys) != tenant_keys:
+                # Resumed with a new tenant condition: read its counters (this execution
+                # was charged under the old ones only, so they miss it).
+                tenant_keys = list(guard.tenant_keys)
+                tenant = await self._tenant_usage(tenant_keys) if tenant_keys else None
+        guard.fold(row, self._elapsed(), execution_id=eid)
         return result
+
+    async def _wait_manual(self, call: TaskCall | PlanCall) -> None:
+        """Hold a node while the lifetime is paused by hand, saying so where users look."""
+        workflow.set_current_details(
+            f"**paused** by hand before {call.node.name} · {call.iteration}: "
+            f"{(self._manual.message if self._manual else '') or 'no reason given'}. Resume with "
+            f"`graphrunner resume {workflow.info().workflow_id}`"
+        )
+        await workflow.wait_condition(lambda: self._manual is None)
+        workflow.set_current_details(f"resumed before {call.node.name} · {call.iteration}")
 
     async def _act(
         self,
@@ -258,8 +285,11 @@ class _Guardian:
                 non_retryable=True,
             )
         if rule.action is Action.REJECT_EXECUTION:
-            if self._guard is not None:
-                self._guard.fold({**row, "status": "rejected"}, self._elapsed())
+            # A rejected execution that ran spent what it spent; one rejected before it ran
+            # never happened, so it does not count (older histories counted it: _V2).
+            if self._guard is not None and (ran or not self._v2):
+                rejected = {**row, "status": "rejected"}
+                self._guard.fold(rejected, self._elapsed(), execution_id=call.execution_id)
             raise GuardrailRejected(
                 Rejection(
                     rule=rule.name,
@@ -473,11 +503,7 @@ class _Guardian:
         # already in flight, the bound tenant caps promise. This halves the local
         # activities per execution (each costs ~3 ms of SDK work, see bench/README.md).
         charged = self._charged
-        if (
-            charged is not None
-            and charged[0] == workflow.now()
-            and workflow.patched(_FRESH_TENANT_TOTALS)
-        ):
+        if charged is not None and charged[0] == workflow.now() and self._v2:
             return charged[1]
         inp = self._input
         totals = await workflow.execute_local_activity(

@@ -44,7 +44,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from graphrunner.errors import PolicyError
-from graphrunner.guardrails._ast import Boolean
+from graphrunner.guardrails._ast import Boolean, ExprType
 from graphrunner.guardrails._eval import EvalContext
 from graphrunner.guardrails._expr import MAX_LENGTH, Expression, parse_expression
 from graphrunner.guardrails._yaml import Composed, Loc, compose, node_position, scalar_locator
@@ -82,6 +82,8 @@ class Action(StrEnum):
 
 def _to_expression(value: object) -> Expression:
     if isinstance(value, Expression):
+        if value.type is not ExprType.BOOLEAN:
+            raise ValueError(f"a condition must be true or false, not a {value.type}")
         return value
     if not isinstance(value, str):
         raise ValueError("expected an expression string")
