@@ -372,6 +372,24 @@ async def test_parallel_branches_count_for_each_other_before_any_of_them_runs(
     await assert_replays(harness.temporal, handle)
 
 
+async def test_a_held_branch_stays_visible_while_its_siblings_start(harness: Harness) -> None:
+    hold = "{name: hold-s1, when: 'node == \"s1\"', scope: execution, action: pause_lifetime}"
+    async with harness.worker(PolicySource(global_policy=policy(hold))):
+        handle = await harness.start(fan_graph("fan-hold"))
+        status = await harness.wait_paused(handle.id)
+        assert [(p.rule, p.node) for p in status.paused] == [("hold-s1", "s1")]
+        # s2 and s3 started after s1 was held (each start names itself in the details); the
+        # hold is shown again after them, not overwritten.
+        meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        assert meta.current_details.startswith("**paused** by guardrail **hold-s1** at s1 · 1")
+        await harness.client.resume(handle.id)
+        result = await handle.result()
+        meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert result.output == {"ran": ["s1", "s2", "s3"], "rejected": []}
+    assert "paused" not in meta.current_details
+    await assert_replays(harness.temporal, handle)
+
+
 async def test_a_plan_that_keeps_choosing_rejected_work_is_stopped_by_the_iteration_cap(
     harness: Harness,
 ) -> None:
@@ -501,6 +519,21 @@ async def test_pause_by_hand_holds_the_next_node_until_resumed(harness: Harness)
         assert [(p.rule, p.message) for p in status.paused] == [("manual-pause", "inspecting")]
         with pytest.raises(GraphrunnerError, match="already paused"):
             await harness.client.pause(handle.id)
+        # Once the lifetime reaches its next node, the UI says it is held there (not running).
+        async with asyncio.timeout(10):
+            while True:
+                meta = await handle.query(
+                    "__temporal_workflow_metadata", result_type=WorkflowMetadata
+                )
+                if "**paused** by hand before " in meta.current_details:
+                    break
+                await asyncio.sleep(0.05)
+        assert meta.current_details.endswith(
+            f"inspecting\n\nResume with `graphrunner resume {handle.id}`"
+        )
+        held = await activity_summaries(handle)
+        await asyncio.sleep(0.3)
+        assert await activity_summaries(handle) == held, "nothing runs while paused"
         await harness.client.resume(handle.id)
         result = await handle.result()
     assert result.output == {"rounds": 3}

@@ -148,6 +148,7 @@ class _Guardian:
         # (workflow time, totals) returned by this lifetime's latest tenant charge.
         self._charged: tuple[datetime, dict[str, Tally]] | None = None
         self._v2 = False  # see _V2; False when replaying a history from before it
+        self._manual_at: list[str] = []  # nodes held by the manual pause ("node · iteration")
 
     # -- start ----------------------------------------------------------------------------
 
@@ -208,6 +209,8 @@ class _Guardian:
                 break
         if self._v2:
             guard.admit(eid, row, self._elapsed())
+        if self._paused or self._manual is not None:
+            self._show_pauses()  # the workflow has just shown this node as running
         try:
             result = await start(input)
         except BaseException:
@@ -241,13 +244,36 @@ class _Guardian:
 
     async def _wait_manual(self, call: TaskCall | PlanCall) -> None:
         """Hold a node while the lifetime is paused by hand, saying so where users look."""
-        workflow.set_current_details(
-            f"**paused** by hand before {call.node.name} · {call.iteration}: "
-            f"{(self._manual.message if self._manual else '') or 'no reason given'}. Resume with "
-            f"`graphrunner resume {workflow.info().workflow_id}`"
-        )
-        await workflow.wait_condition(lambda: self._manual is None)
-        workflow.set_current_details(f"resumed before {call.node.name} · {call.iteration}")
+        self._manual_at.append(f"{call.node.name} · {call.iteration}")
+        self._show_pauses()
+        try:
+            await workflow.wait_condition(lambda: self._manual is None)
+        finally:
+            self._manual_at.remove(f"{call.node.name} · {call.iteration}")
+        if not self._show_pauses():
+            workflow.set_current_details(f"resumed before {call.node.name} · {call.iteration}")
+
+    def _show_pauses(self) -> bool:
+        """Show every hold in the Temporal UI's current details; False when nothing is held.
+
+        The workflow sets the details to the node it starts, so a hold that began earlier
+        (another fan-out branch) is shown again whenever the interceptor runs.
+        """
+        lines = [
+            f"**paused** by guardrail **{info.rule}** at {info.node} · {info.iteration}: "
+            f"{info.message or info.condition} ({_values(info.observed)})"
+            for info, _ in self._paused.values()
+        ]
+        if self._manual is not None:
+            where = f" before {', '.join(self._manual_at)}" if self._manual_at else ""
+            lines.append(f"**paused** by hand{where}: {self._manual.message or 'no reason given'}")
+        if not lines:
+            return False
+        resume = f"Resume with `graphrunner resume {workflow.info().workflow_id}`"
+        if self._paused:
+            resume += " (add `--when` to raise the limit)"
+        workflow.set_current_details("\n\n".join([*lines, resume]))
+        return True
 
     async def _act(
         self,
@@ -318,18 +344,13 @@ class _Guardian:
         self._next_pause += 1
         self._paused[token] = (info, execution_id)
         generation = self._generation
-        values = _values(info.observed)
-        workflow.set_current_details(
-            f"**paused** by guardrail **{info.rule}** at {info.node} · {info.iteration}: "
-            f"{info.message or info.condition} ({values}). Resume with "
-            f"`graphrunner resume {workflow.info().workflow_id}` (add `--when` to raise the "
-            "limit)"
-        )
+        self._show_pauses()
         try:
             await workflow.wait_condition(lambda: self._generation > generation)
         finally:
             self._paused.pop(token, None)
-        workflow.set_current_details(f"resumed after guardrail **{info.rule}**")
+        if not self._show_pauses():
+            workflow.set_current_details(f"resumed after guardrail **{info.rule}**")
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -431,10 +452,8 @@ class _Guardian:
             observed={},
             message=request.reason,
         )
-        workflow.set_current_details(
-            f"**paused** by hand: {request.reason or 'no reason given'}. Resume with "
-            f"`graphrunner resume {workflow.info().workflow_id}`"
-        )
+        if self._manual is info:  # not resumed while the decision was being recorded
+            self._show_pauses()
         return info
 
     # -- activities -----------------------------------------------------------------------
