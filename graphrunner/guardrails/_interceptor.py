@@ -119,7 +119,7 @@ class _Outbound(WorkflowOutboundInterceptor):
         self._guardian = guardian
 
     def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
-        if input.activity not in _NODE_ACTIVITIES or not self._guardian.active:
+        if input.activity not in _NODE_ACTIVITIES or not self._guardian.gates():
             return self.next.start_activity(input)
         # The check must run before the activity is scheduled, so the handle the workflow
         # awaits is a task that checks, schedules, then checks the result.
@@ -127,7 +127,7 @@ class _Outbound(WorkflowOutboundInterceptor):
         return asyncio.ensure_future(gated)  # type: ignore[return-value]
 
     def start_local_activity(self, input: StartLocalActivityInput) -> workflow.ActivityHandle[Any]:
-        if input.activity not in _NODE_ACTIVITIES or not self._guardian.active:
+        if input.activity not in _NODE_ACTIVITIES or not self._guardian.gates():
             return self.next.start_local_activity(input)
         gated = self._guardian.guard(input, self.next.start_local_activity)
         return asyncio.ensure_future(gated)  # type: ignore[return-value]
@@ -182,6 +182,19 @@ class _Guardian:
         self.active = True
 
     # -- the check around each node activity ----------------------------------------------
+
+    def gates(self) -> bool:
+        """Whether the next node activity must go through `guard`.
+
+        Not when the lifetime has no rules and is not paused by hand: nothing could stop it,
+        and the node is scheduled directly (guardrails v2; older histories were always gated,
+        and replay keeps them so).
+        """
+        if not self.active:
+            return False
+        if self._v2 and self._manual is None and self._guard is not None:
+            return bool(self._guard.policy.rules)
+        return True
 
     async def guard(
         self,
