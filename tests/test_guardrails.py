@@ -531,9 +531,20 @@ async def test_pause_by_hand_holds_the_next_node_until_resumed(harness: Harness)
         assert meta.current_details.endswith(
             f"inspecting\n\nResume with `graphrunner resume {handle.id}`"
         )
+        [pause] = (await harness.client.guardrails(handle.id)).paused
+        assert pause.node is not None, "the status names the node held"
+        assert f"before {pause.node} · {pause.iteration}" in meta.current_details
         held = await activity_summaries(handle)
         await asyncio.sleep(0.3)
         assert await activity_summaries(handle) == held, "nothing runs while paused"
+        cli = cli_env(
+            TEMPORAL_ADDRESS=harness.temporal.service_client.config.target_host,
+            GRAPHRUNNER_TASK_QUEUE=harness.task_queue,
+            GRAPHRUNNER_DATABASE_URL=harness.store.url,
+        )
+        shown = await asyncio.to_thread(graphrunner, "status", handle.id, env=cli)
+        assert shown.returncode == 0, shown.stderr
+        assert f"paused by hand before {pause.node} · {pause.iteration}: inspecting" in shown.stdout
         await harness.client.resume(handle.id)
         result = await handle.result()
     assert result.output == {"rounds": 3}

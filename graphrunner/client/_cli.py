@@ -28,7 +28,7 @@ from graphrunner.client._runtime import (
 )
 from graphrunner.errors import GraphError, GraphrunnerError
 from graphrunner.graph import graph_json_schema, load_graph, to_mermaid
-from graphrunner.guardrails import policy_json_schema
+from graphrunner.guardrails import MANUAL_PAUSE, policy_json_schema
 from graphrunner.stores import (
     SCHEMA_VERSION,
     DecisionRecord,
@@ -313,9 +313,15 @@ def status(
             out.print(f"running: {', '.join(info.running)}")
         for pause in info.paused:
             values = ", ".join(f"{k} = {v}" for k, v in pause.observed.items())
+            manual = pause.rule == MANUAL_PAUSE
             out.print(
-                f"[bold yellow]paused[/] by guardrail [bold]{escape(pause.rule)}[/]"
-                + (f" at {pause.node} · {pause.iteration}" if pause.node else "")
+                (
+                    "[bold yellow]paused[/] by hand"
+                    + (f" before {pause.node} · {pause.iteration}" if pause.node else "")
+                    if manual
+                    else f"[bold yellow]paused[/] by guardrail [bold]{escape(pause.rule)}[/]"
+                    + (f" at {pause.node} · {pause.iteration}" if pause.node else "")
+                )
                 + f": {escape(pause.message or pause.condition)}"
                 + (f" ({escape(values)})" if values else "")
                 + f"; resume with: graphrunner resume {info.lifetime_id}",

@@ -38,6 +38,7 @@ from graphrunner.guardrails._policy import (
 )
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.guardrails._wire import (
+    MANUAL_PAUSE,
     Decision,
     GuardrailStatus,
     PauseInfo,
@@ -48,6 +49,7 @@ from graphrunner.guardrails._wire import (
 __all__ = [
     "AGGREGATES",
     "FIELDS",
+    "MANUAL_PAUSE",
     "MAX_DEPTH",
     "MAX_LENGTH",
     "Action",

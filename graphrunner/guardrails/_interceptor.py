@@ -47,6 +47,7 @@ from graphrunner.guardrails._policy import Action, Rule, merge_policies
 from graphrunner.guardrails._wire import (
     GUARDRAIL_QUERY,
     LOAD_POLICY,
+    MANUAL_PAUSE,
     PAUSE,
     RECORD_DECISION,
     RESUME,
@@ -72,7 +73,6 @@ LIFETIME_WORKFLOW = "AgentLifetime"  # graphrunner.workflows.LIFETIME_WORKFLOW, 
 _NODE_ACTIVITIES = (RUN_TASK, RUN_PLAN)
 _LOCAL_TIMEOUT = timedelta(seconds=30)
 _LOCAL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
-_MANUAL = "manual-pause"
 # Patch id (workflow.patched) of guardrails v2, which (1) reuses the totals a tenant charge
 # returned as the next execution's "before" totals within one workflow task instead of
 # reading them again, (2) counts admitted executions as in flight (fan-out siblings see each
@@ -148,7 +148,7 @@ class _Guardian:
         # (workflow time, totals) returned by this lifetime's latest tenant charge.
         self._charged: tuple[datetime, dict[str, Tally]] | None = None
         self._v2 = False  # see _V2; False when replaying a history from before it
-        self._manual_at: list[str] = []  # nodes held by the manual pause ("node · iteration")
+        self._manual_at: list[tuple[str, int]] = []  # (node, iteration) held by hand
 
     # -- start ----------------------------------------------------------------------------
 
@@ -257,12 +257,13 @@ class _Guardian:
 
     async def _wait_manual(self, call: TaskCall | PlanCall) -> None:
         """Hold a node while the lifetime is paused by hand, saying so where users look."""
-        self._manual_at.append(f"{call.node.name} · {call.iteration}")
+        held = (call.node.name, call.iteration)
+        self._manual_at.append(held)
         self._show_pauses()
         try:
             await workflow.wait_condition(lambda: self._manual is None)
         finally:
-            self._manual_at.remove(f"{call.node.name} · {call.iteration}")
+            self._manual_at.remove(held)
         if not self._show_pauses():
             workflow.set_current_details(f"resumed before {call.node.name} · {call.iteration}")
 
@@ -278,7 +279,8 @@ class _Guardian:
             for info, _ in self._paused.values()
         ]
         if self._manual is not None:
-            where = f" before {', '.join(self._manual_at)}" if self._manual_at else ""
+            at = ", ".join(f"{node} · {iteration}" for node, iteration in self._manual_at)
+            where = f" before {at}" if at else ""
             lines.append(f"**paused** by hand{where}: {self._manual.message or 'no reason given'}")
         if not lines:
             return False
@@ -371,7 +373,12 @@ class _Guardian:
         rules = self._guard.policy.rules if self._guard else []
         paused = [info for info, _ in self._paused.values()]
         if self._manual is not None:
-            paused.append(self._manual)
+            # One entry per node the pause holds (none yet: it holds the next one to start).
+            manual = self._manual
+            held = [
+                manual.model_copy(update={"node": n, "iteration": i}) for n, i in self._manual_at
+            ]
+            paused.extend(held or [manual])
         return GuardrailStatus(
             rules=[
                 {"name": r.name, "when": str(r.when), "scope": r.scope, "action": r.action}
@@ -454,10 +461,10 @@ class _Guardian:
             raise ValueError("the lifetime is already paused by hand")
 
     async def pause(self, request: PauseRequest) -> PauseInfo:
-        info = PauseInfo(rule=_MANUAL, message=request.reason, since=workflow.now())
+        info = PauseInfo(rule=MANUAL_PAUSE, message=request.reason, since=workflow.now())
         self._manual = info
         await self._record(
-            _MANUAL,
+            MANUAL_PAUSE,
             "pause_lifetime",
             "before",
             scope="",

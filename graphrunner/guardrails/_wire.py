@@ -16,6 +16,7 @@ from graphrunner.guardrails._policy import Policy
 __all__ = [
     "GUARDRAIL_QUERY",
     "LOAD_POLICY",
+    "MANUAL_PAUSE",
     "PAUSE",
     "RECORD_DECISION",
     "RESUME",
@@ -44,6 +45,8 @@ TENANT_CHARGE = "graphrunner.guardrails.tenant_charge"
 RESUME = "graphrunner.resume"
 PAUSE = "graphrunner.pause"
 GUARDRAIL_QUERY = "graphrunner.guardrails"
+#: The rule name a pause by hand (`graphrunner pause`) is reported under.
+MANUAL_PAUSE = "manual-pause"
 
 
 class _Model(BaseModel):
