@@ -207,18 +207,23 @@ class _Guardian:
             return await start(input)
         kind = "task" if isinstance(call, TaskCall) else "plan"
         eid = call.execution_id
-        if self._manual is not None:
-            await self._wait_manual(call)
         row = execution_row(
             node=call.node.name, kind=kind, iteration=call.iteration, status="scheduled"
         )
         while True:
+            if self._manual is not None:
+                await self._wait_manual(call)
             tenant_keys = list(guard.tenant_keys)  # a resume may have replaced a tenant rule
             tenant = await self._tenant_usage(tenant_keys) if tenant_keys else None
             verdict = guard.check(
                 Phase.BEFORE, row, execution_id=eid, elapsed_s=self._elapsed(), tenant=tenant
             )
-            if verdict is None or not await self._act(verdict, call, kind, row, ran=False):
+            if verdict is None:
+                # A pause by hand that came while the tenant ledger was read holds this
+                # node too (older histories let it through).
+                if self._manual is None or not self._v2:
+                    break
+            elif not await self._act(verdict, call, kind, row, ran=False):
                 break
         if self._v2:
             guard.admit(eid, row, self._elapsed())
@@ -542,7 +547,12 @@ class _Guardian:
         # already in flight, the bound tenant caps promise. This halves the local
         # activities per execution (each costs ~3 ms of SDK work, see bench/README.md).
         charged = self._charged
-        if charged is not None and charged[0] == workflow.now() and self._v2:
+        if (
+            charged is not None
+            and charged[0] == workflow.now()
+            and self._v2
+            and all(key in charged[1] for key in keys)
+        ):
             return charged[1]
         inp = self._input
         totals = await workflow.execute_local_activity(
