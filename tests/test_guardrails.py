@@ -551,6 +551,49 @@ async def test_pause_by_hand_holds_the_next_node_until_resumed(harness: Harness)
     await assert_replays(harness.temporal, handle)
 
 
+async def test_abort_by_hand_ends_a_running_lifetime_at_once(harness: Harness) -> None:
+    async with harness.worker():
+        handle = await harness.start(loop_graph("abort-running", rounds=500))
+        async with asyncio.timeout(20):
+            while len(task_iterations(await activity_summaries(handle))) < 3:
+                await asyncio.sleep(0.05)
+        decision = await harness.client.abort(handle.id, reason="budget review")
+        assert (decision.rule, decision.action) == ("manual-abort", "abort_lifetime")
+        error = await abort_error(handle)
+        assert "lifetime aborted by hand: budget review" in str(error)
+        with pytest.raises(GraphrunnerError, match="cannot abort"):
+            await harness.client.abort(handle.id)
+    ran = task_iterations(await activity_summaries(handle))
+    assert 3 <= len(ran) < 500
+    decisions = await harness.store.decisions(handle.id)
+    assert [(d.rule, d.message) for d in decisions] == [("manual-abort", "budget review")]
+    await assert_replays(harness.temporal, handle)
+
+
+async def test_cli_aborts_a_paused_lifetime_and_status_says_why(harness: Harness) -> None:
+    cli = cli_env(
+        TEMPORAL_ADDRESS=harness.temporal.service_client.config.target_host,
+        GRAPHRUNNER_TASK_QUEUE=harness.task_queue,
+        GRAPHRUNNER_DATABASE_URL=harness.store.url,
+    )
+    async with harness.worker():
+        handle = await harness.start(loop_graph("abort-paused", rounds=500))
+        await harness.client.pause(handle.id, reason="looks wrong")
+        await harness.wait_paused(handle.id)
+        done = await asyncio.to_thread(
+            graphrunner, "abort", handle.id, "--reason", "runaway loop", env=cli
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"aborted {handle.id}: runaway loop" in done.stdout
+        await abort_error(handle)
+    shown = await asyncio.to_thread(graphrunner, "status", handle.id, env=cli)
+    assert shown.returncode == 0, shown.stderr
+    assert "failed: GuardrailAborted: lifetime aborted by hand: runaway loop" in " ".join(
+        shown.stdout.split()
+    )
+    await assert_replays(harness.temporal, handle)
+
+
 # -- tenant scope -----------------------------------------------------------------------------
 
 

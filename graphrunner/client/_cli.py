@@ -365,6 +365,26 @@ def resume(
 
 
 @app.command()
+def abort(
+    lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded and shown as the failure.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """End a lifetime now, as a failure that is not retried; running nodes are cancelled."""
+    settings = _settings()
+
+    async def go() -> None:
+        client = await GraphrunnerClient.connect(settings)
+        decision = await client.abort(lifetime_id, reason=reason)
+        if as_json:
+            print(decision.model_dump_json(indent=2))
+            return
+        out.print(f"aborted {lifetime_id}: {reason or 'no reason given'}", highlight=False)
+
+    _run(go())
+
+
+@app.command()
 def pause(
     lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
     reason: Annotated[str, typer.Option(help="Why; shown in status and the UI.")] = "",

@@ -28,9 +28,12 @@ from graphrunner.client._history import failure_from_history, steps_from_history
 from graphrunner.errors import GraphrunnerError, ServerUnreachable
 from graphrunner.graph import AgentGraph, load_graph
 from graphrunner.guardrails._wire import (
+    ABORT,
     GUARDRAIL_QUERY,
     PAUSE,
     RESUME,
+    AbortRequest,
+    Decision,
     GuardrailStatus,
     PauseInfo,
     PauseRequest,
@@ -337,7 +340,7 @@ class GraphrunnerClient:
             result: ResumeResult = await handle.execute_update(
                 RESUME, request, result_type=ResumeResult
             )
-        except WorkflowUpdateFailedError as exc:
+        except (WorkflowUpdateFailedError, RPCError) as exc:
             raise GraphrunnerError(f"cannot resume {lifetime_id}: {_cause(exc)}") from None
         return result
 
@@ -348,9 +351,23 @@ class GraphrunnerClient:
             info: PauseInfo = await handle.execute_update(
                 PAUSE, PauseRequest(reason=reason), result_type=PauseInfo
             )
-        except WorkflowUpdateFailedError as exc:
+        except (WorkflowUpdateFailedError, RPCError) as exc:
             raise GraphrunnerError(f"cannot pause {lifetime_id}: {_cause(exc)}") from None
         return info
+
+    async def abort(self, lifetime_id: str, *, reason: str = "") -> Decision:
+        """End a lifetime now as a non-retryable failure (``GuardrailAborted``), by hand.
+
+        Running nodes are cancelled; the abort is recorded as a guardrail decision.
+        """
+        handle = self.temporal.get_workflow_handle(lifetime_id)
+        try:
+            decision: Decision = await handle.execute_update(
+                ABORT, AbortRequest(reason=reason), result_type=Decision
+            )
+        except (WorkflowUpdateFailedError, RPCError) as exc:
+            raise GraphrunnerError(f"cannot abort {lifetime_id}: {_cause(exc)}") from None
+        return decision
 
     async def history(self, lifetime_id: str) -> list[ExecutionRecord]:
         """Every recorded execution of a lifetime, in the order the workflow scheduled them."""

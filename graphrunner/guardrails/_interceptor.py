@@ -45,14 +45,17 @@ from graphrunner.guardrails._expr import parse_expression
 from graphrunner.guardrails._guard import LifetimeGuard, Phase, Verdict, execution_row
 from graphrunner.guardrails._policy import Action, Rule, merge_policies
 from graphrunner.guardrails._wire import (
+    ABORT,
     GUARDRAIL_QUERY,
     LOAD_POLICY,
+    MANUAL_ABORT,
     MANUAL_PAUSE,
     PAUSE,
     RECORD_DECISION,
     RESUME,
     TENANT_CHARGE,
     TENANT_USAGE,
+    AbortRequest,
     Decision,
     DecisionInput,
     GuardrailStatus,
@@ -110,7 +113,24 @@ class _Inbound(WorkflowInboundInterceptor):
             inp = input.args[0]
             if isinstance(inp, LifetimeInput):
                 await self._guardian.start(inp)
-        return await self.next.execute_workflow(input)
+        if not self._guardian.abortable:
+            return await self.next.execute_workflow(input)
+        # The lifetime runs as a task so that an abort by hand can end it wherever it is.
+        run = asyncio.ensure_future(self.next.execute_workflow(input))
+        aborted = asyncio.ensure_future(
+            workflow.wait_condition(lambda: self._guardian.aborted is not None)
+        )
+        await asyncio.wait([run, aborted], return_when=asyncio.FIRST_COMPLETED)
+        if run.done():
+            aborted.cancel()
+            return run.result()
+        # Not in the workflow task that completes the abort update: the server refuses to
+        # close a workflow and complete an update in one task ("unexpected workflow task
+        # failure"), so a 1 ms timer moves the failure to the next one.
+        await workflow.sleep(timedelta(milliseconds=1), summary="guardrails · abort")
+        # Failing the workflow closes it: a node still running can no longer complete, and
+        # its heartbeats report the lifetime gone.
+        raise self._guardian.abort_error()
 
 
 class _Outbound(WorkflowOutboundInterceptor):
@@ -149,6 +169,8 @@ class _Guardian:
         self._charged: tuple[datetime, dict[str, Tally]] | None = None
         self._v2 = False  # see _V2; False when replaying a history from before it
         self._manual_at: list[tuple[str, int]] = []  # (node, iteration) held by hand
+        self.aborted: Decision | None = None  # an abort by hand, once recorded
+        self._aborting = False
 
     # -- start ----------------------------------------------------------------------------
 
@@ -157,6 +179,7 @@ class _Guardian:
         workflow.set_update_handler(RESUME, self.resume, validator=self.validate_resume)
         workflow.set_signal_handler(RESUME, self.resume_signal)
         workflow.set_update_handler(PAUSE, self.pause, validator=self.validate_pause)
+        workflow.set_update_handler(ABORT, self.abort, validator=self.validate_abort)
 
     async def start(self, inp: LifetimeInput) -> None:
         self._input = inp
@@ -480,6 +503,45 @@ class _Guardian:
         if self._manual is info:  # not resumed while the decision was being recorded
             self._show_pauses()
         return info
+
+    @property
+    def abortable(self) -> bool:
+        """Whether an abort by hand can end this lifetime (guardrails v2 and later)."""
+        return self.active and self._v2
+
+    def validate_abort(self, request: AbortRequest) -> None:
+        if not self.abortable:
+            raise ValueError(
+                "this lifetime cannot be aborted by graphrunner (it started before "
+                "graphrunner supported it); use 'temporal workflow terminate'"
+            )
+        if self._aborting:
+            raise ValueError("the lifetime is already being aborted")
+
+    async def abort(self, request: AbortRequest) -> Decision:
+        self._aborting = True
+        decision = await self._record(
+            MANUAL_ABORT,
+            "abort_lifetime",
+            "abort",
+            scope="",
+            condition="",
+            observed={},
+            message=request.reason,
+        )
+        self.aborted = decision
+        return decision
+
+    def abort_error(self) -> ApplicationError:
+        """The failure that ends a lifetime aborted by hand."""
+        decision = self.aborted
+        reason = (decision.message if decision else "") or "no reason given"
+        return ApplicationError(
+            f"lifetime aborted by hand: {reason}",
+            decision.model_dump(mode="json") if decision else None,
+            type=FailureType.GUARDRAIL_ABORTED,
+            non_retryable=True,
+        )
 
     # -- activities -----------------------------------------------------------------------
 

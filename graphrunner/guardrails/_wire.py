@@ -14,14 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from graphrunner.guardrails._policy import Policy
 
 __all__ = [
+    "ABORT",
     "GUARDRAIL_QUERY",
     "LOAD_POLICY",
+    "MANUAL_ABORT",
     "MANUAL_PAUSE",
     "PAUSE",
     "RECORD_DECISION",
     "RESUME",
     "TENANT_CHARGE",
     "TENANT_USAGE",
+    "AbortRequest",
     "Decision",
     "DecisionInput",
     "GuardrailStatus",
@@ -44,9 +47,12 @@ TENANT_USAGE = "graphrunner.guardrails.tenant_usage"
 TENANT_CHARGE = "graphrunner.guardrails.tenant_charge"
 RESUME = "graphrunner.resume"
 PAUSE = "graphrunner.pause"
+ABORT = "graphrunner.abort"
 GUARDRAIL_QUERY = "graphrunner.guardrails"
 #: The rule name a pause by hand (`graphrunner pause`) is reported under.
 MANUAL_PAUSE = "manual-pause"
+#: The rule name an abort by hand (`graphrunner abort`) is recorded under.
+MANUAL_ABORT = "manual-abort"
 
 
 class _Model(BaseModel):
@@ -161,6 +167,12 @@ class ResumeResult(_Model):
 
     resumed: list[str] = Field(default_factory=list)
     replaced: dict[str, str] = Field(default_factory=dict)
+
+
+class AbortRequest(_Model):
+    """End a lifetime by hand, now, as a non-retryable failure."""
+
+    reason: str = ""
 
 
 class PauseRequest(_Model):
