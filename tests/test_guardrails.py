@@ -390,6 +390,34 @@ async def test_a_held_branch_stays_visible_while_its_siblings_start(harness: Har
     await assert_replays(harness.temporal, handle)
 
 
+async def test_resume_with_a_new_condition_releases_holds_of_other_rules_too(
+    harness: Harness,
+) -> None:
+    holds = [
+        f"{{name: hold-{b}, when: 'node == \"{b}\"', scope: execution, action: pause_lifetime}}"
+        for b in ("s1", "s2")
+    ]
+    async with harness.worker(PolicySource(global_policy=policy(*holds))):
+        handle = await harness.start(fan_graph("fan-two-holds"))
+        async with asyncio.timeout(20):
+            while len((await harness.client.guardrails(handle.id)).paused) < 2:
+                await asyncio.sleep(0.05)
+        resumed = await harness.client.resume(
+            handle.id, rule="hold-s1", when='node == "nowhere"', reason="both fine"
+        )
+        assert resumed.resumed == ["hold-s1", "hold-s2"]
+        assert resumed.replaced == {"hold-s1": 'node == "nowhere"'}
+        result = await handle.result()
+    assert result.output == {"ran": ["s1", "s2", "s3"], "rejected": []}
+    decisions = await harness.store.decisions(handle.id)
+    assert sorted((d.rule, d.action) for d in decisions) == [
+        ("hold-s1", "pause_lifetime"),
+        ("hold-s1,hold-s2", "resume"),
+        ("hold-s2", "pause_lifetime"),
+    ], "hold-s2 was released, not paused again"
+    await assert_replays(harness.temporal, handle)
+
+
 async def test_a_plan_that_keeps_choosing_rejected_work_is_stopped_by_the_iteration_cap(
     harness: Harness,
 ) -> None:

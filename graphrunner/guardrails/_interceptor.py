@@ -454,14 +454,20 @@ class _Guardian:
         if rule is not None and guard is not None:
             guard.replace_rule(rule)
             replaced[rule.name] = str(rule.when)
-        elif guard is not None:
-            # Without a new condition, resuming lets the held executions through the rules
-            # that held them; the rules still apply to every other execution.
+        if guard is not None:
+            # Resuming lets the held executions through the rules that held them (the rules
+            # still apply to every other execution), except the rule given a new condition:
+            # its holds are checked again under it. Before v2 a new condition waived nothing.
             for info, execution_id in self._paused.values():
-                guard.waive(info.rule, execution_id)
+                if rule is None or (self._v2 and info.rule != rule.name):
+                    guard.waive(info.rule, execution_id)
         # Cleared now, not when the waiters wake: a status query must not show them meanwhile.
         self._paused.clear()
         self._manual = None
+        if self._v2:
+            # Wake the holds now: one that begins while the resume is being recorded is not
+            # released by it (before v2 it was, and paused again at once).
+            self._generation += 1
         await self._record(
             ",".join(paused),
             "resume",
@@ -471,7 +477,8 @@ class _Guardian:
             observed={},
             message=request.reason,
         )
-        self._generation += 1
+        if not self._v2:
+            self._generation += 1
         return ResumeResult(resumed=paused, replaced=replaced)
 
     async def resume_signal(self, raw: Any) -> None:
