@@ -12,7 +12,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any, Protocol
 
 from temporalio.client import Client, WorkflowHandle
@@ -151,13 +150,7 @@ class Graphrunner:
         # What guardrails cost before any rule: build_worker's worker without the guardrail
         # interceptor, which no graphrunner deployment runs (build_worker always adds it).
         config = worker_config(
-            self.client,
-            task_queue=self.queue,
-            recorder=self.recorder,
-            policies=self.policies,
-            max_concurrent_activities=100,
-            identity=None,
-            sticky_queue_timeout=timedelta(seconds=10),
+            self.client, task_queue=self.queue, recorder=self.recorder, policies=self.policies
         )
         return Worker(**config)
 

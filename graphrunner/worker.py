@@ -16,6 +16,9 @@ from graphrunner.workflows import AgentLifetimeWorkflow
 
 __all__ = ["build_worker"]
 
+_MAX_ACTIVITIES = 100
+_STICKY_TIMEOUT = timedelta(seconds=10)  # the SDK's default
+
 
 def build_worker(
     client: Client,
@@ -24,9 +27,9 @@ def build_worker(
     recorder: Recorder | None = None,
     policies: PolicySource | None = None,
     interceptors: Sequence[Interceptor] = (),
-    max_concurrent_activities: int = 100,
+    max_concurrent_activities: int = _MAX_ACTIVITIES,
     identity: str | None = None,
-    sticky_queue_timeout: timedelta = timedelta(seconds=10),
+    sticky_queue_timeout: timedelta = _STICKY_TIMEOUT,
 ) -> Worker:
     """Return a Worker that runs AgentLifetimes and their Task and Plan activities.
 
@@ -58,11 +61,11 @@ def worker_config(
     client: Client,
     *,
     task_queue: str,
-    recorder: Recorder | None,
-    policies: PolicySource | None,
-    max_concurrent_activities: int,
-    identity: str | None,
-    sticky_queue_timeout: timedelta,
+    recorder: Recorder | None = None,
+    policies: PolicySource | None = None,
+    max_concurrent_activities: int = _MAX_ACTIVITIES,
+    identity: str | None = None,
+    sticky_queue_timeout: timedelta = _STICKY_TIMEOUT,
 ) -> WorkerConfig:
     """`build_worker`'s Worker options, before interceptors (the bench measures without)."""
     nodes = NodeActivities(recorder)

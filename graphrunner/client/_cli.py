@@ -313,15 +313,13 @@ def status(
             out.print(f"running: {', '.join(info.running)}")
         for pause in info.paused:
             values = ", ".join(f"{k} = {v}" for k, v in pause.observed.items())
-            manual = pause.rule == MANUAL_PAUSE
+            if pause.rule == MANUAL_PAUSE:
+                who, where = "by hand", "before"
+            else:
+                who, where = f"by guardrail [bold]{escape(pause.rule)}[/]", "at"
             out.print(
-                (
-                    "[bold yellow]paused[/] by hand"
-                    + (f" before {pause.node} · {pause.iteration}" if pause.node else "")
-                    if manual
-                    else f"[bold yellow]paused[/] by guardrail [bold]{escape(pause.rule)}[/]"
-                    + (f" at {pause.node} · {pause.iteration}" if pause.node else "")
-                )
+                f"[bold yellow]paused[/] {who}"
+                + (f" {where} {pause.node} · {pause.iteration}" if pause.node else "")
                 + f": {escape(pause.message or pause.condition)}"
                 + (f" ({escape(values)})" if values else "")
                 + f"; resume with: graphrunner resume {info.lifetime_id}",
@@ -370,7 +368,7 @@ def abort(
     reason: Annotated[str, typer.Option(help="Why; recorded and shown as the failure.")] = "",
     as_json: JsonFlag = False,
 ) -> None:
-    """End a lifetime now, as a failure that is not retried; running nodes are cancelled."""
+    """End a lifetime now, as a failure that is not retried; running nodes cannot finish."""
     settings = _settings()
 
     async def go() -> None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.client import (
     Client,
@@ -58,6 +58,8 @@ __all__ = ["GraphrunnerClient", "LifetimeInfo", "LifetimeRow", "connect_temporal
 _log = logging.getLogger("graphrunner.client")
 GRAPH_KEY = SearchAttributeKey.for_keyword("GraphrunnerGraph")
 TENANT_KEY = SearchAttributeKey.for_keyword("GraphrunnerTenant")
+
+_R = TypeVar("_R")
 
 
 async def connect_temporal(
@@ -334,40 +336,35 @@ class GraphrunnerClient:
             GraphrunnerError: The lifetime is not paused, the rule is unknown or ``when`` is
                 not a valid condition; the lifetime is unaffected.
         """
-        handle = self.temporal.get_workflow_handle(lifetime_id)
         request = ResumeRequest(when=when, rule=rule, reason=reason)
-        try:
-            result: ResumeResult = await handle.execute_update(
-                RESUME, request, result_type=ResumeResult
-            )
-        except (WorkflowUpdateFailedError, RPCError) as exc:
-            raise GraphrunnerError(f"cannot resume {lifetime_id}: {_cause(exc)}") from None
-        return result
+        return await self._update("resume", lifetime_id, RESUME, request, ResumeResult)
 
     async def pause(self, lifetime_id: str, *, reason: str = "") -> PauseInfo:
         """Pause a lifetime by hand: no further node is scheduled until `resume`."""
-        handle = self.temporal.get_workflow_handle(lifetime_id)
-        try:
-            info: PauseInfo = await handle.execute_update(
-                PAUSE, PauseRequest(reason=reason), result_type=PauseInfo
-            )
-        except (WorkflowUpdateFailedError, RPCError) as exc:
-            raise GraphrunnerError(f"cannot pause {lifetime_id}: {_cause(exc)}") from None
-        return info
+        return await self._update(
+            "pause", lifetime_id, PAUSE, PauseRequest(reason=reason), PauseInfo
+        )
 
     async def abort(self, lifetime_id: str, *, reason: str = "") -> Decision:
         """End a lifetime now as a non-retryable failure (``GuardrailAborted``), by hand.
 
-        Running nodes are cancelled; the abort is recorded as a guardrail decision.
+        A node still running can no longer complete; the abort is recorded as a guardrail
+        decision.
         """
+        return await self._update(
+            "abort", lifetime_id, ABORT, AbortRequest(reason=reason), Decision
+        )
+
+    async def _update(
+        self, verb: str, lifetime_id: str, update: str, request: object, result: type[_R]
+    ) -> _R:
+        """Run one of the guardrail updates; a refusal or a closed lifetime is one clear error."""
         handle = self.temporal.get_workflow_handle(lifetime_id)
         try:
-            decision: Decision = await handle.execute_update(
-                ABORT, AbortRequest(reason=reason), result_type=Decision
-            )
+            answer: _R = await handle.execute_update(update, request, result_type=result)
         except (WorkflowUpdateFailedError, RPCError) as exc:
-            raise GraphrunnerError(f"cannot abort {lifetime_id}: {_cause(exc)}") from None
-        return decision
+            raise GraphrunnerError(f"cannot {verb} {lifetime_id}: {_cause(exc)}") from None
+        return answer
 
     async def history(self, lifetime_id: str) -> list[ExecutionRecord]:
         """Every recorded execution of a lifetime, in the order the workflow scheduled them."""

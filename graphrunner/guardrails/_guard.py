@@ -207,9 +207,9 @@ class LifetimeGuard:
         ]
 
     @property
-    def tenant_keys(self) -> dict[str, Aggregate]:
-        """Aggregates of tenant-scope rules, by ledger key."""
-        return dict(self._tenant_keys)
+    def tenant_keys(self) -> Mapping[str, Aggregate]:
+        """Aggregates of tenant-scope rules, by ledger key (replaced, not changed, on resume)."""
+        return self._tenant_keys
 
     def replace_rule(self, rule: Rule) -> None:
         """Swap in a new version of a rule (a raised limit on resume), recomputing totals."""
