@@ -327,6 +327,12 @@ def status(
             )
         if info.failure:
             out.print(f"[bold red]failed:[/] {escape(info.failure)}", highlight=False)
+        if info.stalled:
+            out.print(
+                f"[bold red]stalled:[/] {escape(info.stalled)}; the lifetime goes on once "
+                "workers run code that replays its history (or after 'temporal workflow reset')",
+                highlight=False,
+            )
         out.print(_steps_table(info.steps, "steps"))
         out.print(info.ui_url, highlight=False)
 

@@ -24,7 +24,11 @@ from temporalio.service import RPCError
 
 from graphrunner._settings import Settings
 from graphrunner._types import LifetimeInput, LifetimeResult, StepRecord, StepStatus
-from graphrunner.client._history import failure_from_history, steps_from_history
+from graphrunner.client._history import (
+    failure_from_history,
+    stall_from_history,
+    steps_from_history,
+)
 from graphrunner.errors import GraphrunnerError, ServerUnreachable
 from graphrunner.graph import AgentGraph, load_graph
 from graphrunner.guardrails._wire import (
@@ -106,6 +110,7 @@ class LifetimeInfo:
     ui_url: str
     paused: list[PauseInfo] = field(default_factory=list)
     failure: str | None = None
+    stalled: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,6 +291,9 @@ class GraphrunnerClient:
             ui_url=self.ui_url(lifetime_id),
             paused=paused,
             failure=failure_from_history(history),
+            stalled=stall_from_history(history)
+            if status is WorkflowExecutionStatus.RUNNING
+            else None,
         )
 
     async def guardrails(self, lifetime_id: str) -> GuardrailStatus:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from temporalio.api.enums.v1 import WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
 
 from graphrunner._types import RUN_PLAN, StepRecord, StepStatus, parse_step_summary
 from graphrunner.graph._model import NodeKind
 
-__all__ = ["failure_from_history", "steps_from_history"]
+__all__ = ["failure_from_history", "stall_from_history", "steps_from_history"]
 
 
 def _summary(event: HistoryEvent) -> tuple[str, int] | None:
@@ -91,3 +92,30 @@ def failure_from_history(history: WorkflowHistory) -> str | None:
             kind = failure.application_failure_info.type
             return f"{kind}: {failure.message}" if kind else failure.message
     return None
+
+
+def stall_from_history(history: WorkflowHistory) -> str | None:
+    """Why the lifetime's workflow task keeps failing, if its latest one failed.
+
+    Such a lifetime is not failed: Temporal retries the task, and a deploy of fixed workflow
+    code (or a reset) lets it go on. Typical causes are nondeterministic workflow code
+    (``NON_DETERMINISTIC_ERROR``) and a bug in graphrunner's own workflow code.
+    """
+    stalled: HistoryEvent | None = None
+    for event in history.events:
+        if event.HasField("workflow_task_failed_event_attributes"):
+            stalled = event
+        elif event.HasField("workflow_task_completed_event_attributes") or event.HasField(
+            "workflow_execution_completed_event_attributes"
+        ):
+            stalled = None
+    if stalled is None:
+        return None
+    attrs = stalled.workflow_task_failed_event_attributes
+    cause = WorkflowTaskFailedCause.Name(attrs.cause).removeprefix("WORKFLOW_TASK_FAILED_CAUSE_")
+    kind = attrs.failure.application_failure_info.type
+    message = attrs.failure.message.strip() or "no message"
+    return (
+        f"workflow task failing since {_time(stalled).isoformat(timespec='seconds')} "
+        f"({cause}{f', {kind}' if kind else ''}): {message}"
+    )

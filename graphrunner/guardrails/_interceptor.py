@@ -109,6 +109,15 @@ class _Inbound(WorkflowInboundInterceptor):
         self._guardian.register()
 
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        try:
+            result = await self._execute(input)
+        except BaseException:
+            await _handlers_finished()
+            raise
+        await _handlers_finished()
+        return result
+
+    async def _execute(self, input: ExecuteWorkflowInput) -> Any:
         if workflow.info().workflow_type == LIFETIME_WORKFLOW and input.args:
             inp = input.args[0]
             if isinstance(inp, LifetimeInput):
@@ -657,6 +666,16 @@ class _Guardian:
     @staticmethod
     def _elapsed() -> float:
         return (workflow.now() - workflow.info().start_time).total_seconds()
+
+
+async def _handlers_finished() -> None:
+    """Wait until every signal and update handler has finished (every exit path does).
+
+    A resume that releases the lifetime's last node, or a pause that lands during it, is
+    still recording its decision when the lifetime could end: ending then would fail its
+    caller with ``AcceptedUpdateCompletedWorkflow`` and leave the decision unrecorded.
+    """
+    await workflow.wait_condition(workflow.all_handlers_finished)
 
 
 def _tallies(totals: TenantTotals) -> dict[str, Tally]:

@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
         TaskResult,
         step_summary,
     )
-    from graphrunner.errors import FailureType, GuardrailRejected
+    from graphrunner.errors import FailureType, GraphrunnerError, GuardrailRejected
     from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
 
 __all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
@@ -98,7 +98,7 @@ def _rejected(step: StepRecord, rejection: Rejection) -> NodeOutput:
     )
 
 
-@workflow.defn(name=LIFETIME_WORKFLOW)
+@workflow.defn(name=LIFETIME_WORKFLOW, failure_exception_types=[GraphrunnerError])
 class AgentLifetimeWorkflow:
     """Runs one AgentLifetime: walks the pinned graph from its start node to a FINAL edge."""
 
@@ -109,7 +109,20 @@ class AgentLifetimeWorkflow:
 
     @workflow.run
     async def run(self, inp: LifetimeInput) -> LifetimeResult:
-        """Run the lifetime to its end and return its output and path."""
+        """Run the lifetime to its end and return its output and path.
+
+        Every exit, a result or a failure, first waits for running signal and update
+        handlers, so an answer that arrives with the last node is never cut off.
+        """
+        try:
+            result = await self._run(inp)
+        except BaseException:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            raise
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    async def _run(self, inp: LifetimeInput) -> LifetimeResult:
         self._input = inp
         graph = inp.graph
         if graph.content_hash() != inp.graph_hash:
@@ -124,17 +137,13 @@ class AgentLifetimeWorkflow:
             if start.kind is NodeKind.TASK
             else [NodeOutput(node=INPUT, iteration=0, output=inp.input)]
         )
-        try:
-            end = await self._walk(
-                graph, start.name, data=inp.input, results=results, via=_START, depth=0
-            )
-        except (FailureError, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            # A bug here must fail the lifetime, not the workflow task (which retries forever).
-            raise _fail(
-                f"graphrunner internal error: {type(exc).__name__}: {exc}", FailureType.INTERNAL
-            ) from exc
+        # Failures graphrunner means (ApplicationErrors, GraphrunnerErrors) fail the lifetime.
+        # Anything else, above all the SDK's NondeterminismError and the sandbox's
+        # RestrictedWorkflowAccessError, fails only the workflow task: the lifetime stalls,
+        # visibly (`graphrunner status`), until a fixed deploy or a reset lets it go on.
+        end = await self._walk(
+            graph, start.name, data=inp.input, results=results, via=_START, depth=0
+        )
         if not isinstance(end, _Finished):  # only reachable through a bug in _walk
             raise _fail(f"lifetime ended at a JOIN into '{end.plan}'", FailureType.BAD_FAN_IN)
         workflow.set_current_details("finished")
