@@ -27,6 +27,12 @@ class NodeContext:
         config: The node's ``config`` mapping from the graph definition.
         successors: For plans, the task names it may choose (its declared successors).
         logger: Logger that tags records with the lifetime and node.
+        idempotency_key: The same on every attempt of this execution and different for every
+            other execution (another node, iteration, lifetime, or a run after a reset). A node
+            body runs at least once: a worker can crash after the body finished and before
+            Temporal heard of it, and the attempt then runs again. Pass this key to the
+            services it changes (an ``Idempotency-Key`` header, a unique column) so that a
+            repeated attempt changes nothing twice.
     """
 
     lifetime_id: str
@@ -39,6 +45,7 @@ class NodeContext:
     config: dict[str, Any]
     logger: logging.LoggerAdapter[logging.Logger]
     successors: list[str] = field(default_factory=list)
+    idempotency_key: str = ""
 
 
 class Task(ABC):

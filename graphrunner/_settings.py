@@ -59,6 +59,18 @@ class Settings(BaseModel):
         default=None,
         description="Global guardrail policy file, enforced by the worker on every lifetime.",
     )
+    wait_reconnect_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86400,
+        description="How long 'run --wait' (and GraphrunnerClient.result) keeps trying to reach "
+        "a server it lost before it reports lost contact.",
+    )
+    impl_modules: str | None = Field(
+        default=None,
+        description="Comma-separated module prefixes a graph's impl may import (e.g. "
+        "'myagents,tools.safe'); default: any module. A graph's impl is code the worker runs.",
+    )
     tenant_policies: Path | None = Field(
         default=None,
         description="Directory of per-tenant guardrail overrides, one <tenant>.yaml each.",
@@ -84,6 +96,12 @@ class Settings(BaseModel):
             first = exc.errors()[0]
             var = _ENV_PREFIX + str(first["loc"][0]).upper()
             raise GraphrunnerError(f"bad setting {var}: {first['msg']}") from None
+
+    def impl_prefixes(self) -> tuple[str, ...] | None:
+        """The allowed impl module prefixes; None when any module may be imported."""
+        if self.impl_modules is None:
+            return None
+        return tuple(p.strip() for p in self.impl_modules.split(",") if p.strip())
 
     def state_db_url(self) -> str:
         """The state DB URL, defaulting to a SQLite file under ``home``."""

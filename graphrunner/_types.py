@@ -37,6 +37,8 @@ __all__ = [
 RUN_TASK = "graphrunner.run_task"
 RUN_PLAN = "graphrunner.run_plan"
 _SUMMARY_SEP = " · "
+MAX_TOKENS = 2**53  # per execution
+MAX_COST_USD = 1e9  # per execution
 
 
 def step_summary(node: str, iteration: int) -> str:
@@ -64,9 +66,10 @@ class Telemetry(_Model):
         model: Model that served the call, if any.
     """
 
-    tokens_in: int = Field(default=0, ge=0)
-    tokens_out: int = Field(default=0, ge=0)
-    cost_usd: float = Field(default=0.0, ge=0)
+    # Bounded so that sums stay exact in a float and fit the state DB's BIGINT / NUMERIC(20,10).
+    tokens_in: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    tokens_out: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    cost_usd: float = Field(default=0.0, ge=0, le=MAX_COST_USD, allow_inf_nan=False)
     model: str = ""
     latency_ms: float | None = Field(
         default=None, description="Set by graphrunner: how long the attempt ran."

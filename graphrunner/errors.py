@@ -75,6 +75,7 @@ class FailureType(StrEnum):
     IMPL_NOT_FOUND = "NodeImplementationNotFound"
     BAD_FAN_IN = "BadFanIn"
     GRAPH_MISMATCH = "PinnedGraphMismatch"
+    INVALID_GRAPH = "InvalidGraph"
     INTERNAL = "InternalError"
     GUARDRAIL_ABORTED = "GuardrailAborted"
     GUARDRAIL_REJECTED = "GuardrailRejected"

@@ -30,6 +30,7 @@ def build_worker(
     max_concurrent_activities: int = _MAX_ACTIVITIES,
     identity: str | None = None,
     sticky_queue_timeout: timedelta = _STICKY_TIMEOUT,
+    impl_modules: Sequence[str] | None = None,
 ) -> Worker:
     """Return a Worker that runs AgentLifetimes and their Task and Plan activities.
 
@@ -38,7 +39,9 @@ def build_worker(
     results to the blob store); without one nothing is recorded. Node implementations are
     imported by path on first use, so their modules must be importable by this process.
     ``sticky_queue_timeout`` bounds how long a lifetime cached on a crashed worker waits
-    before another worker picks it up (the SDK default, 10 s).
+    before another worker picks it up (the SDK default, 10 s). ``impl_modules``, when given,
+    lists the module prefixes a graph's node ``impl`` may come from (importing a module runs
+    its code); by default any importable module may be used.
 
     Guardrails are always on: `GuardrailInterceptor` comes first among the interceptors and
     enforces ``policies`` (the worker's global and tenant layers) together with each graph's
@@ -52,6 +55,7 @@ def build_worker(
         max_concurrent_activities=max_concurrent_activities,
         identity=identity,
         sticky_queue_timeout=sticky_queue_timeout,
+        impl_modules=impl_modules,
     )
     config["interceptors"] = [GuardrailInterceptor(), *interceptors]
     return Worker(**config)
@@ -66,9 +70,11 @@ def worker_config(
     max_concurrent_activities: int = _MAX_ACTIVITIES,
     identity: str | None = None,
     sticky_queue_timeout: timedelta = _STICKY_TIMEOUT,
+    impl_modules: Sequence[str] | None = None,
 ) -> WorkerConfig:
     """`build_worker`'s Worker options, before interceptors (the bench measures without)."""
-    nodes = NodeActivities(recorder)
+    allowed = tuple(impl_modules) if impl_modules is not None else None
+    nodes = NodeActivities(recorder, impl_modules=allowed)
     guards = GuardrailActivities(policies or PolicySource(), recorder)
     return WorkerConfig(
         client=client,

@@ -30,6 +30,7 @@ from graphrunner._types import (
     TaskResult,
     Telemetry,
 )
+from graphrunner._values import BadValue, check_value
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
 from graphrunner.graph._validate import import_impl
@@ -42,7 +43,22 @@ R = TypeVar("R", TaskResult, PlanResult)
 
 
 @functools.lru_cache(maxsize=1024)
-def _load(impl: str, base: type) -> type:
+def _load(impl: str, base: type, allowed: tuple[str, ...] | None = None) -> type:
+    """Import a node class; ``allowed`` limits the modules a graph may make the worker import.
+
+    Importing runs the module's top-level code: a graph's ``impl`` is code the operator
+    trusts, and the allow-list (``GRAPHRUNNER_IMPL_MODULES``) keeps graphs to known packages.
+    """
+    module = impl.partition(":")[0]
+    if allowed is not None and not any(
+        module == prefix or module.startswith(prefix + ".") for prefix in allowed
+    ):
+        raise ApplicationError(
+            f"'{impl}' is not in a module this worker may import (GRAPHRUNNER_IMPL_MODULES="
+            f"{','.join(allowed) or '(none)'}); nothing was imported",
+            type=FailureType.IMPL_NOT_FOUND,
+            non_retryable=True,
+        )
     try:
         cls = import_impl(impl)
     except Exception as exc:
@@ -74,6 +90,7 @@ def _context(call: TaskCall | PlanCall, successors: list[str]) -> NodeContext:
         config=dict(call.node.config),
         logger=logging.LoggerAdapter(_log, extra),
         successors=successors,
+        idempotency_key=f"{call.lifetime_id}/{call.execution_id}",
     )
 
 
@@ -101,6 +118,17 @@ async def _heartbeating() -> AsyncIterator[None]:
         pulse.cancel()
 
 
+def _check_carried(where: str, **values: Any) -> None:
+    """Fail the node, for good, when it returns a value the lifetime could not decode."""
+    for name, value in values.items():
+        try:
+            check_value(value, f"{where} returned {name} that a lifetime cannot carry")
+        except BadValue as exc:
+            raise ApplicationError(
+                str(exc), type=FailureType.BAD_NODE_RESULT, non_retryable=True
+            ) from None
+
+
 def _check_decision(call: PlanCall, decision: Any) -> PlanResult:
     where = f"plan '{call.node.name}' (iteration {call.iteration})"
     if not isinstance(decision, PlanResult):
@@ -109,6 +137,7 @@ def _check_decision(call: PlanCall, decision: Any) -> PlanResult:
             type=FailureType.BAD_NODE_RESULT,
             non_retryable=True,
         )
+    _check_carried(where, data=decision.data, output=decision.output)
     unknown = [name for name in decision.next_task_names if name not in call.successors]
     if unknown:
         raise ApplicationError(
@@ -130,8 +159,11 @@ def _check_decision(call: PlanCall, decision: Any) -> PlanResult:
 class NodeActivities:
     """The node activities of one worker, sharing its recorder (None: records are off)."""
 
-    def __init__(self, recorder: Recorder | None = None) -> None:
+    def __init__(
+        self, recorder: Recorder | None = None, *, impl_modules: tuple[str, ...] | None = None
+    ) -> None:
         self.recorder = recorder
+        self.impl_modules = impl_modules
 
     async def _execute(
         self,
@@ -180,9 +212,13 @@ class NodeActivities:
         """Run one Task node execution."""
 
         async def body() -> TaskResult:
-            cls = _load(call.node.impl, Task)
-            result: Any = await cls().run(_context(call, []), call.data)
-            return result if isinstance(result, TaskResult) else TaskResult(output=result)
+            cls = _load(call.node.impl, Task, self.impl_modules)
+            returned: Any = await cls().run(_context(call, []), call.data)
+            result = returned if isinstance(returned, TaskResult) else TaskResult(output=returned)
+            _check_carried(
+                f"task '{call.node.name}' (iteration {call.iteration})", output=result.output
+            )
+            return result
 
         def describe(result: TaskResult) -> tuple[Any, Telemetry, list[str]]:
             return result.output, result.telemetry, [call.successor] if call.successor else []
@@ -194,7 +230,7 @@ class NodeActivities:
         """Run one Plan node execution and check its choice against the declared successors."""
 
         async def body() -> PlanResult:
-            cls = _load(call.node.impl, Plan)
+            cls = _load(call.node.impl, Plan, self.impl_modules)
             decision = await cls().decide(_context(call, list(call.successors)), list(call.results))
             return _check_decision(call, decision)
 

@@ -15,10 +15,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+from temporalio.client import WorkflowFailureError
 
 from graphrunner._settings import Settings
 from graphrunner._types import LifetimeResult, StepRecord
-from graphrunner.client._client import GraphrunnerClient, connect_temporal
+from graphrunner._values import BadValue, parse_json
+from graphrunner.client._client import GraphrunnerClient, LostContact, connect_temporal
 from graphrunner.client._runtime import (
     add_app_dir,
     embedded_server,
@@ -60,8 +63,21 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print ``message`` verbatim (it may hold server or user text) as one error line."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
+
+
+def _table(title: str, columns: list[str], right: tuple[str, ...] = ()) -> Table:
+    """A table whose title and cells are shown verbatim, never read as Rich markup."""
+    table = Table(title=Text(title))
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left")
+    return table
+
+
+def _row(table: Table, *cells: object) -> None:
+    table.add_row(*(Text(str(cell)) for cell in cells))
 
 
 def _report(exc: GraphError) -> NoReturn:
@@ -87,14 +103,15 @@ def _settings() -> Settings:
 
 
 def _steps_table(steps: list[StepRecord], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("#", "node", "kind", "iteration", "status", "duration", "next"):
-        table.add_column(
-            column, justify="right" if column in ("#", "iteration", "duration") else "left"
-        )
+    table = _table(
+        title,
+        ["#", "node", "kind", "iteration", "status", "duration", "next"],
+        right=("#", "iteration", "duration"),
+    )
     for i, step in enumerate(steps, 1):
         ms = step.duration_ms
-        table.add_row(
+        _row(
+            table,
             str(i),
             step.node,
             step.kind.value,
@@ -118,25 +135,17 @@ def _size(n: int) -> str:
 
 
 def _history_table(records: list[ExecutionRecord], title: str) -> Table:
-    table = Table(title=title)
-    for column in (
-        "#",
-        "node",
-        "iter",
-        "attempt",
-        "status",
-        "tokens",
-        "cost $",
-        "latency",
-        "result",
-    ):
-        right = column in ("#", "iter", "attempt", "tokens", "cost $", "latency")
-        table.add_column(column, justify="right" if right else "left")
+    table = _table(
+        title,
+        ["#", "node", "iter", "attempt", "status", "tokens", "cost $", "latency", "result"],
+        right=("#", "iter", "attempt", "tokens", "cost $", "latency"),
+    )
     for rec in records:
         result = rec.result_uri or (_size(rec.result_size) if rec.result_inline else "-")
         if rec.error:
             result = rec.error[:60]
-        table.add_row(
+        _row(
+            table,
             str(rec.seq),
             rec.node,
             str(rec.iteration),
@@ -151,11 +160,14 @@ def _history_table(records: list[ExecutionRecord], title: str) -> Table:
 
 
 def _decisions_table(decisions: list[DecisionRecord], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("#", "rule", "action", "when", "node", "iter", "observed", "message"):
-        table.add_column(column, justify="right" if column in ("#", "iter") else "left")
+    table = _table(
+        title,
+        ["#", "rule", "action", "when", "node", "iter", "observed", "message"],
+        right=("#", "iter"),
+    )
     for d in decisions:
-        table.add_row(
+        _row(
+            table,
             str(d.seq),
             d.rule,
             d.action,
@@ -200,7 +212,8 @@ def validate(
         )
     else:
         out.print(
-            f"[green]✓[/] {graph}: graph '{model.name}' {model.version} is valid "
+            f"[green]✓[/] {escape(str(graph))}: graph '{escape(model.name)}' "
+            f"{escape(model.version)} is valid "
             f"({len(model.nodes)} nodes, {len(model.edges)} edges)",
             highlight=False,
         )
@@ -233,7 +246,14 @@ def schema(
 @app.command()
 def run(
     graph: Annotated[Path, typer.Argument(help="Graph YAML file.")],
-    input: Annotated[str, typer.Option("--input", "-i", help="Lifetime input as JSON.")] = "null",
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Lifetime input: JSON, @FILE to read it from a file, or - for stdin.",
+        ),
+    ] = "null",
     lifetime_id: Annotated[str | None, typer.Option("--id", help="Lifetime id.")] = None,
     tenant: Annotated[str, typer.Option(help="Tenant owning the lifetime.")] = "default",
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result.")] = False,
@@ -242,10 +262,7 @@ def run(
 ) -> None:
     """Start a lifetime of GRAPH; print its id and Temporal UI link."""
     add_app_dir(app_dir)
-    try:
-        data = json.loads(input)
-    except json.JSONDecodeError as exc:
-        _fail(f"--input is not valid JSON: {exc}")
+    data = _input(input)
     settings = _settings()
 
     async def go() -> None:
@@ -261,13 +278,18 @@ def run(
                     )
                 )
             else:
-                out.print(f"started lifetime [bold]{handle.id}[/]\n{link}", highlight=False)
+                out.print(f"started lifetime [bold]{escape(handle.id)}[/]\n{escape(link)}")
             return
         if not as_json:
-            out.print(f"started lifetime [bold]{handle.id}[/] ({link}); waiting…", highlight=False)
+            out.print(
+                f"started lifetime [bold]{escape(handle.id)}[/] ({escape(link)}); waiting…",
+                highlight=False,
+            )
         try:
-            result = await handle.result()
-        except Exception as exc:  # WorkflowFailureError: show the cause chain in one line
+            result = await client.result(handle.id)
+        except LostContact as exc:
+            _fail(str(exc), 3)
+        except WorkflowFailureError as exc:
             _fail(f"lifetime {handle.id} failed: {_cause(exc)}")
         if as_json:
             print(result.model_dump_json(indent=2))
@@ -278,10 +300,34 @@ def run(
     _run(go())
 
 
+def _input(option: str) -> Any:
+    """The value of ``--input``: JSON text, ``@file`` or ``-`` (stdin)."""
+    what = "--input"
+    text = option
+    if option == "-":
+        what, text = "--input - (stdin)", sys.stdin.read()
+    elif option.startswith("@"):
+        path = Path(option[1:])
+        what = f"--input @{path}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"{what}: cannot read the file: {exc}")
+    try:
+        return parse_json(text, what)
+    except BadValue as exc:
+        _fail(str(exc))
+
+
 def _cause(exc: BaseException) -> str:
+    """The innermost failure with a message, prefixed by its type when that says more."""
     while exc.__cause__ is not None and str(exc.__cause__):
         exc = exc.__cause__
-    return str(exc)
+    message = str(exc)
+    kind = getattr(exc, "type", None)
+    if isinstance(kind, str) and kind and not message.startswith(f"{kind}:"):
+        return f"{kind}: {message}"
+    return message
 
 
 @app.command()
@@ -305,12 +351,13 @@ def status(
             print(json.dumps(payload, indent=2))
             return
         out.print(
-            f"lifetime [bold]{info.lifetime_id}[/]: {info.status}  "
-            f"(graph {info.graph_name}, tenant {info.tenant}, started {info.started_at})",
+            f"lifetime [bold]{escape(info.lifetime_id)}[/]: {info.status}  "
+            f"(graph {escape(str(info.graph_name))}, tenant {escape(str(info.tenant))}, "
+            f"started {info.started_at})",
             highlight=False,
         )
         if info.running:
-            out.print(f"running: {', '.join(info.running)}")
+            out.print(Text(f"running: {', '.join(info.running)}"))
         for pause in info.paused:
             values = ", ".join(f"{k} = {v}" for k, v in pause.observed.items())
             if pause.rule == MANUAL_PAUSE:
@@ -319,10 +366,10 @@ def status(
                 who, where = f"by guardrail [bold]{escape(pause.rule)}[/]", "at"
             out.print(
                 f"[bold yellow]paused[/] {who}"
-                + (f" {where} {pause.node} · {pause.iteration}" if pause.node else "")
+                + (f" {where} {escape(pause.node)} · {pause.iteration}" if pause.node else "")
                 + f": {escape(pause.message or pause.condition)}"
                 + (f" ({escape(values)})" if values else "")
-                + f"; resume with: graphrunner resume {info.lifetime_id}",
+                + f"; resume with: graphrunner resume {escape(info.lifetime_id)}",
                 highlight=False,
             )
         if info.failure:
@@ -334,7 +381,7 @@ def status(
                 highlight=False,
             )
         out.print(_steps_table(info.steps, "steps"))
-        out.print(info.ui_url, highlight=False)
+        out.print(Text(info.ui_url))
 
     _run(go())
 
@@ -361,9 +408,9 @@ def resume(
         if as_json:
             print(result.model_dump_json(indent=2))
             return
-        out.print(f"resumed {lifetime_id} (paused by {', '.join(result.resumed)})", highlight=False)
+        out.print(Text(f"resumed {lifetime_id} (paused by {', '.join(result.resumed)})"))
         for name, condition in result.replaced.items():
-            out.print(f"rule {name} is now: {condition}", highlight=False)
+            out.print(Text(f"rule {name} is now: {condition}"))
 
     _run(go())
 
@@ -383,7 +430,7 @@ def abort(
         if as_json:
             print(decision.model_dump_json(indent=2))
             return
-        out.print(f"aborted {lifetime_id}: {reason or 'no reason given'}", highlight=False)
+        out.print(Text(f"aborted {lifetime_id}: {reason or 'no reason given'}"))
 
     _run(go())
 
@@ -404,9 +451,10 @@ def pause(
             print(info.model_dump_json(indent=2))
             return
         out.print(
-            f"paused {lifetime_id}: running nodes finish, no new one starts until "
-            f"'graphrunner resume {lifetime_id}'",
-            highlight=False,
+            Text(
+                f"paused {lifetime_id}: running nodes finish, no new one starts until "
+                f"'graphrunner resume {lifetime_id}'"
+            )
         )
 
     _run(go())
@@ -469,7 +517,8 @@ def demo(
         async with embedded_server(settings, headless=True, reuse=True) as (temporal, server):
             where = "embedded dev server (started for the demo)" if server else "running server"
             out.print(
-                f"graph [bold]{model.name}[/] {model.version} on the {where}", highlight=False
+                f"graph [bold]{escape(model.name)}[/] {escape(model.version)} on the {where}",
+                highlight=False,
             )
             recorder = open_recorder(settings)
             client = GraphrunnerClient(
@@ -477,25 +526,29 @@ def demo(
             )
             policies = load_policies(settings)
             worker = build_worker(
-                temporal, task_queue=settings.task_queue, recorder=recorder, policies=policies
+                temporal,
+                task_queue=settings.task_queue,
+                recorder=recorder,
+                policies=policies,
+                impl_modules=settings.impl_prefixes(),
             )
             async with worker:
                 handle = await client.start(model, {"topic": "durable agent workflows"})
-                out.print(f"lifetime [bold]{handle.id}[/] started", highlight=False)
+                out.print(f"lifetime [bold]{escape(handle.id)}[/] started", highlight=False)
                 result = await handle.result()
             out.print(_steps_table(result.steps, f"path of lifetime {handle.id}"))
             if recorder is not None:
                 written = len(await client.history(handle.id))
                 out.print(
-                    f"{written} execution records in {recorder.records.safe_url()}: "
-                    f"[bold]graphrunner history {handle.id}[/]",
+                    f"{written} execution records in {escape(recorder.records.safe_url())}: "
+                    f"[bold]graphrunner history {escape(handle.id)}[/]",
                     highlight=False,
                 )
-            out.print("output:", json.dumps(result.output))
+            out.print(Text(f"output: {json.dumps(result.output)}"))
             out.print(
                 "\nBrowse it in the Temporal Web UI: run [bold]graphrunner dev[/] (or "
                 "[bold].venv/bin/graphrunner dev[/]) and open\n  "
-                f"{client.ui_url(handle.id)}",
+                f"{escape(client.ui_url(handle.id))}",
                 highlight=False,
             )
             return result
@@ -554,20 +607,13 @@ def list_cmd(
         if as_json:
             print(json.dumps([vars(r) for r in rows], indent=2))
             return
-        table = Table(title="lifetimes")
-        for column in (
-            "lifetime",
-            "status",
-            "graph",
-            "tenant",
-            "started",
-            "execs",
-            "tokens",
-            "cost $",
-        ):
-            table.add_column(column)
+        table = _table(
+            "lifetimes",
+            ["lifetime", "status", "graph", "tenant", "started", "execs", "tokens", "cost $"],
+        )
         for r in rows:
-            table.add_row(
+            _row(
+                table,
                 r.lifetime_id,
                 r.status,
                 r.graph_name,
@@ -598,11 +644,12 @@ def costs(
         if as_json:
             print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
             return
-        table = Table(title=f"costs by {by}")
-        for column in (by, "lifetimes", "executions", "tokens in", "tokens out", "cost $"):
-            table.add_column(column)
+        table = _table(
+            f"costs by {by}", [by, "lifetimes", "executions", "tokens in", "tokens out", "cost $"]
+        )
         for r in rows:
-            table.add_row(
+            _row(
+                table,
                 r.key,
                 str(r.lifetimes),
                 str(r.executions),
@@ -659,7 +706,7 @@ def db_upgrade() -> None:
         before, after = store.upgrade()
     finally:
         store.close()
-    out.print(f"state DB schema: version {before} -> {after}", highlight=False)
+    out.print(Text(f"state DB schema: version {before} -> {after}"))
 
 
 @db_app.command("status")
@@ -672,8 +719,7 @@ def db_status() -> None:
     finally:
         store.close()
     out.print(
-        f"{store.safe_url()}: schema version {version} (this graphrunner: {SCHEMA_VERSION})",
-        highlight=False,
+        Text(f"{store.safe_url()}: schema version {version} (this graphrunner: {SCHEMA_VERSION})")
     )
 
 

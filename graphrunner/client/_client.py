@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -20,17 +22,18 @@ from temporalio.client import (
 )
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.envconfig import ClientConfig
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from graphrunner._settings import Settings
 from graphrunner._types import LifetimeInput, LifetimeResult, StepRecord, StepStatus
+from graphrunner._values import check_value
 from graphrunner.client._history import (
     failure_from_history,
     stall_from_history,
     steps_from_history,
 )
-from graphrunner.errors import GraphrunnerError, ServerUnreachable
-from graphrunner.graph import AgentGraph, load_graph
+from graphrunner.errors import GraphError, GraphrunnerError, ServerUnreachable
+from graphrunner.graph import AgentGraph, load_graph, validate_graph
 from graphrunner.guardrails._wire import (
     ABORT,
     GUARDRAIL_QUERY,
@@ -57,13 +60,30 @@ from graphrunner.stores import (
 )
 from graphrunner.workflows import LIFETIME_WORKFLOW
 
-__all__ = ["GraphrunnerClient", "LifetimeInfo", "LifetimeRow", "connect_temporal"]
+__all__ = ["GraphrunnerClient", "LifetimeInfo", "LifetimeRow", "LostContact", "connect_temporal"]
 
 _log = logging.getLogger("graphrunner.client")
 GRAPH_KEY = SearchAttributeKey.for_keyword("GraphrunnerGraph")
 TENANT_KEY = SearchAttributeKey.for_keyword("GraphrunnerTenant")
 
 _R = TypeVar("_R")
+# What a lost or restarting server looks like to a client: worth trying again.
+_TRANSIENT = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.UNKNOWN,  # "transport error"
+    RPCStatusCode.INTERNAL,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.ABORTED,
+}
+_LIVE_CALL_S = 30.0
+
+
+class LostContact(GraphrunnerError):
+    """The server could not be reached for longer than the client was willing to wait.
+
+    Says nothing about the lifetime: it may well still be running or have finished.
+    """
 
 
 async def connect_temporal(
@@ -209,17 +229,30 @@ class GraphrunnerClient:
         The graph's full definition and hash travel in the workflow input, so later edits to
         the file never change this lifetime.
 
+        The graph is validated first (the same rules as ``graphrunner validate``, without
+        importing node implementations: workers do that), and so is the input.
+
         Args:
             graph: The graph, or a path to its YAML.
-            input: JSON-serialisable input; the start task receives it as ``data``.
+            input: JSON input (see `graphrunner._values`: finite numbers, integers of at most
+                4,000 digits, nesting at most 100 deep); the start task receives it as ``data``.
             id: Lifetime id (the workflow id); generated from the graph name if omitted.
             tenant: Owner of the lifetime.
             task_queue: Task queue of the workers (default from settings).
             search_attributes: Tag the lifetime with GraphrunnerGraph/GraphrunnerTenant; the
                 server must have them registered (``graphrunner dev`` does).
+
+        Raises:
+            GraphError: The graph is invalid; nothing was started.
+            BadValue: The input is not JSON a lifetime can carry; nothing was started.
         """
         if not isinstance(graph, AgentGraph):
             graph = load_graph(graph)
+        else:
+            issues = validate_graph(graph, check_imports=False)
+            if issues:
+                raise GraphError(issues)
+        check_value(input, "lifetime input")
         lifetime_id = id or f"{graph.name}-{uuid.uuid4().hex[:12]}"
         attrs = (
             TypedSearchAttributes(
@@ -257,11 +290,44 @@ class GraphrunnerClient:
             _log.warning("search attributes not registered on the server; starting without")
             return await start(None)
 
-    async def result(self, lifetime_id: str) -> LifetimeResult:
-        """Wait for the lifetime to finish and return its result (raises if it failed)."""
+    async def result(self, lifetime_id: str, *, reconnect_s: float | None = None) -> LifetimeResult:
+        """Wait for the lifetime to finish and return its result (raises if it failed).
+
+        Waiting survives a server that goes away for a while (a restart, a network blip):
+        the client keeps trying, with backoff, for up to ``reconnect_s`` seconds of lost
+        contact (default: the ``wait_reconnect_s`` setting, 300 s).
+
+        Raises:
+            temporalio.client.WorkflowFailureError: The lifetime failed.
+            LostContact: The server could not be reached for ``reconnect_s``; the lifetime
+                itself may still be running.
+        """
+        patience = self.settings.wait_reconnect_s if reconnect_s is None else reconnect_s
         handle = self.temporal.get_workflow_handle(lifetime_id, result_type=LifetimeResult)
-        result: LifetimeResult = await handle.result()
-        return result
+        lost_since: float | None = None
+        delay = 0.2
+        while True:
+            started = time.monotonic()
+            try:
+                result: LifetimeResult = await handle.result()
+                return result
+            except RPCError as exc:
+                if exc.status not in _TRANSIENT:
+                    raise
+                now = time.monotonic()
+                # The SDK gives up on a dead server within ~10 s; a call that lasted longer
+                # was long-polling a live one, so contact was lost only now.
+                if lost_since is None or now - started > _LIVE_CALL_S:
+                    lost_since = now
+                if now - lost_since >= patience:
+                    raise LostContact(
+                        f"lost contact with Temporal while waiting for lifetime {lifetime_id} "
+                        f"(no answer for {now - lost_since:.0f} s: {exc}); the lifetime may "
+                        f"still be running: check with 'graphrunner status {lifetime_id}'"
+                    ) from exc
+                _log.warning("lost contact with Temporal (%s); trying again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def status(self, lifetime_id: str) -> LifetimeInfo:
         """Describe a lifetime: Temporal status and its path, read from history.

@@ -56,7 +56,11 @@ async def serve_worker(
         policies = load_policies(settings)
     recorder = open_recorder(settings)
     worker = build_worker(
-        client, task_queue=settings.task_queue, recorder=recorder, policies=policies
+        client,
+        task_queue=settings.task_queue,
+        recorder=recorder,
+        policies=policies,
+        impl_modules=settings.impl_prefixes(),
     )
     try:
         async with worker:

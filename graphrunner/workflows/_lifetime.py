@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
@@ -37,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from graphrunner.errors import FailureType, GraphrunnerError, GuardrailRejected
     from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
+    from graphrunner.workflows._checks import graph_problems
 
 __all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
 
@@ -98,7 +100,11 @@ def _rejected(step: StepRecord, rejection: Rejection) -> NodeOutput:
     )
 
 
-@workflow.defn(name=LIFETIME_WORKFLOW, failure_exception_types=[GraphrunnerError])
+# Failures graphrunner means fail the lifetime: its ApplicationErrors, its own errors, and an
+# input the workflow cannot decode (ValidationError: a graph or value that breaks the
+# model's bounds, sent by a client that skipped validation). Anything else fails the
+# workflow task, so that a fixed deploy resumes the lifetime.
+@workflow.defn(name=LIFETIME_WORKFLOW, failure_exception_types=[GraphrunnerError, ValidationError])
 class AgentLifetimeWorkflow:
     """Runs one AgentLifetime: walks the pinned graph from its start node to a FINAL edge."""
 
@@ -129,6 +135,16 @@ class AgentLifetimeWorkflow:
             raise _fail(
                 f"graph '{graph.name}' does not match its pinned hash {inp.graph_hash[:12]}",
                 FailureType.GRAPH_MISMATCH,
+            )
+        # A graph started by another client (or the temporal CLI) may never have been
+        # validated: run only what `graphrunner validate` accepts.
+        problems = graph_problems(graph, inp.graph_hash)
+        if problems:
+            raise _fail(
+                f"graph '{graph.name}' {graph.version} is invalid, so no node of it runs "
+                f"({len(problems)} problem{'s' if len(problems) > 1 else ''}): "
+                + "; ".join(problems),
+                FailureType.INVALID_GRAPH,
             )
         start = graph.node(graph.start_node)
         # A start task gets the input as its data; a start plan as its one upstream result.

@@ -1,0 +1,30 @@
+"""Checks a worker makes on a pinned graph before running it, cached by content hash.
+
+Imported through the sandbox's pass-through, so the cache lives as long as the worker and a
+graph is validated once per worker however many lifetimes run it.
+"""
+
+from __future__ import annotations
+
+from graphrunner.graph._model import AgentGraph
+from graphrunner.graph._validate import validate_graph
+
+__all__ = ["graph_problems"]
+
+_CACHE_SIZE = 1024
+_checked: dict[str, tuple[str, ...]] = {}
+
+
+def graph_problems(graph: AgentGraph, graph_hash: str) -> tuple[str, ...]:
+    """Every rule ``graph`` breaks (empty when valid), as ``graphrunner validate`` says them.
+
+    Node implementations are not imported here (the workflow may not import): the node
+    activities check them when they run.
+    """
+    found = _checked.get(graph_hash)
+    if found is None:
+        found = tuple(str(issue) for issue in validate_graph(graph, check_imports=False))
+        if len(_checked) >= _CACHE_SIZE:
+            _checked.pop(next(iter(_checked)))
+        _checked[graph_hash] = found
+    return found
