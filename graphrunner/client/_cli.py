@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Coroutine
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import WorkflowFailureError
 
 from graphrunner._settings import Settings
@@ -63,8 +65,12 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``message`` verbatim (it may hold server or user text) as one error line."""
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    """Print ``message`` verbatim (it may hold server or user text) as one error line.
+
+    Line breaks inside it (a database driver's hint, say) become spaces: one error, one line.
+    """
+    line = re.sub(r"\s*\n\s*", " ", message.strip())
+    err.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -93,6 +99,15 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         _report(exc)
     except GraphrunnerError as exc:
         _fail(str(exc), 2)
+    except SQLAlchemyError as exc:
+        _fail(_db_error(exc), 2)
+
+
+def _db_error(exc: SQLAlchemyError) -> str:
+    """One line for a state DB that cannot be reached or read."""
+    cause = getattr(exc, "orig", None) or exc
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return f"state DB error: {first}"
 
 
 def _settings() -> Settings:
@@ -371,14 +386,18 @@ def status(
                 + (f" ({escape(values)})" if values else "")
                 + f"; resume with: graphrunner resume {escape(info.lifetime_id)}",
                 highlight=False,
+                soft_wrap=True,
             )
         if info.failure:
-            out.print(f"[bold red]failed:[/] {escape(info.failure)}", highlight=False)
+            out.print(
+                f"[bold red]failed:[/] {escape(info.failure)}", highlight=False, soft_wrap=True
+            )
         if info.stalled:
             out.print(
                 f"[bold red]stalled:[/] {escape(info.stalled)}; the lifetime goes on once "
                 "workers run code that replays its history (or after 'temporal workflow reset')",
                 highlight=False,
+                soft_wrap=True,
             )
         out.print(_steps_table(info.steps, "steps"))
         out.print(Text(info.ui_url))
@@ -680,15 +699,24 @@ def result(
         ]
         if not records:
             _fail(f"no recorded execution of node '{node}' in lifetime {lifetime_id}")
-        sink = output.open("wb") if output else sys.stdout.buffer
+        blobs = open_blobs(settings)
+        if output is None:
+            try:
+                async for chunk in stream_result(records[-1], blobs):
+                    sys.stdout.buffer.write(chunk)
+            finally:
+                sys.stdout.buffer.flush()
+            return
+        # Written beside the target and renamed once whole: a refused or broken result
+        # leaves no file behind, and never half of one.
+        partial = output.with_name(output.name + ".part")
         try:
-            async for chunk in stream_result(records[-1], open_blobs(settings)):
-                sink.write(chunk)
+            with partial.open("wb") as sink:
+                async for chunk in stream_result(records[-1], blobs):
+                    sink.write(chunk)
+            partial.replace(output)
         finally:
-            if output:
-                sink.close()
-            else:
-                sink.flush()
+            partial.unlink(missing_ok=True)
 
     _run(go())
 
@@ -701,11 +729,16 @@ app.add_typer(db_app, name="db")
 def db_upgrade() -> None:
     """Create or upgrade the state DB schema to this graphrunner's version."""
     settings = _settings()
-    store = RecordStore(settings.state_db_url())
     try:
-        before, after = store.upgrade()
-    finally:
-        store.close()
+        store = RecordStore(settings.state_db_url())
+        try:
+            before, after = store.upgrade()
+        finally:
+            store.close()
+    except GraphrunnerError as exc:
+        _fail(str(exc), 2)
+    except SQLAlchemyError as exc:
+        _fail(_db_error(exc), 2)
     out.print(Text(f"state DB schema: version {before} -> {after}"))
 
 
@@ -713,11 +746,16 @@ def db_upgrade() -> None:
 def db_status() -> None:
     """Show the state DB URL and schema version."""
     settings = _settings()
-    store = RecordStore(settings.state_db_url())
     try:
-        version = store.schema_version()
-    finally:
-        store.close()
+        store = RecordStore(settings.state_db_url())
+        try:
+            version = store.schema_version()
+        finally:
+            store.close()
+    except GraphrunnerError as exc:
+        _fail(str(exc), 2)
+    except SQLAlchemyError as exc:
+        _fail(_db_error(exc), 2)
     out.print(
         Text(f"{store.safe_url()}: schema version {version} (this graphrunner: {SCHEMA_VERSION})")
     )

@@ -440,7 +440,8 @@ class AgentLifetimeWorkflow:
         cause: BaseException | None = err.cause
         reason = str(cause) if cause else str(err)
         if isinstance(cause, ApplicationError) and cause.type:
-            reason = f"{cause.type}: {reason}"
+            if not reason.startswith(f"{cause.type}: "):  # an activity's message may have it
+                reason = f"{cause.type}: {reason}"
         elif isinstance(cause, FailureError) and type(cause).__name__ != "ApplicationError":
             reason = f"{type(cause).__name__}: {reason}"
         return ApplicationError(
