@@ -34,6 +34,8 @@ class GraphIssue:
         message: What is wrong and what to do about it.
         file: The YAML file, when the graph came from one.
         line: 1-based line in ``file``, when known.
+        column: 1-based column in ``line``, when known (problems YAML or the schema find
+            at one character; graph-wide rules name a node or edge by its line).
         where: The node (``node 'x'``) or edge (``edge a -> b``) concerned, if any.
     """
 
@@ -42,11 +44,14 @@ class GraphIssue:
     file: str | None = None
     line: int | None = None
     where: str | None = None
+    column: int | None = None
 
     def __str__(self) -> str:
         place = self.file or "<graph>"
         if self.line is not None:
             place += f":{self.line}"
+            if self.column is not None:
+                place += f":{self.column}"
         subject = f" {self.where}:" if self.where else ""
         return f"{place}:{subject} {self.message} [{self.rule}]"
 

@@ -6,6 +6,7 @@ also creates it. The end-to-end tests run real workflows on the session's Tempor
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -15,8 +16,9 @@ import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio import activity, workflow
@@ -42,13 +44,18 @@ with workflow.unsafe.imports_passed_through():
     from graphrunner.stores import (
         BlobIntegrityError,
         BlobNotFound,
+        BlobOutsideStore,
         BlobPayloadDriver,
         BlobStore,
+        ExecutionRecord,
+        ExecutionStatus,
         LocalBlobStore,
+        RecordStore,
         S3BlobStore,
         open_blob_store,
         with_external_storage,
     )
+    from tests.test_cli_lifetimes import cli_env, graphrunner
 
 MiB = 1024 * 1024
 ACCESS_KEY = "testing"
@@ -187,17 +194,213 @@ async def test_unsafe_keys_are_refused(blob_store: BlobStore, key: str) -> None:
 
 @pytest.mark.parametrize("uri", ["file:///etc/passwd", "s3://elsewhere/x", "http://h/x", "x"])
 async def test_uris_of_other_stores_are_refused(blob_store: BlobStore, uri: str) -> None:
-    with pytest.raises(ValueError, match="not|outside"):
+    with pytest.raises(BlobOutsideStore, match="is outside the blob store") as raised:
         await blob_store.get(uri)
-    with pytest.raises(ValueError):
+    # One line a CLI can print (GraphrunnerError), still the ValueError the methods document.
+    assert isinstance(raised.value, GraphrunnerError) and isinstance(raised.value, ValueError)
+    assert repr(uri) in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(BlobOutsideStore):
         await blob_store.exists(uri)
+    with pytest.raises(BlobOutsideStore):
+        async for _chunk in blob_store.stream(uri):
+            pass
 
 
-async def test_local_uri_cannot_escape_the_root(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path / "blobs")
+async def test_uris_that_climb_out_of_the_store_are_refused(
+    blob_store: BlobStore, tmp_path: Path
+) -> None:
     (tmp_path / "secret").write_text("no")
-    with pytest.raises(ValueError):
-        await store.get((tmp_path / "blobs").as_uri() + "/../secret")
+    inside = blob_store.uri("a/b")
+    for uri in [inside.replace("/a/b", "/../secret"), inside.replace("/a/b", "/a/../../secret")]:
+        with pytest.raises(BlobOutsideStore, match="is outside the blob store"):
+            await blob_store.get(uri)
+
+
+# --- symbolic links in a local store --------------------------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory beside the blob root, with a file the store must never read or write."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "secret").write_bytes(b"outside the root")
+    return folder
+
+
+async def test_local_store_does_not_read_through_a_linked_file(
+    tmp_path: Path, outside: Path
+) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.put("results/kept", b"a real blob")
+    (store.root / "results" / "leak").symlink_to(outside / "secret")
+    uri = store.uri("results/leak")
+
+    with pytest.raises(BlobOutsideStore, match="symbolic link 'results/leak'") as raised:
+        await store.get(uri)
+    assert raised.value.link == "results/leak" and str(store.root) in str(raised.value)
+    with pytest.raises(BlobOutsideStore):
+        async for _chunk in store.stream(uri):
+            pass
+    with pytest.raises(BlobOutsideStore):
+        await store.exists(uri)
+    assert await store.get(store.uri("results/kept")) == b"a real blob"
+
+
+async def test_local_store_does_not_read_through_a_linked_directory(
+    tmp_path: Path, outside: Path
+) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.root.mkdir()
+    (store.root / "results").symlink_to(outside, target_is_directory=True)
+    uri = store.uri("results/secret")
+
+    with pytest.raises(BlobOutsideStore, match="symbolic link 'results'"):
+        await store.get(uri)
+    with pytest.raises(BlobOutsideStore):
+        async for _chunk in store.stream(uri):
+            pass
+    with pytest.raises(BlobOutsideStore):
+        await store.exists(uri)
+
+
+async def test_local_store_does_not_write_through_a_linked_directory(
+    tmp_path: Path, outside: Path
+) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    (store.root / "payloads").mkdir(parents=True)
+    (store.root / "payloads" / "deep").symlink_to(outside, target_is_directory=True)
+
+    with pytest.raises(BlobOutsideStore, match="symbolic link 'payloads/deep'"):
+        await store.put("payloads/deep/secret", b"overwritten")
+    with pytest.raises(BlobOutsideStore):
+        await store.put("payloads/deep/new/blob", b"planted")
+
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]  # no blob, no temp file
+    assert (outside / "secret").read_bytes() == b"outside the root"
+
+
+async def test_local_put_refuses_a_directory_swapped_for_a_link_while_it_writes(
+    tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race a check-then-write would lose: right after put creates 'results', something
+    # moves it away and puts a link to `outside` in its place.
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.root.mkdir()
+    folder = store.root / "results"
+    real_mkdir = os.mkdir
+
+    def mkdir_then_swap(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        real_mkdir(path, mode, dir_fd=dir_fd)
+        if folder.is_dir() and not folder.is_symlink():
+            folder.rename(tmp_path / "moved")
+            folder.symlink_to(outside, target_is_directory=True)
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_swap)
+
+    with pytest.raises(BlobOutsideStore, match="symbolic link 'results'"):
+        await store.put("results/planted", b"planted")
+
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+
+
+async def test_local_store_does_not_replace_a_linked_file(tmp_path: Path, outside: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    (store.root / "results").mkdir(parents=True)
+    link = store.root / "results" / "r1"
+    link.symlink_to(outside / "secret")
+
+    with pytest.raises(BlobOutsideStore, match="symbolic link 'results/r1'"):
+        await store.put("results/r1", b"new result")
+
+    assert link.is_symlink() and (outside / "secret").read_bytes() == b"outside the root"
+    assert sorted(p.name for p in (store.root / "results").iterdir()) == ["r1"]
+
+
+async def test_local_store_refuses_links_that_stay_inside_the_root_too(tmp_path: Path) -> None:
+    # Documented choice: no link is followed, wherever it points.
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.put("results/real", b"inside")
+    (store.root / "alias").symlink_to(store.root / "results", target_is_directory=True)
+
+    with pytest.raises(BlobOutsideStore, match="symbolic link 'alias'"):
+        await store.get(store.uri("alias/real"))
+    with pytest.raises(BlobOutsideStore, match="symbolic link 'alias'"):
+        await store.put("alias/other", b"x")
+
+
+async def test_local_store_root_may_itself_be_a_link(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "blobs").symlink_to(tmp_path / "real", target_is_directory=True)
+    store = LocalBlobStore(tmp_path / "blobs")
+
+    ref = await store.put("results/r1", b"data")
+
+    assert await store.get(ref.uri) == b"data"
+    assert (tmp_path / "real" / "results" / "r1").read_bytes() == b"data"
+
+
+async def test_local_store_treats_a_fifo_as_no_blob_instead_of_hanging(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.root.mkdir()
+    os.mkfifo(store.root / "pipe")
+
+    with pytest.raises(BlobNotFound):
+        await store.get(store.uri("pipe"))
+    assert not await store.exists(store.uri("pipe"))
+
+
+def test_cli_result_with_a_tampered_uri_is_one_line(tmp_path: Path, outside: Path) -> None:
+    # A record whose result_uri was edited in the state DB to point out of the blob store.
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    blobs = tmp_path / "blobs"
+    (blobs / "results").mkdir(parents=True)
+    (blobs / "results" / "linked").symlink_to(outside / "secret")
+    tampered = {
+        "escaped": (outside / "secret").as_uri(),
+        "climbed": blobs.as_uri() + "/../outside/secret",
+        "linked": (blobs / "results" / "linked").as_uri(),
+    }
+    records = RecordStore(state)
+    try:
+        records.ensure_schema()
+        for node, uri in tampered.items():
+            asyncio.run(records.record(recorded_result(node, uri)))
+    finally:
+        records.close()
+    environ = cli_env(GRAPHRUNNER_DATABASE_URL=state, GRAPHRUNNER_BLOB_URL=str(blobs))
+
+    for node, uri in tampered.items():
+        done = graphrunner("result", "lt-tampered", node, env=environ)
+
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+        assert f"blob URI '{uri}' is outside the blob store '{blobs}'" in done.stderr
+        assert "outside the root" not in done.stdout
+
+
+def recorded_result(node: str, uri: str) -> ExecutionRecord:
+    now = datetime(2025, 3, 1, tzinfo=UTC)
+    return ExecutionRecord(
+        execution_id=f"e-{node}",
+        lifetime_id="lt-tampered",
+        run_id="run-1",
+        graph_name="g",
+        graph_version="1.0.0",
+        graph_hash="ab" * 32,
+        tenant="acme",
+        node=node,
+        kind="task",
+        iteration=1,
+        seq=0,
+        attempt=1,
+        status=ExecutionStatus.SUCCEEDED,
+        created_at=now,
+        started_at=now,
+        finished_at=now,
+        result_uri=uri,
+        result_size=16,
+    )
 
 
 # --- open_blob_store ------------------------------------------------------------------------

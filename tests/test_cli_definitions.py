@@ -79,7 +79,14 @@ def test_validate_json_lists_issues() -> None:
     report = json.loads(result.stdout)
     assert report["valid"] is False
     assert report["issues"] == [
-        {"rule": i.rule, "message": i.message, "file": i.file, "line": i.line, "where": i.where}
+        {
+            "rule": i.rule,
+            "message": i.message,
+            "file": i.file,
+            "line": i.line,
+            "where": i.where,
+            "column": i.column,
+        }
         for i in issues_of(MANY)
     ]
 
@@ -101,6 +108,52 @@ def test_validate_no_imports_skips_implementation_checks() -> None:
 
     assert cli("validate", fixture).returncode != 0
     assert cli("validate", "--no-imports", fixture).returncode == 0
+
+
+def test_validate_reports_schema_and_graph_problems_together() -> None:
+    fixture = GRAPHS / "every-problem-at-once.yaml"
+    result = cli("validate", fixture)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    printed = [line for line in result.stderr.splitlines() if line.startswith("✗ ")]
+    assert [line.rsplit(" [", 1)[1] for line in printed] == [
+        "bad-timeout]",
+        "bad-retry]",
+        "schema]",
+        "dangling-edge]",
+        "alternation]",
+        "unreachable]",
+        "join-without-parallel]",
+    ]
+    assert printed[2].startswith(f"✗ {fixture}:12:56: node 'polish': nodes.2.timout_s: ")
+    assert printed[2].endswith("; did you mean 'timeout_s'? [schema]")
+    assert result.stderr.splitlines()[-1].endswith(f"7 problem(s) in {fixture}")
+
+
+@pytest.mark.parametrize(
+    ("content", "place", "says"),
+    [
+        (b"name: g\ndescription: caf\xe9\n", "2:17", "not UTF-8: byte 0xe9"),
+        (b"name: g\nversion: 1.0.0\x07\n", "2:15", "character '\\x07' is not allowed"),
+        (b"name: g\nnodes: " + b"[" * 5000 + b"]" * 5000, "2:71", "nested too deeply"),
+        (b"name: g\n<<: {version: 1.0.0}\n", "2:1", "merge keys ('<<') are not supported"),
+    ],
+    ids=["latin-1", "control", "deep", "merge"],
+)
+def test_validate_of_hostile_yaml_prints_located_errors(
+    tmp_path: Path, content: bytes, place: str, says: str
+) -> None:
+    graph = tmp_path / "hostile.yaml"
+    graph.write_bytes(content)
+    result = cli("validate", graph)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert any(
+        line.startswith(f"✗ {graph}:{place}: ") and says in line
+        for line in result.stderr.splitlines()
+    ), result.stderr
 
 
 def test_validate_of_a_missing_file_is_one_clear_error() -> None:
@@ -140,6 +193,12 @@ def conforms(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> bool:
     if "minimum" in schema and value < schema["minimum"]:
         return False
     if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+        return False
+    if "maximum" in schema and value > schema["maximum"]:
+        return False
+    if "maxLength" in schema and len(value) > schema["maxLength"]:
+        return False
+    if "maxItems" in schema and len(value) > schema["maxItems"]:
         return False
     if isinstance(value, list) and "items" in schema:
         return all(conforms(item, schema["items"], root) for item in value)
@@ -191,7 +250,8 @@ def test_schema_is_a_json_schema_of_the_graph_format(graph_schema: dict[str, Any
 
 
 def test_schema_only_uses_keywords_this_test_checks(graph_schema: dict[str, Any]) -> None:
-    checked = {"$ref", "anyOf", "type", "enum", "minimum", "exclusiveMinimum", "items"}
+    checked = {"$ref", "anyOf", "type", "enum", "minimum", "exclusiveMinimum", "maximum"}
+    checked |= {"items", "maxItems", "maxLength"}
     checked |= {"required", "properties", "additionalProperties"}
     assert keywords(graph_schema) <= checked | ANNOTATIONS
 

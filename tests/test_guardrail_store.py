@@ -24,7 +24,7 @@ from graphrunner.stores import (
     UsageDelta,
     UsageTotals,
 )
-from graphrunner.stores._schema import MIGRATIONS, SCHEMA_VERSION, metadata, schema_table
+from graphrunner.stores._schema import MIGRATIONS, SCHEMA_VERSION, schema_table
 
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 SUM = 'sum(tokens_used where node == "write")'
@@ -364,8 +364,7 @@ async def test_a_version_1_database_upgrades_to_2_and_keeps_its_records(
     store = RecordStore(state_db_url)
     try:
         with store.engine.begin() as conn:
-            metadata.create_all(conn, tables=[schema_table])
-            MIGRATIONS[0](conn)
+            MIGRATIONS[0](conn)  # version 1's frozen DDL, gr_schema included
             conn.execute(insert(schema_table).values(version=1, applied_at=T0))
         kept = _execution(tokens_in=42)
         await store.record(kept)

@@ -8,6 +8,7 @@ the marked problems must be reported. No Temporal server.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -190,6 +191,117 @@ def test_a_missing_file_is_a_policy_error_naming_it(tmp_path: Path) -> None:
         load_policy(missing)
     assert caught.value.file == str(missing)
     assert "cannot read the policy file" in caught.value.message
+
+
+def test_yaml_problems_hide_no_other_problem_of_a_policy() -> None:
+    text = (
+        "version: !!int one\n"
+        "rules:\n"
+        "  - name: cap\n"
+        "    when: sum(tokens_used) > 10 and\n"
+        "    scop: lifetime\n"
+        "    action: abort_lifetime\n"
+    )
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, file="p.yaml")
+
+    assert problems(caught.value) == [
+        (1, 10, "cannot read this value as an integer: 'one'"),
+        (3, 5, "rule 'cap': missing required key 'scope'"),
+        (
+            4,
+            36,
+            "rule 'cap': when: expected a value (a field, number, string, true, false, an "
+            "aggregate or '('), but the expression ended",
+        ),
+        (
+            5,
+            5,
+            "rule 'cap': unknown key 'scop'; expected one of: name, when, scope, action, "
+            "message; did you mean 'scope'?",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "words"),
+    [
+        ("rules:\n  - <<: {name: a}\n    when: 'true'\n", 2, 5, "merge keys ('<<')"),
+        ("rules: !custom []\n", 1, 8, "unsupported YAML tag '!custom'"),
+        ("version: !!bool maybe\nrules: []\n", 1, 10, "as true or false: 'maybe'"),
+        ("version: 1\nrules: []\nx: !!binary aGk=\n", 3, 4, "binary values are not supported"),
+        ("rules: " + "[" * 30 + "]" * 30 + "\n", 1, 27, "nested too deeply: at most 20 levels"),
+    ],
+)
+def test_hostile_policy_yaml_is_located(text: str, line: int, column: int, words: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, file="p.yaml")
+
+    assert any(
+        (issue.line, issue.column) == (line, column) and words in issue.message
+        for issue in caught.value.issues
+    ), problems(caught.value)
+
+
+def test_a_rule_message_longer_than_the_server_shows_is_refused() -> None:
+    text = (
+        "rules:\n  - name: cap\n    when: count() > 3\n    scope: lifetime\n"
+        f"    action: pause_lifetime\n    message: {'x' * 1001}\n"
+    )
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, file="p.yaml")
+
+    assert problems(caught.value) == [
+        (6, 14, "rule 'cap': message: 1,001 characters; at most 1,000 are allowed")
+    ]
+    assert parse_policy(text.replace("x" * 1001, "x" * 1000)).rule("cap").message == "x" * 1000
+
+
+def test_a_policy_file_that_is_not_utf8_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(b"rules:\n  - name: caf\xe9\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert str(caught.value) == (
+        f"{path}:2:14: cannot read the policy file: not UTF-8: byte 0xe9 cannot be decoded; "
+        "save the file as UTF-8"
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda path: path.mkdir(), "it is a directory, not a file"),
+        (lambda path: os.mkfifo(path), "it is not a regular file"),
+        (lambda path: path.write_bytes(b"\x89PNG\r\n\x1a\n\x00"), "not UTF-8: byte 0x89"),
+        (
+            lambda path: path.write_bytes(b"x" * (1024 * 1024 + 1)),
+            "the file is larger than 1,048,576 bytes",
+        ),
+    ],
+    ids=["directory", "fifo", "binary", "huge"],
+)
+def test_a_policy_path_that_is_no_policy_file_is_one_clear_error(
+    tmp_path: Path, make: Any, says: str
+) -> None:
+    path = tmp_path / "policy.yaml"
+    make(path)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+
+    assert caught.value.file == str(path)
+    assert caught.value.message.startswith(f"cannot read the policy file: {says}")
+
+
+def test_a_graph_file_given_as_a_policy_says_so() -> None:
+    graph = Path(__file__).resolve().parent / "fixtures" / "graphs" / "valid-loop.yaml"
+    with pytest.raises(PolicyError) as caught:
+        load_policy(graph)
+
+    [issue] = caught.value.issues
+    assert (issue.line, issue.column) == (2, 1)
+    assert issue.message.startswith("this is a graph file (it has 'nodes' and 'edges'), not a")
 
 
 def test_rules_built_in_python_are_validated_too() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, insert, inspect, select, text
+from sqlalchemy import insert, inspect, select
 
 from graphrunner.stores import _records
 from graphrunner.stores._records import (
@@ -28,7 +28,7 @@ from graphrunner.stores._records import (
     RecordStore,
     SchemaError,
 )
-from graphrunner.stores._schema import MIGRATIONS, SCHEMA_VERSION, schema_table
+from graphrunner.stores._schema import MIGRATIONS, SCHEMA_VERSION, Migration, schema_table
 
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 
@@ -105,9 +105,8 @@ async def test_fresh_database_gets_the_current_schema_and_ensure_is_repeatable(
 def _add_extra_migration(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make _records see a graphrunner one schema version ahead of the installed one."""
 
-    def add_notes(conn: Connection) -> None:
-        conn.execute(text("CREATE TABLE gr_test_notes (id INTEGER PRIMARY KEY, note TEXT)"))
-
+    ddl = ("CREATE TABLE gr_test_notes (id INTEGER PRIMARY KEY, note TEXT)",)
+    add_notes = Migration(version=SCHEMA_VERSION + 1, summary="notes", sqlite=ddl, postgresql=ddl)
     # _records imports the names, so patch them where it reads them.
     monkeypatch.setattr(_records, "MIGRATIONS", [*MIGRATIONS, add_notes])
     monkeypatch.setattr(_records, "SCHEMA_VERSION", SCHEMA_VERSION + 1)

@@ -7,6 +7,7 @@ reported ends in a marker comment ``# <- rule`` (or ``# <- rule, rule``). No Tem
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,7 @@ RULES = {
     "no-final-path",
     "parallel-without-join",
     "join-without-parallel",
+    "too-large",
 }
 
 # fixture, rule, line, where (node or edge), words the message must contain
@@ -137,9 +139,11 @@ CASES = [
         "edge work -> decide (JOIN)",
         "nothing to join",
     ),
+    ("invalid-too-large.yaml", "too-large", 6, None, "nested too deeply: at most 64 levels"),
 ]
 
-INVALID = sorted(p.name for p in GRAPHS.glob("invalid-*.yaml")) + ["many-problems.yaml"]
+MIXED = ["many-problems.yaml", "every-problem-at-once.yaml"]
+INVALID = sorted(p.name for p in GRAPHS.glob("invalid-*.yaml")) + MIXED
 
 
 def marked_issues(path: Path) -> set[tuple[str, int]]:
@@ -160,7 +164,7 @@ def load_issues(path: Path) -> list[GraphIssue]:
 
 def test_every_rule_has_an_invalid_fixture() -> None:
     assert {rule for _, rule, *_ in CASES} == RULES
-    assert {case[0] for case in CASES} == set(INVALID) - {"many-problems.yaml"}
+    assert {case[0] for case in CASES} == set(INVALID) - set(MIXED)
 
 
 @pytest.mark.parametrize(
@@ -275,6 +279,9 @@ edges:
         ("bad-timeout", 5, "node 'work'"),
         ("schema", 6, "node 'decide'"),
         ("schema", 8, "edge work -> decide"),
+        # Schema errors hide no graph-wide problem: nothing here ever reaches a FINAL edge.
+        ("no-final-path", 5, "node 'work'"),
+        ("no-final-path", 6, "node 'decide'"),
     }
 
 
@@ -419,10 +426,10 @@ def test_builder_reports_graph_problems_as_graph_error() -> None:
         builder.build()
 
     found = {(i.rule, i.where) for i in info.value.issues}
+    # judge is reached, through the edge that breaks alternation: that is one problem, not two
     assert found == {
         ("dangling-edge", "edge decide -> ghost (NORMAL)"),
         ("alternation", "edge decide -> judge (NORMAL)"),
-        ("unreachable", "node 'judge'"),
     }
     assert {(i.file, i.line) for i in info.value.issues} == {("<builder>", None)}
 
@@ -489,13 +496,18 @@ def test_graph_error_str_counts_and_lists_issues() -> None:
     [
         # An alias back into its own anchor: a cycle, not infinite recursion.
         (
-            "name: g\nversion: 1.0.0\nnodes:\n  - &a {name: x, kind: task, impl: 'm:C', "
-            "config: *a}\nedges: []\n",
+            "name: g\nversion: 1.0.0\nnodes:\n  - &a {name: x, kind: task, impl: "
+            "'tests.nodes:Echo', config: *a}\nedges: [{from: x, type: FINAL}]\n",
             4,
             "contains it",
         ),
         # A list used as a mapping key: not hashable, not a name.
-        ("name: g\nversion: 1.0.0\n? [a, b]\n: 1\nnodes: []\nedges: []\n", 3, "plain names"),
+        (
+            "name: g\nversion: 1.0.0\n? [a, b]\n: 1\nnodes: [{name: x, kind: task, impl: "
+            "'tests.nodes:Echo'}]\nedges: [{from: x, type: FINAL}]\n",
+            3,
+            "plain names",
+        ),
     ],
 )
 def test_hostile_yaml_shapes_are_graph_errors(text: str, line: int, words: str) -> None:
@@ -504,3 +516,278 @@ def test_hostile_yaml_shapes_are_graph_errors(text: str, line: int, words: str) 
     [issue] = raised.value.issues
     assert (issue.rule, issue.line) == ("schema", line)
     assert words in issue.message
+
+
+# -- every problem at once (issue 9, point 2) ---------------------------------------------------
+
+VALID_TEXT = """\
+name: base
+version: 1.0.0
+defaults: {timeout_s: 30, retry: {max_attempts: 2}}
+nodes:
+  - {name: work, kind: task, impl: tests.nodes:Echo}
+  - {name: decide, kind: plan, impl: tests.nodes:LoopThenFinish}
+edges:
+  - {from: work, to: decide}
+  - {from: decide, to: work}
+  - {from: decide, type: FINAL}
+"""
+
+
+def issues_in(text: str) -> list[GraphIssue]:
+    with pytest.raises(GraphError) as info:
+        parse_graph(text, file="g.yaml")
+    return info.value.issues
+
+
+def test_schema_problems_hide_no_graph_problem_and_each_is_reported_once() -> None:
+    path = GRAPHS / "every-problem-at-once.yaml"
+    issues = load_issues(path)
+
+    assert len(issues) == 7
+    assert sorted((i.rule, i.line) for i in issues) == sorted(marked_issues(path))
+    [misspelt] = [i for i in issues if i.rule == "schema"]
+    assert str(misspelt) == (
+        f"{path}:12:56: node 'polish': nodes.2.timout_s: unknown key 'timout_s'; expected one "
+        "of: name, kind, impl, description, timeout_s, heartbeat_timeout_s, retry, local, "
+        "config; did you mean 'timeout_s'? [schema]"
+    )
+    [timeout] = [i for i in issues if i.rule == "bad-timeout"]
+    assert (timeout.line, timeout.column, timeout.where) == (7, 67, "node 'gather'")
+    assert "timeout_s is 1e300; allowed: seconds from 0.001 (1 ms) to 315,360,000" in (
+        timeout.message
+    )
+
+
+def test_a_task_to_task_edge_is_one_alternation_error_not_four() -> None:
+    text = """\
+name: tt
+version: 1.0.0
+nodes:
+  - {name: a, kind: task, impl: tests.nodes:Echo}
+  - {name: b, kind: task, impl: tests.nodes:Echo}
+  - {name: p, kind: plan, impl: tests.nodes:Collect}
+edges:
+  - {from: a, to: b}
+  - {from: b, to: p}
+  - {from: p, to: a}
+  - {from: p, type: FINAL}
+"""
+    [issue] = issues_in(text)
+
+    assert (issue.rule, issue.line, issue.where) == ("alternation", 8, "edge a -> b (NORMAL)")
+
+
+# Each case: a schema error whose stand-in could trip graph-wide rules about its node or edge
+# (it must not), and one real graph-wide problem elsewhere (it must be reported).
+def with_orphan(text: str) -> str:
+    """``text`` with a task 'orphan' (line 7) that nothing leads to."""
+    orphan = "  - {name: orphan, kind: task, impl: tests.nodes:Echo}\n"
+    return text.replace("edges:\n", orphan + "edges:\n  - {from: orphan, to: decide}\n")
+
+
+STAND_IN_CASES = {
+    # A misspelt kind: as a stand-in task, 'decide' would break alternation and have 3 edges.
+    "kind": (
+        with_orphan(VALID_TEXT.replace("kind: plan", "kind: plna")),
+        [("schema", 6), ("unreachable", 7)],
+    ),
+    # No name: the edges naming 'decide' would dangle and everything would be unreachable.
+    "name": (
+        VALID_TEXT.replace("name: decide, ", "").replace(
+            "{name: work,", "{local: true, name: work,"
+        ),
+        [("schema", 6), ("local-task", 5)],
+    ),
+    # An edge of no known type: 'work' would have no successor and nothing could finish.
+    "edge type": (
+        VALID_TEXT.replace("to: decide}", "to: decide, type: SIDEWAYS}").replace(
+            "version: 1.0.0", "version: one"
+        ),
+        [("schema", 8), ("invalid-version", 2)],
+    ),
+    # A timeout out of range: dropped, 'work' would inherit 5 s, below its 10 s heartbeat.
+    "timeout": (
+        with_orphan(
+            VALID_TEXT.replace("timeout_s: 30", "timeout_s: 5").replace(
+                "Echo}", "Echo, timeout_s: .inf, heartbeat_timeout_s: 10}"
+            )
+        ),
+        [("bad-timeout", 5), ("unreachable", 7)],
+    ),
+    # A node that is not a mapping at all.
+    "not a mapping": (
+        VALID_TEXT.replace("nodes:\n", "nodes:\n  - just a name\n").replace(
+            "name: base", "name: b a s e"
+        ),
+        [("schema", 5), ("invalid-name", 1)],
+    ),
+    # A misspelt 'type' on a JOIN: the fan-in rules cannot know the branch is closed.
+    "edge key": (
+        """\
+name: fan
+version: 1.0.0
+nodes:
+  - {name: split, kind: plan, impl: tests.nodes:FanOutAll}
+  - {name: a, kind: task, impl: tests.nodes:Echo}
+  - {name: merge, kind: plan, impl: tests.nodes:Collect}
+  - {name: orphan, kind: task, impl: tests.nodes:Echo}
+edges:
+  - {from: split, to: a, type: PARALLEL}
+  - {from: a, to: merge, tpye: JOIN}
+  - {from: merge, type: FINAL}
+  - {from: orphan, to: merge}
+""",
+        [("schema", 10), ("unreachable", 7)],
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), STAND_IN_CASES.values(), ids=STAND_IN_CASES)
+def test_a_schema_error_adds_no_graph_error_and_hides_none(
+    text: str, expected: list[tuple[str, int]]
+) -> None:
+    assert sorted((i.rule, i.line) for i in issues_in(text)) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "suggestion"),
+    [
+        ("top", "edge", "edges"),
+        ("node", "timout_s", "timeout_s"),
+        ("node", "heartbeat_s", "heartbeat_timeout_s"),
+        ("edge", "tpye", "type"),
+        ("defaults", "max_iteration", "max_iterations"),
+        ("retry", "max_attempt", "max_attempts"),
+        ("node", "colour", None),
+    ],
+)
+def test_an_unknown_key_names_the_allowed_ones_and_the_closest(
+    where: str, key: str, suggestion: str | None
+) -> None:
+    spots = {
+        "top": ("nodes:\n", f"{key}: 1\nnodes:\n", 4, 1, "schema"),
+        "node": ("Echo}", f"Echo, {key}: 1}}", 5, 54, "schema"),
+        "edge": ("to: decide}", f"to: decide, {key}: 1}}", 8, 30, "schema"),
+        "defaults": ("{timeout_s: 30,", f"{{{key}: 1, timeout_s: 30,", 3, 12, "schema"),
+        "retry": ("{max_attempts: 2}", f"{{{key}: 1, max_attempts: 2}}", 3, 35, "bad-retry"),
+    }
+    old, new, line, column, rule = spots[where]
+    [issue] = issues_in(VALID_TEXT.replace(old, new, 1))
+
+    assert (issue.rule, issue.line, issue.column) == (rule, line, column)
+    assert f"unknown key '{key}'; expected one of: " in issue.message
+    if suggestion:
+        assert issue.message.endswith(f"; did you mean '{suggestion}'?")
+    else:
+        assert "did you mean" not in issue.message
+
+
+# -- numbers the server and the workflow see are bounded (issue 9, point 6) -----------------
+
+
+@pytest.mark.parametrize(
+    ("node_setting", "rule", "says"),
+    [
+        ("retry: {max_attempts: 2147483648}", "bad-retry", "1 to 10,000 attempts"),
+        ("retry: {max_attempts: 10001}", "bad-retry", "max_attempts is 10001; allowed: 1 to"),
+        ("retry: {max_attempts: 1e30}", "bad-retry", "1 to 10,000 attempts"),
+        ("timeout_s: 1e300", "bad-timeout", "timeout_s is 1e300; allowed: seconds"),
+        ("timeout_s: .inf", "bad-timeout", "timeout_s is inf; allowed"),
+        ("timeout_s: .nan", "bad-timeout", "timeout_s is nan; allowed"),
+        ("timeout_s: 315360001", "bad-timeout", "to 315,360,000 (10 years)"),
+        ("timeout_s: 0.0001", "bad-timeout", "from 0.001 (1 ms)"),
+        ("heartbeat_timeout_s: .inf", "bad-timeout", "heartbeat_timeout_s is inf"),
+        ("retry: {initial_interval_s: 1e300}", "bad-retry", "initial_interval_s is 1e300"),
+        ("retry: {max_interval_s: .inf}", "bad-retry", "max_interval_s is inf"),
+        ("retry: {backoff: 1e30}", "bad-retry", "backoff is 1e+30; allowed: a factor from 1 to"),
+        ("retry: {backoff: .nan}", "bad-retry", "backoff is nan"),
+        (
+            "retry: {non_retryable_errors: [" + ", ".join(["E"] * 65) + "]}",
+            "bad-retry",
+            "at most 64 names",
+        ),
+        ("retry: {non_retryable_errors: [" + "E" * 257 + "]}", "bad-retry", "1 too long"),
+        ("config: {threshold: .nan}", "schema", "numbers must be finite, found nan"),
+    ],
+)
+def test_every_number_a_node_sets_is_bounded(node_setting: str, rule: str, says: str) -> None:
+    text = VALID_TEXT.replace("Echo}", f"Echo, {node_setting}}}", 1)
+    [issue] = issues_in(text)
+
+    assert (issue.rule, issue.line, issue.where) == (rule, 5, "node 'work'")
+    assert says in issue.message
+
+
+@pytest.mark.parametrize(
+    ("defaults", "rule", "says"),
+    [
+        ("max_iterations: 1000001", "bad-iterations", "1 to 1,000,000 runs"),
+        ("max_iterations: 9223372036854775808", "bad-iterations", "1 to 1,000,000 runs"),
+        ("timeout_s: 1e300", "bad-timeout", "defaults.timeout_s is 1e300"),
+        ("retry: {max_attempts: 2147483648}", "bad-retry", "1 to 10,000 attempts"),
+        ("retry: {backoff: 1001}", "bad-retry", "defaults.retry.backoff is 1001"),
+    ],
+)
+def test_every_number_the_defaults_set_is_bounded(defaults: str, rule: str, says: str) -> None:
+    text = VALID_TEXT.replace("{timeout_s: 30, retry: {max_attempts: 2}}", f"{{{defaults}}}")
+    [issue] = issues_in(text)
+
+    assert (issue.rule, issue.line, issue.where) == (rule, 3, None)
+    assert says in issue.message
+
+
+def test_the_largest_allowed_numbers_convert_for_temporal() -> None:
+    from temporalio.api.common.v1 import RetryPolicy as RetryPolicyProto
+    from temporalio.common import RetryPolicy
+
+    ten_years = 10 * 365 * 24 * 3600
+    text = VALID_TEXT.replace(
+        "{timeout_s: 30, retry: {max_attempts: 2}}",
+        f"{{timeout_s: {ten_years}, heartbeat_timeout_s: {ten_years - 1}, "
+        f"retry: {{max_attempts: 10000, initial_interval_s: {ten_years}, backoff: 1000, "
+        f"max_interval_s: {ten_years}}}, max_iterations: 1000000}}",
+    )
+    graph = parse_graph(text)
+    work = graph.node("work")
+    retry = graph.retry(work)
+    # What the lifetime workflow does with them (workflows/_lifetime.py), then the SDK.
+    policy = RetryPolicy(
+        initial_interval=timedelta(seconds=retry.initial_interval_s or 1),
+        backoff_coefficient=retry.backoff or 2,
+        maximum_interval=timedelta(seconds=retry.max_interval_s or 1),
+        maximum_attempts=retry.max_attempts or 0,
+    )
+    policy.apply_to_proto(RetryPolicyProto())
+    assert graph.timeout(work) == timedelta(days=3650)
+    assert graph.heartbeat_timeout(work) == timedelta(days=3650, seconds=-1)
+
+
+def test_sizes_the_server_shows_are_bounded() -> None:
+    text = VALID_TEXT.replace("version: 1.0.0", "version: 1.0.0-" + "a" * 123).replace(
+        "defaults:", "description: " + "x" * 17_000 + "\ndefaults:"
+    )
+    found = {(i.rule, i.line): i.message for i in issues_in(text)}
+
+    assert set(found) == {("invalid-version", 2), ("too-large", 3)}
+    assert "at most 128 characters" in found["invalid-version", 2]
+    assert "at most 16,384 are allowed" in found["too-large", 3]
+
+
+def test_a_graph_of_more_than_a_thousand_nodes_is_too_large() -> None:
+    nodes = "".join(
+        f"  - {{name: t{i}, kind: task, impl: tests.nodes:Echo}}\n" for i in range(1001)
+    )
+    text = f"name: big\nversion: 1.0.0\nnodes:\n{nodes}edges: []\n"
+    [issue] = issues_in(text)
+
+    assert (issue.rule, issue.line) == ("too-large", 4)
+    assert issue.message == "1,001 nodes; at most 1,000 are allowed"
+
+
+@pytest.mark.parametrize("text", ["", "# nothing but a comment\n", "\n\n"])
+def test_an_empty_file_is_one_located_error(text: str) -> None:
+    [issue] = issues_in(text)
+
+    assert (issue.rule, issue.line, issue.column) == ("schema", 1, 1)
+    assert issue.message.endswith("found an empty file")

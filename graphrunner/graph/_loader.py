@@ -1,22 +1,57 @@
-"""Load an AgentGraph from YAML, keeping line numbers so every error points at its place."""
+"""Load an AgentGraph from YAML, keeping positions so every error points at its place.
+
+Every problem in a file is reported at once. The YAML is read by the loader the policies use
+(`graphrunner.guardrails._yaml`: bounded in size, depth and alias expansion, positions for
+everything); schema errors are reported with line and column, and a "did you mean" for a
+misspelt key; then the graph-wide rules run on a best-effort graph in which each value that
+failed validation is dropped or replaced by a stand-in, and the rules that would judge a
+stand-in are skipped (`Unknowns`), so a schema error hides nothing and adds nothing.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import difflib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from graphrunner.errors import GraphError, GraphIssue, PolicyError
-from graphrunner.graph._model import AgentGraph
-from graphrunner.graph._validate import validate_graph
+from graphrunner.graph._model import AgentGraph, GraphDefaults, NodeSpec
+from graphrunner.graph._validate import BOUNDS, Unknowns, validate_graph
 from graphrunner.guardrails._policy import Policy, load_policy
+from graphrunner.guardrails._yaml import (
+    Composed,
+    Limits,
+    Loc,
+    Problem,
+    Unreadable,
+    compose,
+    node_position,
+    read_text,
+    unknown_key,
+)
 
-__all__ = ["load_graph", "parse_graph"]
+__all__ = ["GRAPH_LIMITS", "load_graph", "parse_graph"]
 
-Loc = tuple[str | int, ...]
+#: Bounds on a graph file: 4 MiB, 64 levels of nesting, 100,000 values after aliases.
+GRAPH_LIMITS: Final = Limits(max_bytes=4 * 1024 * 1024, max_depth=64, max_values=100_000)
+
+_RULES: Final = {
+    "syntax": "yaml-syntax",
+    "duplicate-key": "duplicate-key",
+    "value": "schema",
+    "limit": "too-large",
+}
+_TIMING: Final = frozenset({"timeout_s", "heartbeat_timeout_s", "retry"})
+_OUT_OF_RANGE: Final = frozenset(
+    {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+)
+_MAX_REPAIRS: Final = 4  # rounds of drop-and-retry before graph-wide rules are given up
 
 
 def load_graph(path: str | Path, *, check_imports: bool = True) -> AgentGraph:
@@ -31,9 +66,20 @@ def load_graph(path: str | Path, *, check_imports: bool = True) -> AgentGraph:
     """
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise GraphError([GraphIssue(rule="unreadable", message=str(exc), file=file)]) from exc
+        text = read_text(path, limits=GRAPH_LIMITS)
+    except Unreadable as exc:
+        rule = "yaml-syntax" if exc.line is not None else "too-large" if exc.limit else "unreadable"
+        raise GraphError(
+            [
+                GraphIssue(
+                    rule=rule,
+                    message=f"cannot read the graph file: {exc.message}",
+                    file=file,
+                    line=exc.line,
+                    column=exc.column,
+                )
+            ]
+        ) from None
     return parse_graph(text, file=file, check_imports=check_imports)
 
 
@@ -43,29 +89,35 @@ def parse_graph(text: str, *, file: str = "<string>", check_imports: bool = True
     A ``guardrails`` path is resolved from the directory of ``file``, or from the current
     directory when ``file`` is a placeholder such as ``<string>``.
     """
-    issues: list[GraphIssue] = []
-    lines: dict[Loc, int] = {}
-    key_lines: dict[Loc, int] = {}
-    data = _compose(text, file, lines, key_lines, issues)
-    if issues:
+    doc = compose(text, limits=GRAPH_LIMITS)
+    issues = [_yaml_issue(problem, file) for problem in doc.problems]
+    data = doc.data
+    if not doc.complete or () in doc.broken and not isinstance(data, Mapping):
         raise GraphError(issues)
     if not isinstance(data, Mapping):
-        raise GraphError(
-            [GraphIssue(rule="schema", message="a graph file must be a YAML mapping", file=file)]
+        line, column = node_position(doc.values[()]) if () in doc.values else (1, 1)
+        found = "an empty file" if data is None else _found(data)
+        message = (
+            f"a graph file must be a YAML mapping (name, version, nodes, edges), found {found}"
         )
+        issues.append(
+            GraphIssue(rule="schema", message=message, file=file, line=line, column=column)
+        )
+        raise GraphError(issues)
 
     def line_of(loc: Loc) -> int | None:
-        for cut in range(len(loc), -1, -1):
-            if loc[:cut] in lines:
-                return lines[loc[:cut]]
-        return None
+        node = doc.nearest(loc)
+        return node.start_mark.line + 1 if node is not None else None
 
     data = dict(data)
-    policy_issues: list[GraphIssue] = []
-    if "guardrails" in data:
+    if ("guardrails",) in doc.broken:
+        del data["guardrails"]  # its YAML problem is reported
+    elif "guardrails" in data:
+        key = doc.keys[("guardrails",)]
         policy, policy_issues = _resolve_guardrails(
-            data["guardrails"], file=file, line=key_lines[("guardrails",)]
+            data["guardrails"], file=file, line=key.start_mark.line + 1
         )
+        issues += policy_issues
         if policy is None:
             del data["guardrails"]  # reported; the rest of the graph is still checked
         else:
@@ -73,11 +125,33 @@ def parse_graph(text: str, *, file: str = "<string>", check_imports: bool = True
     try:
         graph = AgentGraph.model_validate(data)
     except ValidationError as exc:
-        raise GraphError(policy_issues + _pydantic_issues(exc, data, file, line_of)) from None
-    found = validate_graph(graph, file=file, line_of=line_of, check_imports=check_imports)
-    if policy_issues or found:
-        raise GraphError(policy_issues + found)
+        issues += _schema_issues(exc, data, doc, file)
+        best, unknowns = _best_effort(data, exc, doc)
+        if best is not None:
+            issues += validate_graph(
+                best, file=file, line_of=line_of, check_imports=check_imports, unknowns=unknowns
+            )
+        raise GraphError(issues) from None
+    issues += validate_graph(
+        graph,
+        file=file,
+        line_of=line_of,
+        check_imports=check_imports,
+        unknowns=_unknowns_of(doc),
+    )
+    if issues:
+        raise GraphError(issues)
     return graph
+
+
+def _yaml_issue(problem: Problem, file: str) -> GraphIssue:
+    return GraphIssue(
+        rule=_RULES[problem.kind],
+        message=problem.message,
+        file=file,
+        line=problem.line,
+        column=problem.column,
+    )
 
 
 def _resolve_guardrails(
@@ -102,10 +176,18 @@ def _resolve_guardrails(
         ]
     placeholder = file.startswith("<")
     path = (Path() if placeholder else Path(file).parent) / value
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as exc:  # a name too long for the OS, a NUL byte
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return None, [issue(f"{_shown(str(path))} cannot be a policy file: {reason}")]
+    if not exists:
         origin = "the current directory" if placeholder else "the graph file's directory"
         return None, [
-            issue(f"policy file {path} does not exist (relative paths start from {origin})")
+            issue(
+                f"policy file {_shown(str(path))} does not exist (relative paths start from "
+                f"{origin})"
+            )
         ]
     try:
         return load_policy(path), []
@@ -116,6 +198,11 @@ def _resolve_guardrails(
         ]
 
 
+def _shown(text: str) -> str:
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return text if len(text) <= 120 else f"{text[:80]}...{text[-30:]}"
+
+
 def _found(value: object) -> str:
     if isinstance(value, Mapping):
         return "a mapping"
@@ -123,78 +210,10 @@ def _found(value: object) -> str:
         return "a list"
     if value is None:
         return "nothing"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {_shown(repr(value))}"
 
 
-def _compose(
-    text: str,
-    file: str,
-    lines: dict[Loc, int],
-    key_lines: dict[Loc, int],
-    issues: list[GraphIssue],
-) -> Any:
-    """YAML text to plain data; ``lines`` gets the line of each value, ``key_lines`` of each key."""
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        issues.append(
-            GraphIssue(
-                rule="yaml-syntax",
-                message=f"invalid YAML: {problem}",
-                file=file,
-                line=mark.line + 1 if mark else None,
-            )
-        )
-        return None
-    finally:
-        loader.dispose()
-    if root is None:
-        return None
-
-    open_nodes: set[int] = set()  # nodes being converted: an alias back into one is a cycle
-
-    def shape_issue(node: yaml.Node, message: str) -> None:
-        issues.append(
-            GraphIssue(rule="schema", message=message, file=file, line=node.start_mark.line + 1)
-        )
-
-    def convert(node: yaml.Node, loc: Loc) -> Any:
-        lines[loc] = node.start_mark.line + 1
-        if id(node) in open_nodes:
-            shape_issue(node, "a YAML alias refers to a mapping or list that contains it")
-            return None
-        if isinstance(node, yaml.MappingNode):
-            open_nodes.add(id(node))
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    shape_issue(key_node, "mapping keys must be plain names, not lists or mappings")
-                    continue
-                key = loader.construct_object(key_node, deep=True)
-                if key in out:
-                    issues.append(
-                        GraphIssue(
-                            rule="duplicate-key",
-                            message=f"key '{key}' appears twice in one mapping",
-                            file=file,
-                            line=key_node.start_mark.line + 1,
-                        )
-                    )
-                key_lines[(*loc, key)] = key_node.start_mark.line + 1
-                out[key] = convert(value_node, (*loc, key))
-            open_nodes.discard(id(node))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            open_nodes.add(id(node))
-            items = [convert(item, (*loc, i)) for i, item in enumerate(node.value)]
-            open_nodes.discard(id(node))
-            return items
-        return loader.construct_object(node, deep=True)
-
-    return convert(root, ())
+# -- schema errors -------------------------------------------------------------------------
 
 
 def _rule_for(loc: Loc) -> str:
@@ -208,33 +227,210 @@ def _rule_for(loc: Loc) -> str:
     return "schema"
 
 
-def _pydantic_issues(
-    exc: ValidationError, data: Mapping[str, Any], file: str, line_of: Any
+def _schema_issues(
+    exc: ValidationError, data: Mapping[str, Any], doc: Composed, file: str
 ) -> list[GraphIssue]:
+    """One issue per schema error, at the line and column of the value (or key) concerned."""
     issues = []
     for error in exc.errors():
         loc: Loc = tuple(error["loc"])
-        where = None
-        if len(loc) >= 2 and loc[0] in ("nodes", "edges") and isinstance(loc[1], int):
-            where = _describe(data, loc[0], loc[1])
+        if loc in doc.broken or error["type"] == "missing" and loc[:-1] in doc.broken:
+            continue  # the YAML problem that left the value unread is reported
+        if error["type"] == "extra_forbidden":
+            node = doc.keys.get(loc) or doc.nearest(loc)
+            message = unknown_key(loc[-1], _fields_at(loc[:-1]))
+        elif error["type"] == "missing":
+            node = doc.nearest(loc[:-1])
+            message = f"missing required key {loc[-1]!r}"
+        elif error["type"] in _OUT_OF_RANGE and str(loc[-1]) in BOUNDS:
+            node = doc.nearest(loc)
+            shown = str(error["input"])
+            message = f"is {shown}; allowed: {BOUNDS[str(loc[-1])].text}"
+        else:
+            node = doc.nearest(loc)
+            expected = error["msg"].replace("Input should be", "expected")
+            message = f"{expected.replace('Value error, ', '')}, found {_found(error['input'])}"
+            bound = BOUNDS.get(str(loc[-1]))
+            message += f"; allowed: {bound.text}" if bound else ""
+        line, column = node_position(node) if node is not None else (None, None)
         field = ".".join(str(part) for part in loc) or "graph"
         issues.append(
             GraphIssue(
                 rule=_rule_for(loc),
-                message=f"{field}: {error['msg']}",
+                message=f"{field}{' ' if message.startswith('is ') else ': '}{message}",
                 file=file,
-                line=line_of(loc),
-                where=where,
+                line=line,
+                column=column,
+                where=_where(data, loc),
             )
         )
     return issues
 
 
-def _describe(data: Mapping[str, Any], section: str, index: int) -> str:
+def _pydantic_issues(
+    exc: ValidationError, data: Mapping[str, Any], file: str, line_of: Any
+) -> list[GraphIssue]:
+    """Issues for the schema errors of a graph given as data (the builder's): no columns."""
+    issues = _schema_issues(exc, data, Composed(), file)
+    return [
+        dataclasses.replace(issue, line=line_of(tuple(error["loc"])), column=None)
+        for issue, error in zip(issues, exc.errors(), strict=True)
+    ]
+
+
+def _where(data: Mapping[str, Any], loc: Loc) -> str | None:
+    if len(loc) < 2 or loc[0] not in ("nodes", "edges") or not isinstance(loc[1], int):
+        return None
+    section, index = loc[0], loc[1]
     items = data.get(section)
     item = items[index] if isinstance(items, list) and index < len(items) else None
     if not isinstance(item, Mapping):
         return f"{section[:-1]} #{index + 1}"
     if section == "nodes":
-        return f"node '{item.get('name', f'#{index + 1}')}'"
-    return f"edge {item.get('from', '?')} -> {item.get('to') or 'END'}"
+        name = item.get("name")
+        return f"node '{_shown(name)}'" if isinstance(name, str) else f"node #{index + 1}"
+    source, target = item.get("from", "?"), item.get("to") or "END"
+    return f"edge {_shown(str(source))} -> {_shown(str(target))}"
+
+
+def _fields_at(loc: Loc) -> list[str]:
+    """The keys allowed in the mapping at ``loc``, as YAML spells them."""
+    model: type[BaseModel] | None = AgentGraph
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(str(part)) or next(
+            (info for info in model.model_fields.values() if info.alias == part), None
+        )
+        model = _model_in(info.annotation) if info is not None else None
+    if model is None:
+        return []
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``list[NodeSpec]`` or ``X | None``."""
+    stack = [annotation]
+    while stack:
+        candidate = stack.pop()
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+        stack.extend(typing.get_args(candidate))
+    return None
+
+
+# -- the best-effort graph -----------------------------------------------------------------
+
+
+def _unknowns_of(doc: Composed) -> Unknowns:
+    unknowns = Unknowns()
+    for loc in doc.broken:
+        _note(unknowns, loc)
+    return unknowns
+
+
+def _best_effort(
+    data: Mapping[str, Any], exc: ValidationError, doc: Composed
+) -> tuple[AgentGraph | None, Unknowns]:
+    """A graph like ``data`` without the values that failed validation, and what they were.
+
+    Returns None when what failed is the shape of the whole (nodes or edges not lists, one
+    of them missing): graph-wide rules cannot run on a guess that large.
+    """
+    attempt = copy.deepcopy(dict(data))
+    unknowns = _unknowns_of(doc)
+    errors = [tuple(error["loc"]) for error in exc.errors()] + sorted(doc.broken, key=str)
+    for _ in range(_MAX_REPAIRS):
+        for loc in errors:
+            if not _repair(attempt, loc):
+                return None, unknowns
+            _note(unknowns, loc)
+        try:
+            return AgentGraph.model_validate(attempt), unknowns
+        except ValidationError as again:
+            errors = [tuple(error["loc"]) for error in again.errors()]
+    return None, unknowns
+
+
+# Stand-ins for required values that failed validation; None: a name no real one can equal.
+_STAND_INS: Final[dict[str, dict[str, str | None]]] = {
+    "nodes": {"name": None, "kind": "task", "impl": ""},
+    "edges": {"from": None},
+    "": {"name": "graph", "version": "0.0.0"},
+}
+
+
+def _repair(data: dict[str, Any], loc: Loc) -> bool:
+    """Drop the value at ``loc`` or put a stand-in there; False if that cannot be done."""
+    if not loc or loc[0] in ("nodes", "edges") and (len(loc) < 2 or not isinstance(loc[1], int)):
+        return False
+    try:
+        if loc[0] in ("nodes", "edges"):
+            section, index = str(loc[0]), int(loc[1])
+            items = data[section]
+            if not isinstance(items[index], dict):
+                items[index] = {}
+            item = items[index]
+            stand_ins = _STAND_INS[section]
+            # A node or edge whose own value is broken, or that lost keys to a merge key:
+            # give it every required key it lacks.
+            fields = [loc[2]] if len(loc) > 2 else [key for key in stand_ins if key not in item]
+            for key in fields:
+                if key in stand_ins:
+                    item[key] = stand_ins[key] or f"\x00{section} {index}"
+                else:
+                    _drop(item, loc[2:])
+            return True
+        if loc[0] in ("name", "version"):
+            data[str(loc[0])] = _STAND_INS[""][str(loc[0])]
+            return True
+        _drop(data, loc)
+        return True
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
+def _drop(data: dict[Any, Any], loc: Loc) -> None:
+    """Remove the value at ``loc`` (or the first thing on the way that is not a mapping)."""
+    parent = data
+    for part in loc[:-1]:
+        child = parent.get(part)
+        if not isinstance(child, dict):
+            parent.pop(part, None)
+            return
+        parent = child
+    parent.pop(loc[-1], None)
+
+
+def _note(unknowns: Unknowns, loc: Loc) -> None:
+    """Record in ``unknowns`` what replacing the value at ``loc`` leaves unknown."""
+    if loc[:1] == ("nodes",) and len(loc) >= 2 and isinstance(loc[1], int):
+        i, key = loc[1], loc[2] if len(loc) > 2 else None
+        if key in (None, "name"):
+            unknowns.names.add(i)
+        if key in (None, "name", "kind"):
+            unknowns.kinds.add(i)
+        if key in (None, "impl"):
+            unknowns.impls.add(i)
+        if key is None or key in _TIMING or _misspelt(key, NodeSpec, _TIMING):
+            unknowns.timing.add(i)
+    elif loc[:1] == ("edges",) and len(loc) >= 2 and isinstance(loc[1], int):
+        key = loc[2] if len(loc) > 2 else None
+        unknowns.edges.add(loc[1])
+        unknowns.sources |= key in (None, "from")
+        unknowns.targets |= key in (None, "to") or _misspelt(key, None, {"to", "from"})
+    elif loc[:1] == ("defaults",):
+        key = loc[1] if len(loc) > 1 else None
+        timing = key is None or key in _TIMING or _misspelt(key, GraphDefaults, _TIMING)
+        unknowns.default_timing |= timing
+    elif loc[:1] == ("start",):
+        unknowns.start = True
+
+
+def _misspelt(key: object, model: type[BaseModel] | None, fields: typing.Collection[str]) -> bool:
+    """Whether ``key``, unknown to ``model``, is probably a misspelling of one of ``fields``."""
+    if not isinstance(key, str) or (model is not None and key in model.model_fields):
+        return False
+    return bool(difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6))

@@ -7,15 +7,23 @@ I/O: structural checks live here (pydantic), graph-wide rules live in `_validate
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from graphrunner.guardrails._policy import Policy
 
 __all__ = [
+    "MAX_ATTEMPTS",
+    "MAX_BACKOFF",
+    "MAX_ERROR_TYPES",
+    "MAX_ERROR_TYPE_LENGTH",
+    "MAX_ITERATIONS",
+    "MAX_SECONDS",
+    "MIN_SECONDS",
     "AgentGraph",
     "EdgeSpec",
     "EdgeType",
@@ -23,6 +31,46 @@ __all__ = [
     "NodeKind",
     "NodeSpec",
     "RetrySpec",
+]
+
+
+# Bounds on every number the Temporal server or the lifetime workflow sees, in two tiers.
+#
+# The model refuses only what no lifetime could ever have run: NaN and infinity (JSON turns
+# them into null), more attempts than the server's int32, durations past the protobuf
+# Duration range. It also decodes every pinned graph in running histories, so it must never
+# refuse what a worker accepted before: a lifetime whose input no longer decodes would hang.
+#
+# Validation (`validate_graph`, which the loader and the builder run) then holds a new
+# definition to sane limits, documented here and in the JSON Schema: past them a value is a
+# mistake, and some would be refused by the server on every retry, so the lifetime would hang.
+#: Durations (timeouts, heartbeat, retry intervals), seconds: 1 ms (Temporal's resolution)
+#: up to 10 years (well inside protobuf Durations and Go's time.Duration, ~292 years).
+MIN_SECONDS: Final = 0.001
+MAX_SECONDS: Final = 10 * 365 * 24 * 3600
+#: Attempts of one node: ten thousand is past any sane retry plan (the server's int32 is the
+#: hard limit).
+MAX_ATTEMPTS: Final = 10_000
+#: Retry backoff coefficient: a longer wait than x1000 per retry is an error, not a plan.
+MAX_BACKOFF: Final = 1000.0
+#: The loop guard: no history holds a million runs of one node (Temporal ends a workflow's
+#: history at 51,200 events), so a higher cap could never be reached.
+MAX_ITERATIONS: Final = 1_000_000
+#: Exception type names in a retry policy: the server gets them with every activity command.
+MAX_ERROR_TYPES: Final = 64
+MAX_ERROR_TYPE_LENGTH: Final = 256
+_INT32: Final = 2**31 - 1
+_DURATION_RANGE: Final = 315_576_000_000  # protobuf Duration: +-10,000 years
+_JSON_DEPTH: Final = 200  # pydantic's JSON parser refuses deeper nesting
+
+Seconds = Annotated[
+    float,
+    Field(
+        gt=0,
+        le=_DURATION_RANGE,
+        allow_inf_nan=False,
+        json_schema_extra={"minimum": MIN_SECONDS, "maximum": MAX_SECONDS},
+    ),
 ]
 
 
@@ -62,19 +110,30 @@ class RetrySpec(_Strict):
     """Temporal retry policy of a node; unset fields fall back to the graph defaults."""
 
     max_attempts: int | None = Field(
-        default=None, ge=1, description="Attempts in all, including the first (>= 1)."
+        default=None,
+        ge=1,
+        le=_INT32,
+        json_schema_extra={"maximum": MAX_ATTEMPTS},
+        description=f"Attempts in all, including the first (1 to {MAX_ATTEMPTS:,}).",
     )
-    initial_interval_s: float | None = Field(
-        default=None, gt=0, description="Wait before the first retry, seconds."
+    initial_interval_s: Seconds | None = Field(
+        default=None, description="Wait before the first retry, seconds."
     )
     backoff: float | None = Field(
-        default=None, ge=1, description="Multiplier of the wait after each retry (>= 1)."
+        default=None,
+        ge=1,
+        allow_inf_nan=False,
+        json_schema_extra={"maximum": MAX_BACKOFF},
+        description=f"Multiplier of the wait after each retry (1 to {MAX_BACKOFF:g}).",
     )
-    max_interval_s: float | None = Field(
-        default=None, gt=0, description="Longest wait between retries, seconds."
+    max_interval_s: Seconds | None = Field(
+        default=None, description="Longest wait between retries, seconds."
     )
     non_retryable_errors: list[str] | None = Field(
-        default=None, description="Exception type names that are never retried."
+        default=None,
+        json_schema_extra={"maxItems": MAX_ERROR_TYPES},
+        description="Exception type names that are never retried "
+        f"(at most {MAX_ERROR_TYPES}, each at most {MAX_ERROR_TYPE_LENGTH} characters).",
     )
 
     def merged_over(self, base: RetrySpec) -> RetrySpec:
@@ -96,12 +155,12 @@ BUILTIN_RETRY = RetrySpec(
 class GraphDefaults(_Strict):
     """Settings every node inherits unless it sets its own."""
 
-    timeout_s: float = Field(
-        default=60.0, gt=0, description="Start-to-close timeout of one attempt, seconds."
+    timeout_s: Seconds = Field(
+        default=60.0,
+        description="Start-to-close timeout of one attempt, seconds (1 ms to 10 years).",
     )
-    heartbeat_timeout_s: float | None = Field(
+    heartbeat_timeout_s: Seconds | None = Field(
         default=None,
-        gt=0,
         description="If set, a node's worker heartbeats; a crashed worker is noticed this fast.",
     )
     retry: RetrySpec = Field(
@@ -110,7 +169,10 @@ class GraphDefaults(_Strict):
         "(3 attempts, 1 s initial interval, backoff 2.0, at most 30 s between attempts).",
     )
     max_iterations: int = Field(
-        default=100, ge=1, description="Most times any one node may run in a lifetime."
+        default=100,
+        ge=1,
+        json_schema_extra={"maximum": MAX_ITERATIONS},
+        description=f"Most times any one node may run in a lifetime (1 to {MAX_ITERATIONS:,}).",
     )
 
 
@@ -121,8 +183,8 @@ class NodeSpec(_Strict):
     kind: NodeKind
     impl: str = Field(description="Implementation class as 'package.module:ClassName'.")
     description: str = ""
-    timeout_s: float | None = Field(default=None, gt=0)
-    heartbeat_timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: Seconds | None = None
+    heartbeat_timeout_s: Seconds | None = None
     retry: RetrySpec | None = None
     local: bool = Field(
         default=False,
@@ -131,6 +193,26 @@ class NodeSpec(_Strict):
     config: dict[str, Any] = Field(
         default_factory=dict, description="Free-form settings handed to the implementation."
     )
+
+    @field_validator("config")
+    @classmethod
+    def _json_numbers(cls, config: dict[str, Any]) -> dict[str, Any]:
+        # The config travels as JSON: NaN and infinity would become null without a word, and
+        # nesting deeper than the JSON parser takes (or a cycle) could never be decoded.
+        _check_json_value(config, 0)
+        return config
+
+
+def _check_json_value(value: object, depth: int) -> None:
+    if depth > _JSON_DEPTH:
+        raise ValueError(f"nested more than {_JSON_DEPTH} levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"numbers must be finite, found {value}")
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_json_value(item, depth + 1)
 
 
 class EdgeSpec(_Strict):

@@ -1,22 +1,47 @@
-"""Graph-wide validation rules.
+"""Graph-wide validation rules, and the sane bounds of everything a definition sets.
 
 Every rule appends `GraphIssue`s instead of raising, so one run reports every problem. Rule
-names are stable (tests and users grep for them); the README lists them.
+names are stable (tests and users grep for them); the README lists them. A graph whose fields
+failed schema validation is checked too, as a best-effort graph with stand-ins (see the
+loader): `Unknowns` names the stand-ins, and each rule that would judge one is skipped.
+
+The module is long because it is the one home of the graph-wide rules (the loader and the
+builder share it); each rule is a small function.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 import re
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from pydantic import BaseModel
 
 from graphrunner.errors import GraphIssue
-from graphrunner.graph._model import AgentGraph, EdgeSpec, EdgeType, NodeKind, NodeSpec
+from graphrunner.graph._model import (
+    MAX_ATTEMPTS,
+    MAX_BACKOFF,
+    MAX_ERROR_TYPE_LENGTH,
+    MAX_ERROR_TYPES,
+    MAX_ITERATIONS,
+    MAX_SECONDS,
+    MIN_SECONDS,
+    AgentGraph,
+    EdgeSpec,
+    EdgeType,
+    NodeKind,
+    NodeSpec,
+    RetrySpec,
+)
 from graphrunner.guardrails._ast import Aggregate, Binary, Expr, Field, String, Unary
 from graphrunner.guardrails._policy import Policy
 
-__all__ = ["import_impl", "validate_graph"]
+__all__ = ["BOUNDS", "Bound", "Unknowns", "import_impl", "validate_graph"]
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 # semver.org 2.0.0, without build-metadata subtleties that nobody uses for graphs.
@@ -25,8 +50,76 @@ SEMVER_RE = re.compile(
     r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
 )
 
+
+@dataclass(frozen=True)
+class Bound:
+    """The sane range of a number in a graph (see `graphrunner.graph._model`)."""
+
+    rule: str
+    low: float
+    high: float
+    text: str
+
+
+_DURATION = f"seconds from {MIN_SECONDS:g} (1 ms) to {MAX_SECONDS:,} (10 years)"
+#: The sane range of every number a definition sets, by field name.
+BOUNDS: Final = {
+    "timeout_s": Bound("bad-timeout", MIN_SECONDS, MAX_SECONDS, _DURATION),
+    "heartbeat_timeout_s": Bound("bad-timeout", MIN_SECONDS, MAX_SECONDS, _DURATION),
+    "initial_interval_s": Bound("bad-retry", MIN_SECONDS, MAX_SECONDS, _DURATION),
+    "max_interval_s": Bound("bad-retry", MIN_SECONDS, MAX_SECONDS, _DURATION),
+    "max_attempts": Bound("bad-retry", 1, MAX_ATTEMPTS, f"1 to {MAX_ATTEMPTS:,} attempts"),
+    "backoff": Bound("bad-retry", 1, MAX_BACKOFF, f"a factor from 1 to {MAX_BACKOFF:g}"),
+    "max_iterations": Bound(
+        "bad-iterations", 1, MAX_ITERATIONS, f"1 to {MAX_ITERATIONS:,} runs of a node"
+    ),
+}
+
+# Sizes the server, the UI or validation itself must cope with. The static details of a
+# lifetime are the graph's description, and the server refuses more than 20,000 bytes of them.
+MAX_VERSION_LENGTH: Final = 128
+MAX_DESCRIPTION_BYTES: Final = 16 * 1024
+# A thousand nodes also keep one fan-out below the 2,000 pending activities Temporal allows
+# a workflow by default (a wider one would fail its workflow task on every retry).
+MAX_NODES: Final = 1000
+MAX_EDGES: Final = 5000
+# Steps of the fan-in search, which a hostile graph (fan-outs in cycles) could make cubic.
+_FAN_IN_STEPS: Final = 500_000
+
 # Where an item was defined: ("nodes", 3) or ("edges", 0) -> line number.
 LineOf = Callable[[tuple[str | int, ...]], int | None]
+
+
+@dataclass(kw_only=True)
+class Unknowns:
+    """What schema errors left unknown in a best-effort graph; rules that need it are skipped.
+
+    A graph whose fields failed validation can still be checked as a whole once the bad values
+    are replaced by stand-ins (see the loader), but a rule must not judge a stand-in: it would
+    report a problem the author never wrote. Each rule that reads one of these is skipped
+    until the schema error is fixed.
+
+    Attributes:
+        names: Nodes (by index) whose name is a stand-in.
+        kinds: Nodes whose kind (or whole definition) is a stand-in.
+        impls: Nodes whose implementation path is a stand-in.
+        timing: Nodes whose timeout or retry settings were dropped.
+        default_timing: The defaults' timeout or retry settings were dropped.
+        edges: Edges whose type or ends are stand-ins.
+        sources: Some edge's source is a stand-in (it may leave any node).
+        targets: Some edge's target is a stand-in.
+        start: The start node is a stand-in.
+    """
+
+    names: set[int] = field(default_factory=set)
+    kinds: set[int] = field(default_factory=set)
+    impls: set[int] = field(default_factory=set)
+    timing: set[int] = field(default_factory=set)
+    default_timing: bool = False
+    edges: set[int] = field(default_factory=set)
+    sources: bool = False
+    targets: bool = False
+    start: bool = False
 
 
 def import_impl(path: str) -> type:
@@ -75,6 +168,7 @@ def validate_graph(
     file: str | None = None,
     line_of: LineOf | None = None,
     check_imports: bool = True,
+    unknowns: Unknowns | None = None,
 ) -> list[GraphIssue]:
     """Check every graph-wide rule and return all problems found (empty when valid).
 
@@ -83,27 +177,62 @@ def validate_graph(
         file: Source file named in the issues.
         line_of: Maps a location such as ``("nodes", 2)`` to its line in ``file``.
         check_imports: Import each node's implementation and check it is the right kind.
+        unknowns: Parts of ``graph`` that stand in for values that failed schema validation
+            (already reported); the rules that would read them are skipped.
     """
     out = _Collector(file, line_of or (lambda _loc: None))
+    unknown = unknowns or Unknowns()
     nodes: dict[str, NodeSpec] = {}
     node_index: dict[str, int] = {}
 
-    if not SEMVER_RE.match(graph.version):
+    if not SEMVER_RE.match(graph.version) or len(graph.version) > MAX_VERSION_LENGTH:
         out.add(
             "invalid-version",
-            f"version '{graph.version}' is not semver (e.g. 1.0.0)",
+            f"version '{_shorten(graph.version)}' is not semver (e.g. 1.0.0) of at most "
+            f"{MAX_VERSION_LENGTH} characters",
             loc=("version",),
         )
     if not NAME_RE.match(graph.name):
         out.add(
-            "invalid-name", f"graph name '{graph.name}' must match {NAME_RE.pattern}", loc=("name",)
+            "invalid-name",
+            f"graph name '{_shorten(graph.name)}' must match {NAME_RE.pattern}",
+            loc=("name",),
+        )
+    size = len(json.dumps(graph.description, ensure_ascii=False).encode())
+    if size > MAX_DESCRIPTION_BYTES:
+        out.add(
+            "too-large",
+            f"the description takes {size:,} bytes as JSON; at most {MAX_DESCRIPTION_BYTES:,} "
+            "are allowed (Temporal shows it as the lifetime's details and refuses more than "
+            "20,000)",
+            loc=("description",),
         )
     if not graph.nodes:
         out.add("no-nodes", "a graph needs at least one node", loc=("nodes",))
         return out.issues
+    too_many = [
+        (section, len(items), cap)
+        for section, items, cap in (
+            ("nodes", graph.nodes, MAX_NODES),
+            ("edges", graph.edges, MAX_EDGES),
+        )
+        if len(items) > cap
+    ]
+    for section, count, cap in too_many:
+        out.add("too-large", f"{count:,} {section}; at most {cap:,} are allowed", loc=(section,))
+    if too_many:
+        return out.issues  # the graph-wide rules below would take too long
 
+    if not unknown.default_timing:
+        _check_numbers(graph.defaults, ("defaults",), "", out)
     for i, node in enumerate(graph.nodes):
-        where = f"node '{node.name}'"
+        where = f"node '{_shorten(node.name)}'"
+        if i not in unknown.timing:
+            _check_numbers(node, ("nodes", i), where, out)
+        if i in unknown.names:
+            nodes[node.name] = node  # a stand-in name: no rule about names applies
+            node_index[node.name] = i
+            continue
         if not NAME_RE.match(node.name):
             out.add(
                 "invalid-name",
@@ -121,52 +250,64 @@ def validate_graph(
             continue
         nodes[node.name] = node
         node_index[node.name] = i
-        if node.local and node.kind is NodeKind.TASK:
+        if node.local and node.kind is NodeKind.TASK and i not in unknown.kinds:
             out.add(
                 "local-task",
                 "only plans may run as local activities; remove 'local: true'",
                 loc=("nodes", i),
                 where=where,
             )
-        _check_timing(graph, node, i, out)
-        if check_imports:
-            _check_impl(node, i, out)
+        if i not in unknown.timing and not unknown.default_timing:
+            _check_timing(graph, node, i, out)
+        if check_imports and i not in unknown.impls:
+            _check_impl(node, i, out, check_kind=i not in unknown.kinds)
+    known_kind = {name for name, i in node_index.items() if i not in unknown.kinds | unknown.names}
 
     start = graph.start_node
-    if start not in nodes:
+    start_known = not unknown.start and not (graph.start is None and 0 in unknown.names)
+    if start not in nodes and start_known and not unknown.names:
         out.add("unknown-start", f"start node '{start}' is not defined", loc=("start",))
 
-    valid_edges = _check_edges(graph.edges, nodes, out)
-    out_edges: dict[str, list[EdgeSpec]] = defaultdict(list)
-    for edge in valid_edges:
-        out_edges[edge.source].append(edge)
+    edges = _check_edges(graph.edges, nodes, known_kind, unknown, out)
 
-    for name, node in nodes.items():
-        # Count what the author declared (a broken edge was already reported on its own line;
-        # "it has 0" next to a visible edge would mislead), each distinct edge once.
-        edges = {(edge.target, edge.type) for edge in graph.out_edges(name)}
+    # Count what the author declared (a broken edge was already reported on its own line;
+    # "it has 0" next to a visible edge would mislead), each distinct edge once. An edge
+    # whose source is unknown may leave any node: then nothing can be counted.
+    declared_by: dict[str, set[tuple[str | None, EdgeType]]] = defaultdict(set)
+    for edge in graph.edges:
+        declared_by[edge.source].add((edge.target, edge.type))
+    for name, node in nodes.items() if not unknown.sources else ():
+        if name not in known_kind:
+            continue
+        declared = declared_by[name]
         where = f"node '{name}'"
         loc: tuple[str | int, ...] = ("nodes", node_index[name])
-        if node.kind is NodeKind.TASK and len(edges) != 1:
+        if node.kind is NodeKind.TASK and len(declared) != 1:
             out.add(
                 "task-successor",
                 f"a task needs exactly one outgoing edge (to a plan, or FINAL); it has "
-                f"{len(edges)}",
+                f"{len(declared)}",
                 loc=loc,
                 where=where,
             )
-        if node.kind is NodeKind.PLAN and not edges:
+        if node.kind is NodeKind.PLAN and not declared:
             out.add(
                 "plan-successor", "a plan needs at least one outgoing edge", loc=loc, where=where
             )
 
-    if start in nodes:
-        _check_reachability(start, nodes, node_index, out_edges, out)
-    edge_pos = {id(edge): j for j, edge in enumerate(graph.edges)}
-    _check_fan_in(valid_edges, edge_pos, out_edges, out)
-    if graph.guardrails is not None:
+    # Reachability follows every edge between real nodes, even one that breaks a kind rule:
+    # that edge is reported once, not again as everything downstream of it.
+    if start in nodes and start_known and not (unknown.names or unknown.targets):
+        _check_reachability(start, nodes, node_index, edges, out)
+    if not (unknown.kinds or unknown.names or unknown.edges):
+        _check_fan_in(edges, out)
+    if graph.guardrails is not None and not unknown.names:
         _check_policy_nodes(graph.guardrails, nodes, out)
     return out.issues
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 21]}...{text[-18:]}"
 
 
 def _check_policy_nodes(policy: Policy, nodes: dict[str, NodeSpec], out: _Collector) -> None:
@@ -203,6 +344,38 @@ def _compared_node_names(tree: Expr | None) -> Iterable[str]:
             pass
 
 
+def _check_numbers(
+    spec: BaseModel, loc: tuple[str | int, ...], where: str, out: _Collector
+) -> None:
+    """Report every number ``spec`` sets (not inherits) outside its sane range."""
+    for name in type(spec).model_fields:
+        value = getattr(spec, name)
+        if isinstance(value, RetrySpec):
+            _check_numbers(value, (*loc, name), where, out)
+            continue
+        bound = BOUNDS.get(name)
+        if bound is None or value is None or bound.low <= value <= bound.high:
+            continue
+        field = ".".join(map(str, (*loc, name)[2 if loc[0] == "nodes" else 0 :]))
+        out.add(
+            bound.rule,
+            f"{field} is {value}; allowed: {bound.text}",
+            loc=(*loc, name),
+            where=where,
+        )
+    errors = spec.non_retryable_errors if isinstance(spec, RetrySpec) else None
+    long = [name for name in errors or () if len(name) > MAX_ERROR_TYPE_LENGTH]
+    if errors and (len(errors) > MAX_ERROR_TYPES or long):
+        out.add(
+            "bad-retry",
+            f"retry.non_retryable_errors: at most {MAX_ERROR_TYPES} names of at most "
+            f"{MAX_ERROR_TYPE_LENGTH} characters each (the server gets them with every "
+            f"attempt); found {len(errors)}" + (f", {len(long)} too long" if long else ""),
+            loc=(*loc, "non_retryable_errors"),
+            where=where,
+        )
+
+
 def _check_timing(graph: AgentGraph, node: NodeSpec, i: int, out: _Collector) -> None:
     where = f"node '{node.name}'"
     retry = graph.retry(node)
@@ -230,7 +403,7 @@ def _check_timing(graph: AgentGraph, node: NodeSpec, i: int, out: _Collector) ->
         )
 
 
-def _check_impl(node: NodeSpec, i: int, out: _Collector) -> None:
+def _check_impl(node: NodeSpec, i: int, out: _Collector, *, check_kind: bool) -> None:
     # Imported here: the SDK imports temporalio.activity, which the model module must not.
     from graphrunner._sdk import Plan, Task
 
@@ -238,10 +411,11 @@ def _check_impl(node: NodeSpec, i: int, out: _Collector) -> None:
     try:
         cls = import_impl(node.impl)
     except Exception as exc:  # any import-time failure of user code is the user's to see
-        out.add("impl-import", f"cannot import '{node.impl}': {exc}", loc=("nodes", i), where=where)
+        shown = _shorten(node.impl)
+        out.add("impl-import", f"cannot import '{shown}': {exc}", loc=("nodes", i), where=where)
         return
     want: type = Task if node.kind is NodeKind.TASK else Plan
-    if not issubclass(cls, want):
+    if check_kind and not issubclass(cls, want):
         out.add(
             "impl-kind",
             f"'{node.impl}' must subclass graphrunner.{want.__name__} for a {node.kind.value} node",
@@ -250,18 +424,34 @@ def _check_impl(node: NodeSpec, i: int, out: _Collector) -> None:
         )
 
 
+# An edge as the graph-wide searches follow it: its index and the edge, normalised (an edge
+# whose ends break a kind rule is followed as NORMAL, one whose target is broken as FINAL).
+_Link = tuple[int, EdgeSpec]
+
+
 def _check_edges(
-    edges: Iterable[EdgeSpec], nodes: dict[str, NodeSpec], out: _Collector
-) -> list[EdgeSpec]:
-    valid: list[EdgeSpec] = []
+    edges: Iterable[EdgeSpec],
+    nodes: dict[str, NodeSpec],
+    known_kind: set[str],
+    unknown: Unknowns,
+    out: _Collector,
+) -> list[_Link]:
+    """Report each edge's own problems; return the links the graph-wide searches follow."""
+    links: list[_Link] = []
     seen: dict[tuple[str, str | None, EdgeType], int] = {}
+    final, normal = {"type": EdgeType.FINAL, "target": None}, {"type": EdgeType.NORMAL}
     for j, edge in enumerate(edges):
+        if j in unknown.edges:  # its own problem is reported; follow what is known of it
+            if edge.source in nodes and (edge.target is None or edge.target in nodes):
+                links.append((j, edge if edge.target else edge.model_copy(update=final)))
+            continue
         loc = ("edges", j)
         where = f"edge {edge.label()}"
-        ok = True
-        if edge.source not in nodes:
+        # A dangling name may be a node whose own name failed validation: say nothing then.
+        report_dangling = not unknown.names
+        ends_ok = edge.source in nodes
+        if not ends_ok and report_dangling:
             out.add("dangling-edge", f"source '{edge.source}' is not a node", loc=loc, where=where)
-            ok = False
         if edge.type is EdgeType.FINAL:
             if edge.target is not None:
                 out.add(
@@ -270,7 +460,6 @@ def _check_edges(
                     loc=loc,
                     where=where,
                 )
-                ok = False
         elif edge.target is None:
             out.add(
                 "missing-target",
@@ -278,43 +467,52 @@ def _check_edges(
                 loc=loc,
                 where=where,
             )
-            ok = False
         elif edge.target not in nodes:
-            out.add("dangling-edge", f"target '{edge.target}' is not a node", loc=loc, where=where)
-            ok = False
+            if report_dangling:
+                out.add(
+                    "dangling-edge", f"target '{edge.target}' is not a node", loc=loc, where=where
+                )
         key = (edge.source, edge.target, edge.type)
         if key in seen:
             out.add("duplicate-edge", "the same edge is declared twice", loc=loc, where=where)
-            ok = False
-        seen.setdefault(key, j)
-        if not ok:
             continue
-        if edge.target is not None:
-            src, dst = nodes[edge.source].kind, nodes[edge.target].kind
-            if src is dst:
-                out.add(
-                    "alternation",
-                    f"{src.value} -> {dst.value} edges break tick-tock alternation; "
-                    f"put a {'plan' if src is NodeKind.TASK else 'task'} between them",
-                    loc=loc,
-                    where=where,
-                )
-                continue
-            if edge.type is EdgeType.PARALLEL and src is not NodeKind.PLAN:
-                out.add(
-                    "edge-direction",
-                    "PARALLEL edges go from a plan to a task",
-                    loc=loc,
-                    where=where,
-                )
-                continue
-            if edge.type is EdgeType.JOIN and src is not NodeKind.TASK:
-                out.add(
-                    "edge-direction", "JOIN edges go from a task to a plan", loc=loc, where=where
-                )
-                continue
-        valid.append(edge)
-    return valid
+        seen[key] = j
+        if not ends_ok:
+            continue
+        if edge.type is EdgeType.FINAL or edge.target is None or edge.target not in nodes:
+            # A broken target is reported above; where it leads is unknown, so the source is
+            # not also told it can never finish.
+            links.append((j, edge.model_copy(update=final)))
+            continue
+        problem = None
+        if edge.source in known_kind and edge.target in known_kind:
+            problem = _kind_problem(edge, nodes[edge.source].kind, nodes[edge.target].kind)
+        if problem is not None:
+            out.add(problem[0], problem[1], loc=loc, where=where)
+        links.append((j, edge if problem is None else edge.model_copy(update=normal)))
+    return links
+
+
+def _kind_problem(edge: EdgeSpec, src: NodeKind, dst: NodeKind) -> tuple[str, str] | None:
+    if src is dst:
+        between = "plan" if src is NodeKind.TASK else "task"
+        return (
+            "alternation",
+            f"{src.value} -> {dst.value} edges break tick-tock alternation; "
+            f"put a {between} between them",
+        )
+    if edge.type is EdgeType.PARALLEL and src is not NodeKind.PLAN:
+        return "edge-direction", "PARALLEL edges go from a plan to a task"
+    if edge.type is EdgeType.JOIN and src is not NodeKind.TASK:
+        return "edge-direction", "JOIN edges go from a task to a plan"
+    return None
+
+
+def _out_edges(links: list[_Link]) -> dict[str, list[EdgeSpec]]:
+    out_edges: dict[str, list[EdgeSpec]] = defaultdict(list)
+    for _, edge in links:
+        out_edges[edge.source].append(edge)
+    return out_edges
 
 
 def _reach(start: str, out_edges: dict[str, list[EdgeSpec]]) -> set[str]:
@@ -332,9 +530,10 @@ def _check_reachability(
     start: str,
     nodes: dict[str, NodeSpec],
     node_index: dict[str, int],
-    out_edges: dict[str, list[EdgeSpec]],
+    links: list[_Link],
     out: _Collector,
 ) -> None:
+    out_edges = _out_edges(links)
     reachable = _reach(start, out_edges)
     for name in nodes:
         if name not in reachable:
@@ -346,11 +545,10 @@ def _check_reachability(
             )
     # Nodes that can finish: reverse search from every source of a FINAL edge.
     into: dict[str, list[str]] = defaultdict(list)
-    for edges in out_edges.values():
-        for edge in edges:
-            if edge.target is not None:
-                into[edge.target].append(edge.source)
-    finishing = {e.source for es in out_edges.values() for e in es if e.type is EdgeType.FINAL}
+    for _, edge in links:
+        if edge.target is not None:
+            into[edge.target].append(edge.source)
+    finishing = {edge.source for _, edge in links if edge.type is EdgeType.FINAL}
     queue = deque(finishing)
     while queue:
         for src in into[queue.popleft()]:
@@ -368,24 +566,25 @@ def _check_reachability(
             )
 
 
-def _check_fan_in(
-    edges: list[EdgeSpec],
-    edge_pos: dict[int, int],
-    out_edges: dict[str, list[EdgeSpec]],
-    out: _Collector,
-) -> None:
+def _check_fan_in(links: list[_Link], out: _Collector) -> None:
     # A branch starts at the target of a PARALLEL edge and runs until it takes a JOIN edge.
     # A fan-out nested inside the branch is closed by its own JOIN, after which the branch goes
     # on (as the lifetime workflow runs it), so the search tracks how deeply it is nested.
     # Deeper nesting than there are PARALLEL edges can only come from a cycle: stop there.
-    max_nesting = sum(1 for edge in edges if edge.type is EdgeType.PARALLEL)
+    out_edges = _out_edges(links)
+    parallel = [(j, edge) for j, edge in links if edge.type is EdgeType.PARALLEL]
+    max_nesting = len(parallel)
 
-    def branch_nodes(first: str) -> tuple[set[str], bool]:
+    budget = [_FAN_IN_STEPS]
+
+    @functools.cache
+    def branch_nodes(first: str) -> tuple[frozenset[str], bool]:
         seen: set[tuple[str, int]] = {(first, 0)}
         joined = False
         queue = deque(seen)
-        while queue:
+        while queue and budget[0] > 0:
             name, nesting = queue.popleft()
+            budget[0] -= len(out_edges[name]) + 1
             for edge in out_edges[name]:
                 if edge.target is None:
                     continue
@@ -403,27 +602,37 @@ def _check_fan_in(
                 if step not in seen:
                     seen.add(step)
                     queue.append(step)
-        return {name for name, _ in seen}, joined
+        return frozenset(name for name, _ in seen), joined
 
     in_branch: set[str] = set()
-    for edge in edges:
-        if edge.type is EdgeType.PARALLEL and edge.target is not None:
-            members, joined = branch_nodes(edge.target)
-            in_branch |= members
-            if not joined:
-                out.add(
-                    "parallel-without-join",
-                    f"the branch starting at '{edge.target}' never reaches a JOIN edge, so "
-                    f"the fan-out from '{edge.source}' cannot be collected",
-                    loc=("edges", edge_pos[id(edge)]),
-                    where=f"edge {edge.label()}",
-                )
-    for edge in edges:
+    for j, edge in parallel:
+        if edge.target is None:
+            continue
+        members, joined = branch_nodes(edge.target)
+        if budget[0] <= 0:
+            out.add(
+                "too-large",
+                f"the fan-outs are too tangled to check in {_FAN_IN_STEPS:,} steps (PARALLEL "
+                "edges inside cycles without a JOIN nest without end); simplify them",
+                loc=("edges", j),
+                where=f"edge {edge.label()}",
+            )
+            return
+        in_branch |= members
+        if not joined:
+            out.add(
+                "parallel-without-join",
+                f"the branch starting at '{edge.target}' never reaches a JOIN edge, so "
+                f"the fan-out from '{edge.source}' cannot be collected",
+                loc=("edges", j),
+                where=f"edge {edge.label()}",
+            )
+    for j, edge in links:
         if edge.type is EdgeType.JOIN and edge.source not in in_branch:
             out.add(
                 "join-without-parallel",
                 f"'{edge.source}' is not on any branch of a PARALLEL fan-out, so there is "
                 f"nothing to join",
-                loc=("edges", edge_pos[id(edge)]),
+                loc=("edges", j),
                 where=f"edge {edge.label()}",
             )

@@ -47,7 +47,17 @@ from graphrunner.errors import PolicyError
 from graphrunner.guardrails._ast import Boolean, ExprType
 from graphrunner.guardrails._eval import EvalContext
 from graphrunner.guardrails._expr import MAX_LENGTH, Expression, parse_expression
-from graphrunner.guardrails._yaml import Composed, Loc, compose, node_position, scalar_locator
+from graphrunner.guardrails._yaml import (
+    Composed,
+    Limits,
+    Loc,
+    Unreadable,
+    compose,
+    node_position,
+    read_text,
+    scalar_locator,
+    unknown_key,
+)
 
 __all__ = [
     "Action",
@@ -62,6 +72,9 @@ __all__ = [
 
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 _DUPLICATE = "duplicate_rule_name"
+# A policy is a short list of short rules; these bound what a hostile file can cost.
+POLICY_LIMITS = Limits(max_bytes=1024 * 1024, max_depth=20, max_values=10_000)
+MAX_MESSAGE = 1000
 
 
 class Scope(StrEnum):
@@ -162,29 +175,42 @@ def load_policy(path: str | Path) -> Policy:
     """
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"cannot read the policy file: {exc}", file=file) from None
+        text = read_text(path, limits=POLICY_LIMITS)
+    except Unreadable as exc:
+        message = f"cannot read the policy file: {exc.message}"
+        raise PolicyError(message, file=file, line=exc.line, column=exc.column) from None
     return parse_policy(text, file=file)
 
 
 def parse_policy(text: str, *, file: str = "<string>") -> Policy:
     """Parse and validate policy YAML given as text; see `load_policy`."""
-    doc = compose(text, file)
-    errors = list(doc.errors)
+    doc = compose(text, limits=POLICY_LIMITS)
+    errors = [
+        PolicyError(problem.message, file=file, line=problem.line, column=problem.column)
+        for problem in doc.problems
+    ]
     data = doc.data
-    if not errors and not isinstance(data, Mapping):
+    if not doc.complete or () in doc.broken:
+        raise _grouped(errors)
+    if not isinstance(data, Mapping):
         root = doc.values.get(())
         line, column = node_position(root) if root is not None else (1, 1)
         found = "an empty file" if data is None else _found(data)
         message = f"expected a mapping with a 'rules' list, found {found}"
-        errors.append(PolicyError(message, file=file, line=line, column=column))
-    if errors:
-        raise _grouped(errors)
+        raise _grouped([*errors, PolicyError(message, file=file, line=line, column=column)])
+    if "rules" not in data and {"nodes", "edges"} <= set(data):
+        line, column = node_position(doc.values[()])
+        message = (
+            "this is a graph file (it has 'nodes' and 'edges'), not a guardrail policy; "
+            "a policy is a mapping with a 'rules' list"
+        )
+        raise PolicyError(message, file=file, line=line, column=column)
+    # Problems in the YAML left some values unread (None): check the rest, not those.
     rules = data.get("rules")
     if isinstance(rules, list):
         errors += _parse_conditions(rules, text, doc, file)
         errors += _duplicate_names(rules, doc, file)
+        errors += _long_messages(rules, doc, file)
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
@@ -235,7 +261,7 @@ def _parse_conditions(rules: list[Any], text: str, doc: Composed, file: str) -> 
     errors: list[PolicyError] = []
     for i, rule in enumerate(rules):
         node = doc.values.get(("rules", i, "when"))
-        if not isinstance(rule, dict) or node is None:
+        if not isinstance(rule, dict) or node is None or ("rules", i, "when") in doc.broken:
             continue
         subject = _subject(doc, ("rules", i, "when"))
         if isinstance(node, yaml.ScalarNode):
@@ -274,31 +300,47 @@ def _duplicate_names(rules: list[Any], doc: Composed, file: str) -> list[PolicyE
     return errors
 
 
+def _long_messages(rules: list[Any], doc: Composed, file: str) -> list[PolicyError]:
+    # A message is shown in the lifetime's current details when its rule pauses it, and the
+    # server refuses details past 20,000 bytes: keep each far below.
+    errors = []
+    for i, rule in enumerate(rules):
+        message = rule.get("message") if isinstance(rule, dict) else None
+        node = doc.values.get(("rules", i, "message"))
+        if isinstance(message, str) and len(message) > MAX_MESSAGE and node is not None:
+            line, column = node_position(node)
+            text = f"{_subject(doc, ('rules', i, 'message'))}{len(message):,} characters; "
+            text += f"at most {MAX_MESSAGE:,} are allowed"
+            errors.append(PolicyError(text, file=file, line=line, column=column))
+    return errors
+
+
 def _schema_errors(exc: ValidationError, doc: Composed, file: str) -> list[PolicyError]:
     errors = []
     for error in exc.errors():
         if error["type"] == _DUPLICATE:
             continue  # reported by _duplicate_names, with positions
         loc: Loc = tuple(error["loc"])
+        if loc in doc.broken or error["type"] == "missing" and loc[:-1] in doc.broken:
+            continue  # the YAML problem that left it unread or incomplete is reported
         if error["type"] == "extra_forbidden":
             node = doc.keys.get(loc)
             model = Policy if len(loc) == 1 else Rule
-            known = ", ".join(model.model_fields)
-            message = f"unknown key {loc[-1]!r}; expected one of: {known}"
+            message = unknown_key(loc[-1], model.model_fields)
         elif error["type"] == "missing":
-            node = _nearest(doc, loc[:-1])
+            node = doc.nearest(loc[:-1])
             message = f"missing required key {loc[-1]!r}"
         elif error["type"] == "string_pattern_mismatch":
-            node = _nearest(doc, loc)
+            node = doc.nearest(loc)
             message = (
                 "expected a name of letters, digits, '_' and '-' starting with a letter or '_' "
                 f"(at most 64 characters), found {_found(error['input'])}"
             )
         elif error["type"] in ("model_type", "dict_type"):
-            node = _nearest(doc, loc)
+            node = doc.nearest(loc)
             message = f"expected a mapping, found {_found(error['input'])}"
         else:
-            node = _nearest(doc, loc)
+            node = doc.nearest(loc)
             expected = (
                 error["msg"].replace("Input should be", "expected").replace("Value error, ", "")
             )
@@ -309,13 +351,6 @@ def _schema_errors(exc: ValidationError, doc: Composed, file: str) -> list[Polic
         line, column = node_position(node) if node is not None else (1, 1)
         errors.append(PolicyError(f"{subject}{message}", file=file, line=line, column=column))
     return errors
-
-
-def _nearest(doc: Composed, loc: Loc) -> Any:
-    for cut in range(len(loc), -1, -1):
-        if loc[:cut] in doc.values:
-            return doc.values[loc[:cut]]
-    return None
 
 
 def _subject(doc: Composed, loc: Loc) -> str:

@@ -3,6 +3,7 @@
 from graphrunner.stores._blobs import (
     BlobIntegrityError,
     BlobNotFound,
+    BlobOutsideStore,
     BlobRef,
     BlobStore,
     LocalBlobStore,
@@ -33,6 +34,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "BlobIntegrityError",
     "BlobNotFound",
+    "BlobOutsideStore",
     "BlobPayloadDriver",
     "BlobRef",
     "BlobStore",

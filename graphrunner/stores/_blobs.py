@@ -1,18 +1,22 @@
 """Blob stores: large bytes kept outside Temporal history, named by ``file://`` or ``s3://`` URIs.
 
 `LocalBlobStore` keeps blobs in a directory; `S3BlobStore` in a bucket of any S3-compatible
-server, through the ``minio`` client. `open_blob_store` builds either from a URL.
+server, through the ``minio`` client. `open_blob_store` builds either from a URL. A URI that
+leads outside a store (another store's, a path that climbs out of the root, or one through a
+symbolic link) is refused with `BlobOutsideStore`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import io
 import os
 import re
 import secrets
+import stat
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Mapping
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BlobIntegrityError",
     "BlobNotFound",
+    "BlobOutsideStore",
     "BlobRef",
     "BlobStore",
     "LocalBlobStore",
@@ -41,6 +46,10 @@ CHUNK_SIZE = 1024 * 1024
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# How LocalBlobStore opens what lies below its root: never through a symbolic link.
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+_FILE_FLAGS = os.O_NOFOLLOW | _CLOEXEC
 
 
 class BlobNotFound(GraphrunnerError):
@@ -53,6 +62,30 @@ class BlobNotFound(GraphrunnerError):
 
 class BlobIntegrityError(GraphrunnerError):
     """A blob's content does not match the SHA-256 recorded when it was written."""
+
+
+class BlobOutsideStore(GraphrunnerError, ValueError):
+    """A blob URI or key leads outside the store, so the store refuses to touch it.
+
+    Another store's URI, a path that climbs out of the root, or (local stores) a path through
+    a symbolic link. A `ValueError` too, as the store methods document.
+
+    Attributes:
+        name: The URI (or key) refused.
+        store: Where the store keeps its blobs: a directory or ``s3://bucket/prefix/``.
+        link: The symbolic link met, relative to the root, if that was the reason.
+    """
+
+    def __init__(self, name: str, store: str, *, link: str | None = None) -> None:
+        self.name = name
+        self.store = store
+        self.link = link
+        what = "URI" if "://" in name else "key"
+        if link is None:
+            reason = " (written to another store, or edited?)"
+        else:
+            reason = f": it leads through the symbolic link {link!r}, and the store follows none"
+        super().__init__(f"blob {what} {name!r} is outside the blob store {store!r}{reason}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +142,8 @@ class BlobStore(ABC):
 
         Raises:
             ValueError: ``key`` is not a safe relative name.
+            BlobOutsideStore: ``key`` leads outside this store (a local store's path meets a
+                symbolic link).
         """
 
     @abstractmethod
@@ -117,7 +152,7 @@ class BlobStore(ABC):
 
         Raises:
             BlobNotFound: Nothing is stored at ``uri``.
-            ValueError: ``uri`` does not belong to this store.
+            BlobOutsideStore: ``uri`` leads outside this store (a `ValueError`).
         """
 
     @abstractmethod
@@ -130,7 +165,8 @@ class BlobStore(ABC):
 
         Raises:
             BlobNotFound: Nothing is stored at ``uri``.
-            ValueError: ``uri`` does not belong to this store, or ``chunk_size`` < 1.
+            BlobOutsideStore: ``uri`` leads outside this store (a `ValueError`).
+            ValueError: ``chunk_size`` < 1.
         """
 
     @abstractmethod
@@ -138,12 +174,20 @@ class BlobStore(ABC):
         """Whether a blob is stored at ``uri``.
 
         Raises:
-            ValueError: ``uri`` does not belong to this store.
+            BlobOutsideStore: ``uri`` leads outside this store (a `ValueError`).
         """
 
 
 class LocalBlobStore(BlobStore):
     """Blobs as files under a root directory, written atomically (temp file, fsync, rename).
+
+    Symbolic links below the root are never followed, wherever they point (even back inside
+    the root): a key or URI whose path meets one, as a directory or as the blob file itself, is
+    refused with `BlobOutsideStore`. The store never makes links, so one there was put there
+    by something else; following it would let ``get`` read and ``put`` write outside the root.
+    Paths are walked one directory at a time with ``O_NOFOLLOW`` from an open descriptor of
+    the root, so a link swapped in during a call is refused too, never followed. The root
+    itself may be, or lie below, a link: it is resolved once, here.
 
     Args:
         root: The directory; created when the first blob is written. A relative path is
@@ -158,30 +202,34 @@ class LocalBlobStore(BlobStore):
 
     def uri(self, key: str) -> str:
         """``file://`` URI of the file for ``key`` under the root."""
-        return self._path(key).as_uri()
+        return self.root.joinpath(*_check_key(key).split("/")).as_uri()
 
     async def put(self, key: str, data: bytes) -> BlobRef:
-        """Write atomically: a temp file beside the target, fsync, then rename over it."""
-        path = self._path(key)
-        digest = await asyncio.to_thread(_write_atomic, path, data)
-        return BlobRef(uri=path.as_uri(), size=len(data), sha256=digest)
+        """Write atomically: a temp file beside the target, fsync, then rename over it.
+
+        Raises:
+            ValueError: ``key`` is not a safe relative name.
+            BlobOutsideStore: The key's path meets a symbolic link.
+        """
+        uri = self.uri(key)
+        digest = await asyncio.to_thread(self._write, key, data)
+        return BlobRef(uri=uri, size=len(data), sha256=digest)
 
     async def get(self, uri: str) -> bytes:
         """Read the whole file in a worker thread."""
-        path = self._path_of(uri)
-        try:
-            return await asyncio.to_thread(path.read_bytes)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise BlobNotFound(uri) from None
+        key = self._key_of(uri)
+
+        def read() -> bytes:
+            with self._open(key, uri) as file:
+                return file.read()
+
+        return await asyncio.to_thread(read)
 
     async def stream(self, uri: str, chunk_size: int = CHUNK_SIZE) -> AsyncGenerator[bytes, None]:
         """Read the file chunk by chunk, each read in a worker thread."""
         _check_chunk_size(chunk_size)
-        path = self._path_of(uri)
-        try:
-            file = await asyncio.to_thread(_open_file, path)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise BlobNotFound(uri) from None
+        key = self._key_of(uri)
+        file = await asyncio.to_thread(self._open, key, uri)
         try:
             while chunk := await asyncio.to_thread(file.read, chunk_size):
                 yield chunk
@@ -189,50 +237,123 @@ class LocalBlobStore(BlobStore):
             file.close()
 
     async def exists(self, uri: str) -> bool:
-        """Whether a regular file is at ``uri``."""
-        return await asyncio.to_thread(self._path_of(uri).is_file)
+        """Whether a regular file is at ``uri`` (one reached through a link raises)."""
+        key = self._key_of(uri)
+        return await asyncio.to_thread(self._is_file, key, uri)
 
-    def _path(self, key: str) -> Path:
-        return self.root.joinpath(*_check_key(key).split("/"))
-
-    def _path_of(self, uri: str) -> Path:
+    def _key_of(self, uri: str) -> str:
         parts = urlsplit(uri)
         if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
-            raise ValueError(f"{uri!r} is not a file:// URI of {self!r}")
+            raise BlobOutsideStore(uri, str(self.root))
         path = Path(unquote(parts.path))
         if not path.is_relative_to(self.root) or path == self.root:
-            raise ValueError(f"{uri!r} is outside {self!r}")
-        return self._path(path.relative_to(self.root).as_posix())
+            raise BlobOutsideStore(uri, str(self.root))
+        try:
+            return _check_key(path.relative_to(self.root).as_posix())
+        except ValueError:  # '..' and friends: lexically below the root, really not
+            raise BlobOutsideStore(uri, str(self.root)) from None
 
+    # The walk: every name is looked up in a directory already open, without following links.
 
-def _open_file(path: Path) -> BinaryIO:
-    return path.open("rb")
+    def _open_dir(self, parts: list[str], name: str, *, create: bool) -> int:
+        """Descriptor of the directory root/parts; FileNotFoundError if it is missing."""
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        try:
+            for depth, part in enumerate(parts):
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, dir_fd=fd)
+                try:
+                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    self._refuse_link(exc, fd, parts[: depth + 1], name)
+                    raise
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
+    def _refuse_link(self, exc: OSError, dir_fd: int, parts: list[str], name: str) -> None:
+        # O_NOFOLLOW on a link fails with ELOOP (ENOTDIR with O_DIRECTORY, EMLINK on BSD).
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            return
+        with contextlib.suppress(OSError):
+            if stat.S_ISLNK(os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                raise BlobOutsideStore(name, str(self.root), link="/".join(parts)) from None
 
-def _write_atomic(path: Path, data: bytes) -> str:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
-    digest = hashlib.sha256(data).hexdigest()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    # os.open rather than mkstemp: mode 0o666 minus the umask, like any other file.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    # The rename is only durable once the directory entry is.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return digest
+    def _open(self, key: str, uri: str) -> BinaryIO:
+        *folders, leaf = key.split("/")
+        try:
+            dir_fd = self._open_dir(folders, uri, create=False)
+        except (FileNotFoundError, NotADirectoryError):
+            raise BlobNotFound(uri) from None
+        try:
+            # O_NONBLOCK: opening a FIFO someone left here must not hang; files ignore it.
+            fd = os.open(leaf, os.O_RDONLY | os.O_NONBLOCK | _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            self._refuse_link(exc, dir_fd, key.split("/"), uri)
+            if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError):
+                raise BlobNotFound(uri) from None
+            raise
+        finally:
+            os.close(dir_fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise BlobNotFound(uri)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+    def _is_file(self, key: str, uri: str) -> bool:
+        *folders, leaf = key.split("/")
+        try:
+            dir_fd = self._open_dir(folders, uri, create=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        try:
+            mode = os.stat(leaf, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        finally:
+            os.close(dir_fd)
+        if stat.S_ISLNK(mode):
+            raise BlobOutsideStore(uri, str(self.root), link=key)
+        return stat.S_ISREG(mode)
+
+    def _write(self, key: str, data: bytes) -> str:
+        """Write ``data`` at ``key`` so readers see the old file or the whole new one."""
+        digest = hashlib.sha256(data).hexdigest()
+        *folders, leaf = key.split("/")
+        dir_fd = self._open_dir(folders, key, create=True)
+        try:
+            # A link at the leaf would only be replaced by the rename, never followed; it is
+            # refused anyway, like everywhere else.
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISLNK(os.stat(leaf, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    raise BlobOutsideStore(key, str(self.root), link=key)
+            tmp = f".{leaf}.{secrets.token_hex(6)}.tmp"
+            # Mode 0o666 minus the umask, like any other file (mkstemp would make it 0o600).
+            fd = os.open(
+                tmp, _FILE_FLAGS | os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd
+            )
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(tmp, leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+            # The rename is only durable once the directory entry is.
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return digest
 
 
 class S3BlobStore(BlobStore):
@@ -335,8 +456,11 @@ class S3BlobStore(BlobStore):
     def _object_of(self, uri: str) -> str:
         start = self.uri_prefix()
         if not uri.startswith(start) or uri == start:
-            raise ValueError(f"{uri!r} is not a blob URI of {self!r}")
-        return self._object(unquote(uri[len(start) :]))
+            raise BlobOutsideStore(uri, start)
+        try:
+            return self._object(unquote(uri[len(start) :]))
+        except ValueError:  # '..' and friends
+            raise BlobOutsideStore(uri, start) from None
 
     def _ensure_bucket(self) -> None:
         from minio.error import S3Error

@@ -56,7 +56,6 @@ from graphrunner.stores._schema import (
     attempts,
     decisions,
     executions,
-    metadata,
     schema_table,
     tenant_charges,
     tenant_usage,
@@ -507,7 +506,8 @@ class RecordStore:
                     f"state DB {self.safe_url()} has schema version {before}, newer than this "
                     f"graphrunner ({SCHEMA_VERSION}): upgrade graphrunner"
                 )
-            metadata.create_all(conn, tables=[schema_table])
+            # Frozen DDL only (the first migration creates gr_schema): never create_all, so a
+            # fresh database and an upgraded one are built by the same statements.
             for version in range(before + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[version - 1](conn)
                 conn.execute(

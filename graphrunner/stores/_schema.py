@@ -1,13 +1,20 @@
-"""Tables of the state DB and the migrations that build them, owned by the project.
+"""Tables of the state DB, and the frozen migrations that build them, owned by the project.
 
-Each migration is a function of a connection; the ``gr_schema`` table holds the version
-applied. A fresh database is created at the latest version; an older one must be upgraded
-explicitly (``graphrunner db upgrade``), so a worker never rewrites a shared schema by surprise.
+The ``Table`` objects below are what queries use. They never create anything: the schema is
+made only by `MIGRATIONS`, one literal DDL script per version (per dialect where SQLite and
+PostgreSQL differ), applied in order; the ``gr_schema`` table holds the versions applied.
+A released migration is never edited. To change the schema, append a migration and edit the
+tables to match it; ``tests/test_migrations.py`` fails until an upgrade from every version
+gives exactly the schema of a fresh database and the tables match what the migrations build
+(and it holds a digest of every released migration, so an edited one fails it too).
+
+A fresh database is created at the latest version; an older one must be upgraded explicitly
+(``graphrunner db upgrade``), so a worker never rewrites a shared schema by surprise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import (
     JSON,
@@ -28,6 +35,7 @@ from sqlalchemy import (
 
 __all__ = [
     "MIGRATIONS",
+    "Migration",
     "SCHEMA_VERSION",
     "attempts",
     "decisions",
@@ -151,14 +159,166 @@ tenant_charges = Table(
 )
 
 
-def _v1(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[executions, attempts])
+# --- frozen migrations ------------------------------------------------------------------------
+#
+# Never edit a released migration: databases in the field were built by it. Its DDL is what
+# `metadata.create_all` emitted for the tables as they were then, so databases built before
+# the migrations were frozen are identical to new ones. Statements are written once, with the
+# few type names SQLite and PostgreSQL spell differently left as placeholders; the spellings
+# are part of the frozen DDL (a migration that needs other SQL per dialect writes both).
+
+_SPELLINGS: dict[str, dict[str, str]] = {
+    "sqlite": {"timestamp": "DATETIME", "serial": "INTEGER"},
+    # gr_schema.version became SERIAL by accident (an integer primary key under create_all);
+    # it is kept so that old and new databases stay identical.
+    "postgresql": {"timestamp": "TIMESTAMP WITH TIME ZONE", "serial": "SERIAL"},
+}
 
 
-def _v2(conn: Connection) -> None:
-    # Guardrails: decisions and the tenant ledger.
-    metadata.create_all(conn, tables=[decisions, tenant_usage, tenant_charges])
+def _spelled(dialect: str, *ddl: str) -> tuple[str, ...]:
+    return tuple(statement.format(**_SPELLINGS[dialect]) for statement in ddl)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+@dataclass(frozen=True, kw_only=True)
+class Migration:
+    """One schema version: the literal DDL that takes the previous version to it.
+
+    Calling it with a connection runs the statements of the connection's dialect, in order,
+    inside the caller's transaction.
+
+    Attributes:
+        version: The schema version the migration produces (its position in `MIGRATIONS`).
+        summary: What the version adds, for people reading the list.
+        sqlite: The statements for SQLite.
+        postgresql: The statements for PostgreSQL.
+    """
+
+    version: int
+    summary: str
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+    def statements(self, dialect: str) -> tuple[str, ...]:
+        """The DDL for ``dialect`` (``sqlite`` or ``postgresql``)."""
+        if dialect == "sqlite":
+            return self.sqlite
+        if dialect == "postgresql":
+            return self.postgresql
+        raise ValueError(f"no migration DDL for dialect {dialect!r}: use sqlite or postgresql")
+
+    def __call__(self, conn: Connection) -> None:
+        for statement in self.statements(conn.dialect.name):
+            conn.exec_driver_sql(statement)
+
+
+_V1 = (
+    # IF NOT EXISTS, as create_all did: an empty gr_schema (version 0) still upgrades.
+    """CREATE TABLE IF NOT EXISTS gr_schema (
+    version {serial} NOT NULL,
+    applied_at {timestamp} NOT NULL,
+    PRIMARY KEY (version)
+)""",
+    """CREATE TABLE gr_executions (
+    execution_id VARCHAR(64) NOT NULL,
+    lifetime_id VARCHAR(1000) NOT NULL,
+    run_id VARCHAR(64) NOT NULL,
+    graph_name VARCHAR(128) NOT NULL,
+    graph_version VARCHAR(64) NOT NULL,
+    graph_hash VARCHAR(64) NOT NULL,
+    tenant VARCHAR(255) NOT NULL,
+    node VARCHAR(64) NOT NULL,
+    kind VARCHAR(8) NOT NULL,
+    iteration INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    parent_ids JSON NOT NULL,
+    edge VARCHAR(16),
+    next JSON NOT NULL,
+    status VARCHAR(16) NOT NULL,
+    created_at {timestamp} NOT NULL,
+    started_at {timestamp} NOT NULL,
+    finished_at {timestamp},
+    tokens_in BIGINT NOT NULL,
+    tokens_out BIGINT NOT NULL,
+    cost_usd NUMERIC(20, 10) NOT NULL,
+    latency_ms FLOAT NOT NULL,
+    model VARCHAR(255) NOT NULL,
+    result_inline TEXT,
+    result_uri TEXT,
+    result_size BIGINT NOT NULL,
+    result_sha256 VARCHAR(64),
+    error TEXT,
+    PRIMARY KEY (execution_id)
+)""",
+    "CREATE INDEX ix_gr_executions_lifetime ON gr_executions (lifetime_id, seq)",
+    "CREATE INDEX ix_gr_executions_tenant ON gr_executions (tenant, created_at)",
+    "CREATE INDEX ix_gr_executions_graph ON gr_executions (graph_name, created_at)",
+    "CREATE INDEX ix_gr_executions_status ON gr_executions (status)",
+    """CREATE TABLE gr_attempts (
+    execution_id VARCHAR(64) NOT NULL,
+    attempt INTEGER NOT NULL,
+    status VARCHAR(16) NOT NULL,
+    started_at {timestamp} NOT NULL,
+    finished_at {timestamp} NOT NULL,
+    latency_ms FLOAT NOT NULL,
+    error TEXT,
+    PRIMARY KEY (execution_id, attempt)
+)""",
+)
+
+_V2 = (
+    """CREATE TABLE gr_decisions (
+    decision_id VARCHAR(64) NOT NULL,
+    lifetime_id VARCHAR(1000) NOT NULL,
+    run_id VARCHAR(64) NOT NULL,
+    tenant VARCHAR(255) NOT NULL,
+    graph_name VARCHAR(128) NOT NULL,
+    execution_id VARCHAR(64),
+    node VARCHAR(64),
+    iteration INTEGER,
+    seq INTEGER NOT NULL,
+    rule VARCHAR(64) NOT NULL,
+    action VARCHAR(32) NOT NULL,
+    phase VARCHAR(16) NOT NULL,
+    scope VARCHAR(16) NOT NULL,
+    condition TEXT NOT NULL,
+    observed JSON NOT NULL,
+    message TEXT NOT NULL,
+    decided_at {timestamp} NOT NULL,
+    PRIMARY KEY (decision_id)
+)""",
+    "CREATE INDEX ix_gr_decisions_lifetime ON gr_decisions (lifetime_id, seq)",
+    "CREATE INDEX ix_gr_decisions_tenant ON gr_decisions (tenant, decided_at)",
+    """CREATE TABLE gr_tenant_usage (
+    tenant VARCHAR(255) NOT NULL,
+    "key" TEXT NOT NULL,
+    total FLOAT DEFAULT 0 NOT NULL,
+    count BIGINT DEFAULT 0 NOT NULL,
+    lo FLOAT,
+    hi FLOAT,
+    updated_at {timestamp} NOT NULL,
+    PRIMARY KEY (tenant, "key")
+)""",
+    """CREATE TABLE gr_tenant_charges (
+    execution_id VARCHAR(64) NOT NULL,
+    tenant VARCHAR(255) NOT NULL,
+    charged_at {timestamp} NOT NULL,
+    PRIMARY KEY (execution_id)
+)""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        summary="execution records: gr_executions, gr_attempts (and gr_schema itself)",
+        sqlite=_spelled("sqlite", *_V1),
+        postgresql=_spelled("postgresql", *_V1),
+    ),
+    Migration(
+        version=2,
+        summary="guardrails: gr_decisions and the tenant ledger (gr_tenant_usage, _charges)",
+        sqlite=_spelled("sqlite", *_V2),
+        postgresql=_spelled("postgresql", *_V2),
+    ),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
