@@ -8,10 +8,11 @@ from typing import Any, Self
 from pydantic import ValidationError
 
 from graphrunner.errors import GraphError, GraphIssue
-from graphrunner.graph._loader import _pydantic_issues, _resolve_guardrails
+from graphrunner.graph._loader import _best_effort, _pydantic_issues, _resolve_guardrails
 from graphrunner.graph._model import AgentGraph, EdgeType, GraphDefaults, NodeKind
 from graphrunner.graph._validate import validate_graph
 from graphrunner.guardrails._policy import Policy
+from graphrunner.guardrails._yaml import Composed
 
 __all__ = ["GraphBuilder"]
 
@@ -123,7 +124,13 @@ class GraphBuilder:
         try:
             graph = AgentGraph.model_validate(data)
         except ValidationError as exc:
+            # Schema problems hide no graph-wide one: check what is left, as the loader does.
             issues = _pydantic_issues(exc, data, "<builder>", lambda _loc: None)
+            best, unknowns = _best_effort(data, exc, Composed())
+            if best is not None:
+                issues += validate_graph(
+                    best, file="<builder>", check_imports=check_imports, unknowns=unknowns
+                )
             raise GraphError(policy_issues + issues) from None
         issues = policy_issues + validate_graph(
             graph, file="<builder>", check_imports=check_imports

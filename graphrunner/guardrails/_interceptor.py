@@ -111,7 +111,9 @@ class _Inbound(WorkflowInboundInterceptor):
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
         try:
             result = await self._execute(input)
-        except BaseException:
+        # Not GeneratorExit: an evicted workflow's coroutine is closed outside the
+        # workflow's event loop, where nothing may be awaited.
+        except (Exception, asyncio.CancelledError):
             await _handlers_finished()
             raise
         await _handlers_finished()

@@ -122,7 +122,9 @@ class AgentLifetimeWorkflow:
         """
         try:
             result = await self._run(inp)
-        except BaseException:
+        # Not GeneratorExit: an evicted workflow's coroutine is closed outside the
+        # workflow's event loop, where nothing may be awaited.
+        except (Exception, asyncio.CancelledError):
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise
         await workflow.wait_condition(workflow.all_handlers_finished)
