@@ -288,6 +288,29 @@ async def test_a_worker_refuses_to_run_a_graph_that_was_never_validated(
         e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")
     ]
     assert scheduled == [], "no node ran"
+    await assert_replays(env.client, handle)
+
+
+async def test_a_history_from_before_the_workers_check_still_replays(
+    env: WorkflowEnvironment, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lifetime that ran an (invalid) graph before workers validated graphs replays as it ran."""
+    import graphrunner.workflows._checks as checks
+    from graphrunner.worker import build_worker
+
+    graph = task_to_task()
+    other_queue = f"{task_queue}-old"
+    with monkeypatch.context() as patch:
+        patch.setattr(checks, "graph_problems", lambda graph, graph_hash: ())  # the old worker
+        async with build_worker(env.client, task_queue=other_queue):
+            handle = await env.client.start_workflow(
+                LIFETIME_WORKFLOW,
+                LifetimeInput(graph=graph, graph_hash=graph.content_hash(), input=1, tenant="t"),
+                id=f"before-check-{uuid.uuid4().hex[:8]}",
+                task_queue=other_queue,
+            )
+            await handle.result()
+    await assert_replays(env.client, handle)  # with today's check in place
 
 
 async def test_a_graph_beyond_the_models_bounds_fails_the_lifetime_instead_of_hanging(
@@ -366,3 +389,34 @@ async def test_every_attempt_of_an_execution_sees_the_same_idempotency_key(
     assert all(len(keys) == 1 for keys in by_iteration.values()), "stable across attempts"
     assert by_iteration["1"] != by_iteration["2"], "distinct per execution"
     assert next(iter(by_iteration["1"])).startswith(f"{handle.id}/")
+
+
+# -- operator messages are bounded too --------------------------------------------------------
+
+
+async def test_an_overlong_reason_is_refused_and_harms_nothing(
+    client: GraphrunnerClient, tmp_path: Path
+) -> None:
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from graphrunner.errors import GraphrunnerError
+
+    gate = tmp_path / "gate"
+    graph = (
+        GraphBuilder("reasons", version="1.0.0")
+        .task("wait", "tests.nodes:WaitForFile", config={"gate": str(gate), "tag": "t"})
+        .plan("finish", Finish)
+        .edge("wait", "finish")
+        .final("finish")
+        .build()
+    )
+    handle = await client.start(graph, None)
+    with pytest.raises(GraphrunnerError, match="cannot pause: reason: String should have at most"):
+        await client.pause(handle.id, reason="x" * 5000)
+    # The same through the raw update (the temporal CLI or the Web UI can send anything).
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update("graphrunner.pause", {"reason": "x" * 5000})
+    gate.touch()
+    result = await handle.result()
+    assert result.output == [{"tag": "t"}]
+    await assert_replays(client.temporal, handle)

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -160,6 +161,19 @@ def _cause(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
     return str(exc)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _request(model: type[_M], verb: str, **fields: Any) -> _M:
+    """An update's request, or one clear error naming the field that is out of bounds."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise GraphrunnerError(f"cannot {verb}: {field}: {first['msg']}") from None
 
 
 def _status_name(status: str) -> str:
@@ -410,14 +424,13 @@ class GraphrunnerClient:
             GraphrunnerError: The lifetime is not paused, the rule is unknown or ``when`` is
                 not a valid condition; the lifetime is unaffected.
         """
-        request = ResumeRequest(when=when, rule=rule, reason=reason)
+        request = _request(ResumeRequest, "resume", when=when, rule=rule, reason=reason)
         return await self._update("resume", lifetime_id, RESUME, request, ResumeResult)
 
     async def pause(self, lifetime_id: str, *, reason: str = "") -> PauseInfo:
         """Pause a lifetime by hand: no further node is scheduled until `resume`."""
-        return await self._update(
-            "pause", lifetime_id, PAUSE, PauseRequest(reason=reason), PauseInfo
-        )
+        request = _request(PauseRequest, "pause", reason=reason)
+        return await self._update("pause", lifetime_id, PAUSE, request, PauseInfo)
 
     async def abort(self, lifetime_id: str, *, reason: str = "") -> Decision:
         """End a lifetime now as a non-retryable failure (``GuardrailAborted``), by hand.
@@ -425,9 +438,8 @@ class GraphrunnerClient:
         A node still running can no longer complete; the abort is recorded as a guardrail
         decision.
         """
-        return await self._update(
-            "abort", lifetime_id, ABORT, AbortRequest(reason=reason), Decision
-        )
+        request = _request(AbortRequest, "abort", reason=reason)
+        return await self._update("abort", lifetime_id, ABORT, request, Decision)
 
     async def _update(
         self, verb: str, lifetime_id: str, update: str, request: object, result: type[_R]

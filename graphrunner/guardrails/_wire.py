@@ -147,6 +147,12 @@ class TenantTotals(_Model):
     totals: dict[str, TallyValue] = Field(default_factory=dict)
 
 
+# An operator's reason is shown in the UI's current details and kept in the decision record;
+# a new condition is parsed in the workflow. Both are bounded like a rule's message.
+MAX_REASON = 1000
+MAX_CONDITION = 4096
+
+
 class ResumeRequest(_Model):
     """Resume a paused lifetime, optionally changing a rule's condition (a raised limit).
 
@@ -157,9 +163,9 @@ class ResumeRequest(_Model):
         reason: Why, kept with the decision record.
     """
 
-    when: str | None = None
-    rule: str | None = None
-    reason: str = ""
+    when: str | None = Field(default=None, max_length=MAX_CONDITION)
+    rule: str | None = Field(default=None, max_length=64)
+    reason: str = Field(default="", max_length=MAX_REASON)
 
 
 class ResumeResult(_Model):
@@ -172,13 +178,13 @@ class ResumeResult(_Model):
 class AbortRequest(_Model):
     """End a lifetime by hand, now, as a non-retryable failure."""
 
-    reason: str = ""
+    reason: str = Field(default="", max_length=MAX_REASON)
 
 
 class PauseRequest(_Model):
     """Pause a lifetime by hand before its next execution."""
 
-    reason: str = ""
+    reason: str = Field(default="", max_length=MAX_REASON)
 
 
 class PauseInfo(_Model):
