@@ -14,6 +14,7 @@ from graphrunner.errors import GraphrunnerError
 __all__ = ["Settings"]
 
 _ENV_PREFIX = "GRAPHRUNNER_"
+MAX_PAYLOAD_THRESHOLD = 3 * 512 * 1024  # 1.5 MiB: headroom under the server's 2 MiB limit
 
 
 class Settings(BaseModel):
@@ -28,12 +29,18 @@ class Settings(BaseModel):
 
     home: Path = Field(default=Path(".graphrunner"), description="Local state directory.")
     task_queue: str = Field(default="graphrunner", description="Task queue of lifetimes.")
-    dev_port: int = Field(default=7233, description="gRPC port of the embedded dev server.")
-    dev_ui_port: int = Field(default=8233, description="Web UI port of the embedded dev server.")
+    dev_port: int = Field(
+        default=7233, ge=1, le=65535, description="gRPC port of the embedded dev server."
+    )
+    dev_ui_port: int = Field(
+        default=8233, ge=1, le=65535, description="Web UI port of the embedded dev server."
+    )
     ui_url: str | None = Field(
         default=None, description="Temporal Web UI base URL (default: the dev server's)."
     )
-    connect_timeout_s: float = Field(default=5.0, gt=0, description="Server connect timeout.")
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, le=600, description="Server connect timeout."
+    )
     database_url: str | None = Field(
         default=None,
         description="State DB URL (SQLAlchemy): sqlite:///path.db or postgresql://user@host/db; "
@@ -52,6 +59,8 @@ class Settings(BaseModel):
     payload_threshold_bytes: int = Field(
         default=256 * 1024,
         ge=0,
+        # Over this a payload would reach the server's 2 MiB per-payload limit unstored.
+        le=MAX_PAYLOAD_THRESHOLD,
         description="Payloads larger than this go to the blob store; history keeps a reference.",
     )
     record: bool = Field(default=True, description="Write execution records.")

@@ -420,3 +420,33 @@ async def test_an_overlong_reason_is_refused_and_harms_nothing(
     result = await handle.result()
     assert result.output == [{"tag": "t"}]
     await assert_replays(client.temporal, handle)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("id", "x" * 1001, "a lifetime id must have 1 to 1000 characters, not 1001"),
+        ("id", "a\nb", "a lifetime id may not contain control characters"),
+        ("tenant", "t" * 256, "a tenant must have 1 to 255 characters, not 256"),
+        ("tenant", "", "a tenant must have 1 to 255 characters, not 0"),
+    ],
+)
+async def test_ids_and_tenants_the_server_or_state_db_would_refuse_are_refused_first(
+    client: GraphrunnerClient, field: str, value: str, message: str
+) -> None:
+    from graphrunner.errors import GraphrunnerError
+
+    with pytest.raises(GraphrunnerError, match=message):
+        await client.start(returning("nan"), None, **{field: value})
+
+
+def test_settings_the_server_would_refuse_fail_at_start_naming_the_variable() -> None:
+    from graphrunner.errors import GraphrunnerError
+
+    for var, value in [
+        ("GRAPHRUNNER_PAYLOAD_THRESHOLD_BYTES", str(4 * 1024 * 1024)),
+        ("GRAPHRUNNER_DEV_PORT", "70000"),
+        ("GRAPHRUNNER_WAIT_RECONNECT_S", "nan"),
+    ]:
+        with pytest.raises(GraphrunnerError, match=f"bad setting {var}"):
+            Settings.from_env({var: value})

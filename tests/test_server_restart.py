@@ -104,7 +104,8 @@ async def test_run_wait_survives_a_server_restart_and_prints_the_result(
     try:
         await wait_for_gate_reader(server, env)
         server.stop()  # SIGTERM: the server goes away while the CLI waits
-        await asyncio.sleep(2)
+        # Longer than the SDK's own retries of one call (about 10 s), as a real restart is.
+        await asyncio.sleep(12)
         await server.start()
         gate.touch()
         out, err = await asyncio.to_thread(cli.communicate, timeout=120)

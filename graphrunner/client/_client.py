@@ -163,6 +163,19 @@ def _cause(exc: BaseException) -> str:
     return str(exc)
 
 
+# Temporal's default workflow id limit; the state DB's tenant column.
+MAX_LIFETIME_ID = 1000
+MAX_TENANT = 255
+
+
+def _check_label(what: str, value: str, limit: int) -> None:
+    """Refuse an id or tenant the server or the state DB would refuse later, on every retry."""
+    if not value or len(value) > limit:
+        raise GraphrunnerError(f"a {what} must have 1 to {limit} characters, not {len(value)}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise GraphrunnerError(f"a {what} may not contain control characters: {value!r}")
+
+
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -259,6 +272,8 @@ class GraphrunnerClient:
         Raises:
             GraphError: The graph is invalid; nothing was started.
             BadValue: The input is not JSON a lifetime can carry; nothing was started.
+            GraphrunnerError: The id (1-1,000 characters) or tenant (1-255) is out of bounds
+                or holds control characters; nothing was started.
         """
         if not isinstance(graph, AgentGraph):
             graph = load_graph(graph)
@@ -267,6 +282,9 @@ class GraphrunnerClient:
             if issues:
                 raise GraphError(issues)
         check_value(input, "lifetime input")
+        _check_label("tenant", tenant, MAX_TENANT)
+        if id is not None:
+            _check_label("lifetime id", id, MAX_LIFETIME_ID)
         lifetime_id = id or f"{graph.name}-{uuid.uuid4().hex[:12]}"
         attrs = (
             TypedSearchAttributes(
