@@ -118,3 +118,13 @@ def test_db_commands_report_an_unreachable_database_in_one_line(tmp_path: Path) 
         assert line.startswith("error: cannot "), line
         assert "state DB postgresql+psycopg://nobody@127.0.0.1:1/none" in line
         assert "Connection refused Is the server running" in line
+
+
+def test_db_upgrade_then_status_report_the_schema_version(tmp_path: Path) -> None:
+    env = cli_env(GRAPHRUNNER_DATABASE_URL=f"sqlite:///{tmp_path / 'state.db'}")
+    upgraded = graphrunner("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "state DB schema: version 0 -> 2" in upgraded.stdout
+    status = graphrunner("db", "status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert "schema version 2 (this graphrunner: 2)" in status.stdout

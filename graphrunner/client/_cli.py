@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import sys
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -725,37 +726,34 @@ db_app = typer.Typer(help="State DB schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 
-@db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Create or upgrade the state DB schema to this graphrunner's version."""
-    settings = _settings()
+@contextlib.contextmanager
+def _state_db(settings: Settings) -> Iterator[RecordStore]:
+    """The state DB for one command; failing to open or read it is one error line (exit 2)."""
     try:
         store = RecordStore(settings.state_db_url())
         try:
-            before, after = store.upgrade()
+            yield store
         finally:
             store.close()
     except GraphrunnerError as exc:
         _fail(str(exc), 2)
     except SQLAlchemyError as exc:
         _fail(_db_error(exc), 2)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the state DB schema to this graphrunner's version."""
+    with _state_db(_settings()) as store:
+        before, after = store.upgrade()
     out.print(Text(f"state DB schema: version {before} -> {after}"))
 
 
 @db_app.command("status")
 def db_status() -> None:
     """Show the state DB URL and schema version."""
-    settings = _settings()
-    try:
-        store = RecordStore(settings.state_db_url())
-        try:
-            version = store.schema_version()
-        finally:
-            store.close()
-    except GraphrunnerError as exc:
-        _fail(str(exc), 2)
-    except SQLAlchemyError as exc:
-        _fail(_db_error(exc), 2)
+    with _state_db(_settings()) as store:
+        version = store.schema_version()
     out.print(
         Text(f"{store.safe_url()}: schema version {version} (this graphrunner: {SCHEMA_VERSION})")
     )
