@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from graphrunner.stores import SCHEMA_VERSION
 from tests.test_cli_lifetimes import cli_env, graphrunner
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -124,7 +125,7 @@ def test_db_upgrade_then_status_report_the_schema_version(tmp_path: Path) -> Non
     env = cli_env(GRAPHRUNNER_DATABASE_URL=f"sqlite:///{tmp_path / 'state.db'}")
     upgraded = graphrunner("db", "upgrade", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "state DB schema: version 0 -> 2" in upgraded.stdout
+    assert f"state DB schema: version 0 -> {SCHEMA_VERSION}" in upgraded.stdout
     status = graphrunner("db", "status", env=env)
     assert status.returncode == 0, status.stderr
-    assert "schema version 2 (this graphrunner: 2)" in status.stdout
+    assert f"schema version {SCHEMA_VERSION} (this graphrunner: {SCHEMA_VERSION})" in status.stdout
