@@ -14,7 +14,6 @@ from graphrunner.errors import GraphrunnerError
 __all__ = ["Settings"]
 
 _ENV_PREFIX = "GRAPHRUNNER_"
-MAX_PAYLOAD_THRESHOLD = 3 * 512 * 1024  # 1.5 MiB: headroom under the server's 2 MiB limit
 
 
 class Settings(BaseModel):
@@ -59,8 +58,6 @@ class Settings(BaseModel):
     payload_threshold_bytes: int = Field(
         default=256 * 1024,
         ge=0,
-        # Over this a payload would reach the server's 2 MiB per-payload limit unstored.
-        le=MAX_PAYLOAD_THRESHOLD,
         description="Payloads larger than this go to the blob store; history keeps a reference.",
     )
     record: bool = Field(default=True, description="Write execution records.")

@@ -444,7 +444,7 @@ def test_settings_the_server_would_refuse_fail_at_start_naming_the_variable() ->
     from graphrunner.errors import GraphrunnerError
 
     for var, value in [
-        ("GRAPHRUNNER_PAYLOAD_THRESHOLD_BYTES", str(4 * 1024 * 1024)),
+        ("GRAPHRUNNER_PAYLOAD_THRESHOLD_BYTES", "-1"),
         ("GRAPHRUNNER_DEV_PORT", "70000"),
         ("GRAPHRUNNER_WAIT_RECONNECT_S", "nan"),
     ]:

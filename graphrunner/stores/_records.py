@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import (
@@ -47,7 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from graphrunner.errors import GraphrunnerError
 from graphrunner.stores._schema import (
@@ -447,9 +448,13 @@ class RecordStore:
         Raises:
             SchemaError: The database cannot be reached or opened.
         """
-        try:
+
+        def read() -> int:
             with self.engine.connect() as conn:
                 return self._version(conn)
+
+        try:
+            return _patient(read)
         except DBAPIError as exc:
             raise SchemaError(f"cannot open state DB {self.safe_url()}: {exc.orig}") from None
 
@@ -488,7 +493,7 @@ class RecordStore:
                 the database cannot be reached.
         """
         try:
-            return self._upgrade()
+            return _patient(self._upgrade)
         except DBAPIError as exc:
             raise SchemaError(f"cannot upgrade state DB {self.safe_url()}: {exc.orig}") from None
 
@@ -811,10 +816,31 @@ def _usage(rows: Sequence[Any]) -> dict[str, UsageTotals]:
     }
 
 
+_T = TypeVar("_T")
+
+
+def _patient(step: Callable[[], _T], seconds: float = 30.0) -> _T:
+    """Run ``step``, again while SQLite says "database is locked" (for up to ``seconds``).
+
+    A fresh SQLite file that several workers open at once is switched to WAL by one of them,
+    and meanwhile the others' reads and ``BEGIN IMMEDIATE`` can be refused at once, without
+    SQLite's busy handler (1 in 15 starts of 8 workers here). The schema steps are
+    idempotent, so trying again is safe.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return step()
+        except OperationalError as exc:
+            if "locked" not in str(exc.orig) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
     # WAL lets readers run beside the writer; NORMAL syncs at checkpoints, not every commit.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
