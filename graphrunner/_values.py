@@ -30,7 +30,7 @@ __all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "BadValue", "check_value", "parse_json
 MAX_DEPTH = 100
 MAX_INT_DIGITS = 4000
 _INT_BOUND = 10**MAX_INT_DIGITS
-_PLAIN = (str, bool, type(None))
+_PLAIN = (bool, type(None))
 
 
 class BadValue(GraphrunnerError, ValueError):
@@ -49,6 +49,9 @@ def check_value(value: Any, what: str) -> None:
         item, path, depth = stack.pop()
         if isinstance(item, _PLAIN):
             continue
+        if isinstance(item, str):
+            _check_text(item, what, path)
+            continue
         if isinstance(item, int):
             if not -_INT_BOUND < item < _INT_BOUND:
                 raise BadValue(
@@ -66,6 +69,9 @@ def check_value(value: Any, what: str) -> None:
             if depth >= MAX_DEPTH:
                 raise BadValue(f"{what}: {path} nests deeper than {MAX_DEPTH} levels")
             if isinstance(item, dict):
+                for key in item:
+                    if isinstance(key, str):
+                        _check_text(key, what, f"{path} (a key)")
                 stack.extend((v, f"{path}.{k}", depth + 1) for k, v in item.items())
             else:
                 stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
@@ -77,6 +83,17 @@ def check_value(value: Any, what: str) -> None:
         if plain is item:  # an unknown type pydantic hands back as is
             raise BadValue(f"{what}: {path} is a {type(item).__name__}, not JSON")
         stack.append((plain, path, depth))
+
+
+def _check_text(text: str, what: str, path: str) -> None:
+    r"""Refuse a string UTF-8 cannot encode (a lone surrogate such as ``"\ud800"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadValue(
+            f"{what}: {path} holds {text[exc.start]!r}, a lone surrogate, which is not text "
+            "UTF-8 (and so JSON on the wire) can carry"
+        ) from None
 
 
 def parse_json(text: str, what: str) -> Any:

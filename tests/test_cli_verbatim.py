@@ -129,3 +129,27 @@ def test_db_upgrade_then_status_report_the_schema_version(tmp_path: Path) -> Non
     status = graphrunner("db", "status", env=env)
     assert status.returncode == 0, status.stderr
     assert f"schema version {SCHEMA_VERSION} (this graphrunner: {SCHEMA_VERSION})" in status.stdout
+
+
+def test_a_second_run_with_the_same_id_is_one_clear_line(server_env: dict[str, str]) -> None:
+    example = str(Path(__file__).resolve().parent.parent / "examples" / "research.yaml")
+    first = graphrunner("run", example, "--id", "same-id-twice", env=server_env)
+    assert first.returncode == 0, first.stderr
+    second = graphrunner("run", example, "--id", "same-id-twice", env=server_env)
+    assert second.returncode == 1
+    [line] = second.stderr.strip().splitlines()
+    assert line == "error: a lifetime with id 'same-id-twice' already exists: choose another --id"
+
+
+def test_control_characters_in_user_text_never_reach_the_terminal(tmp_path: Path) -> None:
+    path = tmp_path / "graph.yaml"
+    # A version that would erase the line above and print a green tick, were it sent raw.
+    path.write_text(
+        'name: esc\nversion: "\\e[2K\\e[1A\\e[32m✓ all good\\e[0m"\n'
+        'nodes:\n  - {name: a, kind: task, impl: "tests.nodes:Echo"}\n'
+        "edges:\n  - {from: a, type: FINAL}\n"
+    )
+    done = graphrunner("validate", str(path), env=cli_env())
+    assert done.returncode == 1
+    assert "\x1b" not in done.stderr + done.stdout
+    assert "\\x1b[2K\\x1b[1A\\x1b[32m✓ all good\\x1b[0m" in done.stderr

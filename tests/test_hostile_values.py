@@ -450,3 +450,110 @@ def test_settings_the_server_would_refuse_fail_at_start_naming_the_variable() ->
     ]:
         with pytest.raises(GraphrunnerError, match=f"bad setting {var}"):
             Settings.from_env({var: value})
+
+
+# -- failures too large to report, and text JSON cannot carry ---------------------------------
+
+
+class Loud(Task):
+    """Fails with a message of ``config.size`` characters."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> Any:
+        raise RuntimeError("x" * int(ctx.config["size"]))
+
+
+class Surrogate(Task):
+    """Returns a string with a lone surrogate, which UTF-8 cannot encode."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> Any:
+        return {"text": "broken \ud800 text"}
+
+
+async def test_a_node_failing_with_a_huge_message_fails_the_lifetime_not_the_server(
+    client: GraphrunnerClient,
+) -> None:
+    graph = (
+        GraphBuilder("loud", version="1.0.0")
+        .task("loud", Loud, config={"size": 1_100_000}, retry={"max_attempts": 1})
+        .plan("finish", Finish)
+        .edge("loud", "finish")
+        .final("finish")
+        .build()
+    )
+    handle = await client.start(graph, None)
+    with pytest.raises(WorkflowFailureError) as failure:
+        async with asyncio.timeout(60):  # it used to stall: the failure was over 2 MiB
+            await handle.result()
+    message = str(failure.value.cause)
+    assert "node 'loud' (task, iteration 1) failed: RuntimeError: xxx" in message
+    assert "more characters cut)" in message
+    assert len(message) < 10_000
+    info = await client.status(handle.id)
+    assert info.status == "failed" and info.stalled is None
+
+
+async def test_an_invalid_graph_with_thousands_of_problems_fails_in_a_bounded_message(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    long = "n" * 60
+    graph = AgentGraph.model_validate(
+        {
+            "name": "many-problems",
+            "version": "1.0.0",
+            "nodes": [{"name": "a", "kind": "task", "impl": "tests.nodes:Echo"}],
+            "edges": [
+                *({"from": f"{long}{i}", "to": f"{long}x{i}"} for i in range(3000)),
+                {"from": "a", "type": "FINAL"},
+            ],
+        }
+    )
+    handle = await env.client.start_workflow(
+        LIFETIME_WORKFLOW,
+        LifetimeInput(graph=graph, graph_hash=graph.content_hash(), input=None, tenant="t"),
+        id=f"many-problems-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        async with asyncio.timeout(60):
+            await handle.result()
+    message = str(failure.value.cause)
+    assert "graph 'many-problems' 1.0.0 is invalid, so no node of it runs" in message
+    assert "'graphrunner validate' lists them all" in message
+    assert "more" in message and len(message) < 20_000
+
+
+async def test_lone_surrogates_are_refused_at_every_edge(
+    client: GraphrunnerClient, server_env: dict[str, str], tmp_path: Path
+) -> None:
+    with pytest.raises(BadValue, match="lone surrogate"):
+        await client.start(returning("nan"), {"x": "\udc00"})
+    done = graphrunner("run", EXAMPLE, "--input", '"\\ud800"', env=server_env)
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert "--input: $ holds '\\ud800', a lone surrogate" in line
+
+    graph = (
+        GraphBuilder("surrogate", version="1.0.0")
+        .task("make", Surrogate)
+        .plan("finish", Finish)
+        .edge("make", "finish")
+        .final("finish")
+        .build()
+    )
+    handle = await client.start(graph, None)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert "BadNodeResult" in str(failure.value.cause)
+    assert "$.text holds '\\ud800', a lone surrogate" in str(failure.value.cause)
+
+    path = tmp_path / "graph.yaml"
+    path.write_text(
+        'name: s\nversion: 1.0.0\ndescription: "\\ud800"\n'
+        'nodes:\n  - {name: a, kind: task, impl: "tests.nodes:Echo", config: {x: "\\udc00"}}\n'
+        "edges:\n  - {from: a, type: FINAL}\n"
+    )
+    checked = graphrunner("validate", str(path), env=server_env)
+    assert checked.returncode == 1
+    assert "Traceback" not in checked.stderr
+    assert f"{path}:3: graph description: $ holds '\\ud800', a lone surrogate" in checked.stderr
+    assert "config: $.x holds '\\udc00'" in checked.stderr

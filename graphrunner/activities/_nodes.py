@@ -39,6 +39,7 @@ from graphrunner.stores._records import ExecutionStatus
 __all__ = ["RUN_PLAN", "RUN_TASK", "NodeActivities"]
 
 _log = logging.getLogger("graphrunner.node")
+_ERROR_LIMIT = 64 * 1024  # characters of a node's error message sent to Temporal
 R = TypeVar("R", TaskResult, PlanResult)
 
 
@@ -187,6 +188,17 @@ class NodeActivities:
                     error=f"{type(exc).__name__}: {exc}",
                 )
                 await self.recorder.write(call, kind, failed)
+            if isinstance(exc, Exception):
+                message = str(exc)
+                if len(message) > _ERROR_LIMIT:
+                    # Temporal would refuse a failure this large (2 MiB per payload) and the
+                    # attempt would end only at its timeout: send it cut, same type.
+                    raise ApplicationError(
+                        f"{message[:_ERROR_LIMIT]}… ({len(message) - _ERROR_LIMIT:,} more "
+                        "characters cut)",
+                        type=getattr(exc, "type", None) or type(exc).__name__,
+                        non_retryable=bool(getattr(exc, "non_retryable", False)),
+                    ) from None
             raise
         latency_ms = (time.monotonic() - clock) * 1000
         # Guardrails read these from the result: the workflow cannot measure them itself.

@@ -20,6 +20,8 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from graphrunner._settings import Settings
 from graphrunner._types import LifetimeResult, StepRecord
@@ -65,31 +67,55 @@ AppDir = Annotated[
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    """``text`` with control characters shown as escapes, never sent to the terminal.
+
+    User and server text (a node's error, a graph's version, a pause reason) could otherwise
+    move the cursor or recolour lines: an ESC sequence can erase a failure and print a tick.
+    Lone surrogates, which no terminal encoding takes, are shown as escapes too.
+    """
+    shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return shown.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _esc(text: str) -> str:
+    """``text`` for a Rich markup string: visible, and with its square brackets kept."""
+    return escape(_visible(text))
+
+
+def _text(text: str) -> Text:
+    """A line of plain text (no markup) made visible."""
+    return Text(_visible(text))
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` verbatim (it may hold server or user text) as one error line.
 
     Line breaks inside it (a database driver's hint, say) become spaces: one error, one line.
     """
     line = re.sub(r"\s*\n\s*", " ", message.strip())
-    err.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
+    err.print(f"[bold red]error:[/] {_esc(line)}", highlight=False)
     raise typer.Exit(code)
 
 
 def _table(title: str, columns: list[str], right: tuple[str, ...] = ()) -> Table:
     """A table whose title and cells are shown verbatim, never read as Rich markup."""
-    table = Table(title=Text(title))
+    table = Table(title=Text(_visible(title)))
     for column in columns:
         table.add_column(column, justify="right" if column in right else "left")
     return table
 
 
 def _row(table: Table, *cells: object) -> None:
-    table.add_row(*(Text(str(cell)) for cell in cells))
+    table.add_row(*(Text(_visible(str(cell))) for cell in cells))
 
 
 def _report(exc: GraphError) -> NoReturn:
     for issue in exc.issues:
-        err.print(f"[red]✗[/] {escape(str(issue))}", highlight=False)
+        err.print(f"[red]✗[/] {_esc(str(issue))}", highlight=False)
     _fail(f"{len(exc.issues)} problem(s) in graph definition")
 
 
@@ -98,10 +124,16 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except GraphError as exc:
         _report(exc)
+    except BadValue as exc:  # bad input, found before anything was sent
+        _fail(str(exc), 1)
     except GraphrunnerError as exc:
         _fail(str(exc), 2)
     except SQLAlchemyError as exc:
         _fail(_db_error(exc), 2)
+    except WorkflowAlreadyStartedError as exc:
+        _fail(f"a lifetime with id '{exc.workflow_id}' already exists: choose another --id", 1)
+    except RPCError as exc:  # NOT_FOUND, PERMISSION_DENIED ...: the server's own words
+        _fail(f"Temporal refused the request ({exc.status.name}): {exc.message}", 2)
 
 
 def _db_error(exc: SQLAlchemyError) -> str:
@@ -212,7 +244,7 @@ def validate(
             print(json.dumps({"valid": False, "issues": [vars(i) for i in exc.issues]}, indent=2))
             raise typer.Exit(1) from None
         for issue in exc.issues:
-            err.print(f"[red]✗[/] {escape(str(issue))}", highlight=False)
+            err.print(f"[red]✗[/] {_esc(str(issue))}", highlight=False)
         _fail(f"{len(exc.issues)} problem(s) in {graph}")
     if as_json:
         print(
@@ -228,8 +260,8 @@ def validate(
         )
     else:
         out.print(
-            f"[green]✓[/] {escape(str(graph))}: graph '{escape(model.name)}' "
-            f"{escape(model.version)} is valid "
+            f"[green]✓[/] {_esc(str(graph))}: graph '{_esc(model.name)}' "
+            f"{_esc(model.version)} is valid "
             f"({len(model.nodes)} nodes, {len(model.edges)} edges)",
             highlight=False,
         )
@@ -294,11 +326,11 @@ def run(
                     )
                 )
             else:
-                out.print(f"started lifetime [bold]{escape(handle.id)}[/]\n{escape(link)}")
+                out.print(f"started lifetime [bold]{_esc(handle.id)}[/]\n{_esc(link)}")
             return
         if not as_json:
             out.print(
-                f"started lifetime [bold]{escape(handle.id)}[/] ({escape(link)}); waiting…",
+                f"started lifetime [bold]{_esc(handle.id)}[/] ({_esc(link)}); waiting…",
                 highlight=False,
             )
         try:
@@ -367,41 +399,39 @@ def status(
             print(json.dumps(payload, indent=2))
             return
         out.print(
-            f"lifetime [bold]{escape(info.lifetime_id)}[/]: {info.status}  "
-            f"(graph {escape(str(info.graph_name))}, tenant {escape(str(info.tenant))}, "
+            f"lifetime [bold]{_esc(info.lifetime_id)}[/]: {info.status}  "
+            f"(graph {_esc(str(info.graph_name))}, tenant {_esc(str(info.tenant))}, "
             f"started {info.started_at})",
             highlight=False,
         )
         if info.running:
-            out.print(Text(f"running: {', '.join(info.running)}"))
+            out.print(_text(f"running: {', '.join(info.running)}"))
         for pause in info.paused:
             values = ", ".join(f"{k} = {v}" for k, v in pause.observed.items())
             if pause.rule == MANUAL_PAUSE:
                 who, where = "by hand", "before"
             else:
-                who, where = f"by guardrail [bold]{escape(pause.rule)}[/]", "at"
+                who, where = f"by guardrail [bold]{_esc(pause.rule)}[/]", "at"
             out.print(
                 f"[bold yellow]paused[/] {who}"
-                + (f" {where} {escape(pause.node)} · {pause.iteration}" if pause.node else "")
-                + f": {escape(pause.message or pause.condition)}"
-                + (f" ({escape(values)})" if values else "")
-                + f"; resume with: graphrunner resume {escape(info.lifetime_id)}",
+                + (f" {where} {_esc(pause.node)} · {pause.iteration}" if pause.node else "")
+                + f": {_esc(pause.message or pause.condition)}"
+                + (f" ({_esc(values)})" if values else "")
+                + f"; resume with: graphrunner resume {_esc(info.lifetime_id)}",
                 highlight=False,
                 soft_wrap=True,
             )
         if info.failure:
-            out.print(
-                f"[bold red]failed:[/] {escape(info.failure)}", highlight=False, soft_wrap=True
-            )
+            out.print(f"[bold red]failed:[/] {_esc(info.failure)}", highlight=False, soft_wrap=True)
         if info.stalled:
             out.print(
-                f"[bold red]stalled:[/] {escape(info.stalled)}; the lifetime goes on once "
+                f"[bold red]stalled:[/] {_esc(info.stalled)}; the lifetime goes on once "
                 "workers run code that replays its history (or after 'temporal workflow reset')",
                 highlight=False,
                 soft_wrap=True,
             )
         out.print(_steps_table(info.steps, "steps"))
-        out.print(Text(info.ui_url))
+        out.print(_text(info.ui_url))
 
     _run(go())
 
@@ -428,9 +458,9 @@ def resume(
         if as_json:
             print(result.model_dump_json(indent=2))
             return
-        out.print(Text(f"resumed {lifetime_id} (paused by {', '.join(result.resumed)})"))
+        out.print(_text(f"resumed {lifetime_id} (paused by {', '.join(result.resumed)})"))
         for name, condition in result.replaced.items():
-            out.print(Text(f"rule {name} is now: {condition}"))
+            out.print(_text(f"rule {name} is now: {condition}"))
 
     _run(go())
 
@@ -450,7 +480,7 @@ def abort(
         if as_json:
             print(decision.model_dump_json(indent=2))
             return
-        out.print(Text(f"aborted {lifetime_id}: {reason or 'no reason given'}"))
+        out.print(_text(f"aborted {lifetime_id}: {reason or 'no reason given'}"))
 
     _run(go())
 
@@ -471,7 +501,7 @@ def pause(
             print(info.model_dump_json(indent=2))
             return
         out.print(
-            Text(
+            _text(
                 f"paused {lifetime_id}: running nodes finish, no new one starts until "
                 f"'graphrunner resume {lifetime_id}'"
             )
@@ -537,7 +567,7 @@ def demo(
         async with embedded_server(settings, headless=True, reuse=True) as (temporal, server):
             where = "embedded dev server (started for the demo)" if server else "running server"
             out.print(
-                f"graph [bold]{escape(model.name)}[/] {escape(model.version)} on the {where}",
+                f"graph [bold]{_esc(model.name)}[/] {_esc(model.version)} on the {where}",
                 highlight=False,
             )
             recorder = open_recorder(settings)
@@ -554,21 +584,21 @@ def demo(
             )
             async with worker:
                 handle = await client.start(model, {"topic": "durable agent workflows"})
-                out.print(f"lifetime [bold]{escape(handle.id)}[/] started", highlight=False)
+                out.print(f"lifetime [bold]{_esc(handle.id)}[/] started", highlight=False)
                 result = await handle.result()
             out.print(_steps_table(result.steps, f"path of lifetime {handle.id}"))
             if recorder is not None:
                 written = len(await client.history(handle.id))
                 out.print(
-                    f"{written} execution records in {escape(recorder.records.safe_url())}: "
-                    f"[bold]graphrunner history {escape(handle.id)}[/]",
+                    f"{written} execution records in {_esc(recorder.records.safe_url())}: "
+                    f"[bold]graphrunner history {_esc(handle.id)}[/]",
                     highlight=False,
                 )
-            out.print(Text(f"output: {json.dumps(result.output)}"))
+            out.print(_text(f"output: {json.dumps(result.output)}"))
             out.print(
                 "\nBrowse it in the Temporal Web UI: run [bold]graphrunner dev[/] (or "
                 "[bold].venv/bin/graphrunner dev[/]) and open\n  "
-                f"{escape(client.ui_url(handle.id))}",
+                f"{_esc(client.ui_url(handle.id))}",
                 highlight=False,
             )
             return result
@@ -746,7 +776,7 @@ def db_upgrade() -> None:
     """Create or upgrade the state DB schema to this graphrunner's version."""
     with _state_db(_settings()) as store:
         before, after = store.upgrade()
-    out.print(Text(f"state DB schema: version {before} -> {after}"))
+    out.print(_text(f"state DB schema: version {before} -> {after}"))
 
 
 @db_app.command("status")
@@ -755,7 +785,7 @@ def db_status() -> None:
     with _state_db(_settings()) as store:
         version = store.schema_version()
     out.print(
-        Text(f"{store.safe_url()}: schema version {version} (this graphrunner: {SCHEMA_VERSION})")
+        _text(f"{store.safe_url()}: schema version {version} (this graphrunner: {SCHEMA_VERSION})")
     )
 
 

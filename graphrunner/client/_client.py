@@ -27,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from graphrunner._settings import Settings
 from graphrunner._types import LifetimeInput, LifetimeResult, StepRecord, StepStatus
-from graphrunner._values import check_value
+from graphrunner._values import BadValue, check_value
 from graphrunner.client._history import (
     failure_from_history,
     stall_from_history,
@@ -77,7 +77,7 @@ _TRANSIENT = {
     RPCStatusCode.RESOURCE_EXHAUSTED,
     RPCStatusCode.ABORTED,
 }
-_LIVE_CALL_S = 30.0
+_PROBE_TIMEOUT = timedelta(seconds=5)
 
 
 class LostContact(GraphrunnerError):
@@ -171,9 +171,9 @@ MAX_TENANT = 255
 def _check_label(what: str, value: str, limit: int) -> None:
     """Refuse an id or tenant the server or the state DB would refuse later, on every retry."""
     if not value or len(value) > limit:
-        raise GraphrunnerError(f"a {what} must have 1 to {limit} characters, not {len(value)}")
+        raise BadValue(f"a {what} must have 1 to {limit} characters, not {len(value)}")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise GraphrunnerError(f"a {what} may not contain control characters: {value!r}")
+        raise BadValue(f"a {what} may not contain control characters: {value[:100]!r}")
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -186,7 +186,7 @@ def _request(model: type[_M], verb: str, **fields: Any) -> _M:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
-        raise GraphrunnerError(f"cannot {verb}: {field}: {first['msg']}") from None
+        raise BadValue(f"cannot {verb}: {field}: {first['msg']}") from None
 
 
 def _status_name(status: str) -> str:
@@ -256,8 +256,9 @@ class GraphrunnerClient:
         The graph's full definition and hash travel in the workflow input, so later edits to
         the file never change this lifetime.
 
-        The graph is validated first (the same rules as ``graphrunner validate``, without
-        importing node implementations: workers do that), and so is the input.
+        The graph is validated first, and so is the input: a model by the rules of
+        ``graphrunner validate`` without importing node implementations (workers do that), a
+        path by `load_graph`, which imports them.
 
         Args:
             graph: The graph, or a path to its YAML.
@@ -272,8 +273,8 @@ class GraphrunnerClient:
         Raises:
             GraphError: The graph is invalid; nothing was started.
             BadValue: The input is not JSON a lifetime can carry; nothing was started.
-            GraphrunnerError: The id (1-1,000 characters) or tenant (1-255) is out of bounds
-                or holds control characters; nothing was started.
+            BadValue: The id (1-1,000 characters) or tenant (1-255) is out of bounds or
+                holds control characters; nothing was started.
         """
         if not isinstance(graph, AgentGraph):
             graph = load_graph(graph)
@@ -339,17 +340,16 @@ class GraphrunnerClient:
         lost_since: float | None = None
         delay = 0.2
         while True:
-            started = time.monotonic()
             try:
                 result: LifetimeResult = await handle.result()
                 return result
             except RPCError as exc:
                 if exc.status not in _TRANSIENT:
                     raise
+                # Lost since the last proof of contact: a short call that answers resets the
+                # clock (the long poll itself may have run for hours before it broke).
                 now = time.monotonic()
-                # The SDK gives up on a dead server within ~10 s; a call that lasted longer
-                # was long-polling a live one, so contact was lost only now.
-                if lost_since is None or now - started > _LIVE_CALL_S:
+                if lost_since is None or await self._answers(handle):
                     lost_since = now
                 if now - lost_since >= patience:
                     raise LostContact(
@@ -360,6 +360,15 @@ class GraphrunnerClient:
                 _log.warning("lost contact with Temporal (%s); trying again in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    @staticmethod
+    async def _answers(handle: WorkflowHandle[Any, Any]) -> bool:
+        """Whether the server answers a quick describe of ``handle`` now."""
+        try:
+            await handle.describe(rpc_timeout=_PROBE_TIMEOUT)
+        except RPCError:
+            return False
+        return True
 
     async def status(self, lifetime_id: str) -> LifetimeInfo:
         """Describe a lifetime: Temporal status and its path, read from history.

@@ -22,6 +22,7 @@ from typing import Final
 
 from pydantic import BaseModel
 
+from graphrunner._values import BadValue, check_value
 from graphrunner.errors import GraphIssue
 from graphrunner.graph._model import (
     MAX_ATTEMPTS,
@@ -162,6 +163,30 @@ class _Collector:
         )
 
 
+def _check_values(graph: AgentGraph, out: _Collector) -> None:
+    """Text and config a lifetime can carry: no lone surrogates, config JSON within bounds.
+
+    The model admits them (it also decodes graphs pinned in older histories); the workflow
+    input could not be encoded with them, or the worker could not decode it.
+    """
+    checks: list[tuple[object, str, tuple[str | int, ...], str]] = [
+        (getattr(graph, name), f"graph {name}", (name,), "")
+        for name in ("name", "version", "description")
+    ]
+    for i, node in enumerate(graph.nodes):
+        where = f"node '{_shorten(node.name)}'"
+        text = node.model_dump(mode="python", exclude={"config", "guardrails"})
+        checks.append((text, where, ("nodes", i), where))
+        checks.append((node.config, f"{where} config", ("nodes", i, "config"), where))
+    for i, edge in enumerate(graph.edges):
+        checks.append(((edge.source, edge.target), f"edge #{i + 1}", ("edges", i), ""))
+    for value, what, loc, where in checks:
+        try:
+            check_value(value, what)
+        except BadValue as exc:
+            out.add("bad-value", str(exc), loc=loc, where=where)
+
+
 def validate_graph(
     graph: AgentGraph,
     *,
@@ -198,7 +223,8 @@ def validate_graph(
             f"graph name '{_shorten(graph.name)}' must match {NAME_RE.pattern}",
             loc=("name",),
         )
-    size = len(json.dumps(graph.description, ensure_ascii=False).encode())
+    _check_values(graph, out)
+    size = len(json.dumps(graph.description, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     if size > MAX_DESCRIPTION_BYTES:
         out.add(
             "too-large",

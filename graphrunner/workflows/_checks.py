@@ -6,6 +6,8 @@ graph is validated once per worker however many lifetimes run it.
 
 from __future__ import annotations
 
+import threading
+
 from graphrunner.graph._model import AgentGraph
 from graphrunner.graph._validate import validate_graph
 
@@ -13,6 +15,7 @@ __all__ = ["graph_problems"]
 
 _CACHE_SIZE = 1024
 _checked: dict[str, tuple[str, ...]] = {}
+_lock = threading.Lock()  # workflows of one worker run on several threads
 
 
 def graph_problems(graph: AgentGraph, graph_hash: str) -> tuple[str, ...]:
@@ -21,10 +24,12 @@ def graph_problems(graph: AgentGraph, graph_hash: str) -> tuple[str, ...]:
     Node implementations are not imported here (the workflow may not import): the node
     activities check them when they run.
     """
-    found = _checked.get(graph_hash)
+    with _lock:
+        found = _checked.get(graph_hash)
     if found is None:
         found = tuple(str(issue) for issue in validate_graph(graph, check_imports=False))
-        if len(_checked) >= _CACHE_SIZE:
-            _checked.pop(next(iter(_checked)))
-        _checked[graph_hash] = found
+        with _lock:
+            if len(_checked) >= _CACHE_SIZE:
+                _checked.pop(next(iter(_checked)))
+            _checked[graph_hash] = found
     return found

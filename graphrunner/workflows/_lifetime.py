@@ -46,6 +46,8 @@ LIFETIME_WORKFLOW = "AgentLifetime"
 INPUT = "__input__"  # node name under which a start plan sees the lifetime input
 _TOO_LARGE = "PayloadsTooLarge"  # ApplicationError type the SDK core gives an oversized result
 _VALIDATED = "graphrunner-validate-pinned-graph"  # workflow.patched id of the worker's check
+_MESSAGE_LIMIT = 8192  # characters of a failure message the workflow builds
+_PROBLEMS_SHOWN = 20  # problems of an invalid graph named in its failure
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,15 @@ class _Joined:
 
 
 def _fail(message: str, kind: FailureType) -> ApplicationError:
-    return ApplicationError(message, type=kind, non_retryable=True)
+    return ApplicationError(_clip(message), type=kind, non_retryable=True)
+
+
+def _clip(text: str, limit: int | None = None) -> str:
+    """``text``, cut to ``limit`` characters with a note of how much was cut."""
+    limit = _MESSAGE_LIMIT if limit is None else limit
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters cut)"
 
 
 def _rejection(exc: GuardrailRejected) -> Rejection:
@@ -146,10 +156,13 @@ class AgentLifetimeWorkflow:
         # would refuse its graph.
         problems = graph_problems(graph, inp.graph_hash)
         if problems and workflow.patched(_VALIDATED):
+            shown = [_clip(p, 300) for p in problems[:_PROBLEMS_SHOWN]]
+            if len(problems) > _PROBLEMS_SHOWN:
+                shown.append(f"and {len(problems) - _PROBLEMS_SHOWN} more")
             raise _fail(
-                f"graph '{graph.name}' {graph.version} is invalid, so no node of it runs "
-                f"({len(problems)} problem{'s' if len(problems) > 1 else ''}): "
-                + "; ".join(problems),
+                f"graph '{_clip(graph.name, 100)}' {_clip(graph.version, 100)} is invalid, so "
+                f"no node of it runs ({len(problems)} problem{'s' if len(problems) > 1 else ''}"
+                "; 'graphrunner validate' lists them all): " + "; ".join(shown),
                 FailureType.INVALID_GRAPH,
             )
         start = graph.node(graph.start_node)
@@ -387,7 +400,8 @@ class AgentLifetimeWorkflow:
             return _rejection(rejected), step
         except ActivityError as err:
             self._finish(step, StepStatus.FAILED, [])
-            raise self._node_failed(node, step, err) from err
+            failure = self._node_failed(node, step, err)
+            raise failure from failure.__cause__
         except ApplicationError:  # a guardrail aborted the lifetime here
             self._finish(step, StepStatus.FAILED, [])
             raise
@@ -425,7 +439,8 @@ class AgentLifetimeWorkflow:
             return _rejection(rejected), step
         except ActivityError as err:
             self._finish(step, StepStatus.FAILED, [])
-            raise self._node_failed(node, step, err) from err
+            failure = self._node_failed(node, step, err)
+            raise failure from failure.__cause__
         except ApplicationError:
             self._finish(step, StepStatus.FAILED, [])
             raise
@@ -450,9 +465,15 @@ class AgentLifetimeWorkflow:
                 reason = f"{cause.type}: {reason}"
         elif isinstance(cause, FailureError) and type(cause).__name__ != "ApplicationError":
             reason = f"{type(cause).__name__}: {reason}"
-        return ApplicationError(
-            f"node '{node.name}' ({node.kind.value}, iteration {step.iteration}) failed: {reason}",
+        failure = ApplicationError(
+            f"node '{node.name}' ({node.kind.value}, iteration {step.iteration}) failed: "
+            + _clip(reason),
             {"node": node.name, "iteration": step.iteration},
             type=FailureType.NODE_FAILED,
             non_retryable=True,
         )
+        # The activity's failure rides along as the cause (the UI shows its stack trace)
+        # unless it is large: the lifetime's failure must stay well under the server's 2 MiB
+        # payload limit, or failing the lifetime would itself fail, on every retry.
+        failure.__cause__ = err if len(reason) <= _MESSAGE_LIMIT else None
+        return failure
