@@ -239,3 +239,35 @@ async def test_a_bad_deploy_stalls_the_lifetime_visibly_and_the_fixed_one_finish
     assert result.output == {"rounds": 3}
     assert (await harness.client.status(handle.id)).stalled is None
     await assert_replays(harness.temporal, handle)
+
+
+async def test_cancelling_a_lifetime_asks_its_running_node_to_cancel(
+    harness: Harness, tmp_path: Path
+) -> None:
+    graph = (
+        GraphBuilder("cancel-running", version="1.0.0")
+        .plan("decide", Forwarding)
+        .task(
+            "wait",
+            "tests.nodes:WaitForFile",
+            config={"gate": str(tmp_path / "never"), "tag": "t"},
+            heartbeat_timeout_s=1,
+        )
+        .edge("decide", "wait")
+        .final("wait")
+        .build()
+    )
+    async with harness.worker():
+        handle = await harness.start(graph)
+        async with asyncio.timeout(20):
+            while not (await harness.client.status(handle.id)).running:
+                await asyncio.sleep(0.05)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    history = await handle.fetch_history()
+    asked = [
+        e for e in history.events if e.HasField("activity_task_cancel_requested_event_attributes")
+    ]
+    assert len(asked) == 1, "the running node was asked to cancel"
+    assert (await harness.client.status(handle.id)).status == "canceled"

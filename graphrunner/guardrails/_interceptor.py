@@ -131,7 +131,14 @@ class _Inbound(WorkflowInboundInterceptor):
         aborted = asyncio.ensure_future(
             workflow.wait_condition(lambda: self._guardian.aborted is not None)
         )
-        await asyncio.wait([run, aborted], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait([run, aborted], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # A cancelled lifetime: hand the cancellation to the lifetime itself, so that its
+            # running nodes are asked to cancel, and end as it ends.
+            aborted.cancel()
+            run.cancel()
+            return await run
         if run.done():
             aborted.cancel()
             return run.result()

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from graphrunner._types import (
@@ -400,6 +400,8 @@ class AgentLifetimeWorkflow:
             return _rejection(rejected), step
         except ActivityError as err:
             self._finish(step, StepStatus.FAILED, [])
+            if isinstance(err.cause, CancelledError):
+                raise asyncio.CancelledError() from err  # the lifetime was cancelled
             failure = self._node_failed(node, step, err)
             raise failure from failure.__cause__
         except ApplicationError:  # a guardrail aborted the lifetime here
@@ -439,6 +441,8 @@ class AgentLifetimeWorkflow:
             return _rejection(rejected), step
         except ActivityError as err:
             self._finish(step, StepStatus.FAILED, [])
+            if isinstance(err.cause, CancelledError):
+                raise asyncio.CancelledError() from err  # the lifetime was cancelled
             failure = self._node_failed(node, step, err)
             raise failure from failure.__cause__
         except ApplicationError:
