@@ -25,7 +25,7 @@ from pydantic_core import to_jsonable_python
 
 from graphrunner.errors import GraphrunnerError
 
-__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "BadValue", "check_value", "parse_json"]
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "BadValue", "check_value", "clip", "parse_json"]
 
 MAX_DEPTH = 100
 MAX_INT_DIGITS = 4000
@@ -83,6 +83,16 @@ def check_value(value: Any, what: str) -> None:
         if plain is item:  # an unknown type pydantic hands back as is
             raise BadValue(f"{what}: {path} is a {type(item).__name__}, not JSON")
         stack.append((plain, path, depth))
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut.
+
+    Failure messages must stay well under Temporal's 2 MiB payload limit.
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters cut)"
 
 
 def _check_text(text: str, what: str, path: str) -> None:

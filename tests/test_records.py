@@ -166,26 +166,7 @@ def test_upgrade_refuses_a_schema_ahead_of_the_code(records: RecordStore) -> Non
 
 def test_workers_starting_together_on_a_fresh_database_all_get_the_schema(db_url: str) -> None:
     # Several workers (or a worker and the CLI) opening an empty shared DB at the same moment.
-    starting = threading.Barrier(8)
-    errors: list[BaseException] = []
-
-    def start_worker() -> None:
-        worker_store = RecordStore(db_url)
-        try:
-            starting.wait()
-            worker_store.ensure_schema()
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            worker_store.close()
-
-    threads = [threading.Thread(target=start_worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert errors == []
+    assert start_together(db_url) == []
     check = RecordStore(db_url)
     try:
         assert check.schema_version() == SCHEMA_VERSION
@@ -581,21 +562,28 @@ def test_sqlite_workers_starting_together_never_see_a_locked_database(tmp_path: 
     failures: list[str] = []
     for round_ in range(60):
         url = f"sqlite:///{tmp_path / str(round_) / 'records.db'}"
-        starting = threading.Barrier(8)
-
-        def start_worker(url: str = url, starting: threading.Barrier = starting) -> None:
-            store = RecordStore(url)
-            try:
-                starting.wait()
-                store.ensure_schema()
-            except Exception as exc:  # noqa: BLE001 - collected and asserted below
-                failures.append(f"{url}: {exc}")
-            finally:
-                store.close()
-
-        threads = [threading.Thread(target=start_worker) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        failures += [f"{url}: {exc}" for exc in start_together(url)]
     assert failures == []
+
+
+def start_together(db_url: str, workers: int = 8) -> list[BaseException]:
+    """What ``ensure_schema`` raised in each of ``workers`` stores opened at the same moment."""
+    starting = threading.Barrier(workers)
+    errors: list[BaseException] = []
+
+    def start_worker() -> None:
+        store = RecordStore(db_url)
+        try:
+            starting.wait()
+            store.ensure_schema()
+        except BaseException as exc:  # noqa: BLE001 - returned to the caller
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=start_worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors

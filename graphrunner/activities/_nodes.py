@@ -30,7 +30,7 @@ from graphrunner._types import (
     TaskResult,
     Telemetry,
 )
-from graphrunner._values import BadValue, check_value
+from graphrunner._values import BadValue, check_value, clip
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
 from graphrunner.graph._validate import import_impl
@@ -194,8 +194,7 @@ class NodeActivities:
                     # Temporal would refuse a failure this large (2 MiB per payload) and the
                     # attempt would end only at its timeout: send it cut, same type.
                     raise ApplicationError(
-                        f"{message[:_ERROR_LIMIT]}… ({len(message) - _ERROR_LIMIT:,} more "
-                        "characters cut)",
+                        clip(message, _ERROR_LIMIT),
                         type=getattr(exc, "type", None) or type(exc).__name__,
                         non_retryable=bool(getattr(exc, "non_retryable", False)),
                     ) from None

@@ -34,7 +34,7 @@ from graphrunner.client._history import (
     steps_from_history,
 )
 from graphrunner.errors import GraphError, GraphrunnerError, ServerUnreachable
-from graphrunner.graph import AgentGraph, load_graph, validate_graph
+from graphrunner.graph import AgentGraph, load_graph
 from graphrunner.guardrails._wire import (
     ABORT,
     GUARDRAIL_QUERY,
@@ -60,6 +60,7 @@ from graphrunner.stores import (
     stream_result,
 )
 from graphrunner.workflows import LIFETIME_WORKFLOW
+from graphrunner.workflows._checks import graph_issues
 
 __all__ = ["GraphrunnerClient", "LifetimeInfo", "LifetimeRow", "LostContact", "connect_temporal"]
 
@@ -278,10 +279,10 @@ class GraphrunnerClient:
         """
         if not isinstance(graph, AgentGraph):
             graph = load_graph(graph)
-        else:
-            issues = validate_graph(graph, check_imports=False)
-            if issues:
-                raise GraphError(issues)
+        graph_hash = graph.content_hash()
+        issues = graph_issues(graph, graph_hash)  # once per graph hash in this process
+        if issues:
+            raise GraphError(list(issues))
         check_value(input, "lifetime input")
         _check_label("tenant", tenant, MAX_TENANT)
         if id is not None:
@@ -297,9 +298,7 @@ class GraphrunnerClient:
             if search_attributes
             else None
         )
-        arg = LifetimeInput(
-            graph=graph, graph_hash=graph.content_hash(), input=input, tenant=tenant
-        )
+        arg = LifetimeInput(graph=graph, graph_hash=graph_hash, input=input, tenant=tenant)
 
         async def start(attrs: TypedSearchAttributes | None) -> WorkflowHandle[Any, LifetimeResult]:
             return await self.temporal.start_workflow(

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         TaskResult,
         step_summary,
     )
+    from graphrunner._values import clip
     from graphrunner.errors import FailureType, GraphrunnerError, GuardrailRejected
     from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
     from graphrunner.workflows._checks import graph_problems
@@ -85,15 +86,7 @@ class _Joined:
 
 
 def _fail(message: str, kind: FailureType) -> ApplicationError:
-    return ApplicationError(_clip(message), type=kind, non_retryable=True)
-
-
-def _clip(text: str, limit: int | None = None) -> str:
-    """``text``, cut to ``limit`` characters with a note of how much was cut."""
-    limit = _MESSAGE_LIMIT if limit is None else limit
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text) - limit:,} more characters cut)"
+    return ApplicationError(clip(message, _MESSAGE_LIMIT), type=kind, non_retryable=True)
 
 
 def _rejection(exc: GuardrailRejected) -> Rejection:
@@ -156,11 +149,11 @@ class AgentLifetimeWorkflow:
         # would refuse its graph.
         problems = graph_problems(graph, inp.graph_hash)
         if problems and workflow.patched(_VALIDATED):
-            shown = [_clip(p, 300) for p in problems[:_PROBLEMS_SHOWN]]
+            shown = [clip(p, 300) for p in problems[:_PROBLEMS_SHOWN]]
             if len(problems) > _PROBLEMS_SHOWN:
                 shown.append(f"and {len(problems) - _PROBLEMS_SHOWN} more")
             raise _fail(
-                f"graph '{_clip(graph.name, 100)}' {_clip(graph.version, 100)} is invalid, so "
+                f"graph '{clip(graph.name, 100)}' {clip(graph.version, 100)} is invalid, so "
                 f"no node of it runs ({len(problems)} problem{'s' if len(problems) > 1 else ''}"
                 "; 'graphrunner validate' lists them all): " + "; ".join(shown),
                 FailureType.INVALID_GRAPH,
@@ -471,7 +464,7 @@ class AgentLifetimeWorkflow:
             reason = f"{type(cause).__name__}: {reason}"
         failure = ApplicationError(
             f"node '{node.name}' ({node.kind.value}, iteration {step.iteration}) failed: "
-            + _clip(reason),
+            + clip(reason, _MESSAGE_LIMIT),
             {"node": node.name, "iteration": step.iteration},
             type=FailureType.NODE_FAILED,
             non_retryable=True,
