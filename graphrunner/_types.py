@@ -15,8 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from graphrunner.graph._model import AgentGraph, NodeKind, NodeSpec
 
 __all__ = [
+    "INPUT_FORMAT",
     "RUN_PLAN",
     "RUN_TASK",
+    "ExecutionHeader",
     "LifetimeInput",
     "LifetimeResult",
     "LifetimeStatus",
@@ -29,6 +31,8 @@ __all__ = [
     "TaskCall",
     "TaskResult",
     "Telemetry",
+    "UnsupportedHistory",
+    "check_format",
 ]
 
 
@@ -149,6 +153,30 @@ class NodeOutput(_Model):
         return self.rejection is not None
 
 
+class ExecutionHeader(_Model):
+    """Who, where and when of one node execution: the one mapping from a call to a record.
+
+    Built by the node activity (from its call, `activity.info()` and the pinned graph) and by
+    the guardrail interceptor (from the call and `workflow.info()`); execution records,
+    attempt rows and guardrail decisions all take their identifying fields from it.
+    """
+
+    lifetime_id: str
+    run_id: str = ""
+    graph_name: str
+    graph_version: str
+    graph_hash: str
+    tenant: str
+    node: str
+    kind: str  # "task" | "plan"
+    iteration: int
+    execution_id: str
+    seq: int = 0
+    parent_ids: list[str] = Field(default_factory=list)
+    edge: str | None = None
+    scheduled_at: datetime | None = None
+
+
 class _Call(_Model):
     lifetime_id: str
     graph_name: str
@@ -163,6 +191,11 @@ class _Call(_Model):
     scheduled_at: datetime | None = None
     parent_ids: list[str] = Field(default_factory=list)
     edge: str | None = None
+
+    @property
+    def node_name(self) -> str:
+        """The executing node's name (use this, not ``node``: the call's shape is changing)."""
+        return self.node.name
 
 
 class TaskCall(_Call):
@@ -181,12 +214,39 @@ class PlanCall(_Call):
 
 
 class LifetimeInput(_Model):
-    """Input of an AgentLifetime workflow: the pinned graph and the user's input."""
+    """Input of an AgentLifetime workflow: the pinned graph and the user's input.
+
+    ``format`` says which graphrunner wrote the input; see `check_format`.
+    """
 
     graph: AgentGraph
     graph_hash: str
     input: Any = None
     tenant: str = "default"
+    format: int = 1
+
+
+INPUT_FORMAT = 2
+"""`LifetimeInput.format` that clients write and workers run (1: before graphrunner 0.2)."""
+
+
+class UnsupportedHistory(RuntimeError):
+    """A lifetime written by an older graphrunner than this worker runs.
+
+    Not a `GraphrunnerError`: raised in workflow code it fails the workflow task, not the
+    lifetime, so the lifetime waits (visibly, in ``graphrunner status``) for a worker that
+    can run it.
+    """
+
+
+def check_format(inp: LifetimeInput) -> None:
+    """Refuse (stall) a lifetime whose input format this worker does not run."""
+    if inp.format != INPUT_FORMAT:
+        raise UnsupportedHistory(
+            f"this lifetime was started by a graphrunner whose input format is {inp.format}; "
+            f"this worker runs format {INPUT_FORMAT} only. Run it on a worker of that "
+            "graphrunner version, or terminate it"
+        )
 
 
 class StepStatus(StrEnum):

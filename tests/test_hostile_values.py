@@ -273,7 +273,7 @@ async def test_a_worker_refuses_to_run_a_graph_that_was_never_validated(
     # Started as another client (or the temporal CLI) could: no graphrunner validation.
     handle = await env.client.start_workflow(
         LIFETIME_WORKFLOW,
-        LifetimeInput(graph=graph, graph_hash=graph.content_hash(), input=1, tenant="t"),
+        LifetimeInput(graph=graph, graph_hash=graph.content_hash(), input=1, tenant="t", format=2),
         id=f"unvalidated-{uuid.uuid4().hex[:8]}",
         task_queue=task_queue,
     )
@@ -305,7 +305,9 @@ async def test_a_history_from_before_the_workers_check_still_replays(
         async with build_worker(env.client, task_queue=other_queue):
             handle = await env.client.start_workflow(
                 LIFETIME_WORKFLOW,
-                LifetimeInput(graph=graph, graph_hash=graph.content_hash(), input=1, tenant="t"),
+                LifetimeInput(
+                    graph=graph, graph_hash=graph.content_hash(), input=1, tenant="t", format=2
+                ),
                 id=f"before-check-{uuid.uuid4().hex[:8]}",
                 task_queue=other_queue,
             )
@@ -509,7 +511,9 @@ async def test_an_invalid_graph_with_thousands_of_problems_fails_in_a_bounded_me
     )
     handle = await env.client.start_workflow(
         LIFETIME_WORKFLOW,
-        LifetimeInput(graph=graph, graph_hash=graph.content_hash(), input=None, tenant="t"),
+        LifetimeInput(
+            graph=graph, graph_hash=graph.content_hash(), input=None, tenant="t", format=2
+        ),
         id=f"many-problems-{uuid.uuid4().hex[:8]}",
         task_queue=task_queue,
     )

@@ -26,7 +26,13 @@ from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError, RPCStatusCode
 
 from graphrunner._settings import Settings
-from graphrunner._types import LifetimeInput, LifetimeResult, StepRecord, StepStatus
+from graphrunner._types import (
+    INPUT_FORMAT,
+    LifetimeInput,
+    LifetimeResult,
+    StepRecord,
+    StepStatus,
+)
 from graphrunner._values import BadValue, check_value
 from graphrunner.client._history import (
     failure_from_history,
@@ -298,7 +304,9 @@ class GraphrunnerClient:
             if search_attributes
             else None
         )
-        arg = LifetimeInput(graph=graph, graph_hash=graph_hash, input=input, tenant=tenant)
+        arg = LifetimeInput(
+            graph=graph, graph_hash=graph_hash, input=input, tenant=tenant, format=INPUT_FORMAT
+        )
 
         async def start(attrs: TypedSearchAttributes | None) -> WorkflowHandle[Any, LifetimeResult]:
             return await self.temporal.start_workflow(
