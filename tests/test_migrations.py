@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
-from graphrunner.stores import _records, _schema
+from graphrunner.stores import _db, _schema
 from graphrunner.stores._records import ExecutionRecord, RecordStore, SchemaError
 from graphrunner.stores._schema import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import pg_admin_url
@@ -137,7 +137,7 @@ def at_version(url: str, version: int, monkeypatch: pytest.MonkeyPatch) -> str:
     store = RecordStore(url)
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(_records, "SCHEMA_VERSION", version)
+            patch.setattr(_db, "SCHEMA_VERSION", version)
             assert store.upgrade() == (0, version)
         assert store.schema_version() == version
     finally:
@@ -399,8 +399,8 @@ def add_note_column(monkeypatch: pytest.MonkeyPatch) -> MetaData:
     def add_note(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE gr_executions ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(_records, "MIGRATIONS", [*MIGRATIONS, add_note])
-    monkeypatch.setattr(_records, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(_db, "MIGRATIONS", [*MIGRATIONS, add_note])
+    monkeypatch.setattr(_db, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     return edited
 
 

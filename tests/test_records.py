@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, inspect, select
 
-from graphrunner.stores import _records
+from graphrunner.stores import _db
 from graphrunner.stores._records import (
     ExecutionRecord,
     ExecutionStatus,
@@ -103,13 +103,13 @@ async def test_fresh_database_gets_the_current_schema_and_ensure_is_repeatable(
 
 
 def _add_extra_migration(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make _records see a graphrunner one schema version ahead of the installed one."""
+    """Make _db see a graphrunner one schema version ahead of the installed one."""
 
     ddl = ("CREATE TABLE gr_test_notes (id INTEGER PRIMARY KEY, note TEXT)",)
     add_notes = Migration(version=SCHEMA_VERSION + 1, summary="notes", sqlite=ddl, postgresql=ddl)
-    # _records imports the names, so patch them where it reads them.
-    monkeypatch.setattr(_records, "MIGRATIONS", [*MIGRATIONS, add_notes])
-    monkeypatch.setattr(_records, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    # _db imports the names, so patch them where it reads them.
+    monkeypatch.setattr(_db, "MIGRATIONS", [*MIGRATIONS, add_notes])
+    monkeypatch.setattr(_db, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
 
 
 async def test_schema_behind_the_code_needs_an_explicit_upgrade(

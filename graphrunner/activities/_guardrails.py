@@ -25,7 +25,7 @@ from graphrunner.guardrails._wire import (
     TenantTotals,
     TenantUsageInput,
 )
-from graphrunner.stores._records import (
+from graphrunner.stores._models import (
     DecisionRecord,
     ExecutionRecord,
     ExecutionStatus,
