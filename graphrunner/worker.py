@@ -57,7 +57,8 @@ def build_worker(
         sticky_queue_timeout=sticky_queue_timeout,
         impl_modules=impl_modules,
     )
-    config["interceptors"] = [GuardrailInterceptor(), *interceptors]
+    guardrails = GuardrailInterceptor(policies, ledger=recorder is not None)
+    config["interceptors"] = [guardrails, *interceptors]
     return Worker(**config)
 
 
@@ -85,8 +86,7 @@ def worker_config(
             nodes.run_plan,
             guards.load_policy,
             guards.record_decision,
-            guards.tenant_usage,
-            guards.tenant_charge,
+            guards.tenant_reserve,
         ],
         max_concurrent_activities=max_concurrent_activities,
         # Eager dispatch lets a fan-out start its activities in the same round trip.

@@ -357,10 +357,10 @@ async def test_concurrent_charges_of_one_tenant_are_exact(records: RecordStore) 
 # --- schema upgrade -------------------------------------------------------------------------
 
 
-async def test_a_version_1_database_upgrades_to_2_and_keeps_its_records(
+async def test_a_version_1_database_upgrades_to_the_latest_and_keeps_its_records(
     state_db_url: str,
 ) -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     store = RecordStore(state_db_url)
     try:
         with store.engine.begin() as conn:
@@ -373,11 +373,16 @@ async def test_a_version_1_database_upgrades_to_2_and_keeps_its_records(
         with pytest.raises(SchemaError, match="graphrunner db upgrade"):
             store.ensure_schema()
 
-        assert store.upgrade() == (1, 2)
+        assert store.upgrade() == (1, 3)
 
         store.ensure_schema()
         tables = set(inspect(store.engine).get_table_names())
-        assert {"gr_decisions", "gr_tenant_usage", "gr_tenant_charges"} <= tables
+        assert {
+            "gr_decisions",
+            "gr_tenant_usage",
+            "gr_tenant_charges",
+            "gr_tenant_reservations",
+        } <= tables
         assert await store.executions("lt-1") == [kept]
         decision = _decision()
         assert await store.record_decision(decision)

@@ -664,21 +664,19 @@ async def local_activity_summaries(handle: WorkflowHandle[Any, Any]) -> list[str
     ]
 
 
-async def test_a_tenant_rule_reads_the_ledger_once_then_uses_what_each_charge_returned(
-    harness: Harness,
-) -> None:
+async def test_a_tenant_rule_costs_one_local_activity_per_execution(harness: Harness) -> None:
     tenant = f"t-{uuid.uuid4().hex[:6]}"
     roomy = "{name: cap, when: sum(tokens_used) > 1e12, scope: tenant, action: abort_lifetime}"
     async with harness.worker(PolicySource(global_policy=policy(roomy))):
         handle = await harness.start(loop_graph("ledger", rounds=4), tenant=tenant)
         assert (await handle.result()).output == {"rounds": 4}
     markers = await local_activity_summaries(handle)
-    # 8 executions, each charged once; only the first needed a read of its own: every later
-    # one was scheduled in the workflow task that charged the one before it.
-    assert markers.count("guardrails · tenant charge") == 8
-    assert markers.count("guardrails · tenant usage") == 1
+    # 8 executions: each reserve settles the one before it; the last is settled as the
+    # lifetime ends.
+    assert markers == ["guardrails · policy"] + ["guardrails · tenant reserve"] * 9
     usage = await harness.store.tenant_usage(tenant, ["sum(tokens_used)"])
     assert usage["sum(tokens_used)"].total == 4 * TOKENS  # the plans spend nothing
+    assert await harness.store.tenant_reservations(tenant) == {}
     await assert_replays(harness.temporal, handle)
 
     # That first read is real: a new lifetime of a tenant already over a cap stops at once.

@@ -6,38 +6,43 @@ markers), which is what lets a replay reach the same decisions without touching 
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from temporalio import activity
 
 from graphrunner.activities._recording import Recorder
+from graphrunner.guardrails._eval import Tally
+from graphrunner.guardrails._guard import LifetimeGuard, Phase, Verdict
+from graphrunner.guardrails._io import DecisionInput
+from graphrunner.guardrails._policy import Policy
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.guardrails._wire import (
     LOAD_POLICY,
     RECORD_DECISION,
-    TENANT_CHARGE,
-    TENANT_USAGE,
-    DecisionInput,
+    TENANT_RESERVE,
+    Deltas,
     PolicyRequest,
     PolicySnapshot,
     TallyValue,
-    TenantChargeInput,
-    TenantTotals,
-    TenantUsageInput,
+    TenantReserveInput,
+    TenantReserveResult,
+    TenantVerdict,
 )
 from graphrunner.stores._models import (
     DecisionRecord,
     ExecutionRecord,
     ExecutionStatus,
     UsageDelta,
+    UsageReservation,
+    UsageSettlement,
     UsageTotals,
 )
 
 __all__ = ["GuardrailActivities"]
 
+_GUARDS_KEPT = 256  # compiled tenant rule sets kept per worker
 
-def _totals(found: dict[str, UsageTotals]) -> TenantTotals:
-    return TenantTotals(totals={k: TallyValue(**v.model_dump()) for k, v in found.items()})
+
+def _usage_deltas(deltas: Deltas) -> dict[str, UsageDelta]:
+    return {k: UsageDelta(value=v, matched=m) for k, (v, m) in deltas.items()}
 
 
 class GuardrailActivities:
@@ -52,6 +57,8 @@ class GuardrailActivities:
     def __init__(self, policies: PolicySource, recorder: Recorder | None) -> None:
         self.policies = policies
         self.recorder = recorder
+        # Tenant rules compiled once per distinct rule set, not once per execution.
+        self._guards: dict[str, LifetimeGuard] = {}
 
     @activity.defn(name=LOAD_POLICY)
     async def load_policy(self, request: PolicyRequest) -> PolicySnapshot:
@@ -84,25 +91,12 @@ class GuardrailActivities:
             decided_at=d.decided_at,
         )
         rejected = None
-        if inp.reject and inp.call is not None:
-            call = inp.call
-            scheduled = call.get("scheduled_at")
-            at = datetime.fromisoformat(scheduled) if scheduled else d.decided_at
+        header = inp.execution
+        if inp.reject and header is not None:
+            at = header.scheduled_at or d.decided_at
             rejected = ExecutionRecord(
-                execution_id=call.get("execution_id") or d.execution_id or d.decision_id,
-                lifetime_id=inp.lifetime_id,
-                run_id=inp.run_id,
-                graph_name=call.get("graph_name", inp.graph_name),
-                graph_version=call.get("graph_version", ""),
-                graph_hash=call.get("graph_hash", ""),
-                tenant=inp.tenant,
-                node=call["node"]["name"],
-                kind=inp.kind or "",
-                iteration=call.get("iteration", 0),
-                seq=call.get("seq", 0),
+                **header.model_dump(exclude={"scheduled_at"}),
                 attempt=0,
-                parent_ids=call.get("parent_ids") or [],
-                edge=call.get("edge"),
                 status=ExecutionStatus.REJECTED,
                 created_at=at,
                 started_at=at,
@@ -111,18 +105,63 @@ class GuardrailActivities:
             )
         await self.recorder.records.record_decision(decision, rejected)
 
-    @activity.defn(name=TENANT_USAGE)
-    async def tenant_usage(self, inp: TenantUsageInput) -> TenantTotals:
-        """A tenant's current counters."""
+    @activity.defn(name=TENANT_RESERVE)
+    async def tenant_reserve(self, inp: TenantReserveInput) -> TenantReserveResult:
+        """Settle, check and reserve on the tenant ledger in one transaction."""
         if self.recorder is None:
-            return TenantTotals()
-        return _totals(await self.recorder.records.tenant_usage(inp.tenant, inp.keys))
+            return TenantReserveResult()
+        guard = self._guard(inp) if inp.rules else None
+        fired: list[Verdict] = []
 
-    @activity.defn(name=TENANT_CHARGE)
-    async def tenant_charge(self, inp: TenantChargeInput) -> TenantTotals:
-        """Add one execution to its tenant's counters, once; return the counters after."""
-        if self.recorder is None:
-            return TenantTotals()
-        deltas = {k: UsageDelta(value=v, matched=m) for k, (v, m) in inp.deltas.items()}
-        found = await self.recorder.records.tenant_charge(inp.tenant, inp.execution_id, deltas)
-        return _totals(found)
+        def fits(totals: dict[str, UsageTotals]) -> bool:
+            if guard is None:
+                return True
+            tallies = {k: Tally(v.total, v.count, v.lo, v.hi) for k, v in totals.items()}
+            verdict = guard.check(
+                Phase.BEFORE,
+                inp.row,
+                execution_id=inp.execution_id or "",
+                elapsed_s=inp.elapsed_s,
+                tenant=tallies,
+            )
+            if verdict is not None:
+                fired.append(verdict)
+            return verdict is None and inp.reserve
+
+        reservation = None
+        if inp.execution_id is not None and inp.expires_at is not None:
+            reservation = UsageReservation(
+                execution_id=inp.execution_id,
+                deltas=_usage_deltas(inp.deltas),
+                expires_at=inp.expires_at,
+            )
+        outcome = await self.recorder.records.tenant_reserve(
+            inp.tenant,
+            keys=inp.keys,
+            settle=[
+                UsageSettlement(
+                    execution_id=s.execution_id,
+                    deltas=_usage_deltas(s.deltas) if s.deltas is not None else None,
+                )
+                for s in inp.settle
+            ],
+            reservation=reservation,
+            check=fits,
+        )
+        verdict = fired[0] if fired else None
+        return TenantReserveResult(
+            totals={k: TallyValue(**v.model_dump()) for k, v in outcome.totals.items()},
+            reserved=outcome.reserved,
+            verdict=TenantVerdict(rule=verdict.rule.name, observed=verdict.observed)
+            if verdict
+            else None,
+        )
+
+    def _guard(self, inp: TenantReserveInput) -> LifetimeGuard:
+        key = "\n".join(rule.model_dump_json() for rule in inp.rules)
+        guard = self._guards.get(key)
+        if guard is None:
+            if len(self._guards) >= _GUARDS_KEPT:
+                self._guards.pop(next(iter(self._guards)))
+            guard = self._guards[key] = LifetimeGuard(Policy(rules=inp.rules))
+        return guard

@@ -190,6 +190,24 @@ class NodeSpec(_Strict):
         default=False,
         description="Run this plan as a local activity (fast; for pure, quick decisions).",
     )
+    # Left out of every dump when unset, so graphs without them hash as before.
+    max_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**53,
+        exclude_if=lambda value: value is None,
+        description="Most tokens one execution may use: reserved against tenant budgets "
+        "before it runs (default: the policy's 'reserve').",
+    )
+    max_cost_usd: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e9,
+        allow_inf_nan=False,
+        exclude_if=lambda value: value is None,
+        description="Most one execution may cost, in US dollars: reserved against tenant "
+        "budgets before it runs (default: the policy's 'reserve').",
+    )
     config: dict[str, Any] = Field(
         default_factory=dict, description="Free-form settings handed to the implementation."
     )

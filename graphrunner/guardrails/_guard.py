@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -220,6 +220,10 @@ class LifetimeGuard:
         """Let one execution through one rule (an operator resumed a pause it caused)."""
         self._waived.add((rule, execution_id))
 
+    def waived(self, rule: str, execution_id: str) -> bool:
+        """Whether an operator let ``execution_id`` through ``rule`` (see `waive`)."""
+        return (rule, execution_id) in self._waived
+
     def tenant_contributions(self, row: Row, elapsed_s: float) -> dict[str, tuple[float, bool]]:
         """What ``row`` adds to each tenant-ledger counter."""
         frame = Frame(elapsed_s=elapsed_s)
@@ -236,6 +240,7 @@ class LifetimeGuard:
         execution_id: str,
         elapsed_s: float,
         tenant: Mapping[str, Tally] | None = None,
+        scopes: Collection[Scope] | None = None,
     ) -> Verdict | None:
         """The rule to act on for ``row``, or None.
 
@@ -246,12 +251,15 @@ class LifetimeGuard:
             elapsed_s: Seconds since the lifetime started.
             tenant: Tenant-ledger totals by key; before scheduling they exclude ``row`` (it is
                 added here), after the result they include it (it was charged).
+            scopes: Check only the rules of these scopes (default: all).
         """
         frames: dict[Scope, Frame] = {}
         best: _Checked | None = None
         for checked in self._checked:
             rule = checked.rule
             if best is not None and checked.severity <= best.severity:
+                continue
+            if scopes is not None and rule.scope not in scopes:
                 continue
             if self._waived and (rule.name, execution_id) in self._waived:
                 continue

@@ -62,6 +62,7 @@ from graphrunner.guardrails._yaml import (
 __all__ = [
     "Action",
     "Policy",
+    "Reserve",
     "Rule",
     "Scope",
     "load_policy",
@@ -143,11 +144,27 @@ class Rule(_Strict):
         return self.when.evaluate(context) is True
 
 
+class Reserve(_Strict):
+    """What an execution reserves against tenant budgets when its node declares no ceiling."""
+
+    tokens: int = Field(default=0, ge=0, le=2**53, description="Tokens per execution.")
+    cost_usd: float = Field(
+        default=0.0, ge=0, le=1e9, allow_inf_nan=False, description="US dollars per execution."
+    )
+
+
 class Policy(_Strict):
     """A set of guardrail rules with unique names."""
 
     version: Literal[1] = 1
     rules: list[Rule] = Field(description="The rules, all enforced.")
+    # Left out of every dump when unset: policies without it serialise (and hash) as before.
+    reserve: Reserve | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Per-execution reservation against tenant budgets for nodes without "
+        "max_tokens / max_cost_usd (default: nothing reserved).",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> Policy:
@@ -234,7 +251,8 @@ def merge_policies(
     winner = {
         rule.name: rule for layer in (graph, global_, tenant) if layer for rule in layer.rules
     }
-    return Policy(rules=[winner[name] for name in order])
+    reserve = next((p.reserve for p in (tenant, global_, graph) if p and p.reserve), None)
+    return Policy(rules=[winner[name] for name in order], reserve=reserve)
 
 
 def policy_json_schema() -> dict[str, Any]:

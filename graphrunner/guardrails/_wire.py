@@ -7,11 +7,10 @@ but not removed or renamed, or old histories stop replaying.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graphrunner.guardrails._policy import Policy
+from graphrunner.guardrails._policy import Policy, Rule
 
 __all__ = [
     "ABORT",
@@ -22,11 +21,9 @@ __all__ = [
     "PAUSE",
     "RECORD_DECISION",
     "RESUME",
-    "TENANT_CHARGE",
-    "TENANT_USAGE",
+    "TENANT_RESERVE",
     "AbortRequest",
     "Decision",
-    "DecisionInput",
     "GuardrailStatus",
     "PauseInfo",
     "PauseRequest",
@@ -34,17 +31,17 @@ __all__ = [
     "PolicySnapshot",
     "ResumeRequest",
     "ResumeResult",
+    "Settlement",
     "TallyValue",
-    "TenantChargeInput",
-    "TenantTotals",
-    "TenantUsageInput",
+    "TenantReserveInput",
+    "TenantReserveResult",
+    "TenantVerdict",
 ]
 
 # Local activities the interceptor runs, and the handlers it adds to every lifetime.
 LOAD_POLICY = "graphrunner.guardrails.load_policy"
 RECORD_DECISION = "graphrunner.guardrails.record_decision"
-TENANT_USAGE = "graphrunner.guardrails.tenant_usage"
-TENANT_CHARGE = "graphrunner.guardrails.tenant_charge"
+TENANT_RESERVE = "graphrunner.guardrails.tenant_reserve"
 RESUME = "graphrunner.resume"
 PAUSE = "graphrunner.pause"
 ABORT = "graphrunner.abort"
@@ -99,24 +96,6 @@ class Decision(_Model):
     decided_at: datetime
 
 
-class DecisionInput(_Model):
-    """Input of the decision-recording activity.
-
-    ``call`` is the activity input of the execution the decision is about, without its data
-    (headers for the record); ``reject`` marks that execution rejected.
-    """
-
-    decision: Decision
-    lifetime_id: str
-    run_id: str
-    tenant: str
-    graph_name: str
-    call: dict[str, Any] | None = None
-    kind: str | None = None
-    reject: bool = False
-    ran: bool = False
-
-
 class TallyValue(_Model):
     """A tenant-ledger counter (see `graphrunner.guardrails.Tally`)."""
 
@@ -126,25 +105,68 @@ class TallyValue(_Model):
     hi: float | None = None
 
 
-class TenantUsageInput(_Model):
-    """Read a tenant's counters."""
+Deltas = dict[str, tuple[float, bool]]
+"""What one execution adds to each tenant-ledger counter: (value, counts) by aggregate key."""
+
+
+class Settlement(_Model):
+    """An execution whose tenant reservation ends: charged its actual ``deltas``, or released.
+
+    ``deltas`` is None for an execution that failed, or did not run after all.
+    """
+
+    execution_id: str
+    deltas: Deltas | None = None
+
+
+class TenantReserveInput(_Model):
+    """Settle finished executions, then check and reserve one about to run, atomically.
+
+    Attributes:
+        tenant: The lifetime's tenant.
+        keys: The ledger keys (aggregate texts) of every tenant rule in force.
+        settle: This lifetime's executions whose reservations end now.
+        execution_id: The execution about to run; None only settles and reads.
+        deltas: Its ceiling's contributions (what it may add at most).
+        expires_at: When its reservation stops counting if never settled.
+        rules: The tenant-scope rules to check it against (a rule an operator waived for it
+            is left out).
+        row: The execution as the rules see it, with tokens and cost at its ceiling.
+        elapsed_s: The lifetime's age.
+        reserve: False to check without reserving (a lifetime rule has already fired).
+    """
 
     tenant: str
     keys: list[str]
+    settle: list[Settlement] = Field(default_factory=list)
+    execution_id: str | None = None
+    deltas: Deltas = Field(default_factory=dict)
+    expires_at: datetime | None = None
+    rules: list[Rule] = Field(default_factory=list)
+    row: dict[str, float | int | str] = Field(default_factory=dict)
+    elapsed_s: float = 0.0
+    reserve: bool = True
 
 
-class TenantChargeInput(_Model):
-    """Add one execution to a tenant's counters: (value, counts) per key."""
+class TenantVerdict(_Model):
+    """A tenant rule that fired in the reserve transaction, and the values it saw."""
 
-    tenant: str
-    execution_id: str
-    deltas: dict[str, tuple[float, bool]]
+    rule: str
+    observed: dict[str, float | str] = Field(default_factory=dict)
 
 
-class TenantTotals(_Model):
-    """A tenant's counters after a read or a charge."""
+class TenantReserveResult(_Model):
+    """What the reserve transaction saw and did (in history: replay reaches the same verdict).
+
+    Attributes:
+        totals: Committed totals plus every other live reservation (not this execution's).
+        reserved: Whether the execution's ceiling was reserved.
+        verdict: The tenant rule its ceiling would break, if any (then nothing is reserved).
+    """
 
     totals: dict[str, TallyValue] = Field(default_factory=dict)
+    reserved: bool = False
+    verdict: TenantVerdict | None = None
 
 
 # An operator's reason is shown in the UI's current details and kept in the decision record;

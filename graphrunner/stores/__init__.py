@@ -10,6 +10,7 @@ from graphrunner.stores._blobs import (
     S3BlobStore,
     open_blob_store,
 )
+from graphrunner.stores._models import ReserveOutcome, UsageReservation, UsageSettlement
 from graphrunner.stores._open import data_converter, open_blobs, open_records, stream_result
 from graphrunner.stores._payloads import (
     DEFAULT_PAYLOAD_THRESHOLD,
@@ -45,9 +46,12 @@ __all__ = [
     "LifetimeSummary",
     "LocalBlobStore",
     "RecordStore",
+    "ReserveOutcome",
     "S3BlobStore",
     "SchemaError",
     "UsageDelta",
+    "UsageReservation",
+    "UsageSettlement",
     "UsageTotals",
     "data_converter",
     "open_blob_store",

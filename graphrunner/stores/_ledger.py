@@ -1,18 +1,28 @@
-"""The tenant ledger: running totals of each tenant's guardrail aggregates.
+"""The tenant ledger: running totals of each tenant's guardrail aggregates, and reservations.
 
 One row per (tenant, aggregate) in ``gr_tenant_usage`` (total, count, least, greatest),
 across all the tenant's lifetimes; ``gr_tenant_charges`` makes each execution count once.
+
+Reservations (``gr_tenant_reservations``) make tenant caps hold under concurrency: before an
+execution runs, `Ledger.tenant_reserve` settles the lifetime's finished executions, reads
+the committed totals plus every live reservation, asks the caller whether this execution's
+ceiling fits, and if so reserves it, all in one transaction serialised per tenant
+(``BEGIN IMMEDIATE`` on SQLite, a transaction-scoped advisory lock keyed by the tenant on
+PostgreSQL), so no two checks of one tenant can both see room that only one of them has.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    Connection,
     Float,
     Insert,
     Text,
@@ -20,6 +30,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     column,
+    delete,
     exists,
     func,
     literal,
@@ -28,8 +39,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from graphrunner.stores._db import Database
-from graphrunner.stores._models import UsageDelta, UsageTotals
-from graphrunner.stores._schema import tenant_charges, tenant_usage
+from graphrunner.stores._models import (
+    ReserveOutcome,
+    UsageDelta,
+    UsageReservation,
+    UsageSettlement,
+    UsageTotals,
+)
+from graphrunner.stores._schema import tenant_charges, tenant_reservations, tenant_usage
 
 __all__ = ["Ledger"]
 
@@ -65,13 +82,32 @@ class Ledger(Database):
         self._read_usage = select(u.key, u.total, u.count, u.lo, u.hi).where(
             u.tenant == bindparam("tenant"), u.key.in_(bindparam("keys", expanding=True))
         )
+        dialect: Any = sqlite if self.dialect == "sqlite" else postgresql
+        self._insert_charge = (
+            dialect.insert(tenant_charges)
+            .on_conflict_do_nothing()
+            .returning(tenant_charges.c.execution_id)
+        )
+        least, greatest = (
+            (func.min, func.max) if self.dialect == "sqlite" else (func.least, func.greatest)
+        )
+        self._fold_usage = _fold_usage(dialect.insert(tenant_usage), least, greatest)
+        r = tenant_reservations.c
+        reserve = dialect.insert(tenant_reservations)
+        self._upsert_reservation = reserve.on_conflict_do_update(
+            index_elements=[r.execution_id],
+            set_={"deltas": reserve.excluded.deltas, "expires_at": reserve.excluded.expires_at},
+        )
+        self._read_reservations = select(r.execution_id, r.deltas).where(
+            r.tenant == bindparam("tenant"), r.expires_at > bindparam("now")
+        )
+        self._drop_expired = delete(tenant_reservations).where(
+            r.tenant == bindparam("tenant"), r.expires_at <= bindparam("now")
+        )
+        self._drop_reservation = delete(tenant_reservations).where(
+            r.execution_id == bindparam("execution_id")
+        )
         if self.dialect == "sqlite":
-            self._insert_charge = (
-                sqlite.insert(tenant_charges)
-                .on_conflict_do_nothing()
-                .returning(tenant_charges.c.execution_id)
-            )
-            self._fold_usage = _fold_usage(sqlite.insert(tenant_usage), func.min, func.max)
             return
         # The charge row gates the fold (an execution counts once); keys arrive as arrays so
         # one prebuilt statement serves any number of them, and the totals come back with it:
@@ -196,3 +232,153 @@ class Ledger(Database):
             return found
 
         return await asyncio.to_thread(read)
+
+    async def tenant_reserve(
+        self,
+        tenant: str,
+        *,
+        keys: list[str],
+        settle: Sequence[UsageSettlement] = (),
+        reservation: UsageReservation | None = None,
+        check: Callable[[dict[str, UsageTotals]], bool] | None = None,
+    ) -> ReserveOutcome:
+        """Settle, check and reserve against a tenant's totals in one atomic step.
+
+        In one transaction, serialised with every other of the same tenant: end the
+        reservations in ``settle`` (charging the executions that have deltas, once); read
+        the committed totals of ``keys`` plus every live reservation but this one; call
+        ``check`` with them; and, when it returns True (or there is no check), store
+        ``reservation``. Expired reservations are deleted on the way.
+
+        Args:
+            tenant: The tenant.
+            keys: The aggregate keys whose totals to return.
+            settle: Executions whose reservations end now.
+            reservation: The execution about to run, with its ceiling; None only settles
+                and reads.
+            check: Whether the execution fits, given the totals without it.
+
+        Returns:
+            The totals ``check`` saw, and whether the reservation was made.
+        """
+        return await asyncio.to_thread(
+            self._tenant_reserve, tenant, keys, settle, reservation, check
+        )
+
+    async def tenant_reservations(self, tenant: str | None = None) -> dict[str, UsageReservation]:
+        """Reservations stored (live or expired but not yet deleted), by execution id."""
+
+        def read() -> dict[str, UsageReservation]:
+            r = tenant_reservations.c
+            query = select(r.execution_id, r.deltas, r.expires_at)
+            if tenant is not None:
+                query = query.where(r.tenant == tenant)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            return {
+                row.execution_id: UsageReservation(
+                    execution_id=row.execution_id,
+                    deltas=_deltas_from_json(row.deltas),
+                    expires_at=row.expires_at,
+                )
+                for row in rows
+            }
+
+        return await asyncio.to_thread(read)
+
+    @contextmanager
+    def _tenant_transaction(self, tenant: str) -> Iterator[Connection]:
+        if self.dialect == "sqlite":
+            with self._sqlite_write() as conn:
+                yield conn
+            return
+        # Serialise per tenant without needing a row to exist: a transaction-scoped advisory
+        # lock keyed by the tenant (a hash collision only serialises two tenants).
+        key = int.from_bytes(hashlib.sha256(tenant.encode()).digest()[:8], "big", signed=True)
+        with self.engine.begin() as conn:
+            conn.execute(select(func.pg_advisory_xact_lock(key)))
+            yield conn
+
+    def _tenant_reserve(
+        self,
+        tenant: str,
+        keys: list[str],
+        settle: Sequence[UsageSettlement],
+        reservation: UsageReservation | None,
+        check: Callable[[dict[str, UsageTotals]], bool] | None,
+    ) -> ReserveOutcome:
+        now = datetime.now(UTC)
+        with self._tenant_transaction(tenant) as conn:
+            for done in settle:
+                self._settle(conn, tenant, done, now)
+            conn.execute(self._drop_expired, {"tenant": tenant, "now": now})
+            totals = dict.fromkeys(keys, UsageTotals())
+            if keys:
+                rows = conn.execute(self._read_usage, {"tenant": tenant, "keys": keys}).all()
+                totals.update(_usage(rows))
+            mine = reservation.execution_id if reservation is not None else None
+            live = conn.execute(self._read_reservations, {"tenant": tenant, "now": now}).all()
+            for row in live:
+                if row.execution_id != mine:
+                    _fold_into(totals, _deltas_from_json(row.deltas))
+            fits = check(totals) if check is not None else True
+            if reservation is not None and fits:
+                conn.execute(
+                    self._upsert_reservation,
+                    {
+                        "execution_id": reservation.execution_id,
+                        "tenant": tenant,
+                        "deltas": _deltas_to_json(reservation.deltas),
+                        "reserved_at": now,
+                        "expires_at": reservation.expires_at,
+                    },
+                )
+        return ReserveOutcome(totals=totals, reserved=reservation is not None and fits)
+
+    def _settle(self, conn: Connection, tenant: str, done: UsageSettlement, now: datetime) -> None:
+        conn.execute(self._drop_reservation, {"execution_id": done.execution_id})
+        if done.deltas is None:
+            return
+        charge = {"execution_id": done.execution_id, "tenant": tenant, "charged_at": now}
+        if conn.execute(self._insert_charge, charge).first() is None:
+            return  # charged already (a retried activity)
+        matched = sorted((key, d.value) for key, d in done.deltas.items() if d.matched)
+        if matched:
+            conn.execute(
+                self._fold_usage,
+                [
+                    {
+                        "tenant": tenant,
+                        "key": key,
+                        "total": value,
+                        "count": 1,
+                        "lo": value,
+                        "hi": value,
+                        "updated_at": now,
+                    }
+                    for key, value in matched
+                ],
+            )
+
+
+def _deltas_to_json(deltas: dict[str, UsageDelta]) -> dict[str, list[float | bool]]:
+    return {key: [d.value, d.matched] for key, d in deltas.items()}
+
+
+def _deltas_from_json(raw: Any) -> dict[str, UsageDelta]:
+    return {key: UsageDelta(value=value, matched=matched) for key, (value, matched) in raw.items()}
+
+
+def _fold_into(totals: dict[str, UsageTotals], deltas: dict[str, UsageDelta]) -> None:
+    """Add one reservation to the totals of the keys asked for (a copy, never the row)."""
+    for key, total in list(totals.items()):
+        delta = deltas.get(key)
+        if delta is None or not delta.matched:
+            continue
+        value = delta.value
+        totals[key] = UsageTotals(
+            total=total.total + value,
+            count=total.count + 1,
+            lo=value if total.lo is None else min(total.lo, value),
+            hi=value if total.hi is None else max(total.hi, value),
+        )

@@ -16,7 +16,10 @@ __all__ = [
     "ExecutionRecord",
     "ExecutionStatus",
     "LifetimeSummary",
+    "ReserveOutcome",
     "UsageDelta",
+    "UsageReservation",
+    "UsageSettlement",
     "UsageTotals",
     "as_utc",
     "utc",
@@ -168,3 +171,43 @@ class CostRow(BaseModel):
     tokens_in: int
     tokens_out: int
     cost_usd: Decimal
+
+
+class UsageSettlement(BaseModel):
+    """How one execution leaves the tenant ledger's reservations.
+
+    Attributes:
+        execution_id: The execution whose reservation ends.
+        deltas: What it actually adds, by aggregate key (it is charged, once); None releases
+            the reservation without a charge (the execution failed, or never ran).
+    """
+
+    execution_id: str
+    deltas: dict[str, UsageDelta] | None = None
+
+
+class UsageReservation(BaseModel):
+    """What one execution about to run may add to its tenant's totals, until it settles.
+
+    Attributes:
+        execution_id: The execution.
+        deltas: Its ceiling's contributions, by aggregate key.
+        expires_at: When the reservation stops counting if nothing settles it (its lifetime
+            was terminated, say).
+    """
+
+    execution_id: str
+    deltas: dict[str, UsageDelta]
+    expires_at: datetime
+
+
+class ReserveOutcome(BaseModel):
+    """What `RecordStore.tenant_reserve` saw and did.
+
+    Attributes:
+        totals: Committed totals plus every other live reservation, by key (not this one).
+        reserved: Whether the reservation was made.
+    """
+
+    totals: dict[str, UsageTotals]
+    reserved: bool

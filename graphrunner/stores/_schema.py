@@ -43,6 +43,7 @@ __all__ = [
     "metadata",
     "schema_table",
     "tenant_charges",
+    "tenant_reservations",
     "tenant_usage",
 ]
 
@@ -156,6 +157,21 @@ tenant_charges = Table(
     Column("execution_id", String(64), primary_key=True),
     Column("tenant", String(255), nullable=False),
     Column("charged_at", DateTime(timezone=True), nullable=False),
+)
+
+# What each execution still running may add to its tenant's totals (its declared ceiling, as
+# deltas by aggregate key), so that concurrent checks see each other's in-flight spend. A
+# reservation is replaced by a charge when its execution settles, or deleted when it fails
+# or is rejected; one whose lifetime vanished (terminated) stops counting at ``expires_at``.
+tenant_reservations = Table(
+    "gr_tenant_reservations",
+    metadata,
+    Column("execution_id", String(64), primary_key=True),
+    Column("tenant", String(255), nullable=False),
+    Column("deltas", JSON, nullable=False),
+    Column("reserved_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_gr_tenant_reservations_tenant", "tenant", "expires_at"),
 )
 
 
@@ -307,6 +323,18 @@ _V2 = (
 )""",
 )
 
+_V3 = (
+    """CREATE TABLE gr_tenant_reservations (
+    execution_id VARCHAR(64) NOT NULL,
+    tenant VARCHAR(255) NOT NULL,
+    deltas JSON NOT NULL,
+    reserved_at {timestamp} NOT NULL,
+    expires_at {timestamp} NOT NULL,
+    PRIMARY KEY (execution_id)
+)""",
+    "CREATE INDEX ix_gr_tenant_reservations_tenant ON gr_tenant_reservations (tenant, expires_at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -319,6 +347,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         summary="guardrails: gr_decisions and the tenant ledger (gr_tenant_usage, _charges)",
         sqlite=_spelled("sqlite", *_V2),
         postgresql=_spelled("postgresql", *_V2),
+    ),
+    Migration(
+        version=3,
+        summary="tenant budgets: gr_tenant_reservations (in-flight ceilings)",
+        sqlite=_spelled("sqlite", *_V3),
+        postgresql=_spelled("postgresql", *_V3),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
