@@ -55,9 +55,16 @@ def crash_graph(log: Path) -> GraphBuilder:
 
 
 def start_worker(
-    env: WorkflowEnvironment, task_queue: str, tmp_path: Path, name: str
+    env: WorkflowEnvironment,
+    task_queue: str,
+    tmp_path: Path,
+    name: str,
+    **settings: str,
 ) -> subprocess.Popen[bytes]:
-    """Start ``graphrunner worker`` in its own process and session; output to worker-NAME.log."""
+    """Start ``graphrunner worker`` in its own process and session; output to worker-NAME.log.
+
+    ``settings`` are more environment variables (``GRAPHRUNNER_POLICY=...``).
+    """
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
     environ.update(
         TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
@@ -66,6 +73,7 @@ def start_worker(
         GRAPHRUNNER_TASK_QUEUE=task_queue,
         GRAPHRUNNER_HOME=str(tmp_path / "state"),  # both workers share this state DB
         PYTHONUNBUFFERED="1",
+        **settings,
     )
     with open(tmp_path / f"worker-{name}.log", "wb") as out:
         return subprocess.Popen(
@@ -243,3 +251,66 @@ async def test_sigkilled_worker_process_is_replaced_without_rerunning_completed_
     assert all(r.status.value == "succeeded" for r in records)
     assert {(r.node, r.iteration): r.attempt for r in records if r.kind == "task"} == attempts
     assert [a["attempt"] for a in attempt_log] == [2]
+
+
+async def wait_running(
+    handle: WorkflowHandle[object, object], completed: int, deadline: float
+) -> tuple[Execution, str]:
+    """Wait until ``completed`` tasks have completed and the next one is running."""
+    while True:
+        assert time.monotonic() < deadline, "the lifetime never got far enough to crash"
+        tasks = task_events(await handle.fetch_history())
+        running = await running_task(handle, tasks)
+        if len(tasks.completed) >= completed and running is not None:
+            return running
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(90)
+async def test_a_reservation_of_a_sigkilled_worker_is_settled_by_the_one_that_takes_over(
+    env: WorkflowEnvironment, client: GraphrunnerClient, task_queue: str, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "rules:\n"
+        "  - {name: task-budget, when: 'count(where kind == \"task\") > 100', "
+        "scope: tenant, action: abort_lifetime}\n"
+    )
+    log = tmp_path / "tasks.log"
+    deadline = time.monotonic() + 60
+    workers: list[subprocess.Popen[bytes]] = []
+    store = RecordStore(f"sqlite:///{tmp_path / 'state' / 'state.db'}")
+    try:
+        worker_a = start_worker(env, task_queue, tmp_path, "a", GRAPHRUNNER_POLICY=str(policy))
+        workers.append(worker_a)
+        await wait_polling(env, task_queue, worker_a, tmp_path)
+        handle = await client.start(crash_graph(log).build(), None, tenant="crash")
+        in_flight, identity = await wait_running(handle, KILL_AFTER, deadline)
+        assert identity.startswith(f"{worker_a.pid}@"), identity
+        os.kill(worker_a.pid, signal.SIGKILL)
+        assert worker_a.wait(timeout=10) == -signal.SIGKILL
+
+        # The task cut off by the kill holds its reservation: it still counts for the tenant.
+        held = await store.tenant_reservations("crash")
+        assert len(held) == 1, held
+
+        worker_b = start_worker(env, task_queue, tmp_path, "b", GRAPHRUNNER_POLICY=str(policy))
+        workers.append(worker_b)
+        await wait_polling(env, task_queue, worker_b, tmp_path)
+        try:
+            result = await asyncio.wait_for(handle.result(), timeout=deadline - time.monotonic())
+        except TimeoutError:
+            raise AssertionError(f"lifetime not finished:\n{worker_output(tmp_path)}") from None
+        assert result.output == {"rounds": ROUNDS, "last": {"node": "work", "iteration": ROUNDS}}
+        # Retried in worker B, it settled like every other execution: nothing stays reserved,
+        # and every task counted once.
+        assert await store.tenant_reservations("crash") == {}
+        key = 'count(where kind == "task")'
+        assert (await store.tenant_usage("crash", [key]))[key].count == ROUNDS
+    finally:
+        store.close()
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    await assert_replays(client.temporal, handle)

@@ -183,8 +183,16 @@ async def store(tmp_path: Path) -> AsyncIterator[RecordStore]:
 class Harness:
     """A worker with a state DB and a given global/tenant policy, and a client."""
 
-    def __init__(self, env: WorkflowEnvironment, task_queue: str, store: RecordStore) -> None:
+    def __init__(
+        self,
+        env: WorkflowEnvironment,
+        task_queue: str,
+        store: RecordStore,
+        *,
+        blobs: Path | None = None,
+    ) -> None:
         self.temporal: Client = env.client
+        self.blobs = blobs
         self.task_queue = task_queue
         self.store = store
         self.client = GraphrunnerClient(
@@ -194,7 +202,7 @@ class Harness:
     def worker(self, policies: PolicySource | None = None) -> Any:
         recorder = Recorder(
             self.store,
-            LocalBlobStore(Path(self.store.url.split("///")[1]).parent / "b"),
+            LocalBlobStore(self.blobs or Path(self.store.url.split("///")[1]).parent / "b"),
             inline_limit=1 << 20,
         )
         return build_worker(
@@ -653,6 +661,115 @@ async def test_tenant_cap_holds_across_concurrent_lifetimes(harness: Harness) ->
         await assert_replays(harness.temporal, handle)
 
 
+def ceiling_graph(name: str, rounds: int) -> AgentGraph:
+    """The loop graph with declared ceilings: Spend reports TOKENS, the plan nothing."""
+    graph = loop_graph(name, rounds=rounds)
+    ceilings = {"work": TOKENS, "decide": 0}
+    nodes = [n.model_copy(update={"max_tokens": ceilings[n.name]}) for n in graph.nodes]
+    return graph.model_copy(update={"nodes": nodes})
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("lifetimes", [5, 20])
+async def test_a_tenant_cap_holds_exactly_under_concurrency_with_declared_ceilings(
+    env: WorkflowEnvironment, task_queue: str, state_db_url: str, tmp_path: Path, lifetimes: int
+) -> None:
+    store = RecordStore(state_db_url)
+    store.ensure_schema()
+    harness = Harness(env, task_queue, store, blobs=tmp_path / "blobs")
+    cap = 10 * TOKENS
+    rule = (
+        f"{{name: tenant-cap, when: sum(tokens_used) > {cap}, scope: tenant, "
+        "action: abort_lifetime}"
+    )
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    try:
+        async with harness.worker(PolicySource(global_policy=policy(rule))):
+            handles = [
+                await harness.start(ceiling_graph(f"budget-{i}", rounds=20), tenant=tenant)
+                for i in range(lifetimes)
+            ]
+            outcomes = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+        assert all(isinstance(o, WorkflowFailureError) for o in outcomes), outcomes
+        spent = 0
+        for handle in handles:
+            records = await store.executions(handle.id)
+            spent += sum(r.tokens_in + r.tokens_out for r in records)
+        # Every execution reserved its ceiling (its actual spend) before it ran, atomically:
+        # the cap is never passed, and none of it is left unused.
+        assert spent == cap
+        usage = await store.tenant_usage(tenant, ["sum(tokens_used)"])
+        assert usage["sum(tokens_used)"].total == spent, "the ledger matches the records"
+        assert await store.tenant_reservations(tenant) == {}, "every reservation was settled"
+        for handle in handles[:3]:
+            await assert_replays(harness.temporal, handle)
+    finally:
+        store.close()
+
+
+async def test_an_execution_over_its_ceiling_overshoots_by_its_own_overrun_only(
+    harness: Harness,
+) -> None:
+    cap = 10 * TOKENS - 200  # the tenth run's ceiling fits, its actual spend does not
+    rule = (
+        f"{{name: tenant-cap, when: sum(tokens_used) > {cap}, scope: tenant, "
+        "action: abort_lifetime}"
+    )
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    graph = ceiling_graph("overrun", rounds=20)
+    declared = TOKENS - 500  # Spend reports TOKENS: each run overruns by 500
+    nodes = [
+        n.model_copy(update={"max_tokens": declared}) if n.name == "work" else n
+        for n in graph.nodes
+    ]
+    async with harness.worker(PolicySource(global_policy=policy(rule))):
+        handle = await harness.start(graph.model_copy(update={"nodes": nodes}), tenant=tenant)
+        cause = await abort_error(handle)
+    spent = sum(r.tokens_in + r.tokens_out for r in await harness.store.executions(handle.id))
+    assert cap < spent <= cap + (TOKENS - declared), "past the cap by one run's overrun at most"
+    assert "after it ran" in str(cause), "the run that crossed the cap is caught after it ran"
+    assert await harness.store.tenant_reservations(tenant) == {}
+
+
+@pytest.mark.parametrize("exit", ["abort", "cancel", "failure"])
+async def test_every_exit_of_a_lifetime_gives_its_reservations_back(
+    harness: Harness, tmp_path: Path, exit: str
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    roomy = "{name: cap, when: sum(tokens_used) > 1e12, scope: tenant, action: abort_lifetime}"
+    impl = "tests.nodes:Boom" if exit == "failure" else "tests.nodes:WaitForFile"
+    graph = (
+        GraphBuilder(f"exit-{exit}", version="1.0.0")
+        .task("warm", Spend, max_tokens=TOKENS)
+        .plan("go", "tests.nodes:Forward")
+        .task("work", impl, config={"gate": str(tmp_path / "never")}, retry={"max_attempts": 1})
+        .plan("decide", Loop, config={"rounds": 1})
+        .edge("warm", "go")
+        .edge("go", "work")
+        .edge("work", "decide")
+        .edge("decide", "work")
+        .final("decide")
+        .build()
+    )
+    async with harness.worker(PolicySource(global_policy=policy(roomy))):
+        handle = await harness.start(graph, tenant=tenant)
+        if exit != "failure":
+            async with asyncio.timeout(20):  # "work" runs, holding its reservation
+                while "work · 1" not in await activity_summaries(handle):
+                    await asyncio.sleep(0.05)
+            assert len(await harness.store.tenant_reservations(tenant)) == 1
+        if exit == "abort":
+            await harness.client.abort(handle.id, reason="enough")
+        elif exit == "cancel":
+            await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert await harness.store.tenant_reservations(tenant) == {}
+    usage = await harness.store.tenant_usage(tenant, ["sum(tokens_used)"])
+    assert usage["sum(tokens_used)"].total == TOKENS, "what ran was charged"
+    await assert_replays(harness.temporal, handle)
+
+
 async def local_activity_summaries(handle: WorkflowHandle[Any, Any]) -> list[str]:
     """Summaries of the local activities in a lifetime's history (marker events)."""
     history = await handle.fetch_history()
@@ -722,6 +839,45 @@ async def test_a_graph_policy_cannot_loosen_a_global_rule_but_a_tenant_override_
         assert (await vip.result()).output == {"rounds": 4}, "the tenant override applied"
     await assert_replays(harness.temporal, handle)
     await assert_replays(harness.temporal, vip)
+
+
+async def _markers(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    history = await handle.fetch_history()
+    return [
+        event.marker_recorded_event_attributes.marker_name
+        for event in history.events
+        if event.HasField("marker_recorded_event_attributes")
+    ]
+
+
+ROOMY = "{name: roomy, when: sum(tokens_used) > 1e12, scope: lifetime, action: abort_lifetime}"
+
+
+async def test_a_lifetime_without_layers_starts_quietly_and_replays_where_layers_were_added(
+    harness: Harness,
+) -> None:
+    async with harness.worker():  # no global or tenant layer
+        handle = await harness.start(loop_graph("quiet", rounds=2))
+        assert (await handle.result()).output == {"rounds": 2}
+    assert await _markers(handle) == [], "no patch marker and no local activity"
+    # The worker has gained a global policy since: the lifetime still replays (the marker
+    # is absent, so the layers are not asked for).
+    gained = GuardrailInterceptor(PolicySource(global_policy=policy(ROOMY)), ledger=True)
+    await _replayer(gained).replay_workflow(await handle.fetch_history())
+
+
+async def test_a_lifetime_under_worker_layers_pins_them_and_replays_anywhere(
+    harness: Harness,
+) -> None:
+    async with harness.worker(PolicySource(global_policy=policy(ROOMY))):
+        handle = await harness.start(loop_graph("pinned", rounds=2))
+        assert (await handle.result()).output == {"rounds": 2}
+    assert await _markers(handle) == ["core_patch", "core_local_activity"]
+    assert await local_activity_summaries(handle) == ["guardrails · policy"]
+    history = await handle.fetch_history()
+    await _replayer().replay_workflow(history)  # a worker with no layers: taken from history
+    other = GuardrailInterceptor(PolicySource(tenant_policies={"acme": policy(ROOMY)}))
+    await _replayer(other).replay_workflow(history)
 
 
 # -- the CLI ----------------------------------------------------------------------------------
@@ -817,25 +973,42 @@ def test_a_worker_with_a_bad_policy_stops_before_connecting(tmp_path: Path) -> N
 # -- compatibility ----------------------------------------------------------------------------
 
 
-# Histories recorded with the interceptor of an earlier commit; the current one changed what
-# it does behind workflow.patched, so lifetimes started before an upgrade replay unchanged.
-OLD_HISTORIES = {
-    # 2b2309f read the tenant ledger before every execution.
-    "tenant-rule-v0": "a tenant rule, from before the ledger read was saved",
-    # 75f5bfe counted an execution only once it finished: the third of three parallel
-    # branches ran and was rejected after the fact.
-    "fan-count-v0": "a count rule over a fan-out, from before in-flight counting",
+# Histories of format 1 (graphrunner before 0.2), recorded with an earlier interceptor. This
+# graphrunner runs format 2 only: such a lifetime stalls, visibly, until a worker of its own
+# version runs it (it is never run with different guardrail semantics).
+OLD_HISTORIES = ["fan-count-v0", "tenant-rule-v0"]
+
+# Histories recorded by the current code (tests/record_histories.py makes them): a change to
+# the interceptor that changes what it records fails here, before it reaches running lifetimes.
+CURRENT_HISTORIES = {
+    "tenant-rule-v2": "a worker's tenant cap: a reserve per execution, a verdict, a settle",
+    "fan-count-v2": "a graph's count rule over a fan-out, with no worker layers (no marker)",
+    "pause-resume-v2": "a pause, then a resume with a raised limit",
 }
 
 
-@pytest.mark.parametrize("name", sorted(OLD_HISTORIES))
-async def test_a_lifetime_recorded_by_an_earlier_interceptor_still_replays(name: str) -> None:
-    text = (Path(__file__).parent / "fixtures" / "histories" / f"{name}.json").read_text()
-    history = WorkflowHistory.from_json(name, text)
-    replayer = Replayer(
+def _replayer(interceptor: GuardrailInterceptor | None = None) -> Replayer:
+    return Replayer(
         workflows=[AgentLifetimeWorkflow],
-        interceptors=[GuardrailInterceptor()],
+        interceptors=[interceptor or GuardrailInterceptor()],
         data_converter=pydantic_data_converter,
     )
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    assert result.replay_failure is None, OLD_HISTORIES[name]
+
+
+def _fixture(name: str) -> WorkflowHistory:
+    text = (Path(__file__).parent / "fixtures" / "histories" / f"{name}.json").read_text()
+    return WorkflowHistory.from_json(name, text)
+
+
+@pytest.mark.parametrize("name", OLD_HISTORIES)
+async def test_a_lifetime_of_an_older_input_format_is_refused_naming_the_format(name: str) -> None:
+    result = await _replayer().replay_workflow(_fixture(name), raise_on_replay_failure=False)
+    failure = str(result.replay_failure)
+    assert "UnsupportedHistory" in failure or "input format is 1" in failure, failure
+    assert "input format is 1" in failure and "format 2 only" in failure, failure
+
+
+@pytest.mark.parametrize("name", sorted(CURRENT_HISTORIES))
+async def test_a_lifetime_recorded_by_the_current_interceptor_replays(name: str) -> None:
+    result = await _replayer().replay_workflow(_fixture(name), raise_on_replay_failure=False)
+    assert result.replay_failure is None, CURRENT_HISTORIES[name]
