@@ -105,7 +105,7 @@ def policy(count: int) -> Policy | None:
 
 
 def tenant_policy() -> Policy:
-    """One tenant-scope token cap: a ledger read before and a charge after every execution."""
+    """One tenant-scope token cap: one ledger reserve (settle, check, reserve) per execution."""
     text = (
         "rules:\n  - {name: bench-tenant, when: 'sum(tokens_used) > 1_000_000_000_000', "
         "scope: tenant, action: abort_lifetime}\n"

@@ -65,8 +65,9 @@ GUARDED = {
     "graphrunner+1rule": (1, "bench-gr-rules-01"),
     "graphrunner+25rules": (25, "bench-gr-rules-25"),
 }
-# One tenant-scope rule: a ledger read before and a charge after every execution, in the
-# SQLite state DB, so it is compared with the SQLite recording side.
+# One tenant-scope rule: one reserve per execution (settling the one before, checking and
+# reserving this one in one transaction), in the SQLite state DB, so it is compared with the
+# SQLite recording side.
 TENANT = "graphrunner+tenant"
 # graphrunner's worker without the guardrail interceptor (bench only): what guardrails cost
 # before any rule, the interceptor's own wrapper and its policy local activity per lifetime.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -28,11 +27,10 @@ from temporalio.worker import StartActivityInput, StartLocalActivityInput
 
 from graphrunner._types import LifetimeInput, PlanCall, Rejection, TaskCall
 from graphrunner.errors import FailureType, GuardrailRejected
-from graphrunner.graph._model import NodeSpec
 from graphrunner.guardrails._eval import Tally
 from graphrunner.guardrails._guard import LifetimeGuard, Phase, Verdict, execution_row
 from graphrunner.guardrails._holds import Holds, show_values
-from graphrunner.guardrails._io import LedgerIO, execution_header, expiry
+from graphrunner.guardrails._io import LedgerIO, ceiling_of, execution_header
 from graphrunner.guardrails._policy import Action, Reserve, Scope, merge_policies
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.guardrails._wire import PauseInfo, TallyValue, TenantReserveInput
@@ -211,18 +209,22 @@ class Gate:
         local = guard.check(
             Phase.BEFORE, row, execution_id=eid, elapsed_s=elapsed, scopes=_IN_WORKFLOW
         )
-        if not guard.tenant_keys or (local is not None and _SEVERITY[local.rule.action] == 3):
+        if not guard.tenant_keys or (local and local.rule.action is Action.ABORT_LIFETIME):
             return local
         rules = [
             r
             for r in guard.policy.rules
             if r.scope is Scope.TENANT and not guard.waived(r.name, eid)
         ]
-        ceiling = self._ceiling(call, kind)
+        ceiling, expires_at = (
+            ceiling_of(self._input, call, kind, self._reserve)
+            if self._input
+            else (row, workflow.now())
+        )
         inp = self._ledger_input(guard)
         inp.execution_id = eid
         inp.deltas = guard.tenant_contributions(ceiling, elapsed)
-        inp.expires_at = self._expiry(call)
+        inp.expires_at = expires_at
         inp.rules = rules
         inp.row = {k: v for k, v in ceiling.items() if isinstance(v, int | float | str)}
         inp.elapsed_s = elapsed
@@ -255,40 +257,6 @@ class Gate:
         for key, (value, counts) in deltas.items():
             totals.setdefault(key, Tally()).add(value, counts)
         return totals
-
-    def _ceiling(self, call: TaskCall | PlanCall, kind: str) -> dict[str, object]:
-        """The execution as tenant rules see it before it runs: tokens and cost at most."""
-        node = self._node(call)
-        tokens = node.max_tokens if node and node.max_tokens is not None else self._reserve.tokens
-        cost = node.max_cost_usd if node and node.max_cost_usd is not None else None
-        row = execution_row(
-            node=call.node_name, kind=kind, iteration=call.iteration, status="scheduled"
-        )
-        # Each field at its own bound: tokens_in and tokens_out may each reach the ceiling.
-        row.update(
-            tokens_in=tokens,
-            tokens_out=tokens,
-            tokens_used=tokens,
-            cost_usd=cost if cost is not None else self._reserve.cost_usd,
-        )
-        return row
-
-    def _expiry(self, call: TaskCall | PlanCall) -> datetime:
-        inp = self._input
-        node = self._node(call)
-        if inp is None or node is None:
-            return expiry(workflow.now(), timedelta(0), 0)  # unknown: the cap
-        retry = inp.graph.retry(node)
-        return expiry(workflow.now(), inp.graph.timeout(node), retry.max_attempts or 0)
-
-    def _node(self, call: TaskCall | PlanCall) -> NodeSpec | None:
-        inp = self._input
-        if inp is None:
-            return None
-        try:
-            return inp.graph.node(call.node_name)
-        except KeyError:
-            return None
 
     def _ledger_input(self, guard: LifetimeGuard) -> TenantReserveInput:
         tenant = self._input.tenant if self._input else ""

@@ -22,6 +22,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 from graphrunner._types import ExecutionHeader, LifetimeInput, PlanCall, TaskCall
+from graphrunner.graph._model import NodeSpec
+from graphrunner.guardrails._guard import execution_row
+from graphrunner.guardrails._policy import Reserve
 from graphrunner.guardrails._wire import (
     LOAD_POLICY,
     RECORD_DECISION,
@@ -35,7 +38,7 @@ from graphrunner.guardrails._wire import (
     TenantReserveResult,
 )
 
-__all__ = ["DecisionInput", "LedgerIO", "execution_header", "expiry"]
+__all__ = ["DecisionInput", "LedgerIO", "ceiling_of", "execution_header", "expiry"]
 
 _LOCAL_TIMEOUT = timedelta(seconds=30)
 # Unbounded attempts, at most every 10 s: a lifetime waits out a state DB outage and never
@@ -227,6 +230,34 @@ class LedgerIO:
     def _owe_again(self, settle: list[Settlement]) -> None:
         for done in settle:
             self._owed.setdefault(done.execution_id, done.deltas)
+
+
+def ceiling_of(
+    inp: LifetimeInput, call: TaskCall | PlanCall, kind: str, reserve: Reserve
+) -> tuple[dict[str, object], datetime]:
+    """What ``call`` reserves: the execution as tenant rules see it at most, and until when.
+
+    Tokens and cost are the node's ``max_tokens`` / ``max_cost_usd``, else the policy's
+    ``reserve``; each token field at its own bound (``tokens_in`` and ``tokens_out`` may each
+    reach the ceiling).
+    """
+    try:
+        node: NodeSpec | None = inp.graph.node(call.node_name)
+    except KeyError:
+        node = None
+    tokens = reserve.tokens
+    cost = reserve.cost_usd
+    until = expiry(workflow.now(), timedelta(0), 0)  # unknown node: the cap
+    if node is not None:
+        tokens = node.max_tokens if node.max_tokens is not None else tokens
+        cost = node.max_cost_usd if node.max_cost_usd is not None else cost
+        attempts = inp.graph.retry(node).max_attempts or 0
+        until = expiry(workflow.now(), inp.graph.timeout(node), attempts)
+    row = execution_row(
+        node=call.node_name, kind=kind, iteration=call.iteration, status="scheduled"
+    )
+    row.update(tokens_in=tokens, tokens_out=tokens, tokens_used=tokens, cost_usd=cost)
+    return row, until
 
 
 def expiry(now: datetime, attempt_timeout: timedelta, attempts: int) -> datetime:
