@@ -22,6 +22,8 @@ from graphrunner.stores import (
     RecordStore,
     SchemaError,
     UsageDelta,
+    UsageReservation,
+    UsageSettlement,
     UsageTotals,
 )
 from graphrunner.stores._schema import MIGRATIONS, SCHEMA_VERSION, schema_table
@@ -352,6 +354,82 @@ async def test_concurrent_charges_of_one_tenant_are_exact(records: RecordStore) 
     # Each first charge saw the totals right after its own fold: one count each, 1 to 20.
     assert set(range(1, 21)) <= {r[COUNT].count for r in results}
     assert max(r[SUM].count for r in results) == 20
+
+
+# --- reservations ---------------------------------------------------------------------------
+
+
+def _reservation(
+    execution_id: str, value: float, *, expires_in_s: float = 3600
+) -> UsageReservation:
+    return UsageReservation(
+        execution_id=execution_id,
+        deltas={SUM: UsageDelta(value=value)},
+        expires_at=datetime.now(UTC) + timedelta(seconds=expires_in_s),
+    )
+
+
+async def test_concurrent_reserves_of_one_tenant_never_share_the_same_room(
+    records: RecordStore,
+) -> None:
+    # 30 executions of 40 tokens race for a cap of 400: the check and the reservation are one
+    # atomic step per tenant, so exactly 10 fit, however the calls interleave.
+    cap, ceiling = 400.0, 40.0
+
+    def fits(totals: dict[str, UsageTotals]) -> bool:
+        return totals[SUM].total + ceiling <= cap
+
+    outcomes = await asyncio.gather(
+        *(
+            records.tenant_reserve(
+                "acme", keys=[SUM], reservation=_reservation(f"e-{i}", ceiling), check=fits
+            )
+            for i in range(30)
+        )
+    )
+    assert sum(o.reserved for o in outcomes) == 10
+    assert max(o.totals[SUM].total for o in outcomes if o.reserved) <= cap - ceiling
+    assert len(await records.tenant_reservations("acme")) == 10
+    other = await records.tenant_reserve(
+        "other", keys=[SUM], reservation=_reservation("o-1", ceiling), check=fits
+    )
+    assert other.reserved and other.totals[SUM] == UsageTotals(), "tenants are apart"
+
+
+async def test_settling_charges_once_and_releasing_charges_nothing(records: RecordStore) -> None:
+    await records.tenant_reserve("acme", keys=[SUM], reservation=_reservation("e-1", 40))
+    await records.tenant_reserve("acme", keys=[SUM], reservation=_reservation("e-2", 40))
+    seen = await records.tenant_reserve("acme", keys=[SUM])
+    assert (seen.totals[SUM].total, seen.totals[SUM].count) == (80.0, 2), "live reservations"
+
+    settle = [
+        UsageSettlement(execution_id="e-1", deltas={SUM: UsageDelta(value=25)}),
+        UsageSettlement(execution_id="e-2"),  # failed: released
+    ]
+    settled = await records.tenant_reserve("acme", keys=[SUM], settle=settle)
+    assert (settled.totals[SUM].total, settled.totals[SUM].count) == (25.0, 1)
+    again = await records.tenant_reserve("acme", keys=[SUM], settle=settle)  # a retry
+    assert again.totals == settled.totals
+    assert await records.tenant_reservations("acme") == {}
+    assert (await records.tenant_usage("acme", [SUM]))[SUM].total == 25.0
+
+
+async def test_an_expired_reservation_stops_counting_and_is_removed(records: RecordStore) -> None:
+    await records.tenant_reserve(
+        "acme", keys=[SUM], reservation=_reservation("lost", 40, expires_in_s=-1)
+    )
+    await records.tenant_reserve("acme", keys=[SUM], reservation=_reservation("live", 40))
+    seen = await records.tenant_reserve("acme", keys=[SUM])
+    assert seen.totals[SUM].total == 40.0, "only the live one counts"
+    assert set(await records.tenant_reservations("acme")) == {"live"}
+
+
+async def test_a_refused_check_reserves_nothing(records: RecordStore) -> None:
+    outcome = await records.tenant_reserve(
+        "acme", keys=[SUM], reservation=_reservation("e-1", 40), check=lambda totals: False
+    )
+    assert not outcome.reserved
+    assert await records.tenant_reservations("acme") == {}
 
 
 # --- schema upgrade -------------------------------------------------------------------------

@@ -57,6 +57,7 @@ class GuardrailInterceptor(Interceptor):
 
     def __init__(self, policies: PolicySource | None = None, *, ledger: bool = False) -> None:
         layers = WorkerLayers(policies or PolicySource(), ledger)
+        # The SDK asks for a class, not an instance: the worker's layers ride on a subclass.
         self._inbound = type("_BoundInbound", (_Inbound,), {"layers": layers})
 
     def workflow_interceptor_class(
