@@ -821,6 +821,29 @@ async def test_tenant_rules_need_a_state_db(env: WorkflowEnvironment, task_queue
     assert "state DB" in str(failure.value.cause)
 
 
+async def test_a_graph_tenant_rule_is_counted_with_a_state_db_and_refused_without(
+    harness: Harness, env: WorkflowEnvironment, task_queue: str
+) -> None:
+    rule = "{name: t, when: count() > 100, scope: tenant, action: abort_lifetime}"
+    graph = loop_graph("graph-tenant", rounds=2, guardrails=policy(rule))
+    async with harness.worker():  # a state DB, no worker layers
+        handle = await harness.start(graph)
+        assert (await handle.result()).output == {"rounds": 2}
+    # The ledger is pinned with the (empty) layers, so a replay anywhere agrees.
+    assert (await local_activity_summaries(handle))[0] == "guardrails · policy"
+    await assert_replays(harness.temporal, handle)
+
+    client = GraphrunnerClient(env.client, settings=Settings(task_queue=task_queue))
+    async with build_worker(env.client, task_queue=task_queue):  # no state DB
+        refused = await client.start(graph)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await refused.result()
+    assert isinstance(failure.value.cause, ApplicationError)
+    assert failure.value.cause.type == "GuardrailConfigError"
+    assert await _markers(refused) == [], "refused at start, before any local activity"
+    await assert_replays(harness.temporal, refused)
+
+
 # -- layers -----------------------------------------------------------------------------------
 
 
