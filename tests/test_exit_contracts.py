@@ -20,7 +20,8 @@ from temporalio.worker import Worker
 
 from graphrunner import GraphBuilder, NodeContext, NodeOutput, Plan, PlanResult, Task
 from graphrunner._types import Telemetry
-from graphrunner.guardrails import GuardrailInterceptor, PolicySource
+from graphrunner.guardrails import PolicySource
+from graphrunner.guardrails._interceptor import GuardrailInterceptor
 from graphrunner.stores import RecordStore
 from graphrunner.worker import worker_config
 from tests.conftest import assert_replays

@@ -38,12 +38,12 @@ from graphrunner._types import LifetimeResult, Telemetry
 from graphrunner.activities import Recorder
 from graphrunner.errors import GraphrunnerError
 from graphrunner.guardrails import (
-    GuardrailInterceptor,
     GuardrailStatus,
     Policy,
     PolicySource,
     parse_policy,
 )
+from graphrunner.guardrails._interceptor import GuardrailInterceptor
 from graphrunner.stores import LocalBlobStore, RecordStore
 from graphrunner.worker import build_worker
 from graphrunner.workflows import AgentLifetimeWorkflow
