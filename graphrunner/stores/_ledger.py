@@ -21,19 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
     Connection,
-    Float,
     Insert,
-    Text,
-    any_,
     bindparam,
-    cast,
-    column,
     delete,
-    exists,
     func,
-    literal,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -107,53 +99,6 @@ class Ledger(Database):
         self._drop_reservation = delete(tenant_reservations).where(
             r.execution_id == bindparam("execution_id")
         )
-        if self.dialect == "sqlite":
-            return
-        # The charge row gates the fold (an execution counts once); keys arrive as arrays so
-        # one prebuilt statement serves any number of them, and the totals come back with it:
-        # RETURNING for the rows it folded, a read for the others.
-        tenant = bindparam("tenant", type_=tenant_usage.c.tenant.type)
-        now = bindparam("now", type_=tenant_usage.c.updated_at.type)
-        charge = (
-            postgresql.insert(tenant_charges)
-            .values(execution_id=bindparam("execution_id"), tenant=tenant, charged_at=now)
-            .on_conflict_do_nothing()
-            .returning(tenant_charges.c.execution_id)
-            .cte("charge")
-        )
-        matched = (
-            func.unnest(
-                cast(bindparam("keys"), ARRAY(Text)), cast(bindparam("values"), ARRAY(Float))
-            )
-            .table_valued(column("key", Text), column("value", Float))
-            .render_derived(name="matched")
-        )
-        rows = select(
-            tenant,
-            matched.c.key,
-            matched.c.value,
-            literal(1),
-            matched.c.value,
-            matched.c.value,
-            now,
-        ).where(exists(select(charge.c.execution_id)))
-        fold = postgresql.insert(tenant_usage).from_select(
-            ["tenant", "key", "total", "count", "lo", "hi", "updated_at"], rows
-        )
-        folded = (
-            _fold_usage(fold, func.least, func.greatest)
-            .returning(u.key, u.total, u.count, u.lo, u.hi)
-            .cte("folded")
-        )
-        self._charge_tenant = select(
-            folded.c.key, folded.c.total, folded.c.count, folded.c.lo, folded.c.hi
-        ).union_all(
-            select(u.key, u.total, u.count, u.lo, u.hi).where(
-                u.tenant == tenant,
-                u.key == any_(cast(bindparam("all_keys"), ARRAY(Text))),
-                u.key.not_in(select(folded.c.key)),
-            )
-        )
 
     async def tenant_charge(
         self, tenant: str, execution_id: str, deltas: dict[str, UsageDelta]
@@ -161,8 +106,9 @@ class Ledger(Database):
         """Add one execution to its tenant's running totals, once; return the totals after.
 
         Atomic and idempotent: the first charge of ``execution_id`` folds every matched delta
-        into its key's total, count, least and greatest value; a repeated charge (a retried
-        activity) changes nothing. Concurrent charges of one tenant serialise on its rows.
+        into its key's total, count, least and greatest value (and ends its reservation, if
+        any); a repeated charge (a retried activity) changes nothing. It is a settlement
+        alone (see `tenant_reserve`), serialised with every other of the tenant.
 
         Args:
             tenant: The tenant charged.
@@ -171,53 +117,12 @@ class Ledger(Database):
                 that is not ``matched`` adds nothing.
 
         Returns:
-            The totals of every key in ``deltas`` (``UsageTotals()`` for one never charged).
+            The totals of every key in ``deltas`` (``UsageTotals()`` for one never charged),
+            live reservations included.
         """
-        return await asyncio.to_thread(self._tenant_charge, tenant, execution_id, deltas)
-
-    def _tenant_charge(
-        self, tenant: str, execution_id: str, deltas: dict[str, UsageDelta]
-    ) -> dict[str, UsageTotals]:
-        now = datetime.now(UTC)
-        # Sorted, so concurrent charges lock a tenant's rows in one order and cannot deadlock.
-        matched = sorted((key, d.value) for key, d in deltas.items() if d.matched)
-        found = dict.fromkeys(deltas, UsageTotals())
-        if self.dialect == "postgresql":
-            params = {
-                "tenant": tenant,
-                "execution_id": execution_id,
-                "now": now,
-                "keys": [key for key, _ in matched],
-                "values": [value for _, value in matched],
-                "all_keys": list(deltas),
-            }
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                rows = conn.execute(self._charge_tenant, params).all()
-        else:
-            charge = {"execution_id": execution_id, "tenant": tenant, "charged_at": now}
-            with self._sqlite_write() as conn:
-                charged = conn.execute(self._insert_charge, charge).first() is not None
-                if charged and matched:
-                    conn.execute(
-                        self._fold_usage,
-                        [
-                            {
-                                "tenant": tenant,
-                                "key": key,
-                                "total": value,
-                                "count": 1,
-                                "lo": value,
-                                "hi": value,
-                                "updated_at": now,
-                            }
-                            for key, value in matched
-                        ],
-                    )
-                rows = conn.execute(
-                    self._read_usage, {"tenant": tenant, "keys": list(deltas)}
-                ).all()
-        found.update(_usage(rows))
-        return found
+        settle = [UsageSettlement(execution_id=execution_id, deltas=deltas)]
+        outcome = await self.tenant_reserve(tenant, keys=list(deltas), settle=settle)
+        return outcome.totals
 
     async def tenant_usage(self, tenant: str, keys: list[str]) -> dict[str, UsageTotals]:
         """A tenant's current running totals of ``keys`` (``UsageTotals()`` if never charged)."""
