@@ -21,11 +21,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     Connection,
+    Float,
     Insert,
+    Text,
     bindparam,
+    cast,
+    column,
     delete,
+    exists,
     func,
+    literal,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -99,6 +106,57 @@ class Ledger(Database):
         self._drop_reservation = delete(tenant_reservations).where(
             r.execution_id == bindparam("execution_id")
         )
+        self._live_reservations = self._read_reservations
+        if self.dialect == "postgresql":
+            self._build_postgresql_statements()
+
+    def _build_postgresql_statements(self) -> None:
+        # Fewer round trips (each ~0.1-0.2 ms here): a settlement is one statement (drop the
+        # reservation, record the charge, fold the values it gates), and dropping expired
+        # reservations rides along with reading the live ones.
+        r = tenant_reservations.c
+        tenant = bindparam("tenant", type_=tenant_usage.c.tenant.type)
+        now = bindparam("now", type_=tenant_usage.c.updated_at.type)
+        dropped = (
+            delete(tenant_reservations)
+            .where(r.execution_id == bindparam("execution_id"))
+            .cte("dropped")
+        )
+        charge = (
+            postgresql.insert(tenant_charges)
+            .values(execution_id=bindparam("execution_id"), tenant=tenant, charged_at=now)
+            .on_conflict_do_nothing()
+            .returning(tenant_charges.c.execution_id)
+            .cte("charge")
+        )
+        matched = (
+            func.unnest(
+                cast(bindparam("keys"), ARRAY(Text)), cast(bindparam("values"), ARRAY(Float))
+            )
+            .table_valued(column("key", Text), column("value", Float))
+            .render_derived(name="matched")
+        )
+        rows = select(
+            tenant,
+            matched.c.key,
+            matched.c.value,
+            literal(1),
+            matched.c.value,
+            matched.c.value,
+            now,
+        ).where(exists(select(charge.c.execution_id)))
+        fold = postgresql.insert(tenant_usage).from_select(
+            ["tenant", "key", "total", "count", "lo", "hi", "updated_at"], rows
+        )
+        self._settle_charge = (
+            _fold_usage(fold, func.least, func.greatest).add_cte(dropped).add_cte(charge)
+        )
+        gone = (
+            delete(tenant_reservations)
+            .where(r.tenant == bindparam("tenant"), r.expires_at <= bindparam("now"))
+            .cte("gone")
+        )
+        self._live_reservations = self._read_reservations.add_cte(gone)
 
     async def tenant_charge(
         self, tenant: str, execution_id: str, deltas: dict[str, UsageDelta]
@@ -216,13 +274,14 @@ class Ledger(Database):
         with self._tenant_transaction(tenant) as conn:
             for done in settle:
                 self._settle(conn, tenant, done, now)
-            conn.execute(self._drop_expired, {"tenant": tenant, "now": now})
+            if self.dialect == "sqlite":  # on PostgreSQL, part of the read below
+                conn.execute(self._drop_expired, {"tenant": tenant, "now": now})
             totals = dict.fromkeys(keys, UsageTotals())
             if keys:
                 rows = conn.execute(self._read_usage, {"tenant": tenant, "keys": keys}).all()
                 totals.update(_usage(rows))
             mine = reservation.execution_id if reservation is not None else None
-            live = conn.execute(self._read_reservations, {"tenant": tenant, "now": now}).all()
+            live = conn.execute(self._live_reservations, {"tenant": tenant, "now": now}).all()
             for row in live:
                 if row.execution_id != mine:
                     _fold_into(totals, _deltas_from_json(row.deltas))
@@ -241,6 +300,18 @@ class Ledger(Database):
         return ReserveOutcome(totals=totals, reserved=reservation is not None and fits)
 
     def _settle(self, conn: Connection, tenant: str, done: UsageSettlement, now: datetime) -> None:
+        if done.deltas is not None and self.dialect == "postgresql":
+            # Sorted, so concurrent folds lock a tenant's rows in one order.
+            matched = sorted((key, d.value) for key, d in done.deltas.items() if d.matched)
+            params = {
+                "execution_id": done.execution_id,
+                "tenant": tenant,
+                "now": now,
+                "keys": [key for key, _ in matched],
+                "values": [value for _, value in matched],
+            }
+            conn.execute(self._settle_charge, params)
+            return
         conn.execute(self._drop_reservation, {"execution_id": done.execution_id})
         if done.deltas is None:
             return
