@@ -653,7 +653,8 @@ async def test_tenant_cap_holds_across_concurrent_lifetimes(harness: Harness) ->
     spent = 0
     for handle in handles:
         spent += sum(r.tokens_in + r.tokens_out for r in await harness.store.executions(handle.id))
-    # 100 runs were wanted; the cap allows 15, plus at most one in flight per lifetime.
+    # 100 runs were wanted; the cap allows 15, plus at most one in flight per lifetime: the
+    # nodes declare no ceiling, so nothing is reserved (see the tests with ceilings below).
     assert cap < spent <= cap + lifetimes * TOKENS
     usage = await harness.store.tenant_usage(tenant, ["sum(tokens_used)"])
     assert usage["sum(tokens_used)"].total == spent, "the ledger matches the records"
@@ -729,6 +730,32 @@ async def test_an_execution_over_its_ceiling_overshoots_by_its_own_overrun_only(
     assert cap < spent <= cap + (TOKENS - declared), "past the cap by one run's overrun at most"
     assert "after it ran" in str(cause), "the run that crossed the cap is caught after it ran"
     assert await harness.store.tenant_reservations(tenant) == {}
+
+
+@pytest.mark.parametrize("reserve", [None, TOKENS])
+async def test_a_policy_reserve_stands_in_for_undeclared_ceilings(
+    harness: Harness, reserve: int | None
+) -> None:
+    text = (
+        f"rules:\n  - {{name: cap, when: sum(tokens_used) > {2 * TOKENS}, scope: tenant, "
+        "action: abort_lifetime}\n"
+    )
+    if reserve is not None:
+        text += f"reserve: {{tokens: {reserve}}}\n"
+    graph = loop_graph("reserve", rounds=5)
+    nodes = [
+        n.model_copy(update={"max_tokens": 0}) if n.name == "decide" else n for n in graph.nodes
+    ]
+    async with harness.worker(PolicySource(global_policy=parse_policy(text))):
+        handle = await harness.start(graph.model_copy(update={"nodes": nodes}))
+        cause = await abort_error(handle)
+    # With the policy's reserve the third run cannot fit and never runs; with the default
+    # (nothing reserved) it runs, and the cap is caught after it.
+    ran = task_iterations(await activity_summaries(handle))
+    if reserve is None:
+        assert ran == [1, 2, 3] and "after it ran" in str(cause)
+    else:
+        assert ran == [1, 2] and "before it ran" in str(cause)
 
 
 @pytest.mark.parametrize("exit", ["abort", "cancel", "failure"])
