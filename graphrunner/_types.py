@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graphrunner.graph._model import AgentGraph, NodeKind, NodeSpec
+from graphrunner.graph._model import AgentGraph, NodeKind
 
 __all__ = [
     "INPUT_FORMAT",
@@ -178,39 +178,39 @@ class ExecutionHeader(_Model):
 
 
 class _Call(_Model):
-    lifetime_id: str
-    graph_name: str
-    graph_version: str
-    graph_hash: str = ""
-    tenant: str
-    node: NodeSpec
+    """What the workflow sends a node activity: only what the worker cannot derive.
+
+    The node's spec, the graph's name and version, and a plan's successors come from the
+    pinned graph, which the activity finds by ``graph_hash`` (see `graphrunner._pinned`); the
+    lifetime id, run id and scheduling time from `temporalio.activity.info`. The rest are
+    record headers the workflow decided, so they are deterministic.
+    """
+
+    graph_hash: str
+    tenant: str = "default"
+    node: str
     iteration: int
-    # Record headers, decided by the workflow so that they are deterministic.
-    execution_id: str = ""
+    execution_id: str
     seq: int = 0
-    scheduled_at: datetime | None = None
     parent_ids: list[str] = Field(default_factory=list)
     edge: str | None = None
 
     @property
     def node_name(self) -> str:
-        """The executing node's name (use this, not ``node``: the call's shape is changing)."""
-        return self.node.name
+        """The executing node's name."""
+        return self.node
 
 
 class TaskCall(_Call):
     """Input of the task activity."""
 
     data: Any = None
-    successor: str | None = None
 
 
 class PlanCall(_Call):
     """Input of the plan activity."""
 
     results: list[NodeOutput] = Field(default_factory=list)
-    successors: list[str] = Field(default_factory=list)
-    can_finish: bool = False
 
 
 class LifetimeInput(_Model):

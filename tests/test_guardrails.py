@@ -697,7 +697,7 @@ async def test_tenant_rules_need_a_state_db(env: WorkflowEnvironment, task_queue
     rule = "{name: t, when: count() > 1, scope: tenant, action: abort_lifetime}"
     client = GraphrunnerClient(env.client, settings=Settings(task_queue=task_queue))
     policies = PolicySource(global_policy=policy(rule))
-    async with build_worker(env.client, task_queue=task_queue, policies=policies):
+    async with build_worker(env.client, task_queue=task_queue, policies=policies, recorder=None):
         handle = await client.start(loop_graph("no-db", rounds=2))
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()

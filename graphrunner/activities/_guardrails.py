@@ -96,7 +96,7 @@ class GuardrailActivities:
                 graph_version=call.get("graph_version", ""),
                 graph_hash=call.get("graph_hash", ""),
                 tenant=inp.tenant,
-                node=call["node"]["name"],
+                node=call["node"],
                 kind=inp.kind or "",
                 iteration=call.get("iteration", 0),
                 seq=call.get("seq", 0),

@@ -24,6 +24,7 @@ from graphrunner._sdk import NodeContext, Plan, Task
 from graphrunner._types import (
     RUN_PLAN,
     RUN_TASK,
+    ExecutionHeader,
     PlanCall,
     PlanResult,
     TaskCall,
@@ -31,8 +32,10 @@ from graphrunner._types import (
     Telemetry,
 )
 from graphrunner._values import BadValue, check_value, clip
+from graphrunner.activities._graphs import pinned_graph
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
+from graphrunner.graph._model import AgentGraph, EdgeType, NodeSpec
 from graphrunner.graph._validate import import_impl
 from graphrunner.stores._records import ExecutionStatus
 
@@ -77,21 +80,54 @@ def _load(impl: str, base: type, allowed: tuple[str, ...] | None = None) -> type
     return cls
 
 
-def _context(call: TaskCall | PlanCall, successors: list[str]) -> NodeContext:
+async def _resolve(call: TaskCall | PlanCall, kind: str) -> tuple[ExecutionHeader, AgentGraph]:
+    """The record header of ``call`` and its pinned graph (looked up by hash)."""
+    graph = await pinned_graph(call.graph_hash)
     info = activity.info()
-    extra = {"lifetime_id": call.lifetime_id, "node": call.node.name, "iteration": call.iteration}
-    return NodeContext(
-        lifetime_id=call.lifetime_id,
-        graph_name=call.graph_name,
-        graph_version=call.graph_version,
-        node=call.node.name,
-        iteration=call.iteration,
-        attempt=info.attempt,
+    header = ExecutionHeader(
+        lifetime_id=info.workflow_id or "",
+        run_id=info.workflow_run_id or "",
+        graph_name=graph.name,
+        graph_version=graph.version,
+        graph_hash=call.graph_hash,
         tenant=call.tenant,
-        config=dict(call.node.config),
+        node=call.node,
+        kind=kind,
+        iteration=call.iteration,
+        execution_id=call.execution_id or info.activity_id,
+        seq=call.seq,
+        parent_ids=call.parent_ids,
+        edge=call.edge,
+        scheduled_at=info.scheduled_time,
+    )
+    return header, graph
+
+
+def _spec(graph: AgentGraph, header: ExecutionHeader) -> NodeSpec:
+    try:
+        return graph.node(header.node)
+    except KeyError:
+        raise ApplicationError(
+            f"graph '{graph.name}' has no node '{header.node}'",
+            type=FailureType.GRAPH_MISMATCH,
+            non_retryable=True,
+        ) from None
+
+
+def _context(header: ExecutionHeader, spec: NodeSpec, successors: list[str]) -> NodeContext:
+    extra = {"lifetime_id": header.lifetime_id, "node": header.node, "iteration": header.iteration}
+    return NodeContext(
+        lifetime_id=header.lifetime_id,
+        graph_name=header.graph_name,
+        graph_version=header.graph_version,
+        node=header.node,
+        iteration=header.iteration,
+        attempt=activity.info().attempt,
+        tenant=header.tenant,
+        config=dict(spec.config),
         logger=logging.LoggerAdapter(_log, extra),
         successors=successors,
-        idempotency_key=f"{call.lifetime_id}/{call.execution_id}",
+        idempotency_key=f"{header.lifetime_id}/{header.execution_id}",
     )
 
 
@@ -130,8 +166,10 @@ def _check_carried(where: str, **values: Any) -> None:
             ) from None
 
 
-def _check_decision(call: PlanCall, decision: Any) -> PlanResult:
-    where = f"plan '{call.node.name}' (iteration {call.iteration})"
+def _check_decision(
+    header: ExecutionHeader, successors: list[str], can_finish: bool, decision: Any
+) -> PlanResult:
+    where = f"plan '{header.node}' (iteration {header.iteration})"
     if not isinstance(decision, PlanResult):
         raise ApplicationError(
             f"{where} returned {type(decision).__name__}, not a PlanResult",
@@ -139,15 +177,15 @@ def _check_decision(call: PlanCall, decision: Any) -> PlanResult:
             non_retryable=True,
         )
     _check_carried(where, data=decision.data, output=decision.output)
-    unknown = [name for name in decision.next_task_names if name not in call.successors]
+    unknown = [name for name in decision.next_task_names if name not in successors]
     if unknown:
         raise ApplicationError(
             f"{where} chose {', '.join(repr(n) for n in unknown)}, which is not among its "
-            f"declared successors ({', '.join(call.successors) or 'none'})",
+            f"declared successors ({', '.join(successors) or 'none'})",
             type=FailureType.UNDECLARED_SUCCESSOR,
             non_retryable=True,
         )
-    if not decision.next_task_names and not call.can_finish:
+    if not decision.next_task_names and not can_finish:
         raise ApplicationError(
             f"{where} chose no successor, which would finish the lifetime, but it has no "
             "FINAL edge",
@@ -168,8 +206,7 @@ class NodeActivities:
 
     async def _execute(
         self,
-        call: TaskCall | PlanCall,
-        kind: str,
+        header: ExecutionHeader,
         body: Callable[[], Awaitable[R]],
         describe: Callable[[R], tuple[Any, Telemetry, list[str]]],
     ) -> R:
@@ -187,7 +224,7 @@ class NodeActivities:
                     latency_ms=(time.monotonic() - clock) * 1000,
                     error=f"{type(exc).__name__}: {exc}",
                 )
-                await self.recorder.write(call, kind, failed)
+                await self.recorder.write(header, failed)
             if isinstance(exc, Exception):
                 message = str(exc)
                 if len(message) > _ERROR_LIMIT:
@@ -215,38 +252,47 @@ class NodeActivities:
                 telemetry=telemetry,
                 next=nxt,
             )
-            await self.recorder.write(call, kind, done)
+            await self.recorder.write(header, done)
         return result
 
     @activity.defn(name=RUN_TASK)
     async def run_task(self, call: TaskCall) -> TaskResult:
         """Run one Task node execution."""
+        header, graph = await _resolve(call, "task")
+        spec = _spec(graph, header)
+        successor = graph.out_edges(spec.name)[0].target if graph.out_edges(spec.name) else None
 
         async def body() -> TaskResult:
-            cls = _load(call.node.impl, Task, self.impl_modules)
-            returned: Any = await cls().run(_context(call, []), call.data)
+            cls = _load(spec.impl, Task, self.impl_modules)
+            returned: Any = await cls().run(_context(header, spec, []), call.data)
             result = returned if isinstance(returned, TaskResult) else TaskResult(output=returned)
             _check_carried(
-                f"task '{call.node.name}' (iteration {call.iteration})", output=result.output
+                f"task '{header.node}' (iteration {header.iteration})", output=result.output
             )
             return result
 
         def describe(result: TaskResult) -> tuple[Any, Telemetry, list[str]]:
-            return result.output, result.telemetry, [call.successor] if call.successor else []
+            return result.output, result.telemetry, [successor or "END"]
 
-        return await self._execute(call, "task", body, describe)
+        return await self._execute(header, body, describe)
 
     @activity.defn(name=RUN_PLAN)
     async def run_plan(self, call: PlanCall) -> PlanResult:
         """Run one Plan node execution and check its choice against the declared successors."""
+        header, graph = await _resolve(call, "plan")
+        spec = _spec(graph, header)
+        out = graph.out_edges(spec.name)
+        successors = [e.target for e in out if e.target is not None]
+        can_finish = any(e.type is EdgeType.FINAL for e in out)
 
         async def body() -> PlanResult:
-            cls = _load(call.node.impl, Plan, self.impl_modules)
-            decision = await cls().decide(_context(call, list(call.successors)), list(call.results))
-            return _check_decision(call, decision)
+            cls = _load(spec.impl, Plan, self.impl_modules)
+            ctx = _context(header, spec, list(successors))
+            decision = await cls().decide(ctx, list(call.results))
+            return _check_decision(header, successors, can_finish, decision)
 
         def describe(result: PlanResult) -> tuple[Any, Telemetry, list[str]]:
             shown = result.model_dump(mode="json", exclude={"telemetry"})
             return shown, result.telemetry, result.next_task_names or ["END"]
 
-        return await self._execute(call, "plan", body, describe)
+        return await self._execute(header, body, describe)

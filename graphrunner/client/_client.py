@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -60,7 +62,6 @@ from graphrunner.stores import (
     ExecutionRecord,
     LifetimeSummary,
     RecordStore,
-    data_converter,
     open_blobs,
     open_records,
     stream_result,
@@ -95,25 +96,34 @@ class LostContact(GraphrunnerError):
 
 
 async def connect_temporal(
-    settings: Settings, *, target_host: str | None = None, blobs: BlobStore | None = None
+    settings: Settings,
+    *,
+    target_host: str | None = None,
+    namespace: str | None = None,
+    blobs: BlobStore | None = None,
 ) -> Client:
     """Connect to Temporal the way the ``temporal`` CLI does (env vars, then temporal.toml).
 
-    The client's data converter keeps payloads over the threshold in the blob store (``blobs``,
-    default: the one settings name), so workers and clients must share that store.
+    The client carries a `GraphrunnerPlugin`: its data converter keeps payloads over the
+    threshold in the blob store (``blobs``, default: the one settings name), so workers and
+    clients must share that store.
 
     Raises:
         ServerUnreachable: Nothing answered at the address, with the address in the message.
     """
+    from graphrunner.plugin import GraphrunnerPlugin  # the plugin imports the activities
+
     config = ClientConfig.load_client_connect_config()
     if target_host:
         config["target_host"] = target_host
+    if namespace:
+        config["namespace"] = namespace
     config.setdefault("target_host", f"localhost:{settings.dev_port}")
+    plugin = GraphrunnerPlugin(
+        blobs=blobs or open_blobs(settings), payload_threshold=settings.payload_threshold_bytes
+    )
     try:
-        return await Client.connect(
-            **config,
-            data_converter=data_converter(settings, blobs or open_blobs(settings)),
-        )
+        return await Client.connect(**config, plugins=[plugin])
     except RuntimeError as exc:
         raise ServerUnreachable(
             f"cannot reach Temporal at {config['target_host']} "
@@ -225,6 +235,7 @@ class GraphrunnerClient:
         self.settings = settings or Settings.from_env()
         self._records = records
         self._blobs = blobs
+        self._attrs_missing = False  # the server refused graphrunner's search attributes
 
     @property
     def records(self) -> RecordStore:
@@ -241,11 +252,30 @@ class GraphrunnerClient:
         return self._blobs
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None) -> GraphrunnerClient:
-        """Connect using ``TEMPORAL_*`` settings; raises `ServerUnreachable` if none answers."""
+    async def connect(
+        cls,
+        settings: Settings | None = None,
+        *,
+        address: str | None = None,
+        namespace: str | None = None,
+    ) -> GraphrunnerClient:
+        """Connect to Temporal; raises `ServerUnreachable` if nothing answers.
+
+        Args:
+            settings: graphrunner's settings (default: from ``GRAPHRUNNER_*`` variables).
+            address: ``host:port`` of the Temporal frontend (default: ``TEMPORAL_ADDRESS``,
+                then temporal.toml, then the embedded dev server's port).
+            namespace: Temporal namespace (default: ``TEMPORAL_NAMESPACE``, else
+                ``default``).
+
+        A worker built from this client (``build_worker(client)``) uses the same settings,
+        state DB and blob store.
+        """
         settings = settings or Settings.from_env()
         blobs = open_blobs(settings)
-        temporal = await connect_temporal(settings, blobs=blobs)
+        temporal = await connect_temporal(
+            settings, target_host=address, namespace=namespace, blobs=blobs
+        )
         return cls(temporal, settings=settings, blobs=blobs)
 
     async def start(
@@ -321,14 +351,42 @@ class GraphrunnerClient:
                 memo={"graph": graph.name, "version": graph.version, "tenant": tenant},
             )
 
+        if self._attrs_missing:
+            attrs = None
         try:
             return await start(attrs)
         except RPCError as exc:
             if attrs is None or "search attribute" not in str(exc).lower():
                 raise
-            # A server without graphrunner's search attributes still runs lifetimes.
-            _log.warning("search attributes not registered on the server; starting without")
-            return await start(None)
+        # A server without graphrunner's search attributes: register them (a dev server
+        # lets any client), else run lifetimes without them from now on, saying so once.
+        if await self.register_search_attributes():
+            return await start(attrs)
+        self._attrs_missing = True
+        _log.warning(
+            "the server has no GraphrunnerGraph/GraphrunnerTenant search attributes and "
+            "refused to register them; lifetimes start without (list --graph/--tenant "
+            "cannot filter them)"
+        )
+        return await start(None)
+
+    async def register_search_attributes(self) -> bool:
+        """Register graphrunner's search attributes on the namespace; False if refused."""
+        request = AddSearchAttributesRequest(
+            namespace=self.temporal.namespace,
+            search_attributes={
+                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                for key in (GRAPH_KEY, TENANT_KEY)
+            },
+        )
+        try:
+            await self.temporal.operator_service.add_search_attributes(request)
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.ALREADY_EXISTS:
+                return True
+            _log.debug("cannot register search attributes: %s", exc)
+            return False
+        return True
 
     async def result(self, lifetime_id: str, *, reconnect_s: float | None = None) -> LifetimeResult:
         """Wait for the lifetime to finish and return its result (raises if it failed).

@@ -249,7 +249,7 @@ class _Guardian:
         kind = "task" if isinstance(call, TaskCall) else "plan"
         eid = call.execution_id
         row = execution_row(
-            node=call.node.name, kind=kind, iteration=call.iteration, status="scheduled"
+            node=call.node_name, kind=kind, iteration=call.iteration, status="scheduled"
         )
         while True:
             if self._manual is not None:
@@ -277,7 +277,7 @@ class _Guardian:
             raise
         telemetry = result.telemetry
         row = execution_row(
-            node=call.node.name,
+            node=call.node_name,
             kind=kind,
             iteration=call.iteration,
             status="succeeded",
@@ -303,7 +303,7 @@ class _Guardian:
 
     async def _wait_manual(self, call: TaskCall | PlanCall) -> None:
         """Hold a node while the lifetime is paused by hand, saying so where users look."""
-        held = (call.node.name, call.iteration)
+        held = (call.node_name, call.iteration)
         self._manual_at.append(held)
         self._show_pauses()
         try:
@@ -311,7 +311,7 @@ class _Guardian:
         finally:
             self._manual_at.remove(held)
         if not self._show_pauses():
-            workflow.set_current_details(f"resumed before {call.node.name} · {call.iteration}")
+            workflow.set_current_details(f"resumed before {call.node_name} · {call.iteration}")
 
     def _show_pauses(self) -> bool:
         """Show every hold in the Temporal UI's current details; False when nothing is held.
@@ -360,7 +360,7 @@ class _Guardian:
             reject=rule.action is Action.REJECT_EXECUTION,
             ran=ran,
         )
-        where = f"{kind} '{call.node.name}' (iteration {call.iteration})"
+        where = f"{kind} '{call.node_name}' (iteration {call.iteration})"
         values = _values(verdict.observed)
         if rule.action is Action.ABORT_LIFETIME:
             raise ApplicationError(
@@ -392,7 +392,7 @@ class _Guardian:
                 message=rule.message,
                 condition=str(rule.when),
                 observed=verdict.observed,
-                node=call.node.name,
+                node=call.node_name,
                 iteration=call.iteration,
                 since=workflow.now(),
             ),
@@ -598,7 +598,7 @@ class _Guardian:
             condition=condition,
             observed=observed,
             message=message,
-            node=call.node.name if call else None,
+            node=call.node_name if call else None,
             iteration=call.iteration if call else None,
             execution_id=call.execution_id if call else None,
             decided_at=workflow.now(),

@@ -20,6 +20,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from graphrunner._pinned import pin
     from graphrunner._types import (
         RUN_PLAN,
         RUN_TASK,
@@ -34,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
         TaskCall,
         TaskResult,
+        check_format,
         step_summary,
     )
     from graphrunner._values import clip
@@ -46,7 +48,6 @@ __all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
 LIFETIME_WORKFLOW = "AgentLifetime"
 INPUT = "__input__"  # node name under which a start plan sees the lifetime input
 _TOO_LARGE = "PayloadsTooLarge"  # ApplicationError type the SDK core gives an oversized result
-_VALIDATED = "graphrunner-validate-pinned-graph"  # workflow.patched id of the worker's check
 _MESSAGE_LIMIT = 8192  # characters of a failure message the workflow builds
 _PROBLEMS_SHOWN = 20  # problems of an invalid graph named in its failure
 
@@ -135,6 +136,7 @@ class AgentLifetimeWorkflow:
         return result
 
     async def _run(self, inp: LifetimeInput) -> LifetimeResult:
+        check_format(inp)  # an input of another graphrunner stalls, visibly, until its worker
         self._input = inp
         graph = inp.graph
         if graph.content_hash() != inp.graph_hash:
@@ -144,11 +146,8 @@ class AgentLifetimeWorkflow:
             )
         # A graph started by another client (or the temporal CLI) may never have been
         # validated: run only what `graphrunner validate` accepts.
-        # Behind a patch marker, taken only for an invalid graph (valid ones pay nothing): a
-        # history begun before this check replays as it ran, even if today's stricter rules
-        # would refuse its graph.
         problems = graph_problems(graph, inp.graph_hash)
-        if problems and workflow.patched(_VALIDATED):
+        if problems:
             shown = [clip(p, 300) for p in problems[:_PROBLEMS_SHOWN]]
             if len(problems) > _PROBLEMS_SHOWN:
                 shown.append(f"and {len(problems) - _PROBLEMS_SHOWN} more")
@@ -158,6 +157,7 @@ class AgentLifetimeWorkflow:
                 "; 'graphrunner validate' lists them all): " + "; ".join(shown),
                 FailureType.INVALID_GRAPH,
             )
+        pin(graph, inp.graph_hash)  # this worker's node activities find it here
         start = graph.node(graph.start_node)
         # A start task gets the input as its data; a start plan as its one upstream result.
         results = (
@@ -351,16 +351,12 @@ class AgentLifetimeWorkflow:
         if inp is None:
             raise _fail("lifetime input missing", FailureType.GRAPH_MISMATCH)
         return {
-            "lifetime_id": workflow.info().workflow_id,
-            "graph_name": inp.graph.name,
-            "graph_version": inp.graph.version,
             "graph_hash": inp.graph_hash,
             "tenant": inp.tenant,
-            "node": node,
+            "node": node.name,
             "iteration": step.iteration,
             "execution_id": step.execution_id,
             "seq": step.seq,
-            "scheduled_at": step.started_at,
             "parent_ids": via.parent_ids,
             "edge": via.edge.value if isinstance(via.edge, EdgeType) else via.edge,
         }
@@ -376,9 +372,7 @@ class AgentLifetimeWorkflow:
     ) -> tuple[TaskResult | Rejection, StepRecord]:
         step = self._begin(graph, node)
         edge = graph.out_edges(node.name)[0]
-        call = TaskCall(
-            **self._call_fields(node, step, via), data=data, successor=edge.target or "END"
-        )
+        call = TaskCall(**self._call_fields(node, step, via), data=data)
         result: TaskResult
         try:
             result = await workflow.execute_activity(
@@ -408,12 +402,8 @@ class AgentLifetimeWorkflow:
     ) -> tuple[PlanResult | Rejection, StepRecord]:
         step = self._begin(graph, node)
         out = graph.out_edges(node.name)
-        call = PlanCall(
-            **self._call_fields(node, step, via),
-            results=results,
-            successors=[e.target for e in out if e.target is not None],
-            can_finish=any(e.type is EdgeType.FINAL for e in out),
-        )
+        call = PlanCall(**self._call_fields(node, step, via), results=results)
+        successors = [e.target for e in out if e.target is not None]
         options = self._options(graph, node, step)
         decision: PlanResult
         try:
@@ -442,8 +432,9 @@ class AgentLifetimeWorkflow:
             self._finish(step, StepStatus.FAILED, [])
             raise
         # The activity checks this too; the workflow never trusts a result it routes on.
-        undeclared = [t for t in decision.next_task_names if t not in call.successors]
-        if undeclared or (not decision.next_task_names and not call.can_finish):
+        undeclared = [t for t in decision.next_task_names if t not in successors]
+        can_finish = any(e.type is EdgeType.FINAL for e in out)
+        if undeclared or (not decision.next_task_names and not can_finish):
             self._finish(step, StepStatus.FAILED, [])
             raise _fail(
                 f"plan '{node.name}' chose {undeclared or 'to finish'}, which its declared "
