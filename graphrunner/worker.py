@@ -14,7 +14,7 @@ from graphrunner.guardrails._interceptor import GuardrailInterceptor
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.workflows import AgentLifetimeWorkflow
 
-__all__ = ["build_worker"]
+__all__ = ["GuardrailInterceptor", "build_worker"]
 
 _MAX_ACTIVITIES = 100
 _STICKY_TIMEOUT = timedelta(seconds=10)  # the SDK's default

@@ -21,8 +21,7 @@ from graphrunner._types import parse_step_summary
 from graphrunner.client import temporal_binary
 from graphrunner.client._client import GRAPH_KEY, TENANT_KEY
 from graphrunner.client._devserver import TUNING_ARGS
-from graphrunner.guardrails import GuardrailInterceptor
-from graphrunner.worker import build_worker
+from graphrunner.worker import GuardrailInterceptor, build_worker
 from graphrunner.workflows import AgentLifetimeWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,9 +20,9 @@ from temporalio.worker import Worker
 
 from graphrunner import GraphBuilder, NodeContext, NodeOutput, Plan, PlanResult, Task
 from graphrunner._types import Telemetry
-from graphrunner.guardrails import GuardrailInterceptor, PolicySource
+from graphrunner.guardrails import PolicySource
 from graphrunner.stores import RecordStore
-from graphrunner.worker import worker_config
+from graphrunner.worker import GuardrailInterceptor, worker_config
 from tests.conftest import assert_replays
 from tests.swapped_workflows import LocalPlansLifetime, WallClockLifetime
 from tests.test_cli_lifetimes import cli_env, graphrunner

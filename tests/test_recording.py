@@ -231,7 +231,7 @@ async def test_fifty_megabyte_result_stays_out_of_history_and_the_row(setup: Set
 async def assert_replays_with(temporal: Client, handle: WorkflowHandle[Any, Any]) -> None:
     from temporalio.worker import Replayer
 
-    from graphrunner.guardrails import GuardrailInterceptor
+    from graphrunner.worker import GuardrailInterceptor
     from graphrunner.workflows import AgentLifetimeWorkflow
 
     history = await handle.fetch_history()
