@@ -43,11 +43,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from graphrunner.errors import PolicyError
-from graphrunner.guardrails._ast import Boolean, ExprType
-from graphrunner.guardrails._eval import Row
-from graphrunner.guardrails._expr import MAX_LENGTH, Expression, parse_expression
-from graphrunner.guardrails._yaml import (
+from graphrunner._yaml import (
     Composed,
     Limits,
     Loc,
@@ -58,6 +54,10 @@ from graphrunner.guardrails._yaml import (
     scalar_locator,
     unknown_key,
 )
+from graphrunner.errors import PolicyError
+from graphrunner.guardrails._ast import Boolean, ExprType
+from graphrunner.guardrails._eval import Row
+from graphrunner.guardrails._expr import MAX_LENGTH, Expression, parse_expression
 
 __all__ = [
     "Action",
