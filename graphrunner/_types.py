@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from graphrunner._rejection import Rejection
 from graphrunner.graph._model import AgentGraph, NodeKind
 
 __all__ = [
@@ -114,24 +115,6 @@ class PlanResult(_Model):
     def finish(cls, output: Any = None) -> PlanResult:
         """End the lifetime along this plan's FINAL edge with ``output``."""
         return cls(output=output)
-
-
-class Rejection(_Model):
-    """Why a guardrail rejected an execution; a plan sees it in place of the result.
-
-    Attributes:
-        rule: The guardrail rule that fired.
-        message: The rule's message.
-        condition: The rule's condition.
-        observed: The values that made it fire, by sub-expression.
-        phase: ``before`` (the execution never ran) or ``after`` (its result was discarded).
-    """
-
-    rule: str
-    message: str = ""
-    condition: str = ""
-    observed: dict[str, float | str] = Field(default_factory=dict)
-    phase: str = "after"
 
 
 class NodeOutput(_Model):

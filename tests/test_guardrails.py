@@ -38,14 +38,13 @@ from graphrunner._types import LifetimeResult, Telemetry
 from graphrunner.activities import Recorder
 from graphrunner.errors import GraphrunnerError
 from graphrunner.guardrails import (
-    GuardrailInterceptor,
     GuardrailStatus,
     Policy,
     PolicySource,
     parse_policy,
 )
 from graphrunner.stores import LocalBlobStore, RecordStore
-from graphrunner.worker import build_worker
+from graphrunner.worker import GuardrailInterceptor, build_worker
 from graphrunner.workflows import AgentLifetimeWorkflow
 from tests.conftest import activity_summaries, assert_replays
 from tests.test_cli_lifetimes import cli_env, graphrunner

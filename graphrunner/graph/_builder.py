@@ -7,12 +7,12 @@ from typing import Any, Self
 
 from pydantic import ValidationError
 
+from graphrunner._yaml import Composed
 from graphrunner.errors import GraphError, GraphIssue
 from graphrunner.graph._loader import _best_effort, _pydantic_issues, _resolve_guardrails
 from graphrunner.graph._model import AgentGraph, EdgeType, GraphDefaults, NodeKind
 from graphrunner.graph._validate import validate_graph
 from graphrunner.guardrails._policy import Policy
-from graphrunner.guardrails._yaml import Composed
 
 __all__ = ["GraphBuilder"]
 

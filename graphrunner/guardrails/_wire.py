@@ -118,7 +118,7 @@ class DecisionInput(_Model):
 
 
 class TallyValue(_Model):
-    """A tenant-ledger counter (see `graphrunner.guardrails.Tally`)."""
+    """A tenant-ledger counter (see `graphrunner.guardrails._eval.Tally`)."""
 
     total: float = 0.0
     count: int = 0
