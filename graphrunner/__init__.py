@@ -14,6 +14,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from graphrunner._functions import NodeFunction, plan, task
+    from graphrunner._resources import Resource, Resources, resource
     from graphrunner._sdk import NodeContext, Plan, Task
     from graphrunner._settings import Settings
     from graphrunner._types import (
@@ -50,10 +52,13 @@ _EXPORTS = {
     "LifetimeResult": "graphrunner._types",
     "LifetimeStatus": "graphrunner._types",
     "NodeContext": "graphrunner._sdk",
+    "NodeFunction": "graphrunner._functions",
     "NodeKind": "graphrunner.graph",
     "NodeOutput": "graphrunner._types",
     "Plan": "graphrunner._sdk",
     "PlanResult": "graphrunner._types",
+    "Resource": "graphrunner._resources",
+    "Resources": "graphrunner._resources",
     "ServerUnreachable": "graphrunner.errors",
     "Settings": "graphrunner._settings",
     "StepRecord": "graphrunner._types",
@@ -62,6 +67,9 @@ _EXPORTS = {
     "Telemetry": "graphrunner._types",
     "build_worker": "graphrunner.worker",
     "load_graph": "graphrunner.graph",
+    "plan": "graphrunner._functions",
+    "resource": "graphrunner._resources",
+    "task": "graphrunner._functions",
     "validate_graph": "graphrunner.graph",
 }
 
@@ -77,10 +85,13 @@ __all__ = [
     "LifetimeResult",
     "LifetimeStatus",
     "NodeContext",
+    "NodeFunction",
     "NodeKind",
     "NodeOutput",
     "Plan",
     "PlanResult",
+    "Resource",
+    "Resources",
     "ServerUnreachable",
     "Settings",
     "StepRecord",
@@ -89,6 +100,9 @@ __all__ = [
     "Telemetry",
     "build_worker",
     "load_graph",
+    "plan",
+    "resource",
+    "task",
     "validate_graph",
 ]
 

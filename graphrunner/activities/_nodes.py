@@ -1,9 +1,9 @@
 """The two activities that run graph nodes: one for Tasks, one for Plans.
 
-Each imports the node's implementation class by its path, builds a `NodeContext`, calls the
-author's method, checks what came back and, when the worker has a `Recorder`, writes the
-execution record. Failures in user code propagate so Temporal retries them; problems no retry
-can fix are non-retryable `ApplicationError`s naming the node.
+Each imports the node's implementation (a class or an @task/@plan function) by its path,
+builds a `NodeContext`, calls the author's code, checks what came back and, when the worker
+has a `Recorder`, writes the execution record. Failures in user code propagate so Temporal
+retries them; problems no retry can fix are non-retryable `ApplicationError`s naming the node.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from graphrunner._sdk import NodeContext, Plan, Task
+from graphrunner._functions import NodeBody, node_body
+from graphrunner._resources import Resources
+from graphrunner._sdk import NodeContext
 from graphrunner._types import (
     RUN_PLAN,
     RUN_TASK,
@@ -33,6 +36,7 @@ from graphrunner._types import (
 from graphrunner._values import BadValue, check_value, clip
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
+from graphrunner.graph._model import NodeKind
 from graphrunner.graph._validate import import_impl
 from graphrunner.stores._records import ExecutionStatus
 
@@ -44,8 +48,8 @@ R = TypeVar("R", TaskResult, PlanResult)
 
 
 @functools.lru_cache(maxsize=1024)
-def _load(impl: str, base: type, allowed: tuple[str, ...] | None = None) -> type:
-    """Import a node class; ``allowed`` limits the modules a graph may make the worker import.
+def _load(impl: str, kind: NodeKind, allowed: tuple[str, ...] | None = None) -> NodeBody:
+    """Import a node class or function; ``allowed`` limits the modules a graph may import.
 
     Importing runs the module's top-level code: a graph's ``impl`` is code the operator
     trusts, and the allow-list (``GRAPHRUNNER_IMPL_MODULES``) keeps graphs to known packages.
@@ -61,20 +65,19 @@ def _load(impl: str, base: type, allowed: tuple[str, ...] | None = None) -> type
             non_retryable=True,
         )
     try:
-        cls = import_impl(impl)
+        found = import_impl(impl)
     except Exception as exc:
         raise ApplicationError(
             f"cannot import '{impl}': {exc}",
             type=FailureType.IMPL_NOT_FOUND,
             non_retryable=True,
         ) from exc
-    if not issubclass(cls, base):
+    try:
+        return node_body(found, kind)
+    except TypeError as exc:
         raise ApplicationError(
-            f"'{impl}' is not a graphrunner.{base.__name__}",
-            type=FailureType.IMPL_NOT_FOUND,
-            non_retryable=True,
-        )
-    return cls
+            f"'{impl}' {exc}", type=FailureType.IMPL_NOT_FOUND, non_retryable=True
+        ) from None
 
 
 def _context(call: TaskCall | PlanCall, successors: list[str]) -> NodeContext:
@@ -165,6 +168,11 @@ class NodeActivities:
     ) -> None:
         self.recorder = recorder
         self.impl_modules = impl_modules
+        self.resources = Resources()
+
+    async def aclose(self) -> None:
+        """Close the resources (`graphrunner.resource`) nodes created on this worker."""
+        await self.resources.aclose()
 
     async def _execute(
         self,
@@ -223,8 +231,9 @@ class NodeActivities:
         """Run one Task node execution."""
 
         async def body() -> TaskResult:
-            cls = _load(call.node.impl, Task, self.impl_modules)
-            returned: Any = await cls().run(_context(call, []), call.data)
+            run = _load(call.node.impl, NodeKind.TASK, self.impl_modules)
+            ctx = replace(_context(call, []), resources=self.resources)
+            returned: Any = await run(ctx, call.data)
             result = returned if isinstance(returned, TaskResult) else TaskResult(output=returned)
             _check_carried(
                 f"task '{call.node.name}' (iteration {call.iteration})", output=result.output
@@ -241,8 +250,9 @@ class NodeActivities:
         """Run one Plan node execution and check its choice against the declared successors."""
 
         async def body() -> PlanResult:
-            cls = _load(call.node.impl, Plan, self.impl_modules)
-            decision = await cls().decide(_context(call, list(call.successors)), list(call.results))
+            decide = _load(call.node.impl, NodeKind.PLAN, self.impl_modules)
+            ctx = replace(_context(call, list(call.successors)), resources=self.resources)
+            decision = await decide(ctx, list(call.results))
             return _check_decision(call, decision)
 
         def describe(result: PlanResult) -> tuple[Any, Telemetry, list[str]]:
