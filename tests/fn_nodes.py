@@ -86,3 +86,19 @@ async def fan_again(ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
     if ctx.iteration < 3:
         return PlanResult.goto("start")
     return PlanResult.finish(sorted({r.output["pool"] for r in results}))
+
+
+@task
+async def flaky(ctx: NodeContext, data: Any) -> dict[str, Any]:
+    """Fails its first two attempts (square brackets in the error: shown verbatim)."""
+    if ctx.attempt < 3:
+        raise ValueError(f"flaky [attempt {ctx.attempt}] of {ctx.node}")
+    return {"attempt": ctx.attempt}
+
+
+@plan
+async def twice(ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+    """Runs its first successor again once, then finishes."""
+    if ctx.iteration < 2:
+        return PlanResult.goto(ctx.successors[0])
+    return PlanResult.finish(results[0].output)
