@@ -67,7 +67,7 @@ err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however l
 T = TypeVar("T")
 
 AppDir = Annotated[
-    Path, typer.Option("--app-dir", help="Directory added to sys.path to import node classes.")
+    Path, typer.Option("--app-dir", help="Directory added to sys.path to import node code.")
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

@@ -132,7 +132,7 @@ def import_impl(path: str) -> object:
     """
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise ImportError(f"'{path}' is not of the form 'package.module:ClassName'")
+        raise ImportError(f"'{path}' is not of the form 'package.module:Name'")
     if module_name == "__main__":
         raise ImportError(
             f"'{attr}' is defined in the script being run (__main__), which a worker, another "
