@@ -102,3 +102,8 @@ async def twice(ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
     if ctx.iteration < 2:
         return PlanResult.goto(ctx.successors[0])
     return PlanResult.finish(results[0].output)
+
+
+@plan
+async def broken(results: list[NodeOutput]) -> PlanResult:
+    raise ValueError("broken plan")

@@ -8,13 +8,15 @@ import re
 import subprocess
 from pathlib import Path
 
-from temporalio.client import Client
+import pytest
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from graphrunner import GraphrunnerClient, Settings
+from graphrunner import GraphBuilder, GraphrunnerClient, Settings
 from graphrunner.client._runtime import open_recorder
 from graphrunner.stores import data_converter, open_blobs
 from graphrunner.worker import build_worker
+from tests import fn_nodes
 from tests.test_cli_lifetimes import cli_env, graphrunner
 
 GRAPH = """\
@@ -136,3 +138,23 @@ def test_help_shows_flags_as_flags_and_dev_its_configured_ports() -> None:
     assert dev.returncode == 0, dev.stderr
     text = " ".join(dev.stdout.split())
     assert "gRPC on localhost:17233, Web UI on http://localhost:18233" in text
+
+
+@pytest.mark.usefixtures("worker")
+async def test_status_shows_a_failed_local_plan_as_failed(client: GraphrunnerClient) -> None:
+    graph = (
+        GraphBuilder("broken", version="1.0.0")
+        .task("work", fn_nodes.flaky, retry={"max_attempts": 3, "initial_interval_s": 0.01})
+        .plan("decide", fn_nodes.broken, local=True, retry={"max_attempts": 1})
+        .edge("work", "decide")
+        .final("decide")
+        .build()
+    )
+    handle = await client.start(graph, None)
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    info = await client.status(handle.id)
+    assert [(s.node, s.status.value, s.seq, s.next) for s in info.steps] == [
+        ("work", "completed", 0, ["decide"]),
+        ("decide", "failed", 1, []),
+    ]

@@ -46,7 +46,7 @@ async def steps_from_history(
     true``) keep no input in history: their ``execution_id`` is derived as the workflow
     derives it, and their ``seq`` is one past the highest seen before them (the workflow's
     own, unless executions were begun concurrently or a guardrail refused one before it ran
-    just before). They appear once recorded, completed with no duration.
+    just before). They appear once recorded, completed (or failed) with no duration.
     """
     steps: list[StepRecord] = []
     by_event: dict[int, tuple[StepRecord, dict[str, Any]]] = {}
@@ -71,18 +71,19 @@ async def steps_from_history(
         elif event.HasField("marker_recorded_event_attributes"):
             named = _summary(event)
             if named is not None:
-                details = event.marker_recorded_event_attributes.details
-                decision = await _decoded(converter, details["result"].payloads)
+                marker = event.marker_recorded_event_attributes
+                failed = marker.HasField("failure")
+                decided = marker.details["result"].payloads if "result" in marker.details else []
                 steps.append(
                     StepRecord(
                         node=named[0],
                         kind=NodeKind.PLAN,
                         iteration=named[1],
-                        status=StepStatus.COMPLETED,
+                        status=StepStatus.FAILED if failed else StepStatus.COMPLETED,
                         started_at=_time(event),
                         execution_id=execution_id(history.workflow_id, run_id, *named),
                         seq=max((s.seq for s in steps), default=-1) + 1,
-                        next=_plan_next(decision),
+                        next=[] if failed else _plan_next(await _decoded(converter, decided)),
                     )
                 )
         else:
