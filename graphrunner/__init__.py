@@ -9,6 +9,8 @@ through), so importing it eagerly costs a process once, not every lifetime.
 
 from __future__ import annotations
 
+from graphrunner._functions import NodeFunction, plan, task
+from graphrunner._resources import Resource, Resources, resource
 from graphrunner._sdk import NodeContext, Plan, Task
 from graphrunner._settings import Settings
 from graphrunner._types import (
@@ -51,12 +53,16 @@ __all__ = [
     "LifetimeResult",
     "LifetimeStatus",
     "NodeContext",
+    "NodeFunction",
+    "NodeFunction",
     "NodeKind",
     "NodeOutput",
     "Plan",
     "PlanResult",
     "Policy",
     "Recorder",
+    "Resource",
+    "Resources",
     "ServerUnreachable",
     "Settings",
     "StepRecord",
@@ -66,5 +72,8 @@ __all__ = [
     "build_worker",
     "load_graph",
     "open_recorder",
+    "plan",
+    "resource",
+    "task",
     "validate_graph",
 ]

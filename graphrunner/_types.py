@@ -6,6 +6,7 @@ the graph model. Field additions must keep defaults: old histories have to repla
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -55,6 +56,12 @@ def parse_step_summary(text: str) -> tuple[str, int] | None:
     """Inverse of `step_summary`; None for a summary graphrunner did not write."""
     node, sep, iteration = text.rpartition(_SUMMARY_SEP)
     return (node, int(iteration)) if sep and iteration.isdigit() else None
+
+
+def execution_id(workflow_id: str, run_id: str, node: str, iteration: int) -> str:
+    """The id of one node execution: the same on every attempt and replay, unique otherwise."""
+    identity = f"{workflow_id}/{run_id}/{node}/{iteration}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
 class _Model(BaseModel):

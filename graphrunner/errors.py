@@ -79,6 +79,7 @@ class FailureType(StrEnum):
     UNDECLARED_SUCCESSOR = "UndeclaredSuccessor"
     MAX_ITERATIONS = "MaxIterationsExceeded"
     BAD_NODE_RESULT = "BadNodeResult"
+    BAD_NODE_INPUT = "BadNodeInput"
     IMPL_NOT_FOUND = "NodeImplementationNotFound"
     BAD_FAN_IN = "BadFanIn"
     GRAPH_MISMATCH = "PinnedGraphMismatch"

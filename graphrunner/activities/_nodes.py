@@ -1,9 +1,9 @@
 """The two activities that run graph nodes: one for Tasks, one for Plans.
 
-Each imports the node's implementation class by its path, builds a `NodeContext`, calls the
-author's method, checks what came back and, when the worker has a `Recorder`, writes the
-execution record. Failures in user code propagate so Temporal retries them; problems no retry
-can fix are non-retryable `ApplicationError`s naming the node.
+Each imports the node's implementation (a class or an @task/@plan function) by its path,
+builds a `NodeContext`, calls the author's code, checks what came back and, when the worker
+has a `Recorder`, writes the execution record. Failures in user code propagate so Temporal
+retries them; problems no retry can fix are non-retryable `ApplicationError`s naming the node.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from graphrunner._sdk import NodeContext, Plan, Task
+from graphrunner._functions import NodeBody, node_body
+from graphrunner._resources import Resources
+from graphrunner._sdk import NodeContext
 from graphrunner._types import (
     RUN_PLAN,
     RUN_TASK,
@@ -35,7 +38,7 @@ from graphrunner._values import BadValue, check_value, clip
 from graphrunner.activities._graphs import pinned_graph
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
-from graphrunner.graph._model import AgentGraph, EdgeType, NodeSpec
+from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
 from graphrunner.graph._validate import import_impl
 from graphrunner.stores._records import ExecutionStatus
 
@@ -47,8 +50,8 @@ R = TypeVar("R", TaskResult, PlanResult)
 
 
 @functools.lru_cache(maxsize=1024)
-def _load(impl: str, base: type, allowed: tuple[str, ...] | None = None) -> type:
-    """Import a node class; ``allowed`` limits the modules a graph may make the worker import.
+def _load(impl: str, kind: NodeKind, allowed: tuple[str, ...] | None = None) -> NodeBody:
+    """Import a node class or function; ``allowed`` limits the modules a graph may import.
 
     Importing runs the module's top-level code: a graph's ``impl`` is code the operator
     trusts, and the allow-list (``GRAPHRUNNER_IMPL_MODULES``) keeps graphs to known packages.
@@ -64,20 +67,19 @@ def _load(impl: str, base: type, allowed: tuple[str, ...] | None = None) -> type
             non_retryable=True,
         )
     try:
-        cls = import_impl(impl)
+        found = import_impl(impl)
     except Exception as exc:
         raise ApplicationError(
             f"cannot import '{impl}': {exc}",
             type=FailureType.IMPL_NOT_FOUND,
             non_retryable=True,
         ) from exc
-    if not issubclass(cls, base):
+    try:
+        return node_body(found, kind)
+    except TypeError as exc:
         raise ApplicationError(
-            f"'{impl}' is not a graphrunner.{base.__name__}",
-            type=FailureType.IMPL_NOT_FOUND,
-            non_retryable=True,
-        )
-    return cls
+            f"'{impl}' {exc}", type=FailureType.IMPL_NOT_FOUND, non_retryable=True
+        ) from None
 
 
 async def _resolve(call: TaskCall | PlanCall, kind: str) -> tuple[ExecutionHeader, AgentGraph]:
@@ -203,6 +205,11 @@ class NodeActivities:
     ) -> None:
         self.recorder = recorder
         self.impl_modules = impl_modules
+        self.resources = Resources()
+
+    async def aclose(self) -> None:
+        """Close the resources (`graphrunner.resource`) nodes created on this worker."""
+        await self.resources.aclose()
 
     async def _execute(
         self,
@@ -263,8 +270,9 @@ class NodeActivities:
         successor = graph.out_edges(spec.name)[0].target if graph.out_edges(spec.name) else None
 
         async def body() -> TaskResult:
-            cls = _load(spec.impl, Task, self.impl_modules)
-            returned: Any = await cls().run(_context(header, spec, []), call.data)
+            run = _load(spec.impl, NodeKind.TASK, self.impl_modules)
+            ctx = replace(_context(header, spec, []), resources=self.resources)
+            returned: Any = await run(ctx, call.data)
             result = returned if isinstance(returned, TaskResult) else TaskResult(output=returned)
             _check_carried(
                 f"task '{header.node}' (iteration {header.iteration})", output=result.output
@@ -286,9 +294,9 @@ class NodeActivities:
         can_finish = any(e.type is EdgeType.FINAL for e in out)
 
         async def body() -> PlanResult:
-            cls = _load(spec.impl, Plan, self.impl_modules)
-            ctx = _context(header, spec, list(successors))
-            decision = await cls().decide(ctx, list(call.results))
+            decide = _load(spec.impl, NodeKind.PLAN, self.impl_modules)
+            ctx = replace(_context(header, spec, list(successors)), resources=self.resources)
+            decision = await decide(ctx, list(call.results))
             return _check_decision(header, successors, can_finish, decision)
 
         def describe(result: PlanResult) -> tuple[Any, Telemetry, list[str]]:

@@ -66,6 +66,7 @@ from graphrunner.stores import (
     open_records,
     stream_result,
 )
+from graphrunner.stores._attempts import AttemptRecord, lifetime_attempts
 from graphrunner.workflows import LIFETIME_WORKFLOW
 from graphrunner.workflows._checks import graph_issues
 
@@ -443,7 +444,7 @@ class GraphrunnerClient:
         handle = self.temporal.get_workflow_handle(lifetime_id)
         desc: WorkflowExecutionDescription = await handle.describe()
         history = await handle.fetch_history()
-        steps = steps_from_history(history)
+        steps = await steps_from_history(history, self.temporal.data_converter, run_id=desc.run_id)
         status = desc.status or WorkflowExecutionStatus.RUNNING
         memo = await desc.memo()
         paused: list[PauseInfo] = []
@@ -547,6 +548,14 @@ class GraphrunnerClient:
     async def history(self, lifetime_id: str) -> list[ExecutionRecord]:
         """Every recorded execution of a lifetime, in the order the workflow scheduled them."""
         return await self.records.executions(lifetime_id)
+
+    async def attempts(self, lifetime_id: str) -> list[AttemptRecord]:
+        """Every finished attempt of a lifetime's executions, failed ones with their error.
+
+        Temporal keeps only an activity's last failure; the state DB keeps each attempt, in
+        the order the workflow scheduled the executions (``seq``), then by attempt.
+        """
+        return await lifetime_attempts(self.records, lifetime_id)
 
     async def list_lifetimes(
         self,

@@ -8,7 +8,6 @@ its input (the pinned graph) and activity results, so histories replay determini
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         TaskCall,
         TaskResult,
         check_format,
+        execution_id,
         step_summary,
     )
     from graphrunner._values import clip
@@ -315,14 +315,13 @@ class AgentLifetimeWorkflow:
             )
         self._iterations[node.name] = done + 1
         info = workflow.info()
-        identity = f"{info.workflow_id}/{info.run_id}/{node.name}/{done + 1}"
         step = StepRecord(
             node=node.name,
             kind=node.kind,
             iteration=done + 1,
             status=StepStatus.RUNNING,
             started_at=workflow.now(),
-            execution_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
+            execution_id=execution_id(info.workflow_id, info.run_id, node.name, done + 1),
             seq=len(self._steps),
         )
         self._steps.append(step)
