@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from graphrunner import GraphBuilder, GraphError, GraphrunnerClient, Resources, resource
-from graphrunner.guardrails import GuardrailInterceptor
-from graphrunner.worker import worker_config
+from graphrunner.worker import build_worker
 from tests import fn_nodes
 from tests.conftest import activity_summaries, assert_replays
 
@@ -95,8 +93,9 @@ async def test_resource_is_created_once_per_worker_and_closed_on_shutdown(
     env: WorkflowEnvironment, client: GraphrunnerClient, task_queue: str
 ) -> None:
     fn_nodes.Pool.opened = fn_nodes.Pool.closed = 0
-    config = worker_config(env.client, task_queue=task_queue)
-    nodes = config["activities"][0].__self__  # type: ignore[union-attr]
+    worker = build_worker(env.client, task_queue=task_queue, recorder=None)
+    activities = worker.config(active_config=True).get("activities", [])
+    nodes = next(fn.__self__ for fn in activities if fn.__name__ == "run_task")  # type: ignore[attr-defined]
     graph = (
         GraphBuilder("pooled", version="1.0.0")
         .task("start", fn_nodes.use_pool)
@@ -112,15 +111,14 @@ async def test_resource_is_created_once_per_worker_and_closed_on_shutdown(
         .final("again")
         .build()
     )
-    async with Worker(**config, interceptors=[GuardrailInterceptor()]):
+    async with worker:
         handles = [await client.start(graph, None) for _ in range(3)]
         outputs = await asyncio.gather(*(h.result() for h in handles))
+        assert fn_nodes.Pool.closed == 0
     # 3 lifetimes x 3 rounds x 4 tasks, the first three branches racing the slow connect
     assert fn_nodes.Pool.opened == 1
     assert len({pool_id for out in outputs for pool_id in out.output}) == 1
-    assert fn_nodes.Pool.closed == 0
-    await nodes.aclose()
-    assert fn_nodes.Pool.closed == 1
+    assert fn_nodes.Pool.closed == 1, "the worker's shutdown closes its resources"
     with pytest.raises(RuntimeError, match="closed"):
         await nodes.resources.get(fn_nodes.pool)
 
