@@ -12,28 +12,33 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from graphrunner._types import GRAPH_KEY_LENGTH
 from graphrunner.graph._model import AgentGraph
 
 __all__ = ["lookup", "pin"]
 
+# Keyed by the first GRAPH_KEY_LENGTH hex digits of the hash, which node calls carry.
+
 _CACHE_SIZE = 256
-_graphs: OrderedDict[str, AgentGraph] = OrderedDict()
+_graphs: OrderedDict[str, tuple[AgentGraph, str]] = OrderedDict()
 _lock = threading.Lock()  # workflows of one worker run on several threads
 
 
 def pin(graph: AgentGraph, graph_hash: str) -> None:
-    """Remember ``graph`` under ``graph_hash`` (the caller has checked that they match)."""
+    """Remember ``graph`` with its full ``graph_hash`` (the caller has checked they match)."""
+    key = graph_hash[:GRAPH_KEY_LENGTH]
     with _lock:
-        _graphs[graph_hash] = graph
-        _graphs.move_to_end(graph_hash)
+        _graphs[key] = graph, graph_hash
+        _graphs.move_to_end(key)
         while len(_graphs) > _CACHE_SIZE:
             _graphs.popitem(last=False)
 
 
-def lookup(graph_hash: str) -> AgentGraph | None:
-    """The graph pinned under ``graph_hash`` in this process, if any."""
+def lookup(key: str) -> tuple[AgentGraph, str] | None:
+    """The graph pinned under ``key`` (a hash or its prefix) and its full hash, if any."""
+    key = key[:GRAPH_KEY_LENGTH]
     with _lock:
-        graph = _graphs.get(graph_hash)
-        if graph is not None:
-            _graphs.move_to_end(graph_hash)
-        return graph
+        found = _graphs.get(key)
+        if found is not None:
+            _graphs.move_to_end(key)
+        return found

@@ -27,12 +27,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from temporalio.client import ClientConfig
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ReplayerConfig, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from graphrunner._converter import graphrunner_data_converter
 from graphrunner.activities import NodeActivities, Recorder
 from graphrunner.activities._guardrails import GuardrailActivities
 from graphrunner.guardrails._interceptor import GuardrailInterceptor
@@ -87,7 +87,7 @@ class GraphrunnerPlugin(SimplePlugin):
         policies: PolicySource | None = None,
         impl_modules: Sequence[str] | None = None,
     ) -> None:
-        converter = pydantic_data_converter
+        converter = graphrunner_data_converter
         if blobs is not None:
             converter = with_external_storage(converter, blobs, threshold=payload_threshold)
         self.converter = converter
@@ -99,7 +99,7 @@ class GraphrunnerPlugin(SimplePlugin):
         self.interceptor = GuardrailInterceptor()
         super().__init__(
             _PLUGIN_NAME,
-            data_converter=self._converter,
+            data_converter=self.converter_for,
             activities=self._activities,
             workflows=self._workflows,
             workflow_runner=self._runner,
@@ -109,9 +109,12 @@ class GraphrunnerPlugin(SimplePlugin):
 
     # -- the parts ------------------------------------------------------------------------
 
-    def _converter(self, existing: DataConverter | None) -> DataConverter:
-        # pydantic conversion always; a codec (encryption) or external storage the caller's
-        # converter has and this plugin was not given stays.
+    def converter_for(self, existing: DataConverter | None) -> DataConverter:
+        """Graphrunner's converter, keeping ``existing``'s codec and external storage.
+
+        pydantic conversion always; a codec (encryption) or external storage the caller's
+        converter has and this plugin was not given stays.
+        """
         ours = self.converter
         if existing is None:
             return ours

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 
+from graphrunner._converter import GraphrunnerPayloadConverter
 from graphrunner._settings import Settings
 from graphrunner.activities import Recorder
 from graphrunner.guardrails._interceptor import GuardrailInterceptor
@@ -111,6 +112,13 @@ def build_worker(
     if impl_modules is None:
         impl_modules = settings.impl_prefixes()
     plugin = GraphrunnerPlugin(recorder=recorder, policies=policies, impl_modules=impl_modules)
+    if not isinstance(temporal.data_converter.payload_converter, GraphrunnerPayloadConverter):
+        # A worker's converter is its client's: share the connection under graphrunner's
+        # converter (keeping the client's codec and external storage) rather than trust
+        # whoever connected it to have set it.
+        config = temporal.config(active_config=True)
+        config["data_converter"] = plugin.converter_for(temporal.data_converter)
+        temporal = Client(**config)
     options.setdefault("max_eager_activity_reservations_per_workflow_task", 10)
     with warnings.catch_warnings():
         # A client connected with the plugin hands it to the worker too; the worker's own

@@ -63,20 +63,23 @@ async def test_a_node_call_carries_only_what_the_worker_cannot_derive(
     for _, call in calls:
         # Not the node spec (its impl, config, retry policy), not the graph's name, version
         # or successors: the worker finds those in the pinned graph by hash.
+        # Nor execution ids (derived from lifetime, run, node and iteration), nor fields at
+        # their defaults.
         assert set(call) <= {
-            "graph_hash",
+            "graph",
             "tenant",
             "node",
             "iteration",
-            "execution_id",
             "seq",
-            "parent_ids",
+            "parents",
             "edge",
             "data",
             "results",
         }, call
-        assert call["graph_hash"] == graph.content_hash()
+        assert graph.content_hash().startswith(call["graph"]) and len(call["graph"]) == 16
         assert "x" * 300 not in json.dumps(call)
+        headers = {k: v for k, v in call.items() if k not in ("data", "results")}
+        assert len(json.dumps(headers)) < 120, headers
 
 
 @pytest.mark.usefixtures("worker")
@@ -98,7 +101,7 @@ async def test_a_worker_that_never_saw_the_graph_reads_it_from_history(
     result = await handle.result()
     # Every plan ran right after its worker forgot the graph: each read it from history.
     assert result.output == {"iterations": 2, "last": {"forgot": True}}
-    assert _pinned.lookup(graph.content_hash()) == graph
+    assert _pinned.lookup(graph.content_hash()) == (graph, graph.content_hash())
 
 
 async def test_the_plugin_is_the_whole_replay_recipe(

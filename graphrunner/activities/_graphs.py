@@ -23,26 +23,30 @@ __all__ = ["pinned_graph"]
 _locks: dict[str, asyncio.Lock] = {}
 
 
-async def pinned_graph(graph_hash: str) -> AgentGraph:
-    """The graph with ``graph_hash`` that the current activity's lifetime runs.
+async def pinned_graph(key: str) -> tuple[AgentGraph, str]:
+    """The graph the current activity's lifetime runs, and its full content hash.
+
+    Args:
+        key: The graph's content hash, or its first `GRAPH_KEY_LENGTH` hex digits.
 
     Raises:
         ApplicationError: (non-retryable) the lifetime's history holds another graph.
     """
-    found = _pinned.lookup(graph_hash)
+    found = _pinned.lookup(key)
     if found is not None:
         return found
-    lock = _locks.setdefault(graph_hash, asyncio.Lock())
+    lock = _locks.setdefault(key, asyncio.Lock())
     async with lock:
-        found = _pinned.lookup(graph_hash)
+        found = _pinned.lookup(key)
         if found is None:
-            found = await _from_history(graph_hash)
-            _pinned.pin(found, graph_hash)
-    _locks.pop(graph_hash, None)
+            graph = await _from_history(key)
+            found = graph, graph.content_hash()
+            _pinned.pin(*found)
+    _locks.pop(key, None)
     return found
 
 
-async def _from_history(graph_hash: str) -> AgentGraph:
+async def _from_history(key: str) -> AgentGraph:
     info = activity.info()
     client = activity.client()
     handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
@@ -51,12 +55,11 @@ async def _from_history(graph_hash: str) -> AgentGraph:
         payloads = list(started.input.payloads)
         if payloads:
             (inp,) = await client.data_converter.decode(payloads[:1], [LifetimeInput])
-            if isinstance(inp, LifetimeInput) and inp.graph.content_hash() == graph_hash:
+            if isinstance(inp, LifetimeInput) and inp.graph.content_hash().startswith(key):
                 return inp.graph
         break
     raise ApplicationError(
-        f"lifetime {info.workflow_id} does not run the graph {graph_hash[:12]} this node "
-        "execution names",
+        f"lifetime {info.workflow_id} does not run the graph {key[:12]} this node execution names",
         type=FailureType.GRAPH_MISMATCH,
         non_retryable=True,
     )

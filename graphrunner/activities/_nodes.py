@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from pydantic_core import to_jsonable_python
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -28,11 +29,13 @@ from graphrunner._types import (
     RUN_PLAN,
     RUN_TASK,
     ExecutionHeader,
+    NodeOutput,
     PlanCall,
     PlanResult,
     TaskCall,
     TaskResult,
     Telemetry,
+    execution_id,
 )
 from graphrunner._values import BadValue, check_value, clip
 from graphrunner.activities._graphs import pinned_graph
@@ -84,25 +87,25 @@ def _load(impl: str, kind: NodeKind, allowed: tuple[str, ...] | None = None) -> 
 
 async def _resolve(call: TaskCall | PlanCall, kind: str) -> tuple[ExecutionHeader, AgentGraph]:
     """The record header of ``call`` and its pinned graph (looked up by hash)."""
-    graph = await pinned_graph(call.graph_hash)
+    graph, graph_hash = await pinned_graph(call.graph)
     info = activity.info()
-    header = ExecutionHeader(
+    header = call.header(
         lifetime_id=info.workflow_id or "",
         run_id=info.workflow_run_id or "",
-        graph_name=graph.name,
-        graph_version=graph.version,
-        graph_hash=call.graph_hash,
-        tenant=call.tenant,
-        node=call.node,
+        graph=graph,
+        graph_hash=graph_hash,
         kind=kind,
-        iteration=call.iteration,
-        execution_id=call.execution_id or info.activity_id,
-        seq=call.seq,
-        parent_ids=call.parent_ids,
-        edge=call.edge,
         scheduled_at=info.scheduled_time,
     )
     return header, graph
+
+
+def _identified(result: NodeOutput, header: ExecutionHeader) -> NodeOutput:
+    """``result`` with its execution id, which the workflow leaves out of the call."""
+    if result.execution_id or result.iteration < 1:  # iteration 0: the lifetime's input
+        return result
+    found = execution_id(header.lifetime_id, header.run_id, result.node, result.iteration)
+    return result.model_copy(update={"execution_id": found})
 
 
 def _spec(graph: AgentGraph, header: ExecutionHeader) -> NodeSpec:
@@ -179,6 +182,8 @@ def _check_decision(
             non_retryable=True,
         )
     _check_carried(where, data=decision.data, output=decision.output)
+    decision.data = to_jsonable_python(decision.data)  # plain JSON (see WireModel)
+    decision.output = to_jsonable_python(decision.output)
     unknown = [name for name in decision.next_task_names if name not in successors]
     if unknown:
         raise ApplicationError(
@@ -277,6 +282,7 @@ class NodeActivities:
             _check_carried(
                 f"task '{header.node}' (iteration {header.iteration})", output=result.output
             )
+            result.output = to_jsonable_python(result.output)  # plain JSON (see WireModel)
             return result
 
         def describe(result: TaskResult) -> tuple[Any, Telemetry, list[str]]:
@@ -296,7 +302,8 @@ class NodeActivities:
         async def body() -> PlanResult:
             decide = _load(spec.impl, NodeKind.PLAN, self.impl_modules)
             ctx = replace(_context(header, spec, list(successors)), resources=self.resources)
-            decision = await decide(ctx, list(call.results))
+            results = [_identified(r, header) for r in call.results]
+            decision = await decide(ctx, results)
             return _check_decision(header, successors, can_finish, decision)
 
         def describe(result: PlanResult) -> tuple[Any, Telemetry, list[str]]:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -215,6 +215,37 @@ def _status_name(status: str) -> str:
     return "".join(part.capitalize() for part in status.lower().split("_"))
 
 
+class LifetimeHandle(WorkflowHandle[Any, LifetimeResult]):
+    """A lifetime's Temporal handle whose `result` also reads the lifetime's path.
+
+    The workflow's own result leaves the path out (history has it); this handle reads it
+    back from history, so ``(await handle.result()).steps`` is the path the lifetime took.
+    """
+
+    async def result(
+        self,
+        *,
+        follow_runs: bool = True,
+        rpc_metadata: Mapping[str, str | bytes] = {},
+        rpc_timeout: timedelta | None = None,
+    ) -> LifetimeResult:
+        """Wait for the lifetime's result and read its path from history."""
+        result: LifetimeResult = await super().result(
+            follow_runs=follow_runs, rpc_metadata=rpc_metadata, rpc_timeout=rpc_timeout
+        )
+        return await _with_path(self, result)
+
+
+async def _with_path(handle: WorkflowHandle[Any, Any], result: LifetimeResult) -> LifetimeResult:
+    # The history's path, merged with the rejected steps the result names (see
+    # steps_from_history).
+    latest = handle._client.get_workflow_handle(handle.id)  # the run that finished
+    history = await latest.fetch_history()
+    run_id = (await latest.describe()).run_id
+    steps = await steps_from_history(history, handle._client.data_converter, run_id=run_id)
+    return result.model_copy(update={"steps": steps or result.steps})
+
+
 class GraphrunnerClient:
     """Start and inspect AgentLifetimes.
 
@@ -288,7 +319,7 @@ class GraphrunnerClient:
         tenant: str = "default",
         task_queue: str | None = None,
         search_attributes: bool = True,
-    ) -> WorkflowHandle[Any, LifetimeResult]:
+    ) -> LifetimeHandle:
         """Start a lifetime of ``graph`` (a model, or a YAML path) and return its handle.
 
         The graph's full definition and hash travel in the workflow input, so later edits to
@@ -339,8 +370,8 @@ class GraphrunnerClient:
             graph=graph, graph_hash=graph_hash, input=input, tenant=tenant, format=INPUT_FORMAT
         )
 
-        async def start(attrs: TypedSearchAttributes | None) -> WorkflowHandle[Any, LifetimeResult]:
-            return await self.temporal.start_workflow(
+        async def start(attrs: TypedSearchAttributes | None) -> LifetimeHandle:
+            started = await self.temporal.start_workflow(
                 LIFETIME_WORKFLOW,
                 arg,
                 id=lifetime_id,
@@ -350,6 +381,14 @@ class GraphrunnerClient:
                 static_details=graph.description or None,
                 search_attributes=attrs,
                 memo={"graph": graph.name, "version": graph.version, "tenant": tenant},
+            )
+            return LifetimeHandle(
+                self.temporal,
+                started.id,
+                run_id=started.run_id,
+                result_run_id=started.result_run_id,
+                first_execution_run_id=started.first_execution_run_id,
+                result_type=LifetimeResult,
             )
 
         if self._attrs_missing:
@@ -408,7 +447,7 @@ class GraphrunnerClient:
         while True:
             try:
                 result: LifetimeResult = await handle.result()
-                return result
+                return await _with_path(handle, result)
             except RPCError as exc:
                 if exc.status not in _TRANSIENT:
                     raise

@@ -40,13 +40,13 @@ async def steps_from_history(
 ) -> list[StepRecord]:
     """Every node execution in ``history``, in scheduling order, with its record headers.
 
-    A regular activity's ``execution_id`` and ``seq`` are read from its input (the call the
-    workflow decided), and ``next`` from its call (a task) or result (a plan), so each step
-    carries the numbers its execution record has. Local activities (plans with ``local:
-    true``) keep no input in history: their ``execution_id`` is derived as the workflow
-    derives it, and their ``seq`` is one past the highest seen before them (the workflow's
-    own, unless executions were begun concurrently or a guardrail refused one before it ran
-    just before). They appear once recorded, completed (or failed) with no duration.
+    An execution's ``execution_id`` is derived as the workflow derives it (lifetime, run,
+    node, iteration); a regular activity's ``seq`` is read from its input (the call the
+    workflow decided), and ``next`` from the pinned graph (a task) or its result (a plan),
+    so each step carries the numbers its execution record has. Local activities (plans with
+    ``local: true``) keep no input in history: their ``seq`` is one past the highest seen
+    before them (the workflow's own, unless executions were begun concurrently or a
+    guardrail refused one before it ran just before).
     """
     steps: list[StepRecord] = []
     by_event: dict[int, tuple[StepRecord, dict[str, Any]]] = {}
@@ -55,6 +55,10 @@ async def steps_from_history(
         if event.HasField("workflow_execution_started_event_attributes"):
             started = event.workflow_execution_started_event_attributes
             successors = _task_successors(await _decoded(converter, started.input.payloads))
+        elif event.HasField("workflow_execution_completed_event_attributes"):
+            completed = event.workflow_execution_completed_event_attributes
+            result = await _decoded(converter, completed.result.payloads)
+            steps = _merged(steps, result.get("steps") or [])
         elif event.HasField("activity_task_scheduled_event_attributes"):
             named = _summary(event)
             if named is None:
@@ -67,7 +71,7 @@ async def steps_from_history(
                 iteration=named[1],
                 status=StepStatus.RUNNING,
                 started_at=_time(event),
-                execution_id=str(call.get("execution_id", "")),
+                execution_id=execution_id(history.workflow_id, run_id, *named),
                 seq=int(call.get("seq", 0)),
             )
             by_event[event.event_id] = step, call
@@ -99,6 +103,28 @@ async def steps_from_history(
                 if step.status is StepStatus.COMPLETED:
                     step.next = await _next(converter, step, successors, event)
     return steps
+
+
+def _merged(steps: list[StepRecord], told: list[Any]) -> list[StepRecord]:
+    """``steps`` with what only the workflow knew: the steps a guardrail rejected.
+
+    A lifetime's result names them (history shows a rejected execution as a completed
+    activity, or, rejected before it ran, not at all); older results list every step.
+    """
+    by_key = {(s.node, s.iteration): s for s in steps}
+    for raw in told:
+        try:
+            step = StepRecord.model_validate(raw)
+        except ValueError:
+            continue
+        known = by_key.get((step.node, step.iteration))
+        if known is None:
+            steps.append(step)
+            by_key[step.node, step.iteration] = step
+        else:
+            known.status = step.status
+            known.next = step.next
+    return sorted(steps, key=lambda s: s.seq)
 
 
 async def _decoded(converter: DataConverter, payloads: Sequence[Payload]) -> dict[str, Any]:
