@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.abc
 import json
 import sys
@@ -184,3 +185,36 @@ async def test_a_new_lifetime_imports_no_graphrunner_module_again(
         sys.meta_path.remove(finder)
     ours = sorted({n for n in finder.names if n.split(".")[0] in ("graphrunner", "pydantic")})
     assert ours == [], ours
+
+
+async def test_a_server_without_the_search_attributes_gets_them_on_the_first_start(
+    env: WorkflowEnvironment, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from google.protobuf.duration_pb2 import Duration
+    from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
+
+    from graphrunner.client._client import GRAPH_KEY, TENANT_KEY
+
+    namespace = f"bare-{uuid.uuid4().hex[:8]}"  # a namespace nobody registered them on
+    await env.client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(
+            namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400)
+        )
+    )
+    settings = Settings(home=tmp_path, task_queue=f"tq-{uuid.uuid4().hex[:8]}")
+    address = env.client.service_client.config.target_host
+    client = await GraphrunnerClient.connect(settings, address=address, namespace=namespace)
+    async with build_worker(client, recorder=None):
+        for _ in range(30):  # a new namespace takes a moment to reach every server part
+            try:
+                handle = await client.start(loop("tagged"), None, tenant="acme")
+                break
+            except Exception:  # noqa: BLE001 - namespace not yet known
+                await asyncio.sleep(0.5)
+        await handle.result()
+        again = await client.start(loop("tagged"), None, tenant="acme")
+        await again.result()
+    for lifetime in (handle, again):
+        attrs = (await lifetime.describe()).typed_search_attributes
+        assert attrs.get(GRAPH_KEY) == "tagged" and attrs.get(TENANT_KEY) == "acme"
+    assert "search attributes" not in caplog.text, "no start went without them"
