@@ -164,9 +164,7 @@ class GraphrunnerPlugin(SimplePlugin):
         try:
             yield
         finally:
-            close = getattr(self.nodes, "aclose", None)
-            if close is not None:
-                await close()
+            await self.nodes.aclose()  # the node resources (@resource) this worker opened
 
     # -- replacing an earlier GraphrunnerPlugin's parts -------------------------------------
 
