@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from graphrunner.guardrails import LifetimeGuard, Phase, Policy, parse_policy
-from graphrunner.guardrails._guard import execution_row
+from graphrunner.guardrails import Policy, parse_policy
+from graphrunner.guardrails._guard import LifetimeGuard, Phase, execution_row
 
 __all__ = [
     "GuardClock",

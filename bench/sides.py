@@ -24,8 +24,9 @@ from graphrunner import AgentGraph, GraphBuilder, GraphrunnerClient, Settings
 from graphrunner.activities import Recorder
 from graphrunner.graph import GraphDefaults
 from graphrunner.guardrails import PolicySource
+from graphrunner.plugin import GraphrunnerPlugin
 from graphrunner.stores import BlobStore, RecordStore, data_converter
-from graphrunner.worker import build_worker, worker_config
+from graphrunner.worker import build_worker
 
 __all__ = [
     "Baseline",
@@ -149,10 +150,15 @@ class Graphrunner:
             )
         # What guardrails cost before any rule: build_worker's worker without the guardrail
         # interceptor, which no graphrunner deployment runs (build_worker always adds it).
-        config = worker_config(
-            self.client, task_queue=self.queue, recorder=self.recorder, policies=self.policies
+        plugin = GraphrunnerPlugin(recorder=self.recorder, policies=self.policies)
+        plugin.interceptors = []  # type: ignore[misc]  # bench only: no deployment can
+        return Worker(
+            self.client,
+            task_queue=self.queue,
+            plugins=[plugin],
+            max_concurrent_activities=100,
+            max_eager_activity_reservations_per_workflow_task=10,
         )
-        return Worker(**config)
 
     def loop(self, steps: int, *, local: bool) -> Starter:
         if (local, steps) not in self.graphs:

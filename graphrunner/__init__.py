@@ -3,84 +3,66 @@
 Define a graph of Task and Plan nodes in YAML or with `GraphBuilder`, run it as an
 AgentLifetime with `GraphrunnerClient`, and let Temporal make it durable.
 
-Exports load lazily (PEP 562): the Temporal sandbox re-imports this package for every new
-lifetime, and importing the client, SQLAlchemy and PyYAML each time cost ~300 ms per lifetime
-(measured in bench/). Importing a name loads only the module that defines it.
+The lifetime sandbox shares this package with the worker (`GraphrunnerPlugin` passes it
+through), so importing it eagerly costs a process once, not every lifetime.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from graphrunner._sdk import NodeContext, Plan, Task
-    from graphrunner._settings import Settings
-    from graphrunner._types import (
-        LifetimeInput,
-        LifetimeResult,
-        LifetimeStatus,
-        NodeOutput,
-        PlanResult,
-        StepRecord,
-        TaskResult,
-        Telemetry,
-    )
-    from graphrunner.client import GraphrunnerClient
-    from graphrunner.errors import GraphError, GraphIssue, GraphrunnerError, ServerUnreachable
-    from graphrunner.graph import (
-        AgentGraph,
-        EdgeType,
-        GraphBuilder,
-        NodeKind,
-        load_graph,
-        validate_graph,
-    )
-    from graphrunner.worker import build_worker
-
-_EXPORTS = {
-    "AgentGraph": "graphrunner.graph",
-    "EdgeType": "graphrunner.graph",
-    "GraphBuilder": "graphrunner.graph",
-    "GraphError": "graphrunner.errors",
-    "GraphIssue": "graphrunner.errors",
-    "GraphrunnerClient": "graphrunner.client",
-    "GraphrunnerError": "graphrunner.errors",
-    "LifetimeInput": "graphrunner._types",
-    "LifetimeResult": "graphrunner._types",
-    "LifetimeStatus": "graphrunner._types",
-    "NodeContext": "graphrunner._sdk",
-    "NodeKind": "graphrunner.graph",
-    "NodeOutput": "graphrunner._types",
-    "Plan": "graphrunner._sdk",
-    "PlanResult": "graphrunner._types",
-    "ServerUnreachable": "graphrunner.errors",
-    "Settings": "graphrunner._settings",
-    "StepRecord": "graphrunner._types",
-    "Task": "graphrunner._sdk",
-    "TaskResult": "graphrunner._types",
-    "Telemetry": "graphrunner._types",
-    "build_worker": "graphrunner.worker",
-    "load_graph": "graphrunner.graph",
-    "validate_graph": "graphrunner.graph",
-}
+from graphrunner._functions import NodeFunction, plan, task
+from graphrunner._resources import Resource, Resources, resource
+from graphrunner._sdk import NodeContext, Plan, Task
+from graphrunner._settings import Settings
+from graphrunner._types import (
+    LifetimeInput,
+    LifetimeResult,
+    LifetimeStatus,
+    NodeOutput,
+    PlanResult,
+    StepRecord,
+    TaskResult,
+    Telemetry,
+)
+from graphrunner.activities import Recorder
+from graphrunner.client import GraphrunnerClient
+from graphrunner.errors import GraphError, GraphIssue, GraphrunnerError, ServerUnreachable
+from graphrunner.graph import (
+    AgentGraph,
+    EdgeType,
+    GraphBuilder,
+    GraphDefaults,
+    NodeKind,
+    load_graph,
+    validate_graph,
+)
+from graphrunner.guardrails import Policy
+from graphrunner.plugin import GraphrunnerPlugin
+from graphrunner.worker import build_worker, open_recorder
 
 __all__ = [
     "AgentGraph",
     "EdgeType",
     "GraphBuilder",
+    "GraphDefaults",
     "GraphError",
     "GraphIssue",
     "GraphrunnerClient",
     "GraphrunnerError",
+    "GraphrunnerPlugin",
     "LifetimeInput",
     "LifetimeResult",
     "LifetimeStatus",
     "NodeContext",
+    "NodeFunction",
+    "NodeFunction",
     "NodeKind",
     "NodeOutput",
     "Plan",
     "PlanResult",
+    "Policy",
+    "Recorder",
+    "Resource",
+    "Resources",
     "ServerUnreachable",
     "Settings",
     "StepRecord",
@@ -89,18 +71,9 @@ __all__ = [
     "Telemetry",
     "build_worker",
     "load_graph",
+    "open_recorder",
+    "plan",
+    "resource",
+    "task",
     "validate_graph",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'graphrunner' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from graphrunner._resources import Resource, Resources
 from graphrunner._types import NodeOutput, PlanResult, TaskResult
 
 __all__ = ["NodeContext", "Plan", "Task"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +36,7 @@ class NodeContext:
             Temporal heard of it, and the attempt then runs again. Pass this key to the
             services it changes (an ``Idempotency-Key`` header, a unique column) so that a
             repeated attempt changes nothing twice.
+        resources: The worker's shared resources; `resource` reads one.
     """
 
     lifetime_id: str
@@ -46,6 +50,15 @@ class NodeContext:
     logger: logging.LoggerAdapter[logging.Logger]
     successors: list[str] = field(default_factory=list)
     idempotency_key: str = ""
+    resources: Resources = field(default_factory=Resources, repr=False)
+
+    async def resource(self, res: Resource[T]) -> T:
+        """The worker's value of ``res`` (see `graphrunner.resource`), created on first use.
+
+        One value per worker, shared by every execution that runs there, closed when the
+        worker shuts down.
+        """
+        return await self.resources.get(res)
 
 
 class Task(ABC):

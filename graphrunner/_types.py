@@ -6,13 +6,15 @@ the graph model. Field additions must keep defaults: old histories have to repla
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from graphrunner.graph._model import AgentGraph, NodeKind, NodeSpec
+from graphrunner._rejection import Rejection
+from graphrunner.graph._model import AgentGraph, NodeKind
 
 __all__ = [
     "INPUT_FORMAT",
@@ -32,6 +34,8 @@ __all__ = [
     "TaskResult",
     "Telemetry",
     "UnsupportedHistory",
+    "WireModel",
+    "execution_id",
     "check_format",
 ]
 
@@ -56,11 +60,27 @@ def parse_step_summary(text: str) -> tuple[str, int] | None:
     return (node, int(iteration)) if sep and iteration.isdigit() else None
 
 
+def execution_id(workflow_id: str, run_id: str, node: str, iteration: int) -> str:
+    """The id of one node execution: the same on every attempt and replay, unique otherwise."""
+    identity = f"{workflow_id}/{run_id}/{node}/{iteration}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Telemetry(_Model):
+class WireModel(_Model):
+    """A model that crosses into history often: its JSON leaves out fields at their defaults.
+
+    Graphrunner's payload converter (see `graphrunner.plugin`) writes these with
+    ``exclude_defaults``; any pydantic decoder reads them back whole. Their ``Any`` fields hold
+    plain JSON only (node results are made plain before they leave the activity), so no
+    user model inside them loses a field.
+    """
+
+
+class Telemetry(WireModel):
     """What a node execution consumed; LLM nodes fill it in, others leave it empty.
 
     Attributes:
@@ -81,14 +101,14 @@ class Telemetry(_Model):
     attempt: int | None = Field(default=None, description="Set by graphrunner: which attempt.")
 
 
-class TaskResult(_Model):
+class TaskResult(WireModel):
     """What a Task returns: its output (any JSON-serialisable value) and telemetry."""
 
     output: Any = None
     telemetry: Telemetry = Field(default_factory=Telemetry)
 
 
-class PlanResult(_Model):
+class PlanResult(WireModel):
     """What a Plan returns.
 
     Attributes:
@@ -116,25 +136,7 @@ class PlanResult(_Model):
         return cls(output=output)
 
 
-class Rejection(_Model):
-    """Why a guardrail rejected an execution; a plan sees it in place of the result.
-
-    Attributes:
-        rule: The guardrail rule that fired.
-        message: The rule's message.
-        condition: The rule's condition.
-        observed: The values that made it fire, by sub-expression.
-        phase: ``before`` (the execution never ran) or ``after`` (its result was discarded).
-    """
-
-    rule: str
-    message: str = ""
-    condition: str = ""
-    observed: dict[str, float | str] = Field(default_factory=dict)
-    phase: str = "after"
-
-
-class NodeOutput(_Model):
+class NodeOutput(WireModel):
     """A finished task's output as the next plan sees it.
 
     A rejected execution (see `Rejection`) has no output; ``rejection`` says which guardrail
@@ -144,7 +146,10 @@ class NodeOutput(_Model):
     node: str
     iteration: int
     output: Any = None
-    execution_id: str = ""
+    execution_id: str = Field(
+        default="",
+        description="The execution's id (its record's); filled in before a plan sees it.",
+    )
     rejection: Rejection | None = None
 
     @property
@@ -177,40 +182,86 @@ class ExecutionHeader(_Model):
     scheduled_at: datetime | None = None
 
 
-class _Call(_Model):
-    lifetime_id: str
-    graph_name: str
-    graph_version: str
-    graph_hash: str = ""
-    tenant: str
-    node: NodeSpec
+GRAPH_KEY_LENGTH = 16
+"""Hex digits of a graph's content hash a node call names it by (64 bits)."""
+
+
+class _Call(WireModel):
+    """What the workflow sends a node activity: only what the worker cannot derive.
+
+    The node's spec, the graph's name, version and full hash, and a plan's successors come
+    from the pinned graph, which the activity finds by ``graph`` (the first
+    `GRAPH_KEY_LENGTH` hex digits of its content hash, see `graphrunner._pinned`); the
+    lifetime id, run id and scheduling time from `temporalio.activity.info`; execution ids
+    from the lifetime, run, node and iteration (`execution_id`). The rest are record headers
+    the workflow decided, so they are deterministic.
+    """
+
+    graph: str
+    tenant: str = "default"
+    node: str
     iteration: int
-    # Record headers, decided by the workflow so that they are deterministic.
-    execution_id: str = ""
     seq: int = 0
-    scheduled_at: datetime | None = None
-    parent_ids: list[str] = Field(default_factory=list)
+    parents: list[tuple[str, int]] = Field(
+        default_factory=list, description="(node, iteration) of the executions that led here."
+    )
     edge: str | None = None
+    _execution_id: str = PrivateAttr(default="")
 
     @property
     def node_name(self) -> str:
-        """The executing node's name (use this, not ``node``: the call's shape is changing)."""
-        return self.node.name
+        """The executing node's name."""
+        return self.node
+
+    @property
+    def execution_id(self) -> str:
+        """The execution's id, as the workflow set it (empty on the activity side)."""
+        return self._execution_id
+
+    def with_execution_id(self, value: str) -> Self:
+        """This call, knowing its execution id (the workflow's side; never serialized)."""
+        self._execution_id = value
+        return self
+
+    def header(
+        self,
+        *,
+        lifetime_id: str,
+        run_id: str,
+        graph: AgentGraph,
+        graph_hash: str,
+        kind: str,
+        scheduled_at: datetime | None,
+    ) -> ExecutionHeader:
+        """The record header of this execution: the one mapping from a call to a record."""
+        return ExecutionHeader(
+            lifetime_id=lifetime_id,
+            run_id=run_id,
+            graph_name=graph.name,
+            graph_version=graph.version,
+            graph_hash=graph_hash,
+            tenant=self.tenant,
+            node=self.node,
+            kind=kind,
+            iteration=self.iteration,
+            execution_id=execution_id(lifetime_id, run_id, self.node, self.iteration),
+            seq=self.seq,
+            parent_ids=[execution_id(lifetime_id, run_id, n, i) for n, i in self.parents],
+            edge=self.edge,
+            scheduled_at=scheduled_at,
+        )
 
 
 class TaskCall(_Call):
     """Input of the task activity."""
 
     data: Any = None
-    successor: str | None = None
 
 
 class PlanCall(_Call):
     """Input of the plan activity."""
 
     results: list[NodeOutput] = Field(default_factory=list)
-    successors: list[str] = Field(default_factory=list)
-    can_finish: bool = False
 
 
 class LifetimeInput(_Model):
@@ -286,7 +337,13 @@ class LifetimeResult(_Model):
     graph_name: str
     graph_version: str
     graph_hash: str
-    steps: list[StepRecord]
+    steps: list[StepRecord] = Field(
+        default_factory=list,
+        description="The path: filled from history by `GraphrunnerClient.result` and the "
+        "handle `GraphrunnerClient.start` returns. The workflow's own result names only the "
+        "steps a guardrail rejected (history cannot tell them), so a long lifetime's result "
+        "stays small.",
+    )
 
 
 class LifetimeStatus(_Model):

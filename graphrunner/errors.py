@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from graphrunner._rejection import Rejection
+
 __all__ = [
     "FailureType",
     "GraphError",
@@ -77,6 +79,7 @@ class FailureType(StrEnum):
     UNDECLARED_SUCCESSOR = "UndeclaredSuccessor"
     MAX_ITERATIONS = "MaxIterationsExceeded"
     BAD_NODE_RESULT = "BadNodeResult"
+    BAD_NODE_INPUT = "BadNodeInput"
     IMPL_NOT_FOUND = "NodeImplementationNotFound"
     BAD_FAN_IN = "BadFanIn"
     GRAPH_MISMATCH = "PinnedGraphMismatch"
@@ -90,11 +93,10 @@ class FailureType(StrEnum):
 class GuardrailRejected(GraphrunnerError):
     """Raised inside a lifetime when a guardrail rejects an execution (never leaves it).
 
-    The workflow catches it and routes the rejection to a plan; ``rejection`` is a
-    `graphrunner._types.Rejection`.
+    The workflow catches it and routes ``rejection`` (which rule, what it saw) to a plan.
     """
 
-    def __init__(self, rejection: object) -> None:
+    def __init__(self, rejection: Rejection) -> None:
         super().__init__(f"rejected by guardrail: {rejection}")
         self.rejection = rejection
 

@@ -1,96 +1,144 @@
-"""Build and run a graphrunner worker: the lifetime workflow and the node activities."""
+"""Build and run a graphrunner worker: the lifetime workflow and the node activities.
+
+`build_worker` is `temporalio.worker.Worker` with a `GraphrunnerPlugin`: from a
+`GraphrunnerClient` (or a Temporal client and `Settings`) it takes the task queue, the state
+DB and blob store the records go to, the guardrail policies and the allowed impl modules,
+so a client and a worker made from one settings object agree. Every other Worker option
+passes through.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
 
 from temporalio.client import Client
-from temporalio.worker import Interceptor, Worker, WorkerConfig
+from temporalio.worker import Interceptor, Worker
 
-from graphrunner.activities import NodeActivities, Recorder
-from graphrunner.activities._guardrails import GuardrailActivities
+from graphrunner._converter import GraphrunnerPayloadConverter
+from graphrunner._settings import Settings
+from graphrunner.activities import Recorder
 from graphrunner.guardrails._interceptor import GuardrailInterceptor
 from graphrunner.guardrails._sources import PolicySource
-from graphrunner.workflows import AgentLifetimeWorkflow
+from graphrunner.plugin import GraphrunnerPlugin
+from graphrunner.stores import open_blobs, open_records
+from graphrunner.stores._blobs import BlobStore
 
-__all__ = ["build_worker"]
+if TYPE_CHECKING:
+    from graphrunner.client import GraphrunnerClient
+
+__all__ = [
+    "FROM_SETTINGS",
+    "GuardrailInterceptor",
+    "build_worker",
+    "load_policies",
+    "open_recorder",
+]
 
 _MAX_ACTIVITIES = 100
 _STICKY_TIMEOUT = timedelta(seconds=10)  # the SDK's default
 
 
+class _FromSettings:
+    def __repr__(self) -> str:
+        return "FROM_SETTINGS"
+
+
+FROM_SETTINGS: Final = _FromSettings()
+"""`build_worker`'s default ``recorder``: record as the settings say (on unless
+``GRAPHRUNNER_RECORD=0``), into the settings' state DB and blob store."""
+
+
+def open_recorder(settings: Settings, *, blobs: BlobStore | None = None) -> Recorder | None:
+    """The recorder a worker writes execution records with, or None if recording is off."""
+    if not settings.record:
+        return None
+    return Recorder(
+        open_records(settings),
+        blobs or open_blobs(settings),
+        inline_limit=settings.inline_limit_bytes,
+    )
+
+
+def load_policies(settings: Settings) -> PolicySource:
+    """The worker's global and tenant guardrail policies (PolicyError if one is invalid)."""
+    return PolicySource.load(settings.policy, settings.tenant_policies)
+
+
 def build_worker(
-    client: Client,
+    client: Client | GraphrunnerClient,
     *,
-    task_queue: str,
-    recorder: Recorder | None = None,
+    task_queue: str | None = None,
+    settings: Settings | None = None,
+    recorder: Recorder | None | _FromSettings = FROM_SETTINGS,
     policies: PolicySource | None = None,
     interceptors: Sequence[Interceptor] = (),
+    impl_modules: Sequence[str] | None = None,
     max_concurrent_activities: int = _MAX_ACTIVITIES,
     identity: str | None = None,
     sticky_queue_timeout: timedelta = _STICKY_TIMEOUT,
-    impl_modules: Sequence[str] | None = None,
+    **options: Any,
 ) -> Worker:
     """Return a Worker that runs AgentLifetimes and their Task and Plan activities.
 
-    The client must use graphrunner's data converter (`graphrunner.client.connect_temporal`
-    sets it). With a ``recorder`` every node execution is written to the state DB (large
-    results to the blob store); without one nothing is recorded. Node implementations are
-    imported by path on first use, so their modules must be importable by this process.
-    ``sticky_queue_timeout`` bounds how long a lifetime cached on a crashed worker waits
-    before another worker picks it up (the SDK default, 10 s). ``impl_modules``, when given,
-    lists the module prefixes a graph's node ``impl`` may come from (importing a module runs
-    its code); by default any importable module may be used.
-
-    Guardrails are always on: `GuardrailInterceptor` comes first among the interceptors and
-    enforces ``policies`` (the worker's global and tenant layers) together with each graph's
-    own policy. Decisions and tenant totals are kept through ``recorder``.
+    Args:
+        client: A `GraphrunnerClient` (its settings, state DB and blob store are used), or a
+            Temporal client connected with graphrunner's converter
+            (`graphrunner.client.connect_temporal` or ``plugins=[GraphrunnerPlugin(...)]``).
+        task_queue: Default: the settings' (``GRAPHRUNNER_TASK_QUEUE``).
+        settings: Default: the GraphrunnerClient's, else from the environment.
+        recorder: Where execution records go; by default as the settings say (on, into
+            their state DB); None records nothing.
+        policies: The worker's global and tenant guardrail layers; default: the settings'
+            files (``GRAPHRUNNER_POLICY``, ``GRAPHRUNNER_TENANT_POLICIES``).
+        interceptors: More worker interceptors (the guardrail interceptor is always on).
+        impl_modules: Module prefixes a graph's node ``impl`` may come from (importing a
+            module runs its code); default: the settings' ``GRAPHRUNNER_IMPL_MODULES``, else
+            any importable module.
+        max_concurrent_activities: Activity slots.
+        identity: Worker identity shown in the Temporal UI.
+        sticky_queue_timeout: How long a lifetime cached on a crashed worker waits before
+            another worker picks it up (the SDK default, 10 s).
+        **options: Any other `temporalio.worker.Worker` option, e.g. ``max_cached_workflows``,
+            ``max_concurrent_workflow_tasks``, ``max_concurrent_local_activities``.
     """
-    config = worker_config(
-        client,
-        task_queue=task_queue,
-        recorder=recorder,
-        policies=policies,
-        max_concurrent_activities=max_concurrent_activities,
-        identity=identity,
-        sticky_queue_timeout=sticky_queue_timeout,
-        impl_modules=impl_modules,
-    )
-    guardrails = GuardrailInterceptor(policies, ledger=recorder is not None)
-    config["interceptors"] = [guardrails, *interceptors]
-    return Worker(**config)
+    temporal, settings, blobs = _unpack(client, settings)
+    if isinstance(recorder, _FromSettings):
+        recorder = open_recorder(settings, blobs=blobs)
+    if policies is None:
+        policies = load_policies(settings)
+    if impl_modules is None:
+        impl_modules = settings.impl_prefixes()
+    plugin = GraphrunnerPlugin(recorder=recorder, policies=policies, impl_modules=impl_modules)
+    if not isinstance(temporal.data_converter.payload_converter, GraphrunnerPayloadConverter):
+        # A worker's converter is its client's: share the connection under graphrunner's
+        # converter (keeping the client's codec and external storage) rather than trust
+        # whoever connected it to have set it.
+        config = temporal.config(active_config=True)
+        config["data_converter"] = plugin.converter_for(temporal.data_converter)
+        temporal = Client(**config)
+    options.setdefault("max_eager_activity_reservations_per_workflow_task", 10)
+    with warnings.catch_warnings():
+        # A client connected with the plugin hands it to the worker too; the worker's own
+        # plugin (with its recorder and policies) replaces its parts, by design.
+        warnings.filterwarnings("ignore", message="The same plugin type")
+        return Worker(
+            temporal,
+            task_queue=task_queue or settings.task_queue,
+            interceptors=list(interceptors),
+            plugins=[plugin],
+            max_concurrent_activities=max_concurrent_activities,
+            identity=identity,
+            sticky_queue_schedule_to_start_timeout=sticky_queue_timeout,
+            **options,
+        )
 
 
-def worker_config(
-    client: Client,
-    *,
-    task_queue: str,
-    recorder: Recorder | None = None,
-    policies: PolicySource | None = None,
-    max_concurrent_activities: int = _MAX_ACTIVITIES,
-    identity: str | None = None,
-    sticky_queue_timeout: timedelta = _STICKY_TIMEOUT,
-    impl_modules: Sequence[str] | None = None,
-) -> WorkerConfig:
-    """`build_worker`'s Worker options, before interceptors (the bench measures without)."""
-    allowed = tuple(impl_modules) if impl_modules is not None else None
-    nodes = NodeActivities(recorder, impl_modules=allowed)
-    guards = GuardrailActivities(policies or PolicySource(), recorder)
-    return WorkerConfig(
-        client=client,
-        task_queue=task_queue,
-        workflows=[AgentLifetimeWorkflow],
-        activities=[
-            nodes.run_task,
-            nodes.run_plan,
-            guards.load_policy,
-            guards.record_decision,
-            guards.tenant_reserve,
-        ],
-        max_concurrent_activities=max_concurrent_activities,
-        # Eager dispatch lets a fan-out start its activities in the same round trip.
-        max_eager_activity_reservations_per_workflow_task=10,
-        identity=identity,
-        sticky_queue_schedule_to_start_timeout=sticky_queue_timeout,
-    )
+def _unpack(
+    client: Client | GraphrunnerClient, settings: Settings | None
+) -> tuple[Client, Settings, BlobStore | None]:
+    if isinstance(client, Client):
+        return client, settings or Settings.from_env(), None
+    return client.temporal, settings or client.settings, client.blobs

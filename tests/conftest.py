@@ -21,7 +21,7 @@ from graphrunner._types import parse_step_summary
 from graphrunner.client import temporal_binary
 from graphrunner.client._client import GRAPH_KEY, TENANT_KEY
 from graphrunner.client._devserver import TUNING_ARGS
-from graphrunner.guardrails._interceptor import GuardrailInterceptor
+from graphrunner.plugin import GraphrunnerPlugin
 from graphrunner.worker import build_worker
 from graphrunner.workflows import AgentLifetimeWorkflow
 
@@ -58,7 +58,7 @@ def client(env: WorkflowEnvironment, task_queue: str) -> GraphrunnerClient:
 @pytest.fixture
 async def worker(env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[None]:
     """A graphrunner worker, in this process, on this test's task queue."""
-    async with build_worker(env.client, task_queue=task_queue):
+    async with build_worker(env.client, task_queue=task_queue, recorder=None):
         yield
 
 
@@ -83,11 +83,7 @@ async def activity_summaries(handle: WorkflowHandle[object, object]) -> list[str
 async def assert_replays(client: Client, handle: WorkflowHandle[object, object]) -> None:
     """Replay the lifetime's full history against the current workflow code."""
     history = await handle.fetch_history()
-    replayer = Replayer(
-        workflows=[AgentLifetimeWorkflow],
-        interceptors=[GuardrailInterceptor()],
-        data_converter=pydantic_data_converter,
-    )
+    replayer = Replayer(workflows=[AgentLifetimeWorkflow], plugins=[GraphrunnerPlugin()])
     await replayer.replay_workflow(history)
 
 

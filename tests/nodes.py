@@ -87,3 +87,14 @@ class Forward(Plan):
 
     async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
         return PlanResult.goto(ctx.successors[0], data={r.node: r.output for r in results})
+
+
+class ForgetGraphs(Task):
+    """Empties this worker's pinned-graph cache, as a fresh worker process has it."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> dict[str, Any]:
+        from graphrunner import _pinned
+
+        with _pinned._lock:
+            _pinned._graphs.clear()
+        return {"forgot": True}

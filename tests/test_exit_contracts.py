@@ -21,9 +21,8 @@ from temporalio.worker import Worker
 from graphrunner import GraphBuilder, NodeContext, NodeOutput, Plan, PlanResult, Task
 from graphrunner._types import Telemetry
 from graphrunner.guardrails import PolicySource
-from graphrunner.guardrails._interceptor import GuardrailInterceptor
+from graphrunner.plugin import GraphrunnerPlugin
 from graphrunner.stores import RecordStore
-from graphrunner.worker import worker_config
 from tests.conftest import assert_replays
 from tests.swapped_workflows import LocalPlansLifetime, WallClockLifetime
 from tests.test_cli_lifetimes import cli_env, graphrunner
@@ -216,10 +215,10 @@ async def test_a_bad_deploy_stalls_the_lifetime_visibly_and_the_fixed_one_finish
         handle = await harness.start(graph)
         await harness.wait_paused(handle.id)
     # The same task queue, served by a worker whose lifetime code differs.
-    config = worker_config(harness.temporal, task_queue=harness.task_queue, policies=policies)
-    config["workflows"] = [swapped]
-    config["interceptors"] = [GuardrailInterceptor()]
-    async with Worker(**config):
+    plugin = GraphrunnerPlugin(policies=policies)
+    async with Worker(
+        harness.temporal, task_queue=harness.task_queue, workflows=[swapped], plugins=[plugin]
+    ):
         await handle.signal("graphrunner.resume", {"reason": "go on"})
         async with asyncio.timeout(30):
             while not (info := await harness.client.status(handle.id)).stalled:

@@ -7,8 +7,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphrunner.guardrails import EvalContext, LifetimeGuard, Phase, parse_policy
-from graphrunner.guardrails._guard import execution_row
+from graphrunner.guardrails import parse_policy
+from graphrunner.guardrails._eval import Tally
+from graphrunner.guardrails._guard import LifetimeGuard, Phase, execution_row
 
 AGGREGATE_RULES = [
     "sum(tokens_used) > 900",
@@ -58,7 +59,7 @@ def test_running_tallies_decide_exactly_as_evaluating_every_execution(
         for row in history:
             guard.fold(row, 0.0)
         rule = guard.policy.rules[0]
-        expected = rule.fires(EvalContext(current=current, executions=[*history, current]))
+        expected = rule.fires(current=current, executions=[*history, current])
         verdict = guard.check(Phase.AFTER, current, execution_id="x", elapsed_s=0.0)
         assert (verdict is not None) == expected, when
 
@@ -129,8 +130,6 @@ def test_before_scheduling_the_execution_counts_but_has_spent_nothing() -> None:
 
 
 def test_tenant_totals_before_scheduling_include_the_execution() -> None:
-    from graphrunner.guardrails import Tally
-
     guard = guard_for("count() >= 3", scope="tenant")
     assert list(guard.tenant_keys) == ["count()"]
     row = execution_row(node="a", kind="task", iteration=1, status="scheduled")
@@ -148,8 +147,6 @@ def test_tenant_totals_before_scheduling_include_the_execution() -> None:
 def test_a_value_with_one_more_execution_equals_adding_it(
     seen: list[float], value: float, counts: bool
 ) -> None:
-    from graphrunner.guardrails import Tally
-
     for func in ("sum", "count", "min", "max", "avg"):
         tally = Tally()
         for v in seen:
@@ -203,3 +200,32 @@ def test_tenant_deltas_are_numbers_the_ledger_can_store() -> None:
         (-1.7976931348623157e308, True),
         (1.7976931348623157e308, True),
     ]
+
+
+def test_observed_values_come_from_the_frame_the_rule_fired_on() -> None:
+    # Lifetime totals (with the execution being checked), bare fields, both sides of each
+    # comparison outside aggregates; an infinite value is reported as text (JSON has none).
+    guard = guard_for(
+        'sum(tokens_used) + 1 > tokens_out * 2 and node == "a" and cost_usd * 1e308 * 10 > 0'
+    )
+    guard.fold(
+        execution_row(
+            node="a", kind="task", iteration=1, status="succeeded", telemetry={"tokens_in": 7}
+        ),
+        0,
+    )
+    row = execution_row(
+        node="a",
+        kind="task",
+        iteration=2,
+        status="succeeded",
+        telemetry={"tokens_in": 3, "tokens_out": 2, "cost_usd": 1.0},
+    )
+    verdict = guard.check(Phase.AFTER, row, execution_id="e2", elapsed_s=0)
+    assert verdict is not None
+    assert verdict.observed == {
+        "sum(tokens_used) + 1": 13.0,
+        "tokens_out * 2": 4.0,
+        "node": "a",
+        "cost_usd * 1e+308 * 10": "inf",  # sub-expressions are named in canonical form
+    }

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -43,7 +42,7 @@ from graphrunner.guardrails import (
     PolicySource,
     parse_policy,
 )
-from graphrunner.guardrails._interceptor import GuardrailInterceptor
+from graphrunner.plugin import GraphrunnerPlugin
 from graphrunner.stores import LocalBlobStore, RecordStore
 from graphrunner.worker import build_worker
 from graphrunner.workflows import AgentLifetimeWorkflow
@@ -839,7 +838,7 @@ async def test_tenant_rules_need_a_state_db(env: WorkflowEnvironment, task_queue
     rule = "{name: t, when: count() > 1, scope: tenant, action: abort_lifetime}"
     client = GraphrunnerClient(env.client, settings=Settings(task_queue=task_queue))
     policies = PolicySource(global_policy=policy(rule))
-    async with build_worker(env.client, task_queue=task_queue, policies=policies):
+    async with build_worker(env.client, task_queue=task_queue, policies=policies, recorder=None):
         handle = await client.start(loop_graph("no-db", rounds=2))
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
@@ -861,7 +860,7 @@ async def test_a_graph_tenant_rule_is_counted_with_a_state_db_and_refused_withou
     await assert_replays(harness.temporal, handle)
 
     client = GraphrunnerClient(env.client, settings=Settings(task_queue=task_queue))
-    async with build_worker(env.client, task_queue=task_queue):  # no state DB
+    async with build_worker(env.client, task_queue=task_queue, recorder=None):  # no state DB
         refused = await client.start(graph)
         with pytest.raises(WorkflowFailureError) as failure:
             await refused.result()
@@ -912,7 +911,7 @@ async def test_a_lifetime_without_layers_starts_quietly_and_replays_where_layers
     assert await _markers(handle) == [], "no patch marker and no local activity"
     # The worker has gained a global policy since: the lifetime still replays (the marker
     # is absent, so the layers are not asked for).
-    gained = GuardrailInterceptor(PolicySource(global_policy=policy(ROOMY)), ledger=True)
+    gained = PolicySource(global_policy=policy(ROOMY))
     await _replayer(gained).replay_workflow(await handle.fetch_history())
 
 
@@ -926,7 +925,7 @@ async def test_a_lifetime_under_worker_layers_pins_them_and_replays_anywhere(
     assert await local_activity_summaries(handle) == ["guardrails · policy"]
     history = await handle.fetch_history()
     await _replayer().replay_workflow(history)  # a worker with no layers: taken from history
-    other = GuardrailInterceptor(PolicySource(tenant_policies={"acme": policy(ROOMY)}))
+    other = PolicySource(tenant_policies={"acme": policy(ROOMY)})
     await _replayer(other).replay_workflow(history)
 
 
@@ -1037,11 +1036,10 @@ CURRENT_HISTORIES = {
 }
 
 
-def _replayer(interceptor: GuardrailInterceptor | None = None) -> Replayer:
+def _replayer(policies: PolicySource | None = None) -> Replayer:
+    """A replayer whose worker has ``policies`` (they matter only to lifetimes it starts)."""
     return Replayer(
-        workflows=[AgentLifetimeWorkflow],
-        interceptors=[interceptor or GuardrailInterceptor()],
-        data_converter=pydantic_data_converter,
+        workflows=[AgentLifetimeWorkflow], plugins=[GraphrunnerPlugin(policies=policies)]
     )
 
 

@@ -291,28 +291,29 @@ async def test_a_worker_refuses_to_run_a_graph_that_was_never_validated(
     await assert_replays(env.client, handle)
 
 
-async def test_a_history_from_before_the_workers_check_still_replays(
-    env: WorkflowEnvironment, task_queue: str, monkeypatch: pytest.MonkeyPatch
+async def test_a_lifetime_of_another_input_format_waits_for_its_worker(
+    env: WorkflowEnvironment, client: GraphrunnerClient, worker: None, task_queue: str
 ) -> None:
-    """A lifetime that ran an (invalid) graph before workers validated graphs replays as it ran."""
-    import graphrunner.workflows._checks as checks
-    from graphrunner.worker import build_worker
-
+    """An input written by an older graphrunner stalls, visibly; it is never run differently."""
     graph = task_to_task()
-    other_queue = f"{task_queue}-old"
-    with monkeypatch.context() as patch:
-        patch.setattr(checks, "graph_problems", lambda graph, graph_hash: ())  # the old worker
-        async with build_worker(env.client, task_queue=other_queue):
-            handle = await env.client.start_workflow(
-                LIFETIME_WORKFLOW,
-                LifetimeInput(
-                    graph=graph, graph_hash=graph.content_hash(), input=1, tenant="t", format=2
-                ),
-                id=f"before-check-{uuid.uuid4().hex[:8]}",
-                task_queue=other_queue,
-            )
-            await handle.result()
-    await assert_replays(env.client, handle)  # with today's check in place
+    handle = await env.client.start_workflow(
+        LIFETIME_WORKFLOW,
+        LifetimeInput(graph=graph, graph_hash=graph.content_hash(), input=1, tenant="t", format=1),
+        id=f"old-format-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+    )
+    async with asyncio.timeout(30):
+        while not (info := await client.status(handle.id)).stalled:
+            await asyncio.sleep(0.1)
+    assert info.status == "running", "another format must not fail the lifetime"
+    assert "input format is 1" in info.stalled and "runs format 2 only" in info.stalled
+    scheduled = [
+        e
+        async for e in handle.fetch_history_events()
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled == [], "no node ran"
+    await handle.terminate("test over")
 
 
 async def test_a_graph_beyond_the_models_bounds_fails_the_lifetime_instead_of_hanging(
@@ -351,7 +352,9 @@ async def test_an_impl_outside_the_allowed_modules_is_never_imported(
         .build(check_imports=False)
     )
     other_queue = f"{task_queue}-allow"
-    async with build_worker(env.client, task_queue=other_queue, impl_modules=["tests"]):
+    async with build_worker(
+        env.client, task_queue=other_queue, impl_modules=["tests"], recorder=None
+    ):
         handle = await client.start(graph, None, task_queue=other_queue)
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()

@@ -21,21 +21,19 @@ from pydantic import ValidationError
 
 from graphrunner.errors import PolicyError
 from graphrunner.guardrails import (
-    MAX_LENGTH,
     Action,
-    EvalContext,
     ExprType,
     Policy,
     Rule,
     Scope,
-    evaluate,
     load_policy,
     merge_policies,
     parse_expression,
     parse_policy,
     policy_json_schema,
-    unparse,
 )
+from graphrunner.guardrails._ast import unparse
+from graphrunner.guardrails._expr import MAX_LENGTH
 from graphrunner.stores import ExecutionRecord, ExecutionStatus
 
 POLICIES = Path(__file__).resolve().parent / "fixtures" / "policies"
@@ -450,15 +448,14 @@ CURRENT = RUNS[2]
     ],
 )
 def test_representative_expressions_evaluate_as_documented(text: str, value: object) -> None:
-    context = EvalContext(current=CURRENT, executions=RUNS, elapsed_s=45.0)
-    result = parse_expression(text, expect=None).evaluate(context)
+    expression = parse_expression(text, expect=None)
+    result = expression.evaluate(current=CURRENT, executions=RUNS, elapsed_s=45.0)
     assert result == pytest.approx(value) if isinstance(value, float) else result == value
 
 
 def test_empty_context_reads_missing_fields_as_zero_and_empty() -> None:
-    context = EvalContext()
-    assert evaluate(parse_expression("tokens_used + max(cost_usd)", expect=None).tree, context) == 0
-    assert evaluate(parse_expression("node == '' and count() == 0").tree, context) is True
+    assert parse_expression("tokens_used + max(cost_usd)", expect=None).evaluate() == 0
+    assert parse_expression("node == '' and count() == 0").evaluate() is True
 
 
 def test_a_rule_fires_over_real_execution_records() -> None:
@@ -478,10 +475,10 @@ def test_a_rule_fires_over_real_execution_records() -> None:
     ]
     policy = load_policy(POLICIES / "valid-basic.yaml")
     cap = policy.rule("lifetime-token-cap")
-    assert cap.fires(EvalContext(current=records[1], executions=records))
-    assert not cap.fires(EvalContext(current=records[0], executions=records[:1]))
+    assert cap.fires(current=records[1], executions=records)
+    assert not cap.fires(current=records[0], executions=records[:1])
     failed = parse_expression("count(status == 'failed') == 1 and sum(cost_usd) == 0.2")
-    assert failed.evaluate(EvalContext(executions=records)) is True
+    assert failed.evaluate(executions=records) is True
 
 
 # -- printing and merging ---------------------------------------------------------------------

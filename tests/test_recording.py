@@ -231,14 +231,14 @@ async def test_fifty_megabyte_result_stays_out_of_history_and_the_row(setup: Set
 async def assert_replays_with(temporal: Client, handle: WorkflowHandle[Any, Any]) -> None:
     from temporalio.worker import Replayer
 
-    from graphrunner.guardrails._interceptor import GuardrailInterceptor
+    from graphrunner.plugin import GraphrunnerPlugin
     from graphrunner.workflows import AgentLifetimeWorkflow
 
     history = await handle.fetch_history()
     replayer = Replayer(
         workflows=[AgentLifetimeWorkflow],
-        interceptors=[GuardrailInterceptor()],
-        data_converter=temporal.data_converter,
+        plugins=[GraphrunnerPlugin()],
+        data_converter=temporal.data_converter,  # its blob store reads large payloads
     )
     await replayer.replay_workflow(history)
 
@@ -295,7 +295,7 @@ async def test_oversized_payload_without_blob_offload_fails_fast_naming_the_node
         .final("decide")
         .build()
     )
-    async with build_worker(temporal, task_queue=task_queue):
+    async with build_worker(temporal, task_queue=task_queue, recorder=None):
         client = GraphrunnerClient(temporal, settings=settings)
         handle = await client.start(graph, None)
         with pytest.raises(WorkflowFailureError) as info:

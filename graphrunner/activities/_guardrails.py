@@ -9,7 +9,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from graphrunner.activities._recording import Recorder
-from graphrunner.guardrails import Tally
+from graphrunner.guardrails._eval import Tally
 from graphrunner.guardrails._guard import LifetimeGuard, Phase, Verdict
 from graphrunner.guardrails._io import DecisionInput
 from graphrunner.guardrails._policy import Policy

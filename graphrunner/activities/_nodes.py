@@ -1,9 +1,9 @@
 """The two activities that run graph nodes: one for Tasks, one for Plans.
 
-Each imports the node's implementation class by its path, builds a `NodeContext`, calls the
-author's method, checks what came back and, when the worker has a `Recorder`, writes the
-execution record. Failures in user code propagate so Temporal retries them; problems no retry
-can fix are non-retryable `ApplicationError`s naming the node.
+Each imports the node's implementation (a class or an @task/@plan function) by its path,
+builds a `NodeContext`, calls the author's code, checks what came back and, when the worker
+has a `Recorder`, writes the execution record. Failures in user code propagate so Temporal
+retries them; problems no retry can fix are non-retryable `ApplicationError`s naming the node.
 """
 
 from __future__ import annotations
@@ -14,25 +14,34 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from pydantic_core import to_jsonable_python
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from graphrunner._sdk import NodeContext, Plan, Task
+from graphrunner._functions import NodeBody, node_body
+from graphrunner._resources import Resources
+from graphrunner._sdk import NodeContext
 from graphrunner._types import (
     RUN_PLAN,
     RUN_TASK,
+    ExecutionHeader,
+    NodeOutput,
     PlanCall,
     PlanResult,
     TaskCall,
     TaskResult,
     Telemetry,
+    execution_id,
 )
 from graphrunner._values import BadValue, check_value, clip
+from graphrunner.activities._graphs import pinned_graph
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
+from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
 from graphrunner.graph._validate import import_impl
 from graphrunner.stores._records import ExecutionStatus
 
@@ -44,8 +53,8 @@ R = TypeVar("R", TaskResult, PlanResult)
 
 
 @functools.lru_cache(maxsize=1024)
-def _load(impl: str, base: type, allowed: tuple[str, ...] | None = None) -> type:
-    """Import a node class; ``allowed`` limits the modules a graph may make the worker import.
+def _load(impl: str, kind: NodeKind, allowed: tuple[str, ...] | None = None) -> NodeBody:
+    """Import a node class or function; ``allowed`` limits the modules a graph may import.
 
     Importing runs the module's top-level code: a graph's ``impl`` is code the operator
     trusts, and the allow-list (``GRAPHRUNNER_IMPL_MODULES``) keeps graphs to known packages.
@@ -61,37 +70,69 @@ def _load(impl: str, base: type, allowed: tuple[str, ...] | None = None) -> type
             non_retryable=True,
         )
     try:
-        cls = import_impl(impl)
+        found = import_impl(impl)
     except Exception as exc:
         raise ApplicationError(
             f"cannot import '{impl}': {exc}",
             type=FailureType.IMPL_NOT_FOUND,
             non_retryable=True,
         ) from exc
-    if not issubclass(cls, base):
+    try:
+        return node_body(found, kind)
+    except TypeError as exc:
         raise ApplicationError(
-            f"'{impl}' is not a graphrunner.{base.__name__}",
-            type=FailureType.IMPL_NOT_FOUND,
-            non_retryable=True,
-        )
-    return cls
+            f"'{impl}' {exc}", type=FailureType.IMPL_NOT_FOUND, non_retryable=True
+        ) from None
 
 
-def _context(call: TaskCall | PlanCall, successors: list[str]) -> NodeContext:
+async def _resolve(call: TaskCall | PlanCall, kind: str) -> tuple[ExecutionHeader, AgentGraph]:
+    """The record header of ``call`` and its pinned graph (looked up by hash)."""
+    graph, graph_hash = await pinned_graph(call.graph)
     info = activity.info()
-    extra = {"lifetime_id": call.lifetime_id, "node": call.node.name, "iteration": call.iteration}
+    header = call.header(
+        lifetime_id=info.workflow_id or "",
+        run_id=info.workflow_run_id or "",
+        graph=graph,
+        graph_hash=graph_hash,
+        kind=kind,
+        scheduled_at=info.scheduled_time,
+    )
+    return header, graph
+
+
+def _identified(result: NodeOutput, header: ExecutionHeader) -> NodeOutput:
+    """``result`` with its execution id, which the workflow leaves out of the call."""
+    if result.execution_id or result.iteration < 1:  # iteration 0: the lifetime's input
+        return result
+    found = execution_id(header.lifetime_id, header.run_id, result.node, result.iteration)
+    return result.model_copy(update={"execution_id": found})
+
+
+def _spec(graph: AgentGraph, header: ExecutionHeader) -> NodeSpec:
+    try:
+        return graph.node(header.node)
+    except KeyError:
+        raise ApplicationError(
+            f"graph '{graph.name}' has no node '{header.node}'",
+            type=FailureType.GRAPH_MISMATCH,
+            non_retryable=True,
+        ) from None
+
+
+def _context(header: ExecutionHeader, spec: NodeSpec, successors: list[str]) -> NodeContext:
+    extra = {"lifetime_id": header.lifetime_id, "node": header.node, "iteration": header.iteration}
     return NodeContext(
-        lifetime_id=call.lifetime_id,
-        graph_name=call.graph_name,
-        graph_version=call.graph_version,
-        node=call.node.name,
-        iteration=call.iteration,
-        attempt=info.attempt,
-        tenant=call.tenant,
-        config=dict(call.node.config),
+        lifetime_id=header.lifetime_id,
+        graph_name=header.graph_name,
+        graph_version=header.graph_version,
+        node=header.node,
+        iteration=header.iteration,
+        attempt=activity.info().attempt,
+        tenant=header.tenant,
+        config=dict(spec.config),
         logger=logging.LoggerAdapter(_log, extra),
         successors=successors,
-        idempotency_key=f"{call.lifetime_id}/{call.execution_id}",
+        idempotency_key=f"{header.lifetime_id}/{header.execution_id}",
     )
 
 
@@ -130,8 +171,10 @@ def _check_carried(where: str, **values: Any) -> None:
             ) from None
 
 
-def _check_decision(call: PlanCall, decision: Any) -> PlanResult:
-    where = f"plan '{call.node.name}' (iteration {call.iteration})"
+def _check_decision(
+    header: ExecutionHeader, successors: list[str], can_finish: bool, decision: Any
+) -> PlanResult:
+    where = f"plan '{header.node}' (iteration {header.iteration})"
     if not isinstance(decision, PlanResult):
         raise ApplicationError(
             f"{where} returned {type(decision).__name__}, not a PlanResult",
@@ -139,15 +182,17 @@ def _check_decision(call: PlanCall, decision: Any) -> PlanResult:
             non_retryable=True,
         )
     _check_carried(where, data=decision.data, output=decision.output)
-    unknown = [name for name in decision.next_task_names if name not in call.successors]
+    decision.data = to_jsonable_python(decision.data)  # plain JSON (see WireModel)
+    decision.output = to_jsonable_python(decision.output)
+    unknown = [name for name in decision.next_task_names if name not in successors]
     if unknown:
         raise ApplicationError(
             f"{where} chose {', '.join(repr(n) for n in unknown)}, which is not among its "
-            f"declared successors ({', '.join(call.successors) or 'none'})",
+            f"declared successors ({', '.join(successors) or 'none'})",
             type=FailureType.UNDECLARED_SUCCESSOR,
             non_retryable=True,
         )
-    if not decision.next_task_names and not call.can_finish:
+    if not decision.next_task_names and not can_finish:
         raise ApplicationError(
             f"{where} chose no successor, which would finish the lifetime, but it has no "
             "FINAL edge",
@@ -165,11 +210,15 @@ class NodeActivities:
     ) -> None:
         self.recorder = recorder
         self.impl_modules = impl_modules
+        self.resources = Resources()
+
+    async def aclose(self) -> None:
+        """Close the resources (`graphrunner.resource`) nodes created on this worker."""
+        await self.resources.aclose()
 
     async def _execute(
         self,
-        call: TaskCall | PlanCall,
-        kind: str,
+        header: ExecutionHeader,
         body: Callable[[], Awaitable[R]],
         describe: Callable[[R], tuple[Any, Telemetry, list[str]]],
     ) -> R:
@@ -187,7 +236,7 @@ class NodeActivities:
                     latency_ms=(time.monotonic() - clock) * 1000,
                     error=f"{type(exc).__name__}: {exc}",
                 )
-                await self.recorder.write(call, kind, failed)
+                await self.recorder.write(header, failed)
             if isinstance(exc, Exception):
                 message = str(exc)
                 if len(message) > _ERROR_LIMIT:
@@ -215,38 +264,50 @@ class NodeActivities:
                 telemetry=telemetry,
                 next=nxt,
             )
-            await self.recorder.write(call, kind, done)
+            await self.recorder.write(header, done)
         return result
 
     @activity.defn(name=RUN_TASK)
     async def run_task(self, call: TaskCall) -> TaskResult:
         """Run one Task node execution."""
+        header, graph = await _resolve(call, "task")
+        spec = _spec(graph, header)
+        successor = graph.out_edges(spec.name)[0].target if graph.out_edges(spec.name) else None
 
         async def body() -> TaskResult:
-            cls = _load(call.node.impl, Task, self.impl_modules)
-            returned: Any = await cls().run(_context(call, []), call.data)
+            run = _load(spec.impl, NodeKind.TASK, self.impl_modules)
+            ctx = replace(_context(header, spec, []), resources=self.resources)
+            returned: Any = await run(ctx, call.data)
             result = returned if isinstance(returned, TaskResult) else TaskResult(output=returned)
             _check_carried(
-                f"task '{call.node.name}' (iteration {call.iteration})", output=result.output
+                f"task '{header.node}' (iteration {header.iteration})", output=result.output
             )
+            result.output = to_jsonable_python(result.output)  # plain JSON (see WireModel)
             return result
 
         def describe(result: TaskResult) -> tuple[Any, Telemetry, list[str]]:
-            return result.output, result.telemetry, [call.successor] if call.successor else []
+            return result.output, result.telemetry, [successor or "END"]
 
-        return await self._execute(call, "task", body, describe)
+        return await self._execute(header, body, describe)
 
     @activity.defn(name=RUN_PLAN)
     async def run_plan(self, call: PlanCall) -> PlanResult:
         """Run one Plan node execution and check its choice against the declared successors."""
+        header, graph = await _resolve(call, "plan")
+        spec = _spec(graph, header)
+        out = graph.out_edges(spec.name)
+        successors = [e.target for e in out if e.target is not None]
+        can_finish = any(e.type is EdgeType.FINAL for e in out)
 
         async def body() -> PlanResult:
-            cls = _load(call.node.impl, Plan, self.impl_modules)
-            decision = await cls().decide(_context(call, list(call.successors)), list(call.results))
-            return _check_decision(call, decision)
+            decide = _load(spec.impl, NodeKind.PLAN, self.impl_modules)
+            ctx = replace(_context(header, spec, list(successors)), resources=self.resources)
+            results = [_identified(r, header) for r in call.results]
+            decision = await decide(ctx, results)
+            return _check_decision(header, successors, can_finish, decision)
 
         def describe(result: PlanResult) -> tuple[Any, Telemetry, list[str]]:
             shown = result.model_dump(mode="json", exclude={"telemetry"})
             return shown, result.telemetry, result.next_task_names or ["END"]
 
-        return await self._execute(call, "plan", body, describe)
+        return await self._execute(header, body, describe)

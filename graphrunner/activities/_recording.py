@@ -10,7 +10,7 @@ from typing import Any
 import pydantic_core
 from temporalio import activity
 
-from graphrunner._types import PlanCall, TaskCall, Telemetry
+from graphrunner._types import ExecutionHeader, Telemetry
 from graphrunner.stores._blobs import BlobStore
 from graphrunner.stores._records import ExecutionRecord, ExecutionStatus, RecordStore
 
@@ -45,8 +45,11 @@ class Recorder:
         self.blobs = blobs
         self.inline_limit = inline_limit
 
-    async def write(self, call: TaskCall | PlanCall, kind: str, attempt: Attempt) -> bool:
-        """Record ``attempt`` of ``call``; False if a later attempt was already recorded."""
+    async def write(self, header: ExecutionHeader, attempt: Attempt) -> bool:
+        """Record ``attempt`` of the execution ``header`` names.
+
+        Returns False if a later attempt was already recorded.
+        """
         info = activity.info()
         telemetry = attempt.telemetry or Telemetry()
         result: dict[str, Any] = {"result_size": 0}
@@ -54,29 +57,17 @@ class Recorder:
             data = pydantic_core.to_json(attempt.output)
             result["result_size"] = len(data)
             if len(data) > self.inline_limit:
-                key = f"results/{call.lifetime_id}/{call.execution_id}.{info.attempt}.json"
+                key = f"results/{header.lifetime_id}/{header.execution_id}.{info.attempt}.json"
                 ref = await self.blobs.put(key, data)
                 result.update(result_uri=ref.uri, result_sha256=ref.sha256)
             else:
                 result["result_inline"] = data.decode()
         record = ExecutionRecord(
-            execution_id=call.execution_id or info.activity_id,
-            lifetime_id=call.lifetime_id,
-            run_id=info.workflow_run_id or "",
-            graph_name=call.graph_name,
-            graph_version=call.graph_version,
-            graph_hash=call.graph_hash,
-            tenant=call.tenant,
-            node=call.node.name,
-            kind=kind,
-            iteration=call.iteration,
-            seq=call.seq,
+            **header.model_dump(exclude={"scheduled_at"}),
             attempt=info.attempt,
-            parent_ids=call.parent_ids,
-            edge=call.edge,
             next=attempt.next or [],
             status=attempt.status,
-            created_at=call.scheduled_at or attempt.started_at,
+            created_at=header.scheduled_at or attempt.started_at,
             started_at=attempt.started_at,
             finished_at=attempt.finished_at,
             tokens_in=telemetry.tokens_in,

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
+from typer.core import TyperCommand
 
 from graphrunner._settings import Settings
 from graphrunner._types import LifetimeResult, StepRecord
@@ -46,15 +47,19 @@ from graphrunner.stores import (
     open_records,
     stream_result,
 )
+from graphrunner.stores._attempts import AttemptRecord, lifetime_attempts
 from graphrunner.worker import build_worker
 
 __all__ = ["app", "main"]
 
+# Plain (click) help, not Rich's: Rich help shows every flag with a type, "--wait <bool>", as
+# if it took a value.
 app = typer.Typer(
     help="Run AgentGraphs as durable Temporal workflows.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 # Piped output (files, tests, CI logs) is not cut to 80 columns: tables keep their cells whole.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -62,7 +67,7 @@ err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however l
 T = TypeVar("T")
 
 AppDir = Annotated[
-    Path, typer.Option("--app-dir", help="Directory added to sys.path to import node classes.")
+    Path, typer.Option("--app-dir", help="Directory added to sys.path to import node code.")
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -156,11 +161,11 @@ def _steps_table(steps: list[StepRecord], title: str) -> Table:
         ["#", "node", "kind", "iteration", "status", "duration", "next"],
         right=("#", "iteration", "duration"),
     )
-    for i, step in enumerate(steps, 1):
+    for step in steps:
         ms = step.duration_ms
         _row(
             table,
-            str(i),
+            str(step.seq),  # the execution's own number, as `history` shows it
             step.node,
             step.kind.value,
             str(step.iteration),
@@ -203,6 +208,27 @@ def _history_table(records: list[ExecutionRecord], title: str) -> Table:
             f"{rec.cost_usd:.4f}",
             f"{rec.latency_ms:.0f} ms",
             result,
+        )
+    return table
+
+
+def _attempts_table(rows: list[AttemptRecord], title: str) -> Table:
+    table = _table(
+        title,
+        ["#", "node", "iter", "attempt", "status", "started", "latency", "error"],
+        right=("#", "iter", "attempt", "latency"),
+    )
+    for a in rows:
+        _row(
+            table,
+            str(a.seq),
+            a.node,
+            str(a.iteration),
+            str(a.attempt),
+            a.status.value,
+            a.started_at.isoformat(timespec="seconds"),
+            f"{a.latency_ms:.0f} ms",
+            a.error or "-",  # whole: seeing why an attempt failed is the point
         )
     return table
 
@@ -530,9 +556,27 @@ def worker(app_dir: AppDir = Path(".")) -> None:
     _run(go())
 
 
-@app.command()
+class _DevCommand(TyperCommand):
+    """``graphrunner dev``, whose help names the ports the settings give, not the defaults."""
+
+    # Any: typer passes its vendored click's Context and HelpFormatter, which it does not export.
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        try:
+            settings = Settings.from_env()
+        except GraphrunnerError:  # the command itself reports bad settings
+            settings = Settings()
+        self.help = (
+            "Start the embedded Temporal dev server (gRPC on localhost:"
+            f"{settings.dev_port}, Web UI on {settings.web_ui()}) and a worker, in the "
+            "foreground; Ctrl-C stops both. Ports: GRAPHRUNNER_DEV_PORT, "
+            "GRAPHRUNNER_DEV_UI_PORT."
+        )
+        super().format_help(ctx, formatter)
+
+
+@app.command(cls=_DevCommand)
 def dev(app_dir: AppDir = Path(".")) -> None:
-    """Start the embedded Temporal dev server (UI on :8233) and a worker; Ctrl-C stops both."""
+    """Start the embedded Temporal dev server and a worker; Ctrl-C stops both."""
     add_app_dir(app_dir)
     settings = _settings()
 
@@ -609,6 +653,10 @@ def demo(
 @app.command()
 def history(
     lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
+    attempts: Annotated[
+        bool,
+        typer.Option("--attempts", help="Also every finished attempt, failed ones with the error."),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Every recorded execution of a lifetime: telemetry and where its result is."""
@@ -618,20 +666,21 @@ def history(
         store = open_records(settings)
         records = await store.executions(lifetime_id)
         decisions = await store.decisions(lifetime_id)
+        tried = await lifetime_attempts(store, lifetime_id) if attempts else []
         if as_json:
-            print(
-                json.dumps(
-                    {
-                        "executions": [r.model_dump(mode="json") for r in records],
-                        "decisions": [d.model_dump(mode="json") for d in decisions],
-                    },
-                    indent=2,
-                )
-            )
+            payload = {
+                "executions": [r.model_dump(mode="json") for r in records],
+                "decisions": [d.model_dump(mode="json") for d in decisions],
+            }
+            if attempts:
+                payload["attempts"] = [a.model_dump(mode="json") for a in tried]
+            print(json.dumps(payload, indent=2))
             return
         if not records and not decisions:
             _fail(f"no records for lifetime {lifetime_id} in {settings.state_db_url()}")
         out.print(_history_table(records, f"executions of {lifetime_id}"))
+        if attempts:
+            out.print(_attempts_table(tried, f"attempts of {lifetime_id}"))
         if decisions:
             out.print(_decisions_table(decisions, f"guardrail decisions of {lifetime_id}"))
 
@@ -752,7 +801,7 @@ def result(
     _run(go())
 
 
-db_app = typer.Typer(help="State DB schema.", no_args_is_help=True)
+db_app = typer.Typer(help="State DB schema.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 
 

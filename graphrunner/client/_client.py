@@ -6,13 +6,15 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -60,11 +62,11 @@ from graphrunner.stores import (
     ExecutionRecord,
     LifetimeSummary,
     RecordStore,
-    data_converter,
     open_blobs,
     open_records,
     stream_result,
 )
+from graphrunner.stores._attempts import AttemptRecord, lifetime_attempts
 from graphrunner.workflows import LIFETIME_WORKFLOW
 from graphrunner.workflows._checks import graph_issues
 
@@ -95,25 +97,34 @@ class LostContact(GraphrunnerError):
 
 
 async def connect_temporal(
-    settings: Settings, *, target_host: str | None = None, blobs: BlobStore | None = None
+    settings: Settings,
+    *,
+    target_host: str | None = None,
+    namespace: str | None = None,
+    blobs: BlobStore | None = None,
 ) -> Client:
     """Connect to Temporal the way the ``temporal`` CLI does (env vars, then temporal.toml).
 
-    The client's data converter keeps payloads over the threshold in the blob store (``blobs``,
-    default: the one settings name), so workers and clients must share that store.
+    The client carries a `GraphrunnerPlugin`: its data converter keeps payloads over the
+    threshold in the blob store (``blobs``, default: the one settings name), so workers and
+    clients must share that store.
 
     Raises:
         ServerUnreachable: Nothing answered at the address, with the address in the message.
     """
+    from graphrunner.plugin import GraphrunnerPlugin  # the plugin imports the activities
+
     config = ClientConfig.load_client_connect_config()
     if target_host:
         config["target_host"] = target_host
+    if namespace:
+        config["namespace"] = namespace
     config.setdefault("target_host", f"localhost:{settings.dev_port}")
+    plugin = GraphrunnerPlugin(
+        blobs=blobs or open_blobs(settings), payload_threshold=settings.payload_threshold_bytes
+    )
     try:
-        return await Client.connect(
-            **config,
-            data_converter=data_converter(settings, blobs or open_blobs(settings)),
-        )
+        return await Client.connect(**config, plugins=[plugin])
     except RuntimeError as exc:
         raise ServerUnreachable(
             f"cannot reach Temporal at {config['target_host']} "
@@ -204,6 +215,37 @@ def _status_name(status: str) -> str:
     return "".join(part.capitalize() for part in status.lower().split("_"))
 
 
+class LifetimeHandle(WorkflowHandle[Any, LifetimeResult]):
+    """A lifetime's Temporal handle whose `result` also reads the lifetime's path.
+
+    The workflow's own result leaves the path out (history has it); this handle reads it
+    back from history, so ``(await handle.result()).steps`` is the path the lifetime took.
+    """
+
+    async def result(
+        self,
+        *,
+        follow_runs: bool = True,
+        rpc_metadata: Mapping[str, str | bytes] = {},
+        rpc_timeout: timedelta | None = None,
+    ) -> LifetimeResult:
+        """Wait for the lifetime's result and read its path from history."""
+        result: LifetimeResult = await super().result(
+            follow_runs=follow_runs, rpc_metadata=rpc_metadata, rpc_timeout=rpc_timeout
+        )
+        return await _with_path(self, result)
+
+
+async def _with_path(handle: WorkflowHandle[Any, Any], result: LifetimeResult) -> LifetimeResult:
+    # The history's path, merged with the rejected steps the result names (see
+    # steps_from_history).
+    latest = handle._client.get_workflow_handle(handle.id)  # the run that finished
+    history = await latest.fetch_history()
+    run_id = (await latest.describe()).run_id
+    steps = await steps_from_history(history, handle._client.data_converter, run_id=run_id)
+    return result.model_copy(update={"steps": steps or result.steps})
+
+
 class GraphrunnerClient:
     """Start and inspect AgentLifetimes.
 
@@ -225,6 +267,7 @@ class GraphrunnerClient:
         self.settings = settings or Settings.from_env()
         self._records = records
         self._blobs = blobs
+        self._attrs_missing = False  # the server refused graphrunner's search attributes
 
     @property
     def records(self) -> RecordStore:
@@ -241,11 +284,30 @@ class GraphrunnerClient:
         return self._blobs
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None) -> GraphrunnerClient:
-        """Connect using ``TEMPORAL_*`` settings; raises `ServerUnreachable` if none answers."""
+    async def connect(
+        cls,
+        settings: Settings | None = None,
+        *,
+        address: str | None = None,
+        namespace: str | None = None,
+    ) -> GraphrunnerClient:
+        """Connect to Temporal; raises `ServerUnreachable` if nothing answers.
+
+        Args:
+            settings: graphrunner's settings (default: from ``GRAPHRUNNER_*`` variables).
+            address: ``host:port`` of the Temporal frontend (default: ``TEMPORAL_ADDRESS``,
+                then temporal.toml, then the embedded dev server's port).
+            namespace: Temporal namespace (default: ``TEMPORAL_NAMESPACE``, else
+                ``default``).
+
+        A worker built from this client (``build_worker(client)``) uses the same settings,
+        state DB and blob store.
+        """
         settings = settings or Settings.from_env()
         blobs = open_blobs(settings)
-        temporal = await connect_temporal(settings, blobs=blobs)
+        temporal = await connect_temporal(
+            settings, target_host=address, namespace=namespace, blobs=blobs
+        )
         return cls(temporal, settings=settings, blobs=blobs)
 
     async def start(
@@ -257,7 +319,7 @@ class GraphrunnerClient:
         tenant: str = "default",
         task_queue: str | None = None,
         search_attributes: bool = True,
-    ) -> WorkflowHandle[Any, LifetimeResult]:
+    ) -> LifetimeHandle:
         """Start a lifetime of ``graph`` (a model, or a YAML path) and return its handle.
 
         The graph's full definition and hash travel in the workflow input, so later edits to
@@ -308,8 +370,8 @@ class GraphrunnerClient:
             graph=graph, graph_hash=graph_hash, input=input, tenant=tenant, format=INPUT_FORMAT
         )
 
-        async def start(attrs: TypedSearchAttributes | None) -> WorkflowHandle[Any, LifetimeResult]:
-            return await self.temporal.start_workflow(
+        async def start(attrs: TypedSearchAttributes | None) -> LifetimeHandle:
+            started = await self.temporal.start_workflow(
                 LIFETIME_WORKFLOW,
                 arg,
                 id=lifetime_id,
@@ -320,15 +382,51 @@ class GraphrunnerClient:
                 search_attributes=attrs,
                 memo={"graph": graph.name, "version": graph.version, "tenant": tenant},
             )
+            return LifetimeHandle(
+                self.temporal,
+                started.id,
+                run_id=started.run_id,
+                result_run_id=started.result_run_id,
+                first_execution_run_id=started.first_execution_run_id,
+                result_type=LifetimeResult,
+            )
 
+        if self._attrs_missing:
+            attrs = None
         try:
             return await start(attrs)
         except RPCError as exc:
             if attrs is None or "search attribute" not in str(exc).lower():
                 raise
-            # A server without graphrunner's search attributes still runs lifetimes.
-            _log.warning("search attributes not registered on the server; starting without")
-            return await start(None)
+        # A server without graphrunner's search attributes: register them (a dev server
+        # lets any client), else run lifetimes without them from now on, saying so once.
+        if await self.register_search_attributes():
+            return await start(attrs)
+        self._attrs_missing = True
+        _log.warning(
+            "the server has no GraphrunnerGraph/GraphrunnerTenant search attributes and "
+            "refused to register them; lifetimes start without (list --graph/--tenant "
+            "cannot filter them)"
+        )
+        return await start(None)
+
+    async def register_search_attributes(self) -> bool:
+        """Register graphrunner's search attributes on the namespace; False if refused."""
+        request = AddSearchAttributesRequest(
+            namespace=self.temporal.namespace,
+            search_attributes={
+                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                for key in (GRAPH_KEY, TENANT_KEY)
+            },
+        )
+        try:
+            await self.temporal.operator_service.add_search_attributes(request)
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.ALREADY_EXISTS:
+                return True
+            _log.debug("cannot register search attributes: %s", exc)
+            return False
+        return True
 
     async def result(self, lifetime_id: str, *, reconnect_s: float | None = None) -> LifetimeResult:
         """Wait for the lifetime to finish and return its result (raises if it failed).
@@ -349,7 +447,7 @@ class GraphrunnerClient:
         while True:
             try:
                 result: LifetimeResult = await handle.result()
-                return result
+                return await _with_path(handle, result)
             except RPCError as exc:
                 if exc.status not in _TRANSIENT:
                     raise
@@ -385,7 +483,7 @@ class GraphrunnerClient:
         handle = self.temporal.get_workflow_handle(lifetime_id)
         desc: WorkflowExecutionDescription = await handle.describe()
         history = await handle.fetch_history()
-        steps = steps_from_history(history)
+        steps = await steps_from_history(history, self.temporal.data_converter, run_id=desc.run_id)
         status = desc.status or WorkflowExecutionStatus.RUNNING
         memo = await desc.memo()
         paused: list[PauseInfo] = []
@@ -489,6 +587,14 @@ class GraphrunnerClient:
     async def history(self, lifetime_id: str) -> list[ExecutionRecord]:
         """Every recorded execution of a lifetime, in the order the workflow scheduled them."""
         return await self.records.executions(lifetime_id)
+
+    async def attempts(self, lifetime_id: str) -> list[AttemptRecord]:
+        """Every finished attempt of a lifetime's executions, failed ones with their error.
+
+        Temporal keeps only an activity's last failure; the state DB keeps each attempt, in
+        the order the workflow scheduled the executions (``seq``), then by attempt.
+        """
+        return await lifetime_attempts(self.records, lifetime_id)
 
     async def list_lifetimes(
         self,

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
+from temporalio.converter import DataConverter
 
-from graphrunner._types import RUN_PLAN, StepRecord, StepStatus, parse_step_summary
-from graphrunner.graph._model import NodeKind
+from graphrunner._types import (
+    RUN_PLAN,
+    StepRecord,
+    StepStatus,
+    execution_id,
+    parse_step_summary,
+)
+from graphrunner.graph._model import AgentGraph, NodeKind
 
 __all__ = ["failure_from_history", "stall_from_history", "steps_from_history"]
 
@@ -24,49 +35,142 @@ def _time(event: HistoryEvent) -> datetime:
     return event.event_time.ToDatetime(tzinfo=UTC)
 
 
-def steps_from_history(history: WorkflowHistory) -> list[StepRecord]:
-    """Every node execution in ``history``, in scheduling order.
+async def steps_from_history(
+    history: WorkflowHistory, converter: DataConverter, *, run_id: str
+) -> list[StepRecord]:
+    """Every node execution in ``history``, in scheduling order, with its record headers.
 
-    Regular activities give scheduled and closing times; local activities (plans with
-    ``local: true``) appear once recorded, so they show as completed with no duration.
+    An execution's ``execution_id`` is derived as the workflow derives it (lifetime, run,
+    node, iteration); a regular activity's ``seq`` is read from its input (the call the
+    workflow decided), and ``next`` from the pinned graph (a task) or its result (a plan),
+    so each step carries the numbers its execution record has. Local activities (plans with
+    ``local: true``) keep no input in history: their ``seq`` is one past the highest seen
+    before them (the workflow's own, unless executions were begun concurrently or a
+    guardrail refused one before it ran just before).
     """
     steps: list[StepRecord] = []
-    by_event: dict[int, StepRecord] = {}
+    by_event: dict[int, tuple[StepRecord, dict[str, Any]]] = {}
+    successors: dict[str, str] = {}  # task -> where its one out-edge leads
     for event in history.events:
-        if event.HasField("activity_task_scheduled_event_attributes"):
+        if event.HasField("workflow_execution_started_event_attributes"):
+            started = event.workflow_execution_started_event_attributes
+            successors = _task_successors(await _decoded(converter, started.input.payloads))
+        elif event.HasField("workflow_execution_completed_event_attributes"):
+            completed = event.workflow_execution_completed_event_attributes
+            result = await _decoded(converter, completed.result.payloads)
+            steps = _merged(steps, result.get("steps") or [])
+        elif event.HasField("activity_task_scheduled_event_attributes"):
             named = _summary(event)
             if named is None:
                 continue
             attrs = event.activity_task_scheduled_event_attributes
+            call = await _decoded(converter, attrs.input.payloads)
             step = StepRecord(
                 node=named[0],
                 kind=NodeKind.PLAN if attrs.activity_type.name == RUN_PLAN else NodeKind.TASK,
                 iteration=named[1],
                 status=StepStatus.RUNNING,
                 started_at=_time(event),
+                execution_id=execution_id(history.workflow_id, run_id, *named),
+                seq=int(call.get("seq", 0)),
             )
-            by_event[event.event_id] = step
+            by_event[event.event_id] = step, call
             steps.append(step)
         elif event.HasField("marker_recorded_event_attributes"):
             named = _summary(event)
             if named is not None:
-                at = _time(event)
+                marker = event.marker_recorded_event_attributes
+                failed = marker.HasField("failure")
+                decided = marker.details["result"].payloads if "result" in marker.details else []
                 steps.append(
                     StepRecord(
                         node=named[0],
                         kind=NodeKind.PLAN,
                         iteration=named[1],
-                        status=StepStatus.COMPLETED,
-                        started_at=at,
+                        status=StepStatus.FAILED if failed else StepStatus.COMPLETED,
+                        started_at=_time(event),
+                        execution_id=execution_id(history.workflow_id, run_id, *named),
+                        seq=max((s.seq for s in steps), default=-1) + 1,
+                        next=[] if failed else _plan_next(await _decoded(converter, decided)),
                     )
                 )
         else:
             closing = _closing(event)
             if closing is not None and closing[0] in by_event:
-                step = by_event[closing[0]]
+                step, call = by_event[closing[0]]
                 step.status = closing[1]
                 step.finished_at = _time(event)
+                if step.status is StepStatus.COMPLETED:
+                    step.next = await _next(converter, step, successors, event)
     return steps
+
+
+def _merged(steps: list[StepRecord], told: list[Any]) -> list[StepRecord]:
+    """``steps`` with what only the workflow knew: the steps a guardrail rejected.
+
+    A lifetime's result names them (history shows a rejected execution as a completed
+    activity, or, rejected before it ran, not at all); older results list every step.
+    """
+    by_key = {(s.node, s.iteration): s for s in steps}
+    for raw in told:
+        try:
+            step = StepRecord.model_validate(raw)
+        except ValueError:
+            continue
+        known = by_key.get((step.node, step.iteration))
+        if known is None:
+            steps.append(step)
+            by_key[step.node, step.iteration] = step
+        else:
+            known.status = step.status
+            known.next = step.next
+    return sorted(steps, key=lambda s: s.seq)
+
+
+async def _decoded(converter: DataConverter, payloads: Sequence[Payload]) -> dict[str, Any]:
+    """The first payload as a JSON object ({} if it is none).
+
+    Plain JSON is parsed directly; anything else (a payload kept in the blob store) goes
+    through the data converter.
+    """
+    if not payloads:
+        return {}
+    first = payloads[0]
+    try:
+        if first.metadata.get("encoding") == b"json/plain":
+            value = json.loads(first.data)
+        else:
+            value = (await converter.decode([first]))[0]
+    except Exception:  # a step without its headers beats no status at all
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _task_successors(inp: dict[str, Any]) -> dict[str, str]:
+    """Where each task of the lifetime's pinned graph leads (its one out-edge)."""
+    try:
+        graph = AgentGraph.model_validate(inp.get("graph"))
+    except ValueError:  # not a graphrunner input: steps without ``next`` beat no status
+        return {}
+    return {
+        node.name: graph.out_edges(node.name)[0].target or "END"
+        for node in graph.nodes
+        if node.kind is NodeKind.TASK and graph.out_edges(node.name)
+    }
+
+
+async def _next(
+    converter: DataConverter, step: StepRecord, successors: dict[str, str], event: HistoryEvent
+) -> list[str]:
+    """Where a completed step led, as the workflow decided it."""
+    if step.kind is NodeKind.TASK:
+        return [successors[step.node]] if step.node in successors else []
+    result = event.activity_task_completed_event_attributes.result.payloads
+    return _plan_next(await _decoded(converter, result))
+
+
+def _plan_next(decision: dict[str, Any]) -> list[str]:
+    return [str(name) for name in decision.get("next_task_names") or []] or ["END"]
 
 
 def _closing(event: HistoryEvent) -> tuple[int, StepStatus] | None:

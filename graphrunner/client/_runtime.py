@@ -12,13 +12,11 @@ from pathlib import Path
 from temporalio.client import Client
 
 from graphrunner._settings import Settings
-from graphrunner.activities import Recorder
 from graphrunner.client._client import connect_temporal
 from graphrunner.client._devserver import DevServer, port_open
 from graphrunner.errors import ServerUnreachable
 from graphrunner.guardrails._sources import PolicySource
-from graphrunner.stores import open_blobs, open_records
-from graphrunner.worker import build_worker
+from graphrunner.worker import build_worker, load_policies, open_recorder
 
 __all__ = ["add_app_dir", "embedded_server", "load_policies", "open_recorder", "serve_worker"]
 
@@ -30,20 +28,6 @@ def add_app_dir(app_dir: Path) -> None:
         sys.path.insert(0, path)
 
 
-def open_recorder(settings: Settings) -> Recorder | None:
-    """The recorder a worker writes execution records with, or None if recording is off."""
-    if not settings.record:
-        return None
-    return Recorder(
-        open_records(settings), open_blobs(settings), inline_limit=settings.inline_limit_bytes
-    )
-
-
-def load_policies(settings: Settings) -> PolicySource:
-    """The worker's global and tenant guardrail policies (PolicyError if one is invalid)."""
-    return PolicySource.load(settings.policy, settings.tenant_policies)
-
-
 async def serve_worker(
     client: Client, settings: Settings, *, ready: str = "", policies: PolicySource | None = None
 ) -> None:
@@ -52,16 +36,8 @@ async def serve_worker(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if policies is None:
-        policies = load_policies(settings)
     recorder = open_recorder(settings)
-    worker = build_worker(
-        client,
-        task_queue=settings.task_queue,
-        recorder=recorder,
-        policies=policies,
-        impl_modules=settings.impl_prefixes(),
-    )
+    worker = build_worker(client, settings=settings, recorder=recorder, policies=policies)
     try:
         async with worker:
             if ready:

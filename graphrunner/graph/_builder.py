@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import ValidationError
 
+from graphrunner._yaml import Composed
 from graphrunner.errors import GraphError, GraphIssue
 from graphrunner.graph._loader import _best_effort, _pydantic_issues, _resolve_guardrails
 from graphrunner.graph._model import AgentGraph, EdgeType, GraphDefaults, NodeKind
 from graphrunner.graph._validate import validate_graph
 from graphrunner.guardrails._policy import Policy
-from graphrunner.guardrails._yaml import Composed
+
+if TYPE_CHECKING:
+    from graphrunner._functions import NodeFunction
 
 __all__ = ["GraphBuilder"]
 
 
-def _impl_path(impl: type | str) -> str:
+def _impl_path(impl: type | NodeFunction[..., Any] | str) -> str:
+    """The ``module:Name`` path a worker imports ``impl`` by (validation checks it)."""
     if isinstance(impl, str):
         return impl
     return f"{impl.__module__}:{impl.__qualname__}"
@@ -54,15 +58,21 @@ class GraphBuilder:
         self._edges: list[dict[str, Any]] = []
         self._guardrails: Policy | str | Path | None = None
 
-    def task(self, name: str, impl: type | str, **options: Any) -> Self:
-        """Add a Task node; ``options`` are NodeSpec fields (timeout_s, retry, config ...)."""
+    def task(self, name: str, impl: type | NodeFunction[..., Any] | str, **options: Any) -> Self:
+        """Add a Task node: a `Task` subclass, an ``@task`` function, or its import path.
+
+        ``options`` are NodeSpec fields (timeout_s, retry, config ...).
+        """
         self._nodes.append(
             {"name": name, "kind": NodeKind.TASK, "impl": _impl_path(impl), **options}
         )
         return self
 
-    def plan(self, name: str, impl: type | str, **options: Any) -> Self:
-        """Add a Plan node; ``local=True`` runs it as a local activity."""
+    def plan(self, name: str, impl: type | NodeFunction[..., Any] | str, **options: Any) -> Self:
+        """Add a Plan node (a `Plan` subclass, an ``@plan`` function, or its import path).
+
+        ``local=True`` runs it as a local activity.
+        """
         self._nodes.append(
             {"name": name, "kind": NodeKind.PLAN, "impl": _impl_path(impl), **options}
         )

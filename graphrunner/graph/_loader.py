@@ -1,7 +1,7 @@
 """Load an AgentGraph from YAML, keeping positions so every error points at its place.
 
 Every problem in a file is reported at once. The YAML is read by the loader the policies use
-(`graphrunner.guardrails._yaml`: bounded in size, depth and alias expansion, positions for
+(`graphrunner._yaml`: bounded in size, depth and alias expansion, positions for
 everything); schema errors are reported with line and column, and a "did you mean" for a
 misspelt key; then the graph-wide rules run on a best-effort graph in which each value that
 failed validation is dropped or replaced by a stand-in, and the rules that would judge a
@@ -20,11 +20,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from graphrunner.errors import GraphError, GraphIssue, PolicyError
-from graphrunner.graph._model import AgentGraph, GraphDefaults, NodeSpec
-from graphrunner.graph._validate import BOUNDS, Unknowns, validate_graph
-from graphrunner.guardrails._policy import Policy, load_policy
-from graphrunner.guardrails._yaml import (
+from graphrunner._yaml import (
     Composed,
     Limits,
     Loc,
@@ -35,6 +31,10 @@ from graphrunner.guardrails._yaml import (
     read_text,
     unknown_key,
 )
+from graphrunner.errors import GraphError, GraphIssue, PolicyError
+from graphrunner.graph._model import AgentGraph, GraphDefaults, NodeSpec
+from graphrunner.graph._validate import BOUNDS, Unknowns, validate_graph
+from graphrunner.guardrails._policy import Policy, load_policy
 
 __all__ = ["GRAPH_LIMITS", "load_graph", "parse_graph"]
 

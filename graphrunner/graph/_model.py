@@ -177,11 +177,14 @@ class GraphDefaults(_Strict):
 
 
 class NodeSpec(_Strict):
-    """A Task or Plan node; ``impl`` is the import path ``package.module:ClassName``."""
+    """A Task or Plan node; ``impl`` is the import path ``package.module:Name`` of its code."""
 
     name: str
     kind: NodeKind
-    impl: str = Field(description="Implementation class as 'package.module:ClassName'.")
+    impl: str = Field(
+        description="Implementation as 'package.module:Name': a Task or Plan subclass, or an "
+        "@task or @plan function."
+    )
     description: str = ""
     timeout_s: Seconds | None = None
     heartbeat_timeout_s: Seconds | None = None

@@ -123,23 +123,27 @@ class Unknowns:
     start: bool = False
 
 
-def import_impl(path: str) -> type:
-    """Import ``package.module:ClassName`` and return the class.
+def import_impl(path: str) -> object:
+    """Import ``package.module:Name`` and return what it names (a node class or function).
 
     Raises:
-        ImportError: The module or attribute cannot be found, or the path is malformed.
+        ImportError: The path is malformed, names the starting script (``__main__``, which
+            no other process can import), or the module or attribute cannot be found.
     """
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise ImportError(f"'{path}' is not of the form 'package.module:ClassName'")
+        raise ImportError(f"'{path}' is not of the form 'package.module:Name'")
+    if module_name == "__main__":
+        raise ImportError(
+            f"'{attr}' is defined in the script being run (__main__), which a worker, another "
+            "process, cannot import; move it into a module and name it as 'module:" + attr + "'"
+        )
     module = importlib.import_module(module_name)
     target: object = module
     for part in attr.split("."):
         if not hasattr(target, part):
             raise ImportError(f"module '{module_name}' has no attribute '{attr}'")
         target = getattr(target, part)
-    if not isinstance(target, type):
-        raise ImportError(f"'{path}' is not a class")
     return target
 
 
@@ -430,24 +434,21 @@ def _check_timing(graph: AgentGraph, node: NodeSpec, i: int, out: _Collector) ->
 
 
 def _check_impl(node: NodeSpec, i: int, out: _Collector, *, check_kind: bool) -> None:
-    # Imported here: the SDK imports temporalio.activity, which the model module must not.
-    from graphrunner._sdk import Plan, Task
+    # Imported here: the function nodes import temporalio, which the model module must not.
+    from graphrunner._functions import node_body
 
     where = f"node '{node.name}'"
+    shown = _shorten(node.impl)
     try:
-        cls = import_impl(node.impl)
+        found = import_impl(node.impl)
     except Exception as exc:  # any import-time failure of user code is the user's to see
-        shown = _shorten(node.impl)
         out.add("impl-import", f"cannot import '{shown}': {exc}", loc=("nodes", i), where=where)
         return
-    want: type = Task if node.kind is NodeKind.TASK else Plan
-    if check_kind and not issubclass(cls, want):
-        out.add(
-            "impl-kind",
-            f"'{node.impl}' must subclass graphrunner.{want.__name__} for a {node.kind.value} node",
-            loc=("nodes", i),
-            where=where,
-        )
+    if check_kind:
+        try:
+            node_body(found, node.kind)
+        except TypeError as exc:
+            out.add("impl-kind", f"'{shown}' {exc}", loc=("nodes", i), where=where)
 
 
 # An edge as the graph-wide searches follow it: its index and the edge, normalised (an edge

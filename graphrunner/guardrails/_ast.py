@@ -1,13 +1,15 @@
-"""The guardrail expression tree: immutable nodes, their types, and printing them back.
+"""The guardrail expression tree: immutable nodes, their types, walking and printing them.
 
 A tree comes from `parse_expression`, which has already checked every type, so code that
-walks it (the evaluator, `unparse`) never meets a string where it needs a number. The
-parser folds nothing: ``-5`` is ``Unary("-", Number(5))``, and a `Number` it produces is
-never negative.
+walks it (the compiler in `graphrunner.guardrails._eval`, `unparse`) never meets a string
+where it needs a number. The parser folds nothing: ``-5`` is ``Unary("-", Number(5))``, and a
+`Number` it produces is never negative. The tree is private to the guardrails package (and
+the graph validator): policies and operators deal in expression text and `Expression`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -26,6 +28,7 @@ __all__ = [
     "Unary",
     "type_of",
     "unparse",
+    "walk",
 ]
 
 
@@ -159,6 +162,27 @@ def type_of(node: Expr) -> ExprType:
             return ExprType.BOOLEAN if op == "not" else ExprType.NUMBER
         case Binary(op):
             return ExprType.NUMBER if op in ARITHMETIC else ExprType.BOOLEAN
+
+
+def walk(node: Expr, *, into_aggregates: bool = True) -> Iterator[Expr]:
+    """Every node of a tree, parents before children.
+
+    Args:
+        node: The root.
+        into_aggregates: Also visit an aggregate's argument and filter (False: stop at it).
+    """
+    yield node
+    match node:
+        case Unary(_, operand):
+            yield from walk(operand, into_aggregates=into_aggregates)
+        case Binary(_, left, right):
+            yield from walk(left, into_aggregates=into_aggregates)
+            yield from walk(right, into_aggregates=into_aggregates)
+        case Aggregate(_, arg, where) if into_aggregates:
+            if arg is not None:
+                yield from walk(arg)
+            if where is not None:
+                yield from walk(where)
 
 
 def unparse(node: Expr) -> str:

@@ -33,7 +33,7 @@ levels of nesting (parentheses, operators and aggregates all count).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
@@ -60,7 +60,7 @@ from graphrunner.guardrails._ast import (
     type_of,
     unparse,
 )
-from graphrunner.guardrails._eval import EvalContext, Value, evaluate
+from graphrunner.guardrails._eval import Row, Value, evaluate
 from graphrunner.guardrails._lexer import ParseFailure, Token, tokenize
 
 __all__ = ["MAX_DEPTH", "MAX_LENGTH", "Expression", "Locate", "parse_expression"]
@@ -98,9 +98,27 @@ class Expression:
         """The expression's type; a rule's ``when`` is always `ExprType.BOOLEAN`."""
         return type_of(self.tree)
 
-    def evaluate(self, context: EvalContext) -> Value:
-        """Evaluate over ``context``; see `graphrunner.guardrails.evaluate`."""
-        return evaluate(self.tree, context)
+    def evaluate(
+        self,
+        *,
+        current: Row | None = None,
+        executions: Sequence[Row] = (),
+        elapsed_s: float = 0.0,
+    ) -> Value:
+        """Evaluate once, e.g. to try a condition on sample executions.
+
+        Args:
+            current: The execution being checked, read by bare fields: a mapping of field
+                names to values such as ``ExecutionRecord.model_dump()`` (none: every field
+                reads as 0 or "").
+            executions: What aggregates range over.
+            elapsed_s: Seconds since the lifetime started.
+
+        Returns:
+            A bool, float or str, according to `type`. Evaluation never raises: division by
+            zero and aggregates over nothing are 0, a missing field is 0 or "".
+        """
+        return evaluate(self.tree, current=current, executions=executions, elapsed_s=elapsed_s)
 
     def __str__(self) -> str:
         return self.source or unparse(self.tree)

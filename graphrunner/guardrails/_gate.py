@@ -27,7 +27,7 @@ from temporalio.worker import StartActivityInput, StartLocalActivityInput
 
 from graphrunner._types import LifetimeInput, PlanCall, Rejection, TaskCall
 from graphrunner.errors import FailureType, GuardrailRejected
-from graphrunner.guardrails import Tally
+from graphrunner.guardrails._eval import Tally
 from graphrunner.guardrails._guard import LifetimeGuard, Phase, Verdict, execution_row
 from graphrunner.guardrails._holds import Holds, show_values
 from graphrunner.guardrails._io import LedgerIO, ceiling_of, execution_header

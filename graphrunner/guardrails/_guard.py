@@ -12,22 +12,29 @@ execution that crossed the cap. When several rules fire, the most severe action 
 (abort, then pause, then reject), then the first in the policy.
 
 Aggregates are kept as running `Tally` values, so a check costs the same at every step, and
-conditions are compiled to closures once per policy (`graphrunner.guardrails._compile`).
+conditions are compiled to closures once per policy (`graphrunner.guardrails._eval`), as are
+the reports of the values a fired rule saw.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from graphrunner.guardrails._ast import EQUALITY, ORDERING, Aggregate, Binary, Expr, Unary, unparse
-from graphrunner.guardrails._ast import Field as FieldRef
-from graphrunner.guardrails._compile import BoolFn, Compiler, ContributionFn, Frame
-from graphrunner.guardrails._eval import EvalContext, Tally, Value, evaluate
+from graphrunner.guardrails._ast import Aggregate, unparse, walk
+from graphrunner.guardrails._eval import (
+    BoolFn,
+    Compiler,
+    ContributionFn,
+    Frame,
+    ObserveFn,
+    Row,
+    Tally,
+)
 from graphrunner.guardrails._policy import Action, Policy, Rule, Scope
 
 __all__ = [
@@ -39,7 +46,6 @@ __all__ = [
     "execution_row",
 ]
 
-Row = Mapping[str, object]
 
 _SEVERITY = {Action.ABORT_LIFETIME: 3, Action.PAUSE_LIFETIME: 2, Action.REJECT_EXECUTION: 1}
 
@@ -60,24 +66,9 @@ class Verdict:
     observed: dict[str, float | str]
 
 
-def _walk(node: Expr, *, into_aggregates: bool = True) -> Iterator[Expr]:
-    yield node
-    match node:
-        case Unary(_, operand):
-            yield from _walk(operand, into_aggregates=into_aggregates)
-        case Binary(_, left, right):
-            yield from _walk(left, into_aggregates=into_aggregates)
-            yield from _walk(right, into_aggregates=into_aggregates)
-        case Aggregate(_, arg, where) if into_aggregates:
-            if arg is not None:
-                yield from _walk(arg)
-            if where is not None:
-                yield from _walk(where)
-
-
 def aggregates_of(rule: Rule) -> list[Aggregate]:
     """The distinct aggregates in a rule's condition, in order of appearance."""
-    return list(dict.fromkeys(n for n in _walk(rule.when.tree) if isinstance(n, Aggregate)))
+    return list(dict.fromkeys(n for n in walk(rule.when.tree) if isinstance(n, Aggregate)))
 
 
 def aggregate_key(node: Aggregate) -> str:
@@ -85,32 +76,18 @@ def aggregate_key(node: Aggregate) -> str:
     return unparse(node)
 
 
-def _observed(tree: Expr, context: EvalContext) -> dict[str, float | str]:
-    """The value of every non-literal side of every comparison in ``tree``.
-
-    Comparisons inside an aggregate (its filter) are per execution and are not reported.
-    """
-    seen: dict[str, float | str] = {}
-    for node in _walk(tree, into_aggregates=False):
-        if isinstance(node, Binary) and node.op in (*ORDERING, *EQUALITY):
-            for side in (node.left, node.right):
-                if isinstance(side, Aggregate | Binary | Unary | FieldRef):
-                    value: Value = evaluate(side, context)
-                    if not isinstance(value, str):
-                        value = float(value)
-                        # JSON (so PostgreSQL) has no NaN or infinity: keep those as text.
-                        value = value if math.isfinite(value) else str(value)
-                    seen[unparse(side)] = value
-    return seen
-
-
 @dataclass(frozen=True)
 class _Checked:
-    """A rule ready to check: its condition compiled against its scope's aggregate slots."""
+    """A rule ready to check: its condition compiled against its scope's aggregate slots.
+
+    ``observe`` is compiled alongside, with the same slots, and runs only when the rule fires:
+    it reports the values the condition saw (`Compiler.observer`).
+    """
 
     rule: Rule
     severity: int
     fires: BoolFn
+    observe: ObserveFn
 
 
 @dataclass
@@ -148,7 +125,7 @@ class _Totals:
 class LifetimeGuard:
     """The guardrail state of one lifetime under one effective policy.
 
-    Rule conditions are compiled once (`graphrunner.guardrails._compile`) when the guard is
+    Rule conditions are compiled once (`graphrunner.guardrails._eval`) when the guard is
     made or a rule replaced; each check then costs a few closure calls per rule.
 
     An execution counts in the lifetime's totals from the moment it passes its check before
@@ -202,7 +179,12 @@ class LifetimeGuard:
             Scope.TENANT: Compiler(self._tenant.slots),
         }
         self._checked = [
-            _Checked(rule, _SEVERITY[rule.action], compilers[rule.scope].boolean(rule.when.tree))
+            _Checked(
+                rule,
+                _SEVERITY[rule.action],
+                compilers[rule.scope].boolean(rule.when.tree),
+                compilers[rule.scope].observer(rule.when.tree),
+            )
             for rule in self.policy.rules
         ]
 
@@ -272,18 +254,8 @@ class LifetimeGuard:
                 best = checked
         if best is None:
             return None
-        rule, frame = best.rule, frames[best.rule.scope]
-        # Only for the rule that fired: the values it saw, through the reference interpreter.
-        if rule.scope is Scope.EXECUTION:
-            context = EvalContext(current=row, executions=[row], elapsed_s=elapsed_s)
-        else:
-            totals = self._lifetime if rule.scope is Scope.LIFETIME else self._tenant
-            context = EvalContext(
-                current=row,
-                elapsed_s=elapsed_s,
-                totals=dict(zip(totals.aggregates, frame.totals, strict=True)),
-            )
-        return Verdict(rule, phase, _observed(rule.when.tree, context))
+        frame = frames[best.rule.scope]
+        return Verdict(best.rule, phase, best.observe(row, frame))
 
     def admit(self, execution_id: str, row: Row, elapsed_s: float) -> None:
         """Count an execution that passed its check before scheduling, until it is folded."""
@@ -360,7 +332,7 @@ def execution_row(
     attempt: int = 1,
     telemetry: Mapping[str, Any] | None = None,
 ) -> dict[str, object]:
-    """The fields a rule can read of one execution (see `graphrunner.guardrails.FIELDS`)."""
+    """The fields a rule can read of one execution (see `graphrunner.guardrails._ast.FIELDS`)."""
     t = telemetry or {}
     tokens_in, tokens_out = int(t.get("tokens_in") or 0), int(t.get("tokens_out") or 0)
     return {

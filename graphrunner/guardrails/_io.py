@@ -68,21 +68,13 @@ class DecisionInput(BaseModel):
 def execution_header(inp: LifetimeInput, call: TaskCall | PlanCall, kind: str) -> ExecutionHeader:
     """The record header of the execution ``call`` starts, as the workflow knows it."""
     info = workflow.info()
-    return ExecutionHeader(
+    return call.header(
         lifetime_id=info.workflow_id,
         run_id=info.run_id,
-        graph_name=inp.graph.name,
-        graph_version=inp.graph.version,
+        graph=inp.graph,
         graph_hash=inp.graph_hash,
-        tenant=inp.tenant,
-        node=call.node_name,
         kind=kind,
-        iteration=call.iteration,
-        execution_id=call.execution_id,
-        seq=call.seq,
-        parent_ids=call.parent_ids,
-        edge=call.edge,
-        scheduled_at=call.scheduled_at,
+        scheduled_at=workflow.now(),
     )
 
 

@@ -25,7 +25,7 @@ only an operator's tenant override can, e.g. with a bigger cap or ``when: false`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,11 +43,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from graphrunner.errors import PolicyError
-from graphrunner.guardrails._ast import Boolean, ExprType
-from graphrunner.guardrails._eval import EvalContext
-from graphrunner.guardrails._expr import MAX_LENGTH, Expression, parse_expression
-from graphrunner.guardrails._yaml import (
+from graphrunner._yaml import (
     Composed,
     Limits,
     Loc,
@@ -58,6 +54,10 @@ from graphrunner.guardrails._yaml import (
     scalar_locator,
     unknown_key,
 )
+from graphrunner.errors import PolicyError
+from graphrunner.guardrails._ast import Boolean, ExprType
+from graphrunner.guardrails._eval import Row
+from graphrunner.guardrails._expr import MAX_LENGTH, Expression, parse_expression
 
 __all__ = [
     "Action",
@@ -139,9 +139,17 @@ class Rule(_Strict):
     action: Action
     message: str = Field(default="", description="Told to the user when the rule fires.")
 
-    def fires(self, context: EvalContext) -> bool:
-        """Whether the rule's condition holds in ``context``."""
-        return self.when.evaluate(context) is True
+    def fires(
+        self, *, current: Row | None = None, executions: Sequence[Row] = (), elapsed_s: float = 0.0
+    ) -> bool:
+        """Whether the condition holds for ``current``, aggregates ranging over ``executions``.
+
+        A one-off check (see `Expression.evaluate`), e.g. to try a rule on sample executions;
+        the interceptor compiles rules once and keeps running totals instead.
+        """
+        return (
+            self.when.evaluate(current=current, executions=executions, elapsed_s=elapsed_s) is True
+        )
 
 
 class Reserve(_Strict):

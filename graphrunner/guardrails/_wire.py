@@ -97,7 +97,7 @@ class Decision(_Model):
 
 
 class TallyValue(_Model):
-    """A tenant-ledger counter (see `graphrunner.guardrails.Tally`)."""
+    """A tenant-ledger counter (see `graphrunner.guardrails._eval.Tally`)."""
 
     total: float = 0.0
     count: int = 0

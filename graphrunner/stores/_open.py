@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 
+from graphrunner._converter import graphrunner_data_converter
 from graphrunner._settings import Settings
 from graphrunner.stores._blobs import BlobStore, open_blob_store
 from graphrunner.stores._payloads import with_external_storage
@@ -42,7 +42,7 @@ def open_records(settings: Settings) -> RecordStore:
 def data_converter(settings: Settings, blobs: BlobStore) -> DataConverter:
     """Pydantic conversion, with payloads over the threshold kept in ``blobs``."""
     return with_external_storage(
-        pydantic_data_converter, blobs, threshold=settings.payload_threshold_bytes
+        graphrunner_data_converter, blobs, threshold=settings.payload_threshold_bytes
     )
 
 

@@ -8,7 +8,6 @@ its input (the pinned graph) and activity results, so histories replay determini
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,7 +19,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from graphrunner._pinned import pin
     from graphrunner._types import (
+        GRAPH_KEY_LENGTH,
         RUN_PLAN,
         RUN_TASK,
         LifetimeInput,
@@ -34,6 +35,8 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
         TaskCall,
         TaskResult,
+        check_format,
+        execution_id,
         step_summary,
     )
     from graphrunner._values import clip
@@ -46,7 +49,6 @@ __all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
 LIFETIME_WORKFLOW = "AgentLifetime"
 INPUT = "__input__"  # node name under which a start plan sees the lifetime input
 _TOO_LARGE = "PayloadsTooLarge"  # ApplicationError type the SDK core gives an oversized result
-_VALIDATED = "graphrunner-validate-pinned-graph"  # workflow.patched id of the worker's check
 _MESSAGE_LIMIT = 8192  # characters of a failure message the workflow builds
 _PROBLEMS_SHOWN = 20  # problems of an invalid graph named in its failure
 
@@ -58,7 +60,7 @@ class _Via:
     ``REJECTED`` marks a plan run again because a guardrail rejected what it chose.
     """
 
-    parent_ids: list[str]
+    parents: list[tuple[str, int]]  # (node, iteration)
     edge: EdgeType | Literal["REJECTED"] | None
 
 
@@ -96,12 +98,8 @@ def _rejection(exc: GuardrailRejected) -> Rejection:
 
 
 def _rejected(step: StepRecord, rejection: Rejection) -> NodeOutput:
-    return NodeOutput(
-        node=step.node,
-        iteration=step.iteration,
-        execution_id=step.execution_id,
-        rejection=rejection,
-    )
+    # No execution id: the plan's activity derives it (see NodeOutput), history stays small.
+    return NodeOutput(node=step.node, iteration=step.iteration, rejection=rejection)
 
 
 # Failures graphrunner means fail the lifetime: its ApplicationErrors, its own errors, and an
@@ -135,6 +133,7 @@ class AgentLifetimeWorkflow:
         return result
 
     async def _run(self, inp: LifetimeInput) -> LifetimeResult:
+        check_format(inp)  # an input of another graphrunner stalls, visibly, until its worker
         self._input = inp
         graph = inp.graph
         if graph.content_hash() != inp.graph_hash:
@@ -144,11 +143,8 @@ class AgentLifetimeWorkflow:
             )
         # A graph started by another client (or the temporal CLI) may never have been
         # validated: run only what `graphrunner validate` accepts.
-        # Behind a patch marker, taken only for an invalid graph (valid ones pay nothing): a
-        # history begun before this check replays as it ran, even if today's stricter rules
-        # would refuse its graph.
         problems = graph_problems(graph, inp.graph_hash)
-        if problems and workflow.patched(_VALIDATED):
+        if problems:
             shown = [clip(p, 300) for p in problems[:_PROBLEMS_SHOWN]]
             if len(problems) > _PROBLEMS_SHOWN:
                 shown.append(f"and {len(problems) - _PROBLEMS_SHOWN} more")
@@ -158,6 +154,7 @@ class AgentLifetimeWorkflow:
                 "; 'graphrunner validate' lists them all): " + "; ".join(shown),
                 FailureType.INVALID_GRAPH,
             )
+        pin(graph, inp.graph_hash)  # this worker's node activities find it here
         start = graph.node(graph.start_node)
         # A start task gets the input as its data; a start plan as its one upstream result.
         results = (
@@ -175,12 +172,15 @@ class AgentLifetimeWorkflow:
         if not isinstance(end, _Finished):  # only reachable through a bug in _walk
             raise _fail(f"lifetime ended at a JOIN into '{end.plan}'", FailureType.BAD_FAN_IN)
         workflow.set_current_details("finished")
+        # The path stays out of the result: history holds it already (the client reads it
+        # back), and a long lifetime's path would outgrow a payload's size limit. Only what
+        # history cannot tell goes in: the steps a guardrail rejected.
         return LifetimeResult(
             output=end.output,
             graph_name=graph.name,
             graph_version=graph.version,
             graph_hash=inp.graph_hash,
-            steps=self._steps,
+            steps=[s for s in self._steps if s.status is StepStatus.REJECTED],
         )
 
     @workflow.query(name="status")
@@ -222,7 +222,7 @@ class AgentLifetimeWorkflow:
                     if upstream is not None:
                         # The plan that chose this task chooses again, knowing why.
                         name, results = upstream.plan, [*upstream.results, rejected]
-                        via, upstream = _Via([step.execution_id], "REJECTED"), None
+                        via, upstream = _Via([(step.node, step.iteration)], "REJECTED"), None
                         continue
                     if edge.type is EdgeType.FINAL:
                         raise _fail(
@@ -237,10 +237,7 @@ class AgentLifetimeWorkflow:
                     return _Finished(task_result.output)
                 else:
                     produced = NodeOutput(
-                        node=node.name,
-                        iteration=step.iteration,
-                        output=task_result.output,
-                        execution_id=step.execution_id,
+                        node=node.name, iteration=step.iteration, output=task_result.output
                     )
                 if edge.target is None:  # validation forbids it; never route on a guess
                     raise _fail(f"edge {edge.label()} has no target", FailureType.BAD_FAN_IN)
@@ -248,14 +245,14 @@ class AgentLifetimeWorkflow:
                     return _Joined(edge.target, produced)
                 # A JOIN reached outside any fan-out is a fan-in of one.
                 name, results = edge.target, [produced]
-                via = _Via([step.execution_id], edge.type)
+                via = _Via([(step.node, step.iteration)], edge.type)
                 continue
 
             decision, plan_step = await self._run_plan(graph, node, results, via)
             if isinstance(decision, Rejection):
                 # The plan runs again with its own rejected decision among its results.
                 results = [*results, _rejected(plan_step, decision)]
-                via = _Via([plan_step.execution_id], "REJECTED")
+                via = _Via([(plan_step.node, plan_step.iteration)], "REJECTED")
                 continue
             chosen = decision.next_task_names
             if not chosen:
@@ -265,7 +262,7 @@ class AgentLifetimeWorkflow:
             if len(chosen) == 1 and not parallel:
                 upstream = _Upstream(node.name, results, via)
                 name, data = chosen[0], decision.data
-                via = _Via([plan_step.execution_id], edges[name].type)
+                via = _Via([(plan_step.node, plan_step.iteration)], edges[name].type)
                 continue
             if not parallel:
                 raise _fail(
@@ -275,13 +272,13 @@ class AgentLifetimeWorkflow:
                     FailureType.BAD_FAN_IN,
                 )
             name, results = await self._fan_out(graph, plan_step, chosen, decision.data, depth)
-            via = _Via([r.execution_id for r in results], EdgeType.JOIN)
+            via = _Via([(r.node, r.iteration) for r in results], EdgeType.JOIN)
 
     async def _fan_out(
         self, graph: AgentGraph, plan_step: StepRecord, chosen: list[str], data: Any, depth: int
     ) -> tuple[str, list[NodeOutput]]:
         plan = plan_step.node
-        branch_via = _Via([plan_step.execution_id], EdgeType.PARALLEL)
+        branch_via = _Via([(plan_step.node, plan_step.iteration)], EdgeType.PARALLEL)
         branches = [
             asyncio.ensure_future(
                 self._walk(graph, t, data=data, results=[], via=branch_via, depth=depth + 1)
@@ -315,14 +312,13 @@ class AgentLifetimeWorkflow:
             )
         self._iterations[node.name] = done + 1
         info = workflow.info()
-        identity = f"{info.workflow_id}/{info.run_id}/{node.name}/{done + 1}"
         step = StepRecord(
             node=node.name,
             kind=node.kind,
             iteration=done + 1,
             status=StepStatus.RUNNING,
             started_at=workflow.now(),
-            execution_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
+            execution_id=execution_id(info.workflow_id, info.run_id, node.name, done + 1),
             seq=len(self._steps),
         )
         self._steps.append(step)
@@ -350,20 +346,20 @@ class AgentLifetimeWorkflow:
         inp = self._input
         if inp is None:
             raise _fail("lifetime input missing", FailureType.GRAPH_MISMATCH)
-        return {
-            "lifetime_id": workflow.info().workflow_id,
-            "graph_name": inp.graph.name,
-            "graph_version": inp.graph.version,
-            "graph_hash": inp.graph_hash,
-            "tenant": inp.tenant,
-            "node": node,
+        # Only what differs from the defaults, so history stays small (see WireModel).
+        fields: dict[str, Any] = {
+            "graph": inp.graph_hash[:GRAPH_KEY_LENGTH],
+            "node": node.name,
             "iteration": step.iteration,
-            "execution_id": step.execution_id,
             "seq": step.seq,
-            "scheduled_at": step.started_at,
-            "parent_ids": via.parent_ids,
-            "edge": via.edge.value if isinstance(via.edge, EdgeType) else via.edge,
         }
+        if inp.tenant != "default":
+            fields["tenant"] = inp.tenant
+        if via.parents:
+            fields["parents"] = via.parents
+        if via.edge is not None:
+            fields["edge"] = via.edge.value if isinstance(via.edge, EdgeType) else via.edge
+        return fields
 
     @staticmethod
     def _finish(step: StepRecord, status: StepStatus, nxt: list[str]) -> None:
@@ -376,9 +372,8 @@ class AgentLifetimeWorkflow:
     ) -> tuple[TaskResult | Rejection, StepRecord]:
         step = self._begin(graph, node)
         edge = graph.out_edges(node.name)[0]
-        call = TaskCall(
-            **self._call_fields(node, step, via), data=data, successor=edge.target or "END"
-        )
+        call = TaskCall(**self._call_fields(node, step, via), data=data)
+        call.with_execution_id(step.execution_id)
         result: TaskResult
         try:
             result = await workflow.execute_activity(
@@ -408,12 +403,9 @@ class AgentLifetimeWorkflow:
     ) -> tuple[PlanResult | Rejection, StepRecord]:
         step = self._begin(graph, node)
         out = graph.out_edges(node.name)
-        call = PlanCall(
-            **self._call_fields(node, step, via),
-            results=results,
-            successors=[e.target for e in out if e.target is not None],
-            can_finish=any(e.type is EdgeType.FINAL for e in out),
-        )
+        call = PlanCall(**self._call_fields(node, step, via), results=results)
+        call.with_execution_id(step.execution_id)
+        successors = [e.target for e in out if e.target is not None]
         options = self._options(graph, node, step)
         decision: PlanResult
         try:
@@ -442,8 +434,9 @@ class AgentLifetimeWorkflow:
             self._finish(step, StepStatus.FAILED, [])
             raise
         # The activity checks this too; the workflow never trusts a result it routes on.
-        undeclared = [t for t in decision.next_task_names if t not in call.successors]
-        if undeclared or (not decision.next_task_names and not call.can_finish):
+        undeclared = [t for t in decision.next_task_names if t not in successors]
+        can_finish = any(e.type is EdgeType.FINAL for e in out)
+        if undeclared or (not decision.next_task_names and not can_finish):
             self._finish(step, StepStatus.FAILED, [])
             raise _fail(
                 f"plan '{node.name}' chose {undeclared or 'to finish'}, which its declared "

@@ -1,7 +1,8 @@
 """Read and compose definition YAML safely, keeping the line and column of every key and value.
 
 The one YAML front end of both definition loaders (graphs in `graphrunner.graph._loader`,
-guardrail policies in `graphrunner.guardrails._policy`). Whatever the input, it returns data
+guardrail policies in `graphrunner.guardrails._policy`); it sits beside them, not in either
+package, so neither depends on the other to read a file. Whatever the input, it returns data
 or positioned `Problem`s, never another exception, in time and memory bounded by `Limits`:
 the file size, the nesting depth and the number of values after aliases are expanded (so a
 "billion laughs" alias chain stops at the budget). Only plain YAML is read: the safe scalar
@@ -17,19 +18,18 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import yaml
 
-from graphrunner.guardrails._expr import Locate
-
 __all__ = [
     "Composed",
     "Limits",
     "Loc",
+    "Locate",
     "Problem",
     "Unreadable",
     "compose",
@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 Loc = tuple[str | int, ...]
+#: Maps an offset in a scalar's value to its 1-based (line, column) in the file
+#: (`graphrunner.guardrails._expr.Locate` has the same shape).
+Locate = Callable[[int], tuple[int, int]]
 
 _MAP_TAG: Final = "tag:yaml.org,2002:map"
 _SEQ_TAG: Final = "tag:yaml.org,2002:seq"

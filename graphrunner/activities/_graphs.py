@@ -1,0 +1,65 @@
+"""Find the pinned graph a node activity belongs to: this process's cache, else history.
+
+Any worker may run any node activity, including one for a graph it has never seen (a
+lifetime that moved workers, a worker that restarted). The graph is then read from the
+lifetime's own history: the first event of the run carries the `LifetimeInput` with the whole
+pinned graph, and its content hash must match the call's. One read per graph and process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from graphrunner import _pinned
+from graphrunner._types import LifetimeInput
+from graphrunner.errors import FailureType
+from graphrunner.graph._model import AgentGraph
+
+__all__ = ["pinned_graph"]
+
+_locks: dict[str, asyncio.Lock] = {}
+
+
+async def pinned_graph(key: str) -> tuple[AgentGraph, str]:
+    """The graph the current activity's lifetime runs, and its full content hash.
+
+    Args:
+        key: The graph's content hash, or its first `GRAPH_KEY_LENGTH` hex digits.
+
+    Raises:
+        ApplicationError: (non-retryable) the lifetime's history holds another graph.
+    """
+    found = _pinned.lookup(key)
+    if found is not None:
+        return found
+    lock = _locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        found = _pinned.lookup(key)
+        if found is None:
+            graph = await _from_history(key)
+            found = graph, graph.content_hash()
+            _pinned.pin(*found)
+    _locks.pop(key, None)
+    return found
+
+
+async def _from_history(key: str) -> AgentGraph:
+    info = activity.info()
+    client = activity.client()
+    handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
+    async for event in handle.fetch_history_events(page_size=1):
+        started = event.workflow_execution_started_event_attributes
+        payloads = list(started.input.payloads)
+        if payloads:
+            (inp,) = await client.data_converter.decode(payloads[:1], [LifetimeInput])
+            if isinstance(inp, LifetimeInput) and inp.graph.content_hash().startswith(key):
+                return inp.graph
+        break
+    raise ApplicationError(
+        f"lifetime {info.workflow_id} does not run the graph {key[:12]} this node execution names",
+        type=FailureType.GRAPH_MISMATCH,
+        non_retryable=True,
+    )

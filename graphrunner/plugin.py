@@ -1,0 +1,186 @@
+"""`GraphrunnerPlugin`: everything Temporal needs to run AgentLifetimes, in one place.
+
+Like the SDK's own integrations, graphrunner is a `temporalio.plugin.SimplePlugin`. Give it
+to a `Worker`, a `Replayer` or `Client.connect` and it brings:
+
+- the data converter: pydantic, with payloads over a threshold kept in a blob store (history
+  keeps a reference); a payload codec already on the client's converter is kept;
+- the `AgentLifetimeWorkflow` and the node activities (with the worker's `Recorder`, when
+  records are on) and the guardrail local activities;
+- the `GuardrailInterceptor`, so no lifetime runs, or replays, without its guardrails;
+- a workflow sandbox that passes graphrunner's modules (and pydantic) through: they are
+  imported once per process instead of once per lifetime.
+
+A later GraphrunnerPlugin replaces an earlier one's parts (a worker built from a client
+connected with the plugin takes the worker's own), so the parts are never doubled.
+
+Replaying lifetime histories needs nothing else::
+
+    Replayer(workflows=[AgentLifetimeWorkflow], plugins=[GraphrunnerPlugin(blobs=blobs)])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from temporalio.client import ClientConfig
+from temporalio.converter import DataConverter
+from temporalio.plugin import SimplePlugin
+from temporalio.worker import ReplayerConfig, WorkerConfig, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from graphrunner._converter import graphrunner_data_converter
+from graphrunner.activities import NodeActivities, Recorder
+from graphrunner.activities._guardrails import GuardrailActivities
+from graphrunner.guardrails._interceptor import GuardrailInterceptor
+from graphrunner.guardrails._sources import PolicySource
+from graphrunner.stores._blobs import BlobStore
+from graphrunner.stores._payloads import DEFAULT_PAYLOAD_THRESHOLD, with_external_storage
+from graphrunner.workflows import LIFETIME_WORKFLOW, AgentLifetimeWorkflow
+
+__all__ = ["PASSTHROUGH_MODULES", "GraphrunnerPlugin"]
+
+PASSTHROUGH_MODULES = ("graphrunner", "pydantic", "pydantic_core", "annotated_types")
+"""Modules the lifetime sandbox shares with the worker instead of importing per lifetime.
+
+graphrunner's workflow code is deterministic by construction (it routes on its input and
+activity results; user code runs only in activities), so sharing its modules costs no
+safety the replay tests do not give; re-importing them cost every new lifetime its share of
+pydantic model building.
+"""
+
+_PLUGIN_NAME = "graphrunner"
+_ACTIVITY_PREFIX = "graphrunner."
+
+
+def _workflow_name(cls: type) -> str | None:
+    defn = getattr(cls, "__temporal_workflow_definition", None)
+    return getattr(defn, "name", None)
+
+
+def _activity_name(fn: Callable[..., Any]) -> str | None:
+    defn = getattr(fn, "__temporal_activity_definition", None)
+    return getattr(defn, "name", None)
+
+
+class GraphrunnerPlugin(SimplePlugin):
+    """Runs AgentLifetimes on a Temporal worker, replayer or client.
+
+    Args:
+        blobs: Where payloads of ``payload_threshold`` bytes or more go (every worker and
+            client must open the same store); None keeps every payload in history.
+        payload_threshold: Size in bytes from which a payload leaves history.
+        recorder: Writes an execution record per node attempt; None records nothing.
+        policies: The worker's global and tenant guardrail layers.
+        impl_modules: Module prefixes a graph's node ``impl`` may come from; None: any.
+    """
+
+    def __init__(
+        self,
+        *,
+        blobs: BlobStore | None = None,
+        payload_threshold: int = DEFAULT_PAYLOAD_THRESHOLD,
+        recorder: Recorder | None = None,
+        policies: PolicySource | None = None,
+        impl_modules: Sequence[str] | None = None,
+    ) -> None:
+        converter = graphrunner_data_converter
+        if blobs is not None:
+            converter = with_external_storage(converter, blobs, threshold=payload_threshold)
+        self.converter = converter
+        self.recorder = recorder
+        self.nodes = NodeActivities(
+            recorder, impl_modules=tuple(impl_modules) if impl_modules is not None else None
+        )
+        self.guards = GuardrailActivities(policies or PolicySource(), recorder)
+        self.interceptor = GuardrailInterceptor(policies, ledger=recorder is not None)
+        super().__init__(
+            _PLUGIN_NAME,
+            data_converter=self.converter_for,
+            activities=self._activities,
+            workflows=self._workflows,
+            workflow_runner=self._runner,
+            interceptors=[self.interceptor],
+            run_context=self._running,
+        )
+
+    # -- the parts ------------------------------------------------------------------------
+
+    def converter_for(self, existing: DataConverter | None) -> DataConverter:
+        """Graphrunner's converter, keeping ``existing``'s codec and external storage.
+
+        pydantic conversion always; a codec (encryption) or external storage the caller's
+        converter has and this plugin was not given stays.
+        """
+        ours = self.converter
+        if existing is None:
+            return ours
+        if existing.payload_codec is not None and ours.payload_codec is None:
+            ours = dataclasses.replace(ours, payload_codec=existing.payload_codec)
+        if existing.external_storage is not None and ours.external_storage is None:
+            ours = dataclasses.replace(ours, external_storage=existing.external_storage)
+        return ours
+
+    def _activities(
+        self, existing: Sequence[Callable[..., Any]] | None
+    ) -> list[Callable[..., Any]]:
+        ours: list[Callable[..., Any]] = [
+            self.nodes.run_task,
+            self.nodes.run_plan,
+            self.guards.load_policy,
+            self.guards.record_decision,
+            self.guards.tenant_reserve,
+        ]
+        kept: list[Callable[..., Any]] = [
+            fn
+            for fn in existing or []
+            if not (_activity_name(fn) or "").startswith(_ACTIVITY_PREFIX)
+        ]
+        return kept + ours
+
+    @staticmethod
+    def _workflows(existing: Sequence[type] | None) -> list[type]:
+        # A lifetime workflow given by the caller stays (replaying histories against new
+        # code: Replayer(workflows=[Candidate], plugins=[GraphrunnerPlugin()])).
+        given = list(existing or [])
+        if any(_workflow_name(wf) == LIFETIME_WORKFLOW for wf in given):
+            return given
+        return [*given, AgentLifetimeWorkflow]
+
+    @staticmethod
+    def _runner(existing: WorkflowRunner | None) -> WorkflowRunner:
+        runner = existing if existing is not None else SandboxedWorkflowRunner()
+        if not isinstance(runner, SandboxedWorkflowRunner):
+            return runner  # an unsandboxed runner imports nothing per lifetime anyway
+        restrictions = runner.restrictions.with_passthrough_modules(*PASSTHROUGH_MODULES)
+        return dataclasses.replace(runner, restrictions=restrictions)
+
+    @contextlib.asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.nodes.aclose()  # the node resources (@resource) this worker opened
+
+    # -- replacing an earlier GraphrunnerPlugin's parts -------------------------------------
+
+    def configure_client(self, config: ClientConfig) -> ClientConfig:
+        """Set graphrunner's data converter (keeping the client's payload codec)."""
+        return super().configure_client(config)
+
+    def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
+        """Add the lifetime workflow, node activities, interceptor and sandbox pass-through."""
+        config["interceptors"] = _without_guardrails(config.get("interceptors"))
+        return super().configure_worker(config)
+
+    def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
+        """Add the lifetime workflow, interceptor, converter and sandbox pass-through."""
+        config["interceptors"] = _without_guardrails(config.get("interceptors"))
+        return super().configure_replayer(config)
+
+
+def _without_guardrails(interceptors: Sequence[Any] | None) -> list[Any]:
+    return [i for i in interceptors or [] if not isinstance(i, GuardrailInterceptor)]
