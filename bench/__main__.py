@@ -9,7 +9,7 @@ import sys
 
 from temporalio.client import WorkflowFailureError
 
-from bench.harness import Config, run
+from bench.harness import ACTIVITY_SLOTS, Config, run
 from bench.report import print_json, print_tables
 
 
@@ -39,12 +39,30 @@ def main(argv: list[str] | None = None) -> int:
         help="lifetimes per side in the guardrail section (9 by default)",
     )
     parser.add_argument(
+        "--idle-lifetimes",
+        type=int,
+        dest="idle_lifetimes",
+        help=f"lifetimes per side waiting at once in the idle-memory section (90 by default, "
+        f"at most {ACTIVITY_SLOTS}, the workers' activity slots)",
+    )
+    parser.add_argument(
         "--budget", type=float, dest="budget_s", help="seconds all measurements may take"
     )
     args = parser.parse_args(argv)
+    if args.idle_lifetimes is not None and not 1 <= args.idle_lifetimes <= ACTIVITY_SLOTS:
+        # More could not all run their node at once, and the section would wait for ever.
+        parser.error(f"--idle-lifetimes must be between 1 and {ACTIVITY_SLOTS}")
 
     cfg = Config.quick() if args.quick else Config()
-    names = ("steps", "reps", "lifetimes", "record_batches", "guard_reps", "budget_s")
+    names = (
+        "steps",
+        "reps",
+        "lifetimes",
+        "record_batches",
+        "guard_reps",
+        "idle_lifetimes",
+        "budget_s",
+    )
     overrides = {k: getattr(args, k) for k in names}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 from temporalio import activity
 
+from bench.gate import GATE
+
 __all__ = [
     "LoopInput",
     "LoopResult",
@@ -16,6 +18,7 @@ __all__ = [
     "PlanOutput",
     "TaskInput",
     "TaskOutput",
+    "hold",
     "noop_plan",
     "noop_task",
 ]
@@ -56,3 +59,10 @@ async def noop_task(inp: TaskInput) -> TaskOutput:
 @activity.defn(name="bench.noop_plan")
 async def noop_plan(inp: PlanInput) -> PlanOutput:
     return PlanOutput(done=inp.step >= inp.steps)
+
+
+@activity.defn(name="bench.hold")
+async def hold(inp: TaskInput) -> TaskOutput:
+    """Wait on the benchmark's gate (`bench.gate.GATE`) until it is released."""
+    await GATE.wait()
+    return TaskOutput(step=inp.step)

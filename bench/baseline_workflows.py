@@ -20,11 +20,12 @@ with workflow.unsafe.imports_passed_through():
         PlanOutput,
         TaskInput,
         TaskOutput,
+        hold,
         noop_plan,
         noop_task,
     )
 
-__all__ = ["FanOutWorkflow", "LocalLoopWorkflow", "LoopWorkflow"]
+__all__ = ["FanOutWorkflow", "HoldWorkflow", "LocalLoopWorkflow", "LoopWorkflow"]
 
 # The same settings graphrunner's graph defaults give every node.
 TIMEOUT = timedelta(seconds=60)
@@ -100,3 +101,15 @@ class FanOutWorkflow:
             if plan.done:
                 return LoopResult(steps=step - 1)
             await asyncio.gather(*(_task(step) for _ in range(inp.branches)))
+
+
+@workflow.defn(name="BenchHold")
+class HoldWorkflow:
+    """One activity that waits until the benchmark releases it (the idle-memory section)."""
+
+    @workflow.run
+    async def run(self, inp: LoopInput) -> LoopResult:
+        await workflow.execute_activity(
+            hold, TaskInput(step=1), start_to_close_timeout=TIMEOUT, retry_policy=RETRY
+        )
+        return LoopResult(steps=1)

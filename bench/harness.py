@@ -12,13 +12,19 @@ The guardrail section runs graphrunner (whose workers always run the guardrail i
 under no policy, a 1-rule and a 25-rule policy (`bench.guardrails`), and the baseline, on the
 same loop; for its first rounds also a recording worker with one tenant-scope rule against the
 recording worker without rules. Then `bench.guardrails.guard_cost` times rule evaluation alone.
+
+Last, the idle-memory section: graphrunner and the baseline each hold many lifetimes waiting on
+a running node (`bench.gate`) while `tracemalloc` measures the Python heap they take.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import statistics
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,19 +35,30 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench.converter import converter_cost
 from bench.env import CoreWarnings, ProcessCpu, dev_server, log, quiet_runtime
+from bench.gate import GATE
 from bench.guardrails import GuardClock, GuardCost, guard_cost, policy, tenant_policy
 from bench.history import HistoryStats, activity_payloads, history_stats
 from bench.records import state_dbs
-from bench.sides import Baseline, Graphrunner, Side, Starter, graphrunner_client, timed
+from bench.sides import (
+    ACTIVITY_SLOTS,
+    Baseline,
+    Graphrunner,
+    Side,
+    Starter,
+    graphrunner_client,
+    timed,
+)
 from graphrunner import Settings
 from graphrunner.guardrails import PolicySource
 
 __all__ = [
+    "ACTIVITY_SLOTS",
     "BASELINE",
     "GRAPHRUNNER",
     "GUARDED",
     "GUARD_TITLE",
     "RECORDING",
+    "RECORDING_AIMS",
     "TENANT",
     "UNGUARDED",
     "Config",
@@ -75,6 +92,9 @@ UNGUARDED = "graphrunner-noguard"
 UNGUARDED_QUEUE = "bench-gr-no-guard"
 TENANT_QUEUE = "bench-gr-tenant-1"
 TENANT_REFERENCE = "graphrunner+sqlite"  # the same recording worker without rules
+# Aims of the recording rows (ratio against the baseline): looser than graphrunner's own, as
+# each step also awaits two record writes.
+RECORDING_AIMS = {"latency": 1.1, "throughput": 0.9}
 GUARD_TITLE = "Per-step latency, guardrails: "  # how the guardrail rows' titles begin
 
 
@@ -94,6 +114,10 @@ class Config:
     tenant_reps: int = 3  # of which the tenant-rule side and its reference take part in
     guard_steps: int = 1000  # Task+Plan steps of each in-process guard evaluation run
     guard_repeats: int = 3  # in-process runs per policy size
+    # Lifetimes per side waiting at once in the idle-memory section; at most ACTIVITY_SLOTS,
+    # so that all of them run their node at once.
+    idle_lifetimes: int = 90
+    idle_reps: int = 2  # idle-memory rounds (each side first once)
     # Seconds the measurements may take in all; a section that has spent its share stops
     # repeating (so a badly slow side still yields a report, on fewer rounds).
     budget_s: float = 250.0
@@ -110,6 +134,7 @@ class Config:
             guard_reps=3,
             tenant_reps=1,
             guard_steps=200,
+            idle_lifetimes=30,
             budget_s=40.0,
         )
 
@@ -214,6 +239,9 @@ class Report:
     core_warnings: dict[str, int]  # Temporal core warnings by kind, with their counts
     # CPU µs per Task+Plan step of the data converters, by name (see bench/converter.py).
     converter_us_per_step: dict[str, float] = field(default_factory=dict)
+    # graphrunner's result() against the SDK's on one finished lifetime, by its size ("1-step",
+    # "40-step"): wall and CPU ms of each (see `_result_cost`).
+    result_readback_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     # CPU of the guard's checks and folds per Task+Plan step, by policy size (in-process).
     guard_cost: list[GuardCost] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # sides not run, and why
@@ -267,7 +295,10 @@ async def _alternate(
 
 
 def _rows(template: Measurement, samples: Samples, planned: dict[str, int]) -> list[Measurement]:
-    """One row per graphrunner side in ``samples``, each against the baseline of its rounds."""
+    """One row per graphrunner side in ``samples``, each against the baseline of its rounds.
+
+    A recording row's aim is `RECORDING_AIMS`' for the template's key (none if it has none).
+    """
     rows = []
     for side in samples:
         done = len(samples[side])  # a side takes part in the first rounds
@@ -279,7 +310,7 @@ def _rows(template: Measurement, samples: Samples, planned: dict[str, int]) -> l
             title=f"{template.title}, {RECORDING[side][1]}" if recording else template.title,
             unit=template.unit,
             higher_is_better=template.higher_is_better,
-            aim=template.aim,
+            aim=RECORDING_AIMS.get(template.key) if recording else template.aim,
             side=side,
             reference=GRAPHRUNNER if recording else None,
         )
@@ -297,7 +328,7 @@ def _unavailable(template: Measurement, side: str, reason: str) -> Measurement:
         title=f"{template.title}, {label}",
         unit=template.unit,
         higher_is_better=template.higher_is_better,
-        aim=template.aim,
+        aim=RECORDING_AIMS.get(template.key),
         side=side,
         reference=GRAPHRUNNER,
         unavailable=reason,
@@ -324,6 +355,8 @@ class _Run:
         self.results: list[Measurement] = []
         # The last latency lifetime of each side, for its history.
         self.handles: dict[str, WorkflowHandle[Any, Any]] = {}
+        # The last 1-step lifetime of each side, for what reading its result back costs.
+        self.one_step: dict[str, WorkflowHandle[Any, Any]] = {}
 
     def budget(self, key: str) -> float:
         return self.cfg.budget_s * _SHARES[key]
@@ -334,10 +367,14 @@ class _Run:
             rows.append(_unavailable(template, side, reason))
         self.results.extend(rows)
 
-    def keep(self, side: Side, start: Starter) -> Starter:
+    def keep(
+        self, side: Side, start: Starter, into: dict[str, WorkflowHandle[Any, Any]] | None = None
+    ) -> Starter:
+        kept = self.handles if into is None else into
+
         async def started() -> WorkflowHandle[Any, Any]:
             handle = await start()
-            self.handles[side.name] = handle
+            kept[side.name] = handle
             return handle
 
         return started
@@ -347,7 +384,7 @@ class _Run:
         log(f"fixed cost: {cfg.reps} x 1-step lifetime")
 
         async def one_step(side: Side) -> float:
-            return await timed(side.loop(1, local=False)) * 1000
+            return await timed(self.keep(side, side.loop(1, local=False), self.one_step)) * 1000
 
         title = "1-step lifetime, start to result"
         m = Measurement("lifetime_overhead", title, "ms", higher_is_better=False, aim=None)
@@ -364,7 +401,7 @@ class _Run:
             return await timed(start) * 1000 / cfg.steps
 
         title = "Per-step latency, Plan as activity"
-        m = Measurement("latency", title, "ms/step", higher_is_better=False, aim=1.1)
+        m = Measurement("latency", title, "ms/step", higher_is_better=False, aim=1.0)
         samples = await _alternate(self.sides, cfg.reps, self.budget(m.key), loop)
         self.add(m, samples, {BASELINE: cfg.reps})
 
@@ -374,7 +411,7 @@ class _Run:
             return await timed(side.loop(cfg.steps, local=True)) * 1000 / cfg.steps
 
         title = "Per-step latency, Plan as local activity"
-        m = Measurement("latency_local", title, "ms/step", higher_is_better=False, aim=1.1)
+        m = Measurement("latency_local", title, "ms/step", higher_is_better=False, aim=1.0)
         samples = await _alternate(self.pair, cfg.reps, self.budget(m.key), local_loop)
         self.results.extend(_rows(m, samples, {BASELINE: cfg.reps}))
 
@@ -391,6 +428,7 @@ class _Run:
         self.results.extend(_rows(m, samples, {BASELINE: cfg.reps}))
 
         await self.throughput()
+        await self.idle_memory()
         return self.results
 
     async def guardrails(self) -> None:
@@ -498,7 +536,7 @@ class _Run:
             return total / elapsed
 
         title = f"Throughput, {cfg.lifetimes} concurrent lifetimes"
-        m = Measurement("throughput", title, "steps/s", higher_is_better=True, aim=0.9)
+        m = Measurement("throughput", title, "steps/s", higher_is_better=True, aim=0.95)
         samples = await _alternate(
             self.sides, cfg.batches, self.budget(m.key), batch, limits=limits
         )
@@ -515,6 +553,51 @@ class _Run:
                     "worker_process": 1000 * sum(p[0] for p in pairs) / (total * done),
                     "server": 1000 * sum(p[1] for p in pairs) / (total * done),
                 }
+        # The same batches' process CPU as an aimed row of its own, one sample per batch.
+        pair = (GRAPHRUNNER, BASELINE)
+        if all(used.get(name) for name in pair):
+            cpu = Measurement(
+                "worker_cpu",
+                "Worker CPU per step (client+worker process, throughput batches)",
+                "ms/step",
+                higher_is_better=False,
+                aim=1.1,
+            )
+            done = min(len(samples[name]) for name in pair)
+            cpu.samples = {name: [1000 * p[0] / total for p in used[name][:done]] for name in pair}
+            cpu.rounds = done, cfg.batches
+            self.results.append(cpu)
+
+    async def idle_memory(self) -> None:
+        """Python heap per lifetime cached by its worker and waiting on a running node."""
+        cfg = self.cfg
+        count = cfg.idle_lifetimes
+        log(f"idle memory: {cfg.idle_reps} x {count} lifetimes waiting on a running node")
+
+        async def held(side: Side) -> float:
+            await asyncio.sleep(1.0)  # the last side's finished lifetimes leave the cache
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            start = side.hold()
+            async with asyncio.timeout(180.0):
+                handles = await asyncio.gather(*(start() for _ in range(count)))
+                await GATE.until_waiting(count)
+                gc.collect()
+                waiting = tracemalloc.get_traced_memory()[0]
+                GATE.release()
+                await asyncio.gather(*(handle.result() for handle in handles))
+            return (waiting - before) / count / 1024
+
+        title = "Idle lifetime memory (Python heap, waiting on a running node)"
+        m = Measurement("idle_memory", title, "KiB/lifetime", higher_is_better=False, aim=1.2)
+        # Traced for this section only: tracemalloc slows every allocation down. Outside the
+        # time budget: it needs every side to go first once, and takes a few seconds a round.
+        tracemalloc.start()
+        try:
+            samples = await _alternate(self.pair, cfg.idle_reps, float("inf"), held)
+        finally:
+            tracemalloc.stop()
+        self.results.extend(_rows(m, samples, {BASELINE: cfg.idle_reps}))
 
 
 async def _warm_up(cfg: Config, sides: list[Side], guarded: list[Side]) -> None:
@@ -525,8 +608,47 @@ async def _warm_up(cfg: Config, sides: list[Side], guarded: list[Side]) -> None:
         if side.name in (GRAPHRUNNER, BASELINE):
             await timed(side.loop(3, local=True))
             await timed(side.fan(2, cfg.branches))
+            handles = [await side.hold()() for _ in range(2)]
+            await GATE.until_waiting(len(handles))
+            GATE.release()
+            for handle in handles:
+                await handle.result()
     for side in guarded:  # they run the latency loop only
         await timed(side.loop(3, local=False))
+
+
+async def _result_cost(handle: WorkflowHandle[Any, Any], repeats: int = 5) -> dict[str, float]:
+    """Wall and CPU ms of ``handle.result()`` on a finished lifetime, and of the SDK's own.
+
+    graphrunner's `LifetimeHandle.result` reads the lifetime's path back from history (a
+    history fetch, a describe, decoding every node call) after the SDK's result; the
+    difference is what every graphrunner row timed from the client pays once per lifetime.
+    """
+    took: dict[str, list[tuple[float, float]]] = {"sdk": [], "graphrunner": []}
+    for _ in range(repeats):
+        for name, read in (("sdk", WorkflowHandle.result), ("graphrunner", type(handle).result)):
+            wall, cpu = time.perf_counter(), time.process_time()
+            await read(handle)
+            took[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {
+        f"{name}_{kind}_ms": 1000 * statistics.median(t[i] for t in pairs)
+        for name, pairs in took.items()
+        for i, kind in enumerate(("wall", "cpu"))
+    }
+
+
+def _history_row(history: dict[str, HistoryStats], steps: int) -> Measurement:
+    """History bytes per step of graphrunner's and the baseline's last latency lifetime."""
+    m = Measurement(
+        "history_bytes",
+        f"History bytes per step ({steps}-step loop lifetime)",
+        "B/step",
+        higher_is_better=False,
+        aim=1.5,
+    )
+    m.samples = {name: [history[name].bytes_per_step] for name in (GRAPHRUNNER, BASELINE)}
+    m.rounds = 1, 1
+    return m
 
 
 async def run(cfg: Config) -> Report:
@@ -580,12 +702,21 @@ async def run(cfg: Config) -> Report:
             pid = server.process.pid if server.process else None
             measured = _Run(cfg, sides, ProcessCpu(pid), unavailable, guarded)
             measurements = await measured.measure()
-            log("history of one latency lifetime per side; data converter cost")
+            log("history of one latency lifetime per side; result read-back; converter cost")
+            readback = {
+                f"{steps}-step": await _result_cost(handle)
+                for steps, handle in (
+                    (1, measured.one_step.get(GRAPHRUNNER)),
+                    (cfg.steps, measured.handles.get(GRAPHRUNNER)),
+                )
+                if handle is not None
+            }
             events = {
                 name: list((await handle.fetch_history()).events)
                 for name, handle in measured.handles.items()
             }
         history = {name: history_stats(e, cfg.steps) for name, e in events.items()}
+        measurements.append(_history_row(history, cfg.steps))
         converters = {
             "pydantic": pydantic_data_converter,
             "pydantic + external storage": gr_client.data_converter,
@@ -607,6 +738,7 @@ async def run(cfg: Config) -> Report:
         info.server_version,
         dict(warnings.counts),
         converter_us_per_step=converter,
+        result_readback_ms=readback,
         guard_cost=guards,
         unavailable=unavailable,
     )

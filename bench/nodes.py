@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.gate import GATE
 from graphrunner import NodeContext, NodeOutput, Plan, PlanResult, Task
 
 
@@ -12,6 +13,13 @@ class Noop(Task):
 
     async def run(self, ctx: NodeContext, data: Any) -> None:
         return None
+
+
+class Hold(Task):
+    """Waits on the benchmark's gate (`bench.gate.GATE`) until it is released."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> None:
+        await GATE.wait()
 
 
 class Loop(Plan):

@@ -43,7 +43,11 @@ def _title(m: Measurement) -> str:
 
 def _cell(m: Measurement, side: str) -> str:
     samples = m.samples[side]
-    return f"{m.median(side):.1f} [dim]({min(samples):.1f}–{max(samples):.1f})[/dim]"
+    shown = ",.0f" if m.median(side) >= 1000 else ".1f" if m.median(side) >= 10 else ".2f"
+    if len(samples) == 1:
+        return format(samples[0], shown)
+    low, high = format(min(samples), shown), format(max(samples), shown)
+    return f"{m.median(side):{shown}} [dim]({low}–{high})[/dim]"
 
 
 def print_tables(report: Report, console: Console | None = None) -> None:
@@ -90,10 +94,26 @@ def print_tables(report: Report, console: Console | None = None) -> None:
         f"{cfg.lifetime_steps} steps ({cfg.record_batches} per recording side, each against "
         "the baseline batch of its round). Wall time from the client, start to result. "
         "graphrunner uses its own data converter (pydantic + external payload storage), the "
-        "baseline plain pydantic.[/dim]"
+        "baseline plain pydantic. Worker CPU: this process's CPU (client and workers) per "
+        "step of each throughput batch. History: the last latency lifetime of each side "
+        f"({cfg.steps} steps). Idle memory: {cfg.idle_lifetimes} lifetimes per side and "
+        "round waiting on a running node; growth of this process's Python heap (tracemalloc) "
+        "per lifetime, the Rust core's own state not counted.[/dim]"
     )
     for side, reason in report.unavailable.items():
         console.print(f"[yellow]{side} not measured:[/yellow] {reason}")
+    if report.result_readback_ms:
+        shown = "; ".join(
+            f"{size} lifetime {c['graphrunner_wall_ms']:.1f} ms against the SDK's "
+            f"{c['sdk_wall_ms']:.1f} ms (CPU {c['graphrunner_cpu_ms']:.1f} against "
+            f"{c['sdk_cpu_ms']:.1f} ms)"
+            for size, c in report.result_readback_ms.items()
+        )
+        console.print(
+            "[dim]graphrunner's LifetimeHandle.result() reads the path back from history (a "
+            "history fetch, a describe, decoding every node call), once per lifetime in every "
+            f"graphrunner row above, median of 5 on a finished lifetime: {shown}.[/dim]"
+        )
     _print_records(report, console)
     _print_guardrails(report, console)
 
@@ -310,6 +330,7 @@ def print_json(report: Report) -> None:
             for side, stats in report.history.items()
         },
         "converter_us_per_step": report.converter_us_per_step,
+        "result_readback_ms": report.result_readback_ms,
         "guard_us_per_step": [asdict(cost) for cost in report.guard_cost],
         "unavailable": report.unavailable,
         "core_warnings": report.core_warnings,

@@ -1,9 +1,10 @@
 """The contestants: graphrunner (without records, or recording into a state DB) and the
 hand-written baseline, each on its own task queue.
 
-All hand out starters for the same two kinds of lifetime (a sequential Task+Plan loop and
-a fan-out loop); `timed` starts one or many and measures wall time from the client until
-every result is in. Workers for all run in this process for the whole benchmark.
+All hand out starters for the same three kinds of lifetime (a sequential Task+Plan loop, a
+fan-out loop, and one node that waits on `bench.gate.GATE`); `timed` starts one or many and
+measures wall time from the client until every result is in. Workers for all run in this
+process for the whole benchmark.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any, Protocol
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from bench.baseline_activities import LoopInput, LoopResult, noop_plan, noop_task
-from bench.baseline_workflows import FanOutWorkflow, LocalLoopWorkflow, LoopWorkflow
-from bench.nodes import FanOut, Loop, Noop
+from bench.baseline_activities import LoopInput, LoopResult, hold, noop_plan, noop_task
+from bench.baseline_workflows import FanOutWorkflow, HoldWorkflow, LocalLoopWorkflow, LoopWorkflow
+from bench.nodes import FanOut, Hold, Loop, Noop
 from graphrunner import AgentGraph, GraphBuilder, GraphrunnerClient, Settings
 from graphrunner.activities import Recorder
 from graphrunner.graph import GraphDefaults
@@ -29,17 +30,20 @@ from graphrunner.stores import BlobStore, RecordStore, data_converter
 from graphrunner.worker import build_worker
 
 __all__ = [
+    "ACTIVITY_SLOTS",
     "Baseline",
     "Graphrunner",
     "Side",
     "Starter",
     "fan_graph",
     "graphrunner_client",
+    "hold_graph",
     "loop_graph",
     "timed",
 ]
 
 BASE_QUEUE = "bench-baseline"
+ACTIVITY_SLOTS = 100  # build_worker's max_concurrent_activities, which the baseline copies
 # Room for long loops: the default cap of 100 runs per node is a safety net, not a cost.
 DEFAULTS = GraphDefaults(max_iterations=10_000)
 
@@ -68,6 +72,11 @@ def fan_graph(branches: int, rounds: int) -> AgentGraph:
     return builder.parallel("fan", *names).join("fan", *names).final("fan").build()
 
 
+def hold_graph() -> AgentGraph:
+    """One Task ``hold`` that waits on the benchmark's gate, then the lifetime ends."""
+    return GraphBuilder("bench-hold", defaults=DEFAULTS).task("hold", Hold).final("hold").build()
+
+
 Starter = Callable[[], Awaitable[WorkflowHandle[Any, Any]]]
 
 
@@ -81,6 +90,8 @@ class Side(Protocol):
     def loop(self, steps: int, *, local: bool) -> Starter: ...
 
     def fan(self, rounds: int, branches: int) -> Starter: ...
+
+    def hold(self) -> Starter: ...
 
 
 async def timed(start: Starter, count: int = 1, *, timeout_s: float = 180.0) -> float:
@@ -142,6 +153,7 @@ class Graphrunner:
             self.recorder = Recorder(records, blobs, inline_limit=settings.inline_limit_bytes)
         self.graphs: dict[tuple[bool, int], AgentGraph] = {}
         self.fan_graphs: dict[tuple[int, int], AgentGraph] = {}
+        self.hold_graph: AgentGraph | None = None
 
     def worker(self) -> Worker:
         if self.guardrails:
@@ -151,12 +163,12 @@ class Graphrunner:
         # What guardrails cost before any rule: build_worker's worker without the guardrail
         # interceptor, which no graphrunner deployment runs (build_worker always adds it).
         plugin = GraphrunnerPlugin(recorder=self.recorder, policies=self.policies)
-        plugin.interceptors = []  # type: ignore[misc]  # bench only: no deployment can
+        plugin.interceptors = []  # bench only: no deployment can
         return Worker(
             self.client,
             task_queue=self.queue,
             plugins=[plugin],
-            max_concurrent_activities=100,
+            max_concurrent_activities=ACTIVITY_SLOTS,
             max_eager_activity_reservations_per_workflow_task=10,
         )
 
@@ -170,6 +182,12 @@ class Graphrunner:
         if (branches, rounds) not in self.fan_graphs:
             self.fan_graphs[branches, rounds] = fan_graph(branches, rounds)
         graph = self.fan_graphs[branches, rounds]
+        return lambda: self.runner.start(graph, None)
+
+    def hold(self) -> Starter:
+        if self.hold_graph is None:
+            self.hold_graph = hold_graph()
+        graph = self.hold_graph
         return lambda: self.runner.start(graph, None)
 
 
@@ -186,9 +204,9 @@ class Baseline:
         return Worker(
             self.client,
             task_queue=BASE_QUEUE,
-            workflows=[LoopWorkflow, LocalLoopWorkflow, FanOutWorkflow],
-            activities=[noop_task, noop_plan],
-            max_concurrent_activities=100,
+            workflows=[LoopWorkflow, LocalLoopWorkflow, FanOutWorkflow, HoldWorkflow],
+            activities=[noop_task, noop_plan, hold],
+            max_concurrent_activities=ACTIVITY_SLOTS,
             max_eager_activity_reservations_per_workflow_task=10,
         )
 
@@ -210,3 +228,6 @@ class Baseline:
 
     def fan(self, rounds: int, branches: int) -> Starter:
         return self._start("BenchFanOut", LoopInput(rounds=rounds, branches=branches))
+
+    def hold(self) -> Starter:
+        return self._start("BenchHold", LoopInput(steps=1))

@@ -2,6 +2,7 @@
 
 from graphrunner.client._client import (
     GraphrunnerClient,
+    LifetimeHandle,
     LifetimeInfo,
     LostContact,
     connect_temporal,
@@ -11,6 +12,7 @@ from graphrunner.client._devserver import DevServer, temporal_binary
 __all__ = [
     "DevServer",
     "GraphrunnerClient",
+    "LifetimeHandle",
     "LifetimeInfo",
     "LostContact",
     "connect_temporal",

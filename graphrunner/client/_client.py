@@ -38,6 +38,7 @@ from graphrunner._types import (
 from graphrunner._values import BadValue, check_value
 from graphrunner.client._history import (
     failure_from_history,
+    run_of,
     stall_from_history,
     steps_from_history,
 )
@@ -70,7 +71,14 @@ from graphrunner.stores._attempts import AttemptRecord, lifetime_attempts
 from graphrunner.workflows import LIFETIME_WORKFLOW
 from graphrunner.workflows._checks import graph_issues
 
-__all__ = ["GraphrunnerClient", "LifetimeInfo", "LifetimeRow", "LostContact", "connect_temporal"]
+__all__ = [
+    "GraphrunnerClient",
+    "LifetimeHandle",
+    "LifetimeInfo",
+    "LifetimeRow",
+    "LostContact",
+    "connect_temporal",
+]
 
 _log = logging.getLogger("graphrunner.client")
 GRAPH_KEY = SearchAttributeKey.for_keyword("GraphrunnerGraph")
@@ -241,7 +249,7 @@ async def _with_path(handle: WorkflowHandle[Any, Any], result: LifetimeResult) -
     # steps_from_history).
     latest = handle._client.get_workflow_handle(handle.id)  # the run that finished
     history = await latest.fetch_history()
-    run_id = (await latest.describe()).run_id
+    run_id = run_of(history) or (await latest.describe()).run_id
     steps = await steps_from_history(history, handle._client.data_converter, run_id=run_id)
     return result.model_copy(update={"steps": steps or result.steps})
 

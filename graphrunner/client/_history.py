@@ -22,7 +22,7 @@ from graphrunner._types import (
 )
 from graphrunner.graph._model import AgentGraph, NodeKind
 
-__all__ = ["failure_from_history", "stall_from_history", "steps_from_history"]
+__all__ = ["failure_from_history", "run_of", "stall_from_history", "steps_from_history"]
 
 
 def _summary(event: HistoryEvent) -> tuple[str, int] | None:
@@ -103,6 +103,23 @@ async def steps_from_history(
                 if step.status is StepStatus.COMPLETED:
                     step.next = await _next(converter, step, successors, event)
     return steps
+
+
+def run_of(history: WorkflowHistory) -> str:
+    """The run id a history's events belong to ("" if the history does not say).
+
+    A run's first event names it (``original_execution_run_id``); a run made by a reset
+    starts with its base run's events, and the reset's workflow-task failure names it.
+    """
+    run_id = ""
+    for event in history.events:
+        if event.HasField("workflow_execution_started_event_attributes"):
+            run_id = event.workflow_execution_started_event_attributes.original_execution_run_id
+        elif event.HasField("workflow_task_failed_event_attributes"):
+            failed = event.workflow_task_failed_event_attributes
+            if failed.new_run_id:
+                run_id = failed.new_run_id
+    return run_id
 
 
 def _merged(steps: list[StepRecord], told: list[Any]) -> list[StepRecord]:
