@@ -268,7 +268,11 @@ async def wait_running(
 
 @pytest.mark.timeout(90)
 async def test_a_reservation_of_a_sigkilled_worker_is_settled_by_the_one_that_takes_over(
-    env: WorkflowEnvironment, client: GraphrunnerClient, task_queue: str, tmp_path: Path
+    env: WorkflowEnvironment,
+    client: GraphrunnerClient,
+    task_queue: str,
+    tmp_path: Path,
+    state_db_url: str,
 ) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
@@ -279,9 +283,10 @@ async def test_a_reservation_of_a_sigkilled_worker_is_settled_by_the_one_that_ta
     log = tmp_path / "tasks.log"
     deadline = time.monotonic() + 60
     workers: list[subprocess.Popen[bytes]] = []
-    store = RecordStore(f"sqlite:///{tmp_path / 'state' / 'state.db'}")
+    settings = {"GRAPHRUNNER_POLICY": str(policy), "GRAPHRUNNER_DATABASE_URL": state_db_url}
+    store = RecordStore(state_db_url)
     try:
-        worker_a = start_worker(env, task_queue, tmp_path, "a", GRAPHRUNNER_POLICY=str(policy))
+        worker_a = start_worker(env, task_queue, tmp_path, "a", **settings)
         workers.append(worker_a)
         await wait_polling(env, task_queue, worker_a, tmp_path)
         handle = await client.start(crash_graph(log).build(), None, tenant="crash")
@@ -294,7 +299,7 @@ async def test_a_reservation_of_a_sigkilled_worker_is_settled_by_the_one_that_ta
         held = await store.tenant_reservations("crash")
         assert len(held) == 1, held
 
-        worker_b = start_worker(env, task_queue, tmp_path, "b", GRAPHRUNNER_POLICY=str(policy))
+        worker_b = start_worker(env, task_queue, tmp_path, "b", **settings)
         workers.append(worker_b)
         await wait_polling(env, task_queue, worker_b, tmp_path)
         try:
