@@ -621,7 +621,7 @@ async def _result_cost(handle: WorkflowHandle[Any, Any], repeats: int = 5) -> di
     """Wall and CPU ms of ``handle.result()`` on a finished lifetime, and of the SDK's own.
 
     graphrunner's `LifetimeHandle.result` reads the lifetime's path back from history (a
-    history fetch, a describe, decoding every node call) after the SDK's result; the
+    history fetch, decoding every node call) after the SDK's result; the
     difference is what every graphrunner row timed from the client pays once per lifetime.
     """
     took: dict[str, list[tuple[float, float]]] = {"sdk": [], "graphrunner": []}

@@ -111,7 +111,7 @@ def print_tables(report: Report, console: Console | None = None) -> None:
         )
         console.print(
             "[dim]graphrunner's LifetimeHandle.result() reads the path back from history (a "
-            "history fetch, a describe, decoding every node call), once per lifetime in every "
+            "history fetch, decoding every node call), once per lifetime in every "
             f"graphrunner row above, median of 5 on a finished lifetime: {shown}.[/dim]"
         )
     _print_records(report, console)
