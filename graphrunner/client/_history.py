@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.api.common.v1 import Payload
@@ -82,16 +82,23 @@ async def steps_from_history(
                 marker = event.marker_recorded_event_attributes
                 failed = marker.HasField("failure")
                 decided = marker.details["result"].payloads if "result" in marker.details else []
+                decision = {} if failed else await _decoded(converter, decided)
+                # A local activity's marker is written when it completed; its result says
+                # how long the plan ran.
+                finished = _time(event)
+                latency = (decision.get("telemetry") or {}).get("latency_ms")
+                ran = timedelta(milliseconds=latency) if isinstance(latency, int | float) else None
                 steps.append(
                     StepRecord(
                         node=named[0],
                         kind=NodeKind.PLAN,
                         iteration=named[1],
                         status=StepStatus.FAILED if failed else StepStatus.COMPLETED,
-                        started_at=_time(event),
+                        started_at=finished - ran if ran is not None else finished,
+                        finished_at=finished if ran is not None else None,
                         execution_id=execution_id(history.workflow_id, run_id, *named),
                         seq=max((s.seq for s in steps), default=-1) + 1,
-                        next=[] if failed else _plan_next(await _decoded(converter, decided)),
+                        next=[] if failed else _plan_next(decision),
                     )
                 )
         else:
