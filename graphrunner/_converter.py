@@ -9,7 +9,7 @@ anything either wrote reads back with either.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
@@ -18,6 +18,7 @@ from temporalio.converter import (
     DataConverter,
     DefaultPayloadConverter,
     JSONPlainPayloadConverter,
+    SerializationContext,
 )
 
 from graphrunner._types import WireModel
@@ -46,9 +47,18 @@ class GraphrunnerPayloadConverter(CompositePayloadConverter):
     _ready = False
 
     def __new__(cls) -> GraphrunnerPayloadConverter:
-        if cls._shared is None:
-            cls._shared = super().__new__(cls)
-        return cls._shared
+        shared = cls.__dict__.get("_shared")  # per class: a subclass gets its own
+        if shared is None:
+            shared = super().__new__(cls)
+            cls._shared = shared
+        return shared
+
+    def with_context(self, context: SerializationContext) -> Self:
+        """This converter: none of its parts use a serialization context.
+
+        (The composite's own would build a new instance and reset the shared one's parts.)
+        """
+        return self
 
     def __init__(self) -> None:
         if self._ready:

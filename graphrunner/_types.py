@@ -1,6 +1,6 @@
 """Typed values that cross the workflow/activity boundary (and so Temporal history).
 
-Kept apart from the SDK and the activities so the workflow sandbox imports only pydantic and
+Kept apart from the SDK and the activities so workflow code imports only pydantic and
 the graph model. Field additions must keep defaults: old histories have to replay.
 """
 
@@ -182,8 +182,10 @@ class ExecutionHeader(_Model):
     scheduled_at: datetime | None = None
 
 
-GRAPH_KEY_LENGTH = 16
-"""Hex digits of a graph's content hash a node call names it by (64 bits)."""
+GRAPH_KEY_LENGTH = 32
+"""Hex digits of a graph's content hash a node call names it by (128 bits: finding two
+graphs that share them is out of reach, so a worker's cache never hands a node another
+graph)."""
 
 
 class _Call(WireModel):
@@ -273,7 +275,8 @@ class LifetimeInput(_Model):
     graph: AgentGraph
     graph_hash: str
     input: Any = None
-    tenant: str = "default"
+    # The state DB's bound; a longer one would fail every ledger write, on every retry.
+    tenant: str = Field(default="default", min_length=1, max_length=255)
     format: int = 1
 
 
@@ -294,9 +297,10 @@ def check_format(inp: LifetimeInput) -> None:
     """Refuse (stall) a lifetime whose input format this worker does not run."""
     if inp.format != INPUT_FORMAT:
         raise UnsupportedHistory(
-            f"this lifetime was started by a graphrunner whose input format is {inp.format}; "
-            f"this worker runs format {INPUT_FORMAT} only. Run it on a worker of that "
-            "graphrunner version, or terminate it"
+            f"this lifetime's input has format {inp.format} (an older graphrunner's, or a "
+            'start by hand that did not say "format": '
+            f"{INPUT_FORMAT}); this worker runs format {INPUT_FORMAT} only. Run it on a worker "
+            "of that graphrunner version, or terminate it"
         )
 
 

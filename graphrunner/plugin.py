@@ -8,8 +8,9 @@ to a `Worker`, a `Replayer` or `Client.connect` and it brings:
 - the `AgentLifetimeWorkflow` and the node activities (with the worker's `Recorder`, when
   records are on) and the guardrail local activities;
 - the `GuardrailInterceptor`, so no lifetime runs, or replays, without its guardrails;
-- a workflow sandbox that passes graphrunner's modules (and pydantic) through: they are
-  imported once per process instead of once per lifetime.
+- a workflow sandbox that passes graphrunner's modules (and pydantic) through, for any
+  sandboxed workflow of the worker (the lifetime workflow itself runs unsandboxed, see
+  `graphrunner.workflows._lifetime`): they are imported once per process, not per run.
 
 A later GraphrunnerPlugin replaces an earlier one's parts (a worker built from a client
 connected with the plugin takes the worker's own), so the parts are never doubled.
@@ -44,7 +45,7 @@ from graphrunner.workflows import LIFETIME_WORKFLOW, AgentLifetimeWorkflow
 __all__ = ["PASSTHROUGH_MODULES", "GraphrunnerPlugin"]
 
 PASSTHROUGH_MODULES = ("graphrunner", "pydantic", "pydantic_core", "annotated_types")
-"""Modules the lifetime sandbox shares with the worker instead of importing per lifetime.
+"""Modules a workflow sandbox shares with the worker instead of importing per workflow run.
 
 graphrunner's workflow code is deterministic by construction (it routes on its input and
 activity results; user code runs only in activities), so sharing its modules costs no
@@ -96,6 +97,7 @@ class GraphrunnerPlugin(SimplePlugin):
             recorder, impl_modules=tuple(impl_modules) if impl_modules is not None else None
         )
         self.guards = GuardrailActivities(policies or PolicySource(), recorder)
+        self._closers: list[Callable[[], object]] = []
         self.interceptor = GuardrailInterceptor(policies, ledger=recorder is not None)
         super().__init__(
             _PLUGIN_NAME,
@@ -122,7 +124,16 @@ class GraphrunnerPlugin(SimplePlugin):
             ours = dataclasses.replace(ours, payload_codec=existing.payload_codec)
         if existing.external_storage is not None and ours.external_storage is None:
             ours = dataclasses.replace(ours, external_storage=existing.external_storage)
+        if existing.failure_converter_class is not ours.failure_converter_class:
+            # e.g. DefaultFailureConverterWithEncodedAttributes: failure text encrypted too
+            ours = dataclasses.replace(
+                ours, failure_converter_class=existing.failure_converter_class
+            )
         return ours
+
+    def on_shutdown(self, close: Callable[[], object]) -> None:
+        """Call ``close`` when the worker (or replayer) this plugin runs in stops."""
+        self._closers.append(close)
 
     def _activities(
         self, existing: Sequence[Callable[..., Any]] | None
@@ -164,6 +175,8 @@ class GraphrunnerPlugin(SimplePlugin):
             yield
         finally:
             await self.nodes.aclose()  # the node resources (@resource) this worker opened
+            for close in self._closers:
+                close()
 
     # -- replacing an earlier GraphrunnerPlugin's parts -------------------------------------
 

@@ -105,6 +105,7 @@ def build_worker(
             ``max_concurrent_workflow_tasks``, ``max_concurrent_local_activities``.
     """
     temporal, settings, blobs = _unpack(client, settings)
+    opened = isinstance(recorder, _FromSettings)
     if isinstance(recorder, _FromSettings):
         recorder = open_recorder(settings, blobs=blobs)
     if policies is None:
@@ -112,11 +113,14 @@ def build_worker(
     if impl_modules is None:
         impl_modules = settings.impl_prefixes()
     plugin = GraphrunnerPlugin(recorder=recorder, policies=policies, impl_modules=impl_modules)
-    if not isinstance(temporal.data_converter.payload_converter, GraphrunnerPayloadConverter):
+    if opened and recorder is not None:
+        plugin.on_shutdown(recorder.records.close)  # the state DB pool this call opened
+    if not issubclass(temporal.data_converter.payload_converter_class, GraphrunnerPayloadConverter):
         # A worker's converter is its client's: share the connection under graphrunner's
-        # converter (keeping the client's codec and external storage) rather than trust
-        # whoever connected it to have set it.
-        config = temporal.config(active_config=True)
+        # converter (keeping the client's codec, failure converter and external storage)
+        # rather than trust whoever connected it to have set it. From the initial config, so
+        # the client's plugins configure it once, as they did the first time.
+        config = temporal.config()
         config["data_converter"] = plugin.converter_for(temporal.data_converter)
         temporal = Client(**config)
     options.setdefault("max_eager_activity_reservations_per_workflow_task", 10)

@@ -77,10 +77,10 @@ async def test_a_node_call_carries_only_what_the_worker_cannot_derive(
             "data",
             "results",
         }, call
-        assert graph.content_hash().startswith(call["graph"]) and len(call["graph"]) == 16
+        assert graph.content_hash().startswith(call["graph"]) and len(call["graph"]) == 32
         assert "x" * 300 not in json.dumps(call)
         headers = {k: v for k, v in call.items() if k not in ("data", "results")}
-        assert len(json.dumps(headers)) < 120, headers
+        assert len(json.dumps(headers)) < 140, headers
 
 
 @pytest.mark.usefixtures("worker")
@@ -218,3 +218,59 @@ async def test_a_server_without_the_search_attributes_gets_them_on_the_first_sta
         attrs = (await lifetime.describe()).typed_search_attributes
         assert attrs.get(GRAPH_KEY) == "tagged" and attrs.get(TENANT_KEY) == "acme"
     assert "search attributes" not in caplog.text, "no start went without them"
+
+
+async def test_build_worker_keeps_the_clients_plugins_single_and_its_failure_converter(
+    env: WorkflowEnvironment,
+) -> None:
+    from temporalio.client import Interceptor as ClientInterceptor
+    from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+    from temporalio.plugin import SimplePlugin
+
+    class Tracing(ClientInterceptor):
+        pass
+
+    encoded = DataConverter(failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
+    temporal = await Client.connect(
+        env.client.service_client.config.target_host,
+        data_converter=encoded,
+        plugins=[SimplePlugin("tracing", interceptors=[Tracing()])],
+    )
+    worker = build_worker(temporal, task_queue="unused", recorder=None)
+    client = worker.client
+    assert (
+        len(
+            [i for i in client.config(active_config=True)["interceptors"] if isinstance(i, Tracing)]
+        )
+        == 1
+    )
+    converter = client.data_converter
+    assert converter.failure_converter_class is DefaultFailureConverterWithEncodedAttributes
+    from graphrunner._converter import GraphrunnerPayloadConverter
+
+    assert converter.payload_converter_class is GraphrunnerPayloadConverter
+
+
+async def test_a_handle_reads_the_path_of_its_own_run_when_the_id_is_reused(
+    client: GraphrunnerClient,
+) -> None:
+    lifetime_id = f"reused-{uuid.uuid4().hex[:8]}"
+    async with build_worker(client, recorder=None):
+        first = await client.start(loop("first", rounds=1), None, id=lifetime_id)
+        await first.result()
+        second = await client.start(loop("second", rounds=3), None, id=lifetime_id)
+        await second.result()
+        # A handle of the first run: its output and its path, not the newer run's.
+        result = await first.result()
+    assert result.graph_name == "first"
+    assert [s.node for s in result.steps] == ["work", "decide"]
+
+
+def test_a_tenant_longer_than_the_state_db_takes_is_refused_before_it_reaches_a_worker() -> None:
+    from pydantic import ValidationError
+
+    from graphrunner._types import LifetimeInput
+
+    graph = loop()
+    with pytest.raises(ValidationError, match="at most 255"):
+        LifetimeInput(graph=graph, graph_hash=graph.content_hash(), tenant="t" * 256, format=2)

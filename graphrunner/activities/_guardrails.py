@@ -7,8 +7,10 @@ markers), which is what lets a replay reach the same decisions without touching 
 from __future__ import annotations
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from graphrunner.activities._recording import Recorder
+from graphrunner.errors import FailureType
 from graphrunner.guardrails._eval import Tally
 from graphrunner.guardrails._guard import LifetimeGuard, Phase, Verdict
 from graphrunner.guardrails._io import DecisionInput
@@ -109,7 +111,15 @@ class GuardrailActivities:
     async def tenant_reserve(self, inp: TenantReserveInput) -> TenantReserveResult:
         """Settle, check and reserve on the tenant ledger in one transaction."""
         if self.recorder is None:
-            return TenantReserveResult()
+            # The lifetime pinned a ledger at start (on a worker with a state DB) and now
+            # runs on one without: skipping its tenant rules would let it spend unchecked.
+            raise ApplicationError(
+                "this lifetime has tenant-scope guardrail rules, which this worker cannot "
+                "check: it keeps no state DB (enable records, GRAPHRUNNER_RECORD=1, on every "
+                "worker of the task queue)",
+                type=FailureType.GUARDRAIL_CONFIG,
+                non_retryable=True,
+            )
         guard = self._guard(inp) if inp.rules else None
         fired: list[Verdict] = []
 

@@ -20,6 +20,7 @@ from temporalio.client import (
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowHistory,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
@@ -223,6 +224,11 @@ def _status_name(status: str) -> str:
     return "".join(part.capitalize() for part in status.lower().split("_"))
 
 
+def _completed(history: WorkflowHistory) -> bool:
+    events = history.events
+    return bool(events) and events[-1].HasField("workflow_execution_completed_event_attributes")
+
+
 class LifetimeHandle(WorkflowHandle[Any, LifetimeResult]):
     """A lifetime's Temporal handle whose `result` also reads the lifetime's path.
 
@@ -247,8 +253,15 @@ class LifetimeHandle(WorkflowHandle[Any, LifetimeResult]):
 async def _with_path(handle: WorkflowHandle[Any, Any], result: LifetimeResult) -> LifetimeResult:
     # The history's path, merged with the rejected steps the result names (see
     # steps_from_history).
-    latest = handle._client.get_workflow_handle(handle.id)  # the run that finished
+    client = handle._client
+    # The run this handle started, when it is the one that completed (not a later lifetime
+    # that reused the id); else the newest run (the result followed a reset or a new run).
+    run = handle.result_run_id or handle.run_id
+    latest = client.get_workflow_handle(handle.id, run_id=run)
     history = await latest.fetch_history()
+    if run is None or not _completed(history):
+        latest = client.get_workflow_handle(handle.id)
+        history = await latest.fetch_history()
     run_id = run_of(history) or (await latest.describe()).run_id
     steps = await steps_from_history(history, handle._client.data_converter, run_id=run_id)
     return result.model_copy(update={"steps": steps or result.steps})

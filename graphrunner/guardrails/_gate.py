@@ -194,6 +194,11 @@ class Gate:
                 read = await self.io.reserve(self._ledger_input(guard))
                 tenant = _tallies(read.totals)
         guard.fold(row, self._elapsed(), execution_id=eid)
+        if self.io.owes and self.io.in_flight:
+            # Fan-out siblings still run: the lifetime's next reserve may be far off, and
+            # this execution's reservation could expire before it, its spend then counting
+            # nowhere. Settle now.
+            await self._settle_owed()
         return result
 
     async def _check_before(

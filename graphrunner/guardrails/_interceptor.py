@@ -21,7 +21,9 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio import workflow
+from temporalio.exceptions import FailureError
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
@@ -33,11 +35,16 @@ from temporalio.worker import (
 )
 
 from graphrunner._types import RUN_PLAN, RUN_TASK, LifetimeInput, check_format
+from graphrunner.errors import GraphrunnerError
 from graphrunner.guardrails._gate import Gate, WorkerLayers
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.workflows._lifetime import LIFETIME_WORKFLOW
 
 __all__ = ["GuardrailInterceptor"]
+
+# What ends a lifetime (the workflow's failure_exception_types, temporalio's failures, a
+# cancellation); every other exception fails only the workflow task.
+_ENDS_LIFETIME = (FailureError, GraphrunnerError, ValidationError, asyncio.CancelledError)
 
 _NODE_ACTIVITIES = (RUN_TASK, RUN_PLAN)
 
@@ -83,8 +90,11 @@ class _Inbound(WorkflowInboundInterceptor):
             result = await self._execute(input)
         # Not GeneratorExit: an evicted workflow's coroutine is closed outside the
         # workflow's event loop, where nothing may be awaited.
-        except (Exception, asyncio.CancelledError):
-            await self._gate.finish()
+        except (Exception, asyncio.CancelledError) as exc:
+            # Only when the lifetime ends: any other error (a bug, nondeterminism) fails the
+            # workflow task, the lifetime goes on after a fix, and its nodes still run.
+            if isinstance(exc, _ENDS_LIFETIME):
+                await self._gate.finish()
             await _handlers_finished()
             raise
         await self._gate.finish()

@@ -162,6 +162,11 @@ class LedgerIO:
     async def reserve(self, inp: TenantReserveInput) -> TenantReserveResult:
         """Settle what this lifetime owes, then check (and reserve) ``inp.execution_id``."""
         inp.settle = self._take_owed()
+        if inp.execution_id is not None:
+            # Held until the result says otherwise: a reserve cancelled (or failed) after its
+            # transaction committed is released at the lifetime's end, not left to expire.
+            # Releasing a reservation that was never made deletes nothing.
+            self._reserved.add(inp.execution_id)
         try:
             result: TenantReserveResult = await workflow.execute_local_activity(
                 TENANT_RESERVE,
@@ -174,8 +179,8 @@ class LedgerIO:
         except BaseException:
             self._owe_again(inp.settle)
             raise
-        if result.reserved and inp.execution_id is not None:
-            self._reserved.add(inp.execution_id)
+        if not result.reserved and inp.execution_id is not None:
+            self._reserved.discard(inp.execution_id)
         return result
 
     def settle(self, execution_id: str, deltas: Deltas | None) -> None:
@@ -192,6 +197,11 @@ class LedgerIO:
     def owes(self) -> bool:
         """Whether finished executions wait to be settled."""
         return bool(self._owed)
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether executions of this lifetime hold reservations (fan-out siblings)."""
+        return bool(self._reserved)
 
     @property
     def owing(self) -> bool:
@@ -243,8 +253,11 @@ def ceiling_of(
     if node is not None:
         tokens = node.max_tokens if node.max_tokens is not None else tokens
         cost = node.max_cost_usd if node.max_cost_usd is not None else cost
-        attempts = inp.graph.retry(node).max_attempts or 0
-        until = expiry(workflow.now(), inp.graph.timeout(node), attempts)
+        retry = inp.graph.retry(node)
+        attempts = retry.max_attempts or 0
+        # Each attempt may time out and then wait out the longest retry interval.
+        per_attempt = inp.graph.timeout(node) + timedelta(seconds=retry.max_interval_s or 0)
+        until = expiry(workflow.now(), per_attempt, attempts)
     row = execution_row(
         node=call.node_name, kind=kind, iteration=call.iteration, status="scheduled"
     )

@@ -174,7 +174,7 @@ class AgentLifetimeWorkflow:
             else [NodeOutput(node=INPUT, iteration=0, output=inp.input)]
         )
         # Failures graphrunner means (ApplicationErrors, GraphrunnerErrors) fail the lifetime.
-        # Anything else, above all the SDK's NondeterminismError and the sandbox's
+        # Anything else, above all the SDK's NondeterminismError and a sandbox's
         # RestrictedWorkflowAccessError, fails only the workflow task: the lifetime stalls,
         # visibly (`graphrunner status`), until a fixed deploy or a reset lets it go on.
         end = await self._walk(
