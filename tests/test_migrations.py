@@ -223,6 +223,8 @@ RELEASED = {
     (1, "postgresql"): "81b9ffa7da909c3a1fe042e6da35ee8f9778c8d12a811878cb984099940ad2c8",
     (2, "sqlite"): "874ecd72be80cb13f3b30f7557f1956d4a37acbd6d88f2be19c2aa00cbf71b99",
     (2, "postgresql"): "76a0c807c33a361dc14df5dad228c4330b720c8b04eb460cdbc4abea4380cff9",
+    (3, "sqlite"): "9125b3f496a7ef54c208dcdd460e370390b686b2ef13fa99f9826d19633816c7",
+    (3, "postgresql"): "cad8130c1171671c033c7f2cf4b5959fd3a49e811da541d4dcc2d0cfdfe2e488",
 }
 
 
