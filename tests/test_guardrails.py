@@ -1052,8 +1052,8 @@ def _fixture(name: str) -> WorkflowHistory:
 async def test_a_lifetime_of_an_older_input_format_is_refused_naming_the_format(name: str) -> None:
     result = await _replayer().replay_workflow(_fixture(name), raise_on_replay_failure=False)
     failure = str(result.replay_failure)
-    assert "UnsupportedHistory" in failure or "input format is 1" in failure, failure
-    assert "input format is 1" in failure and "format 2 only" in failure, failure
+    assert "UnsupportedHistory" in failure or "input has format 1" in failure, failure
+    assert "input has format 1" in failure and "format 2 only" in failure, failure
 
 
 @pytest.mark.parametrize("name", sorted(CURRENT_HISTORIES))

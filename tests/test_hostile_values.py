@@ -306,7 +306,7 @@ async def test_a_lifetime_of_another_input_format_waits_for_its_worker(
         while not (info := await client.status(handle.id)).stalled:
             await asyncio.sleep(0.1)
     assert info.status == "running", "another format must not fail the lifetime"
-    assert "input format is 1" in info.stalled and "runs format 2 only" in info.stalled
+    assert "input has format 1" in info.stalled and "runs format 2 only" in info.stalled
     scheduled = [
         e
         async for e in handle.fetch_history_events()
