@@ -796,6 +796,82 @@ async def test_every_exit_of_a_lifetime_gives_its_reservations_back(
     await assert_replays(harness.temporal, handle)
 
 
+async def test_a_fan_out_branch_settles_while_its_siblings_still_run(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # Its settlement used to wait for the lifetime's next reserve, after the JOIN: a long
+    # sibling could outlast the branch's reservation, and its spend then counted nowhere.
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    gate = tmp_path / "gate"
+    roomy = "{name: cap, when: sum(tokens_used) > 1e12, scope: tenant, action: abort_lifetime}"
+    graph = (
+        GraphBuilder("fan-settle", version="1.0.0")
+        .plan("split", "tests.nodes:FanOutAll")
+        .task("quick", Spend, max_tokens=TOKENS)
+        .task("slow", "tests.nodes:WaitForFile", config={"gate": str(gate)}, max_tokens=TOKENS)
+        .plan("merge", "tests.nodes:Collect")
+        .parallel("split", "quick", "slow")
+        .join("merge", "quick", "slow")
+        .final("merge")
+        .build()
+    )
+    async with harness.worker(PolicySource(global_policy=policy(roomy))):
+        handle = await harness.start(graph, tenant=tenant)
+        usage: dict[str, Any] = {}
+        async with asyncio.timeout(20):  # "quick" done and settled while "slow" waits
+            while not usage or usage["sum(tokens_used)"].total < TOKENS:
+                await asyncio.sleep(0.05)
+                usage = await harness.store.tenant_usage(tenant, ["sum(tokens_used)"])
+        held = await harness.store.tenant_reservations(tenant)
+        assert len(held) == 1, "only the running branch still holds a reservation"
+        gate.write_text("go")
+        await handle.result()
+    assert await harness.store.tenant_reservations(tenant) == {}
+    await assert_replays(harness.temporal, handle)
+
+
+async def test_a_worker_without_a_state_db_refuses_tenant_rules_it_cannot_check(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # The lifetime pinned a ledger on a worker with a state DB; a worker without one used to
+    # answer every reserve with "nothing fired" and let it spend unchecked.
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    gate = tmp_path / "gate"
+    cap = "{name: cap, when: sum(tokens_used) > 1e12, scope: tenant, action: abort_lifetime}"
+    policies = PolicySource(global_policy=policy(cap))
+    graph = (
+        GraphBuilder("no-ledger", version="1.0.0")
+        .task("hold", "tests.nodes:WaitForFile", config={"gate": str(gate)})
+        .plan("go", "tests.nodes:Forward")
+        .task("work", Spend, max_tokens=TOKENS)
+        .plan("decide", Loop, config={"rounds": 1})
+        .edge("hold", "go")
+        .edge("go", "work")
+        .edge("work", "decide")
+        .edge("decide", "work")
+        .final("decide")
+        .build()
+    )
+    async with harness.worker(policies):
+        handle = await harness.start(graph, tenant=tenant)
+        async with asyncio.timeout(20):
+            while "hold · 1" not in await activity_summaries(handle):
+                await asyncio.sleep(0.05)
+        await harness.client.pause(handle.id, reason="moving workers")
+        gate.write_text("go")
+        await harness.wait_paused(handle.id)
+    bare = build_worker(
+        harness.temporal, task_queue=harness.task_queue, recorder=None, policies=policies
+    )
+    async with bare:
+        await harness.client.resume(handle.id, reason="on a worker without records")
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert "GRAPHRUNNER_RECORD" in str(failure.value.cause), failure.value.cause
+    usage = await harness.store.tenant_usage(tenant, ["sum(tokens_used)"])
+    assert usage["sum(tokens_used)"].total == 0, "nothing ran unchecked"
+
+
 async def local_activity_summaries(handle: WorkflowHandle[Any, Any]) -> list[str]:
     """Summaries of the local activities in a lifetime's history (marker events)."""
     history = await handle.fetch_history()
