@@ -7,6 +7,8 @@ the graph model. Field additions must keep defaults: old histories have to repla
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Self
@@ -49,14 +51,23 @@ MAX_TOKENS = 2**53  # per execution
 MAX_COST_USD = 1e9  # per execution
 
 
-def step_summary(node: str, iteration: int) -> str:
-    """The activity summary the Temporal UI shows for one node execution."""
-    return f"{node}{_SUMMARY_SEP}{iteration}"
+def step_summary(node: str, iteration: int, mark: str = "") -> str:
+    """The activity summary the Temporal UI shows for one node execution.
+
+    ``mark`` is a map branch's place, ``[3/7]``: ``review · 3 [3/7]``.
+    """
+    return f"{node}{_SUMMARY_SEP}{iteration}{' ' + mark if mark else ''}"
+
+
+_MARK = re.compile(r" \[\d+/\d+\]$")
 
 
 def parse_step_summary(text: str) -> tuple[str, int] | None:
-    """Inverse of `step_summary`; None for a summary graphrunner did not write."""
-    node, sep, iteration = text.rpartition(_SUMMARY_SEP)
+    """Inverse of `step_summary`, without the mark.
+
+    None for a summary graphrunner did not write.
+    """
+    node, sep, iteration = _MARK.sub("", text).rpartition(_SUMMARY_SEP)
     return (node, int(iteration)) if sep and iteration.isdigit() else None
 
 
@@ -124,11 +135,31 @@ class PlanResult(WireModel):
     data: Any = None
     output: Any = None
     telemetry: Telemetry = Field(default_factory=Telemetry)
+    items: list[Any] | None = Field(
+        default=None,
+        description="Set by `map`: run the one chosen task once per item, each item its data.",
+    )
+    max_concurrency: int | None = Field(
+        default=None, ge=1, le=10_000, description="Most map branches running at once."
+    )
 
     @classmethod
     def goto(cls, *names: str, data: Any = None) -> PlanResult:
         """Run the named successor task(s) next, handing each ``data``."""
         return cls(next_task_names=list(names), data=data)
+
+    @classmethod
+    def map(
+        cls, task: str, items: Sequence[Any], *, max_concurrency: int | None = None
+    ) -> PlanResult:
+        """Run ``task`` (a PARALLEL successor) once per item, each branch the item as its data.
+
+        The analogue of LangGraph's ``Send``: as many branches as the plan decides at run
+        time, at most ``max_concurrency`` at once; the JOIN plan gets their results in item
+        order (no items: it runs at once with none). ``defaults.max_map_items`` (100) caps a
+        map, and the task's ``max_iterations`` the lifetime (each branch is one iteration).
+        """
+        return cls(next_task_names=[task], items=list(items), max_concurrency=max_concurrency)
 
     @classmethod
     def finish(cls, output: Any = None) -> PlanResult:

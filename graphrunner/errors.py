@@ -82,6 +82,7 @@ class FailureType(StrEnum):
     BAD_NODE_INPUT = "BadNodeInput"
     IMPL_NOT_FOUND = "NodeImplementationNotFound"
     BAD_FAN_IN = "BadFanIn"
+    MAP_TOO_LARGE = "MapTooLarge"
     GRAPH_MISMATCH = "PinnedGraphMismatch"
     INVALID_GRAPH = "InvalidGraph"
     INTERNAL = "InternalError"

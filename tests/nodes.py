@@ -98,3 +98,30 @@ class ForgetGraphs(Task):
         with _pinned._lock:
             _pinned._graphs.clear()
         return {"forgot": True}
+
+
+class MapOver(Plan):
+    """Maps its first successor over range(n), n the lifetime input (``config.limit``: at most
+    that many branches at once)."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        n = int(results[0].output)
+        limit = ctx.config.get("limit")
+        return PlanResult.map(ctx.successors[0], list(range(n)), max_concurrency=limit)
+
+
+class Double(Task):
+    """Returns twice its input after ``config.sleep_s`` seconds."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> Any:
+        import asyncio
+
+        await asyncio.sleep(float(ctx.config.get("sleep_s", 0)))
+        return data * 2
+
+
+class Outputs(Plan):
+    """Finishes with the list of its results' outputs, in the order it got them."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        return PlanResult.finish([r.output for r in results])

@@ -181,9 +181,19 @@ def _check_decision(
             type=FailureType.BAD_NODE_RESULT,
             non_retryable=True,
         )
-    _check_carried(where, data=decision.data, output=decision.output)
+    _check_carried(where, data=decision.data, output=decision.output, items=decision.items)
     decision.data = to_jsonable_python(decision.data)  # plain JSON (see WireModel)
     decision.output = to_jsonable_python(decision.output)
+    if decision.items is not None:
+        decision.items = to_jsonable_python(decision.items)
+        if len(decision.next_task_names) != 1:
+            raise ApplicationError(
+                f"{where} mapped over {len(decision.items)} items but chose "
+                f"{len(decision.next_task_names)} tasks; a map runs exactly one task "
+                "(PlanResult.map)",
+                type=FailureType.BAD_NODE_RESULT,
+                non_retryable=True,
+            )
     unknown = [name for name in decision.next_task_names if name not in successors]
     if unknown:
         raise ApplicationError(
@@ -308,6 +318,9 @@ class NodeActivities:
 
         def describe(result: PlanResult) -> tuple[Any, Telemetry, list[str]]:
             shown = result.model_dump(mode="json", exclude={"telemetry"})
+            for field in ("items", "max_concurrency"):  # a map's, shown only when set
+                if shown.get(field) is None:
+                    shown.pop(field, None)
             return shown, result.telemetry, result.next_task_names or ["END"]
 
         return await self._execute(header, body, describe)

@@ -152,6 +152,10 @@ BUILTIN_RETRY = RetrySpec(
 )
 
 
+DEFAULT_MAP_ITEMS = 100
+"""Default of ``defaults.max_map_items``."""
+
+
 class GraphDefaults(_Strict):
     """Settings every node inherits unless it sets its own."""
 
@@ -174,6 +178,19 @@ class GraphDefaults(_Strict):
         json_schema_extra={"maximum": MAX_ITERATIONS},
         description=f"Most times any one node may run in a lifetime (1 to {MAX_ITERATIONS:,}).",
     )
+    # Left out of every dump when unset, so graphs without it hash as before.
+    max_map_items: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        exclude_if=lambda value: value is None,
+        description=f"Most items one map fan-out (PlanResult.map) may have (default "
+        f"{DEFAULT_MAP_ITEMS}, at most 10,000).",
+    )
+
+    def map_cap(self) -> int:
+        """The most items one map fan-out may have."""
+        return self.max_map_items or DEFAULT_MAP_ITEMS
 
 
 class NodeSpec(_Strict):

@@ -98,6 +98,14 @@ def _fail(message: str, kind: FailureType) -> ApplicationError:
     return ApplicationError(clip(message, _MESSAGE_LIMIT), type=kind, non_retryable=True)
 
 
+def _join_after(graph: AgentGraph, task: str) -> str | None:
+    """The JOIN plan ``task`` leads straight to, if it does."""
+    edges = graph.out_edges(task)
+    if edges and edges[0].type is EdgeType.JOIN:
+        return edges[0].target
+    return None
+
+
 def _rejection(exc: GuardrailRejected) -> Rejection:
     if isinstance(exc.rejection, Rejection):
         return exc.rejection
@@ -220,13 +228,18 @@ class AgentLifetimeWorkflow:
         results: list[NodeOutput],
         via: _Via,
         depth: int,
+        mark: str = "",
     ) -> _Finished | _Joined:
-        """Run nodes from ``name`` until a FINAL edge, or (inside a fan-out) a JOIN edge."""
+        """Run nodes from ``name`` until a FINAL edge, or (inside a fan-out) a JOIN edge.
+
+        ``mark`` (a map branch's ``[i/n]``) is shown with the first node's step summary.
+        """
         upstream: _Upstream | None = None
         while True:
             node = graph.node(name)
             if node.kind is NodeKind.TASK:
-                task_result, step = await self._run_task(graph, node, data, via)
+                task_result, step = await self._run_task(graph, node, data, via, mark)
+                mark = ""
                 edge = graph.out_edges(node.name)[0]
                 if isinstance(task_result, Rejection):
                     rejected = _rejected(step, task_result)
@@ -266,6 +279,10 @@ class AgentLifetimeWorkflow:
                 via = _Via([(plan_step.node, plan_step.iteration)], "REJECTED")
                 continue
             chosen = decision.next_task_names
+            if decision.items is not None:
+                name, results = await self._map(graph, plan_step, decision, depth)
+                via = _Via([(r.node, r.iteration) for r in results], EdgeType.JOIN)
+                continue
             if not chosen:
                 return _Finished(decision.output)
             edges = {e.target: e for e in graph.out_edges(node.name) if e.target in chosen}
@@ -282,20 +299,75 @@ class AgentLifetimeWorkflow:
                     "edges",
                     FailureType.BAD_FAN_IN,
                 )
-            name, results = await self._fan_out(graph, plan_step, chosen, decision.data, depth)
+            name, results = await self._fan_out(
+                graph, plan_step, [(t, decision.data, "") for t in chosen], depth
+            )
             via = _Via([(r.node, r.iteration) for r in results], EdgeType.JOIN)
 
-    async def _fan_out(
-        self, graph: AgentGraph, plan_step: StepRecord, chosen: list[str], data: Any, depth: int
+    async def _map(
+        self, graph: AgentGraph, plan_step: StepRecord, decision: PlanResult, depth: int
     ) -> tuple[str, list[NodeOutput]]:
+        """Run one PARALLEL successor once per item the plan chose; JOIN in item order."""
         plan = plan_step.node
-        branch_via = _Via([(plan_step.node, plan_step.iteration)], EdgeType.PARALLEL)
-        branches = [
-            asyncio.ensure_future(
-                self._walk(graph, t, data=data, results=[], via=branch_via, depth=depth + 1)
+        items = decision.items or []
+        chosen = decision.next_task_names
+        edge = next((e for e in graph.out_edges(plan) if e.target in chosen), None)
+        if len(chosen) != 1 or edge is None or edge.type is not EdgeType.PARALLEL:
+            raise _fail(
+                f"plan '{plan}' mapped over {', '.join(chosen) or 'no task'}; a map runs one "
+                "task, which must be a PARALLEL successor of the plan",
+                FailureType.BAD_FAN_IN,
             )
-            for t in chosen
-        ]
+        task = chosen[0]
+        cap = graph.defaults.map_cap()
+        if len(items) > cap:
+            raise _fail(
+                f"plan '{plan}' mapped '{task}' over {len(items)} items, more than "
+                f"defaults.max_map_items={cap} allows (raise it if the fan-out is meant)",
+                FailureType.MAP_TOO_LARGE,
+            )
+        if not items:
+            join = _join_after(graph, task)
+            if join is None:
+                raise _fail(
+                    f"plan '{plan}' mapped '{task}' over no items, and '{task}' does not lead "
+                    "straight to a JOIN plan to go on with",
+                    FailureType.BAD_FAN_IN,
+                )
+            return join, []
+        n = len(items)
+        branches = [(task, item, f"[{i + 1}/{n}]") for i, item in enumerate(items)]
+        return await self._fan_out(
+            graph, plan_step, branches, depth, limit=decision.max_concurrency
+        )
+
+    async def _fan_out(
+        self,
+        graph: AgentGraph,
+        plan_step: StepRecord,
+        branches_of: list[tuple[str, Any, str]],
+        depth: int,
+        *,
+        limit: int | None = None,
+    ) -> tuple[str, list[NodeOutput]]:
+        """Run ``(task, data, mark)`` branches concurrently (at most ``limit`` at a time)."""
+        plan = plan_step.node
+        chosen = [task for task, _, _ in branches_of]
+        branch_via = _Via([(plan_step.node, plan_step.iteration)], EdgeType.PARALLEL)
+        # FIFO waiters: branches start in item order, on replay too.
+        gate = asyncio.Semaphore(limit) if limit else None
+
+        async def run_branch(task: str, data: Any, mark: str) -> _Finished | _Joined:
+            if gate is None:
+                return await self._walk(
+                    graph, task, data=data, results=[], via=branch_via, depth=depth + 1, mark=mark
+                )
+            async with gate:
+                return await self._walk(
+                    graph, task, data=data, results=[], via=branch_via, depth=depth + 1, mark=mark
+                )
+
+        branches = [asyncio.ensure_future(run_branch(*b)) for b in branches_of]
         try:
             ends = await asyncio.gather(*branches)
         except BaseException:
@@ -305,7 +377,8 @@ class AgentLifetimeWorkflow:
         joins = {end.plan for end in ends if isinstance(end, _Joined)}
         if len(joins) != 1 or not all(isinstance(end, _Joined) for end in ends):
             raise _fail(
-                f"the branches fanned out by plan '{plan}' ({', '.join(chosen)}) must all reach "
+                f"the branches fanned out by plan '{plan}' ({', '.join(sorted(set(chosen)))}) "
+                "must all reach "
                 f"the same JOIN plan; they reached {sorted(joins) or 'a FINAL edge'}",
                 FailureType.BAD_FAN_IN,
             )
@@ -336,7 +409,9 @@ class AgentLifetimeWorkflow:
         workflow.set_current_details(f"running **{node.name}** · iteration {done + 1}")
         return step
 
-    def _options(self, graph: AgentGraph, node: NodeSpec, step: StepRecord) -> dict[str, Any]:
+    def _options(
+        self, graph: AgentGraph, node: NodeSpec, step: StepRecord, mark: str = ""
+    ) -> dict[str, Any]:
         retry = graph.retry(node)
         return {
             "start_to_close_timeout": graph.timeout(node),
@@ -350,7 +425,7 @@ class AgentLifetimeWorkflow:
                 # A payload the server refuses would be refused again on every retry.
                 non_retryable_error_types=[*(retry.non_retryable_errors or []), _TOO_LARGE],
             ),
-            "summary": step_summary(node.name, step.iteration),
+            "summary": step_summary(node.name, step.iteration, mark),
         }
 
     def _call_fields(self, node: NodeSpec, step: StepRecord, via: _Via) -> dict[str, Any]:
@@ -379,7 +454,7 @@ class AgentLifetimeWorkflow:
         step.next = nxt
 
     async def _run_task(
-        self, graph: AgentGraph, node: NodeSpec, data: Any, via: _Via
+        self, graph: AgentGraph, node: NodeSpec, data: Any, via: _Via, mark: str = ""
     ) -> tuple[TaskResult | Rejection, StepRecord]:
         step = self._begin(graph, node)
         edge = graph.out_edges(node.name)[0]
@@ -392,7 +467,7 @@ class AgentLifetimeWorkflow:
                 call,
                 result_type=TaskResult,
                 heartbeat_timeout=graph.heartbeat_timeout(node),
-                **self._options(graph, node, step),
+                **self._options(graph, node, step, mark),
             )
         except GuardrailRejected as rejected:
             self._finish(step, StepStatus.REJECTED, [])
