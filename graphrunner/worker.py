@@ -105,16 +105,16 @@ def build_worker(
             ``max_concurrent_workflow_tasks``, ``max_concurrent_local_activities``.
     """
     temporal, settings, blobs = _unpack(client, settings)
-    opened = isinstance(recorder, _FromSettings)
+    opened: Recorder | None = None  # what this call opens, it closes at shutdown
     if isinstance(recorder, _FromSettings):
-        recorder = open_recorder(settings, blobs=blobs)
+        recorder = opened = open_recorder(settings, blobs=blobs)
     if policies is None:
         policies = load_policies(settings)
     if impl_modules is None:
         impl_modules = settings.impl_prefixes()
     plugin = GraphrunnerPlugin(recorder=recorder, policies=policies, impl_modules=impl_modules)
-    if opened and recorder is not None:
-        plugin.on_shutdown(recorder.records.close)  # the state DB pool this call opened
+    if opened is not None:
+        plugin.on_shutdown(opened.records.close)
     if not issubclass(temporal.data_converter.payload_converter_class, GraphrunnerPayloadConverter):
         # A worker's converter is its client's: share the connection under graphrunner's
         # converter (keeping the client's codec, failure converter and external storage)

@@ -282,7 +282,7 @@ class NodeActivities:
         """Run one Task node execution."""
         header, graph = await _resolve(call, "task")
         spec = _spec(graph, header)
-        successor = graph.out_edges(spec.name)[0].target if graph.out_edges(spec.name) else None
+        nxt = graph.task_next(spec.name)
 
         async def body() -> TaskResult:
             run = _load(spec.impl, NodeKind.TASK, self.impl_modules)
@@ -296,7 +296,7 @@ class NodeActivities:
             return result
 
         def describe(result: TaskResult) -> tuple[Any, Telemetry, list[str]]:
-            return result.output, result.telemetry, [successor or "END"]
+            return result.output, result.telemetry, nxt
 
         return await self._execute(header, body, describe)
 

@@ -177,9 +177,9 @@ def _task_successors(inp: dict[str, Any]) -> dict[str, str]:
     except ValueError:  # not a graphrunner input: steps without ``next`` beat no status
         return {}
     return {
-        node.name: graph.out_edges(node.name)[0].target or "END"
+        node.name: nxt[0]
         for node in graph.nodes
-        if node.kind is NodeKind.TASK and graph.out_edges(node.name)
+        if node.kind is NodeKind.TASK and (nxt := graph.task_next(node.name))
     }
 
 

@@ -305,6 +305,11 @@ class AgentGraph(_Strict):
         """Edges leaving node ``name``, in definition order."""
         return [edge for edge in self.edges if edge.source == name]
 
+    def task_next(self, task: str) -> list[str]:
+        """Where task ``task``'s one out-edge leads: its target, ``END`` for a FINAL edge."""
+        edges = self.out_edges(task)
+        return [edges[0].target or "END"] if edges else []
+
     def content_hash(self) -> str:
         """sha256 of the canonical JSON form; equal graphs hash equal whatever their source.
 

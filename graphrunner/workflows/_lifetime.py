@@ -15,6 +15,7 @@ step cost more worker CPU than a hand-written one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -358,11 +359,7 @@ class AgentLifetimeWorkflow:
         gate = asyncio.Semaphore(limit) if limit else None
 
         async def run_branch(task: str, data: Any, mark: str) -> _Finished | _Joined:
-            if gate is None:
-                return await self._walk(
-                    graph, task, data=data, results=[], via=branch_via, depth=depth + 1, mark=mark
-                )
-            async with gate:
+            async with gate or contextlib.nullcontext():
                 return await self._walk(
                     graph, task, data=data, results=[], via=branch_via, depth=depth + 1, mark=mark
                 )
@@ -457,7 +454,6 @@ class AgentLifetimeWorkflow:
         self, graph: AgentGraph, node: NodeSpec, data: Any, via: _Via, mark: str = ""
     ) -> tuple[TaskResult | Rejection, StepRecord]:
         step = self._begin(graph, node)
-        edge = graph.out_edges(node.name)[0]
         call = TaskCall(**self._call_fields(node, step, via), data=data)
         call.with_execution_id(step.execution_id)
         result: TaskResult
@@ -481,7 +477,7 @@ class AgentLifetimeWorkflow:
         except ApplicationError:  # a guardrail aborted the lifetime here
             self._finish(step, StepStatus.FAILED, [])
             raise
-        self._finish(step, StepStatus.COMPLETED, [edge.target or "END"])
+        self._finish(step, StepStatus.COMPLETED, graph.task_next(node.name))
         return result, step
 
     async def _run_plan(
