@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -37,6 +38,9 @@ class NodeContext:
             services it changes (an ``Idempotency-Key`` header, a unique column) so that a
             repeated attempt changes nothing twice.
         resources: The worker's shared resources; `resource` reads one.
+        state: The lifetime state as this execution sees it (the graph's ``state`` fields;
+            empty when the graph declares none). Read-only: return an ``update`` in the
+            `TaskResult` or `PlanResult` to change it.
     """
 
     lifetime_id: str
@@ -51,6 +55,7 @@ class NodeContext:
     successors: list[str] = field(default_factory=list)
     idempotency_key: str = ""
     resources: Resources = field(default_factory=Resources, repr=False)
+    state: Mapping[str, Any] = field(default_factory=dict)
 
     async def resource(self, res: Resource[T]) -> T:
         """The worker's value of ``res`` (see `graphrunner.resource`), created on first use.

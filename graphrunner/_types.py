@@ -113,10 +113,17 @@ class Telemetry(WireModel):
 
 
 class TaskResult(WireModel):
-    """What a Task returns: its output (any JSON-serialisable value) and telemetry."""
+    """What a Task returns: its output (any JSON-serialisable value) and telemetry.
+
+    ``update`` changes the lifetime state (fields the graph declares under ``state``); each
+    field's reducer combines it with the current value.
+    """
 
     output: Any = None
     telemetry: Telemetry = Field(default_factory=Telemetry)
+    update: dict[str, Any] | None = Field(
+        default=None, description="A lifetime state update: field -> value for its reducer."
+    )
 
 
 class PlanResult(WireModel):
@@ -141,6 +148,9 @@ class PlanResult(WireModel):
     )
     max_concurrency: int | None = Field(
         default=None, ge=1, le=10_000, description="Most map branches running at once."
+    )
+    update: dict[str, Any] | None = Field(
+        default=None, description="A lifetime state update: field -> value for its reducer."
     )
 
     @classmethod
@@ -239,6 +249,9 @@ class _Call(WireModel):
         default_factory=list, description="(node, iteration) of the executions that led here."
     )
     edge: str | None = None
+    state: dict[str, Any] | None = Field(
+        default=None, description="The lifetime state as this execution sees it (if declared)."
+    )
     _execution_id: str = PrivateAttr(default="")
 
     @property

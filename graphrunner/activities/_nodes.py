@@ -13,9 +13,10 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from pydantic_core import to_jsonable_python
@@ -134,6 +135,11 @@ def _context(header: ExecutionHeader, spec: NodeSpec, successors: list[str]) -> 
         successors=successors,
         idempotency_key=f"{header.lifetime_id}/{header.execution_id}",
     )
+
+
+def _state(call: TaskCall | PlanCall) -> Mapping[str, Any]:
+    """The lifetime state the node reads: a read-only view of what the workflow sent."""
+    return MappingProxyType(call.state or {})
 
 
 @contextlib.asynccontextmanager
@@ -286,7 +292,9 @@ class NodeActivities:
 
         async def body() -> TaskResult:
             run = _load(spec.impl, NodeKind.TASK, self.impl_modules)
-            ctx = replace(_context(header, spec, []), resources=self.resources)
+            ctx = replace(
+                _context(header, spec, []), resources=self.resources, state=_state(call)
+            )
             returned: Any = await run(ctx, call.data)
             result = returned if isinstance(returned, TaskResult) else TaskResult(output=returned)
             _check_carried(
@@ -311,7 +319,11 @@ class NodeActivities:
 
         async def body() -> PlanResult:
             decide = _load(spec.impl, NodeKind.PLAN, self.impl_modules)
-            ctx = replace(_context(header, spec, list(successors)), resources=self.resources)
+            ctx = replace(
+                _context(header, spec, list(successors)),
+                resources=self.resources,
+                state=_state(call),
+            )
             results = [_identified(r, header) for r in call.results]
             decision = await decide(ctx, results)
             return _check_decision(header, successors, can_finish, decision)

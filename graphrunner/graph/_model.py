@@ -31,6 +31,7 @@ __all__ = [
     "NodeKind",
     "NodeSpec",
     "RetrySpec",
+    "StateField",
 ]
 
 
@@ -253,6 +254,41 @@ def _check_json_value(value: object, depth: int) -> None:
             _check_json_value(item, depth + 1)
 
 
+REDUCERS: Final = ("replace", "append", "merge", "add", "max", "min")
+"""Built-in reducers of a state field; a named function is ``package.module:function``."""
+
+STATE_TYPES: Final = ("any", "string", "number", "integer", "boolean", "array", "object")
+
+
+class StateField(_Strict):
+    """One field of a graph's lifetime state: its JSON type, reducer and starting value.
+
+    Reducers combine the field's current value with an update a node returned:
+
+    - ``replace`` (default): the update becomes the value;
+    - ``append``: a list grows by the update (by each item when the update is a list);
+    - ``merge``: a mapping takes the update's keys (shallow);
+    - ``add``, ``max``, ``min``: numbers;
+    - ``package.module:function``: ``function(current, update) -> new``, pure and
+      deterministic (it runs in the lifetime workflow, and replay checks it).
+    """
+
+    type: str = Field(default="any", description="JSON type: " + ", ".join(STATE_TYPES) + ".")
+    reducer: str = Field(
+        default="replace",
+        description="How updates combine: " + ", ".join(REDUCERS) + ", or "
+        "'package.module:function'.",
+    )
+    default: Any = Field(default=None, description="Value before any update.")
+    description: str = ""
+
+    @field_validator("default")
+    @classmethod
+    def _json_default(cls, value: Any) -> Any:
+        _check_json_value(value, 0)
+        return value
+
+
 class EdgeSpec(_Strict):
     """A directed edge; FINAL edges have no target."""
 
@@ -287,6 +323,14 @@ class AgentGraph(_Strict):
         exclude_if=lambda policy: policy is None,
         description="The graph's own guardrail policy, pinned into the graph (and so into "
         "content_hash). In YAML, the path of a policy file; the loader loads it.",
+    )
+
+    # Left out of every dump when unset (graphs without state hash as before).
+    state: dict[str, StateField] | None = Field(
+        default=None,
+        exclude_if=lambda state: state is None,
+        description="Lifetime state: field name -> type, reducer and default. Nodes read it "
+        "(ctx.state) and return updates (TaskResult/PlanResult ``update``).",
     )
 
     def node(self, name: str) -> NodeSpec:
