@@ -54,12 +54,18 @@ R = TypeVar("R", TaskResult, PlanResult)
 
 
 @functools.lru_cache(maxsize=1024)
-def _load(impl: str, kind: NodeKind, allowed: tuple[str, ...] | None = None) -> NodeBody:
+def _load(impl: str | None, kind: NodeKind, allowed: tuple[str, ...] | None = None) -> NodeBody:
     """Import a node class or function; ``allowed`` limits the modules a graph may import.
 
     Importing runs the module's top-level code: a graph's ``impl`` is code the operator
     trusts, and the allow-list (``GRAPHRUNNER_IMPL_MODULES``) keeps graphs to known packages.
     """
+    if impl is None:
+        raise ApplicationError(
+            f"this {kind.value} has no 'impl' to run",
+            type=FailureType.IMPL_NOT_FOUND,
+            non_retryable=True,
+        )
     module = impl.partition(":")[0]
     if allowed is not None and not any(
         module == prefix or module.startswith(prefix + ".") for prefix in allowed

@@ -199,9 +199,13 @@ class NodeSpec(_Strict):
 
     name: str
     kind: NodeKind
-    impl: str = Field(
+    # Optional in the model (validation says which nodes need one); left out of every dump
+    # when unset, so graphs that set it hash as before.
+    impl: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
         description="Implementation as 'package.module:Name': a Task or Plan subclass, or an "
-        "@task or @plan function."
+        "@task or @plan function.",
     )
     description: str = ""
     timeout_s: Seconds | None = None

@@ -289,7 +289,9 @@ def validate_graph(
             )
         if i not in unknown.timing and not unknown.default_timing:
             _check_timing(graph, node, i, out)
-        if check_imports and i not in unknown.impls:
+        if i not in unknown.impls and node.impl is None:
+            _check_no_impl(node, i, out)
+        elif check_imports and i not in unknown.impls:
             _check_impl(node, i, out, check_kind=i not in unknown.kinds)
     known_kind = {name for name, i in node_index.items() if i not in unknown.kinds | unknown.names}
 
@@ -433,11 +435,23 @@ def _check_timing(graph: AgentGraph, node: NodeSpec, i: int, out: _Collector) ->
         )
 
 
+def _check_no_impl(node: NodeSpec, i: int, out: _Collector) -> None:
+    """The one rule about nodes without an ``impl``: which may have none."""
+    out.add(
+        "impl-missing",
+        "a node needs an 'impl' (package.module:Name)",
+        loc=("nodes", i),
+        where=f"node '{_shorten(node.name)}'",
+    )
+
+
 def _check_impl(node: NodeSpec, i: int, out: _Collector, *, check_kind: bool) -> None:
     # Imported here: the function nodes import temporalio, which the model module must not.
     from graphrunner._functions import node_body
 
     where = f"node '{node.name}'"
+    if node.impl is None:
+        return
     shown = _shorten(node.impl)
     try:
         found = import_impl(node.impl)
