@@ -32,7 +32,9 @@ from graphrunner.graph import (
     GraphBuilder,
     GraphDefaults,
     NodeKind,
+    StateField,
     load_graph,
+    reducer,
     validate_graph,
 )
 from graphrunner.guardrails import Policy
@@ -54,7 +56,6 @@ __all__ = [
     "LifetimeStatus",
     "NodeContext",
     "NodeFunction",
-    "NodeFunction",
     "NodeKind",
     "NodeOutput",
     "Plan",
@@ -65,6 +66,7 @@ __all__ = [
     "Resources",
     "ServerUnreachable",
     "Settings",
+    "StateField",
     "StepRecord",
     "Task",
     "TaskResult",
@@ -73,6 +75,7 @@ __all__ = [
     "load_graph",
     "open_recorder",
     "plan",
+    "reducer",
     "resource",
     "task",
     "validate_graph",

@@ -392,6 +392,9 @@ class LifetimeResult(_Model):
         "steps a guardrail rejected (history cannot tell them), so a long lifetime's result "
         "stays small.",
     )
+    state: dict[str, Any] | None = Field(
+        default=None, description="The lifetime state at the end (None: the graph has none)."
+    )
 
 
 class LifetimeStatus(_Model):
@@ -403,3 +406,6 @@ class LifetimeStatus(_Model):
     tenant: str
     running: list[str]
     steps: list[StepRecord]
+    state: dict[str, Any] | None = Field(
+        default=None, description="The lifetime state now (None: the graph declares none)."
+    )

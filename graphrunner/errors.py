@@ -83,6 +83,7 @@ class FailureType(StrEnum):
     IMPL_NOT_FOUND = "NodeImplementationNotFound"
     BAD_FAN_IN = "BadFanIn"
     MAP_TOO_LARGE = "MapTooLarge"
+    BAD_STATE_UPDATE = "BadStateUpdate"
     GRAPH_MISMATCH = "PinnedGraphMismatch"
     INVALID_GRAPH = "InvalidGraph"
     INTERNAL = "InternalError"

@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from graphrunner._functions import NodeBody, node_body
 from graphrunner._resources import Resources
 from graphrunner._sdk import NodeContext
+from graphrunner._state import StateError, apply_update, initial_state
 from graphrunner._types import (
     RUN_PLAN,
     RUN_TASK,
@@ -224,6 +225,26 @@ def _check_decision(
     return decision
 
 
+def _check_update(
+    where: str, graph: AgentGraph, call: TaskCall | PlanCall, result: TaskResult | PlanResult
+) -> None:
+    """Fail the node, for good, when its state update could not be applied.
+
+    The workflow applies the update (and checks it again); failing here names the node and
+    field before the update ever reaches history.
+    """
+    if result.update is None:
+        return
+    _check_carried(where, update=result.update)
+    result.update = to_jsonable_python(result.update)
+    try:
+        apply_update(graph, call.state or initial_state(graph) or {}, result.update)
+    except StateError as exc:
+        raise ApplicationError(
+            f"{where} {exc}", type=FailureType.BAD_STATE_UPDATE, non_retryable=True
+        ) from None
+
+
 class NodeActivities:
     """The node activities of one worker, sharing its recorder (None: records are off)."""
 
@@ -243,6 +264,7 @@ class NodeActivities:
         header: ExecutionHeader,
         body: Callable[[], Awaitable[R]],
         describe: Callable[[R], tuple[Any, Telemetry, list[str]]],
+        seen: dict[str, Any] | None = None,
     ) -> R:
         started_at = datetime.now(UTC)
         clock = time.monotonic()
@@ -285,6 +307,9 @@ class NodeActivities:
                 output=output,
                 telemetry=telemetry,
                 next=nxt,
+                state=None
+                if seen is None and result.update is None
+                else {"seen": seen, "update": result.update},
             )
             await self.recorder.write(header, done)
         return result
@@ -298,21 +323,19 @@ class NodeActivities:
 
         async def body() -> TaskResult:
             run = _load(spec.impl, NodeKind.TASK, self.impl_modules)
-            ctx = replace(
-                _context(header, spec, []), resources=self.resources, state=_state(call)
-            )
+            ctx = replace(_context(header, spec, []), resources=self.resources, state=_state(call))
             returned: Any = await run(ctx, call.data)
             result = returned if isinstance(returned, TaskResult) else TaskResult(output=returned)
-            _check_carried(
-                f"task '{header.node}' (iteration {header.iteration})", output=result.output
-            )
+            where = f"task '{header.node}' (iteration {header.iteration})"
+            _check_carried(where, output=result.output)
             result.output = to_jsonable_python(result.output)  # plain JSON (see WireModel)
+            _check_update(where, graph, call, result)
             return result
 
         def describe(result: TaskResult) -> tuple[Any, Telemetry, list[str]]:
             return result.output, result.telemetry, nxt
 
-        return await self._execute(header, body, describe)
+        return await self._execute(header, body, describe, call.state)
 
     @activity.defn(name=RUN_PLAN)
     async def run_plan(self, call: PlanCall) -> PlanResult:
@@ -331,14 +354,16 @@ class NodeActivities:
                 state=_state(call),
             )
             results = [_identified(r, header) for r in call.results]
-            decision = await decide(ctx, results)
-            return _check_decision(header, successors, can_finish, decision)
+            decision = _check_decision(header, successors, can_finish, await decide(ctx, results))
+            where = f"plan '{header.node}' (iteration {header.iteration})"
+            _check_update(where, graph, call, decision)
+            return decision
 
         def describe(result: PlanResult) -> tuple[Any, Telemetry, list[str]]:
             shown = result.model_dump(mode="json", exclude={"telemetry"})
-            for field in ("items", "max_concurrency"):  # a map's, shown only when set
+            for field in ("items", "max_concurrency", "update"):  # shown only when set
                 if shown.get(field) is None:
                     shown.pop(field, None)
             return shown, result.telemetry, result.next_task_names or ["END"]
 
-        return await self._execute(header, body, describe)
+        return await self._execute(header, body, describe, call.state)

@@ -29,6 +29,7 @@ class Attempt:
     telemetry: Telemetry | None = None
     next: list[str] | None = None
     error: str | None = None
+    state: dict[str, Any] | None = None  # {"seen": ..., "update": ...} in a stateful graph
 
 
 class Recorder:
@@ -62,6 +63,13 @@ class Recorder:
                 result.update(result_uri=ref.uri, result_sha256=ref.sha256)
             else:
                 result["result_inline"] = data.decode()
+            if attempt.state is not None:
+                data = pydantic_core.to_json(attempt.state)
+                if len(data) > self.inline_limit:
+                    key = f"state/{header.lifetime_id}/{header.execution_id}.{info.attempt}.json"
+                    result["state_uri"] = (await self.blobs.put(key, data)).uri
+                else:
+                    result["state_inline"] = data.decode()
         record = ExecutionRecord(
             **header.model_dump(exclude={"scheduled_at"}),
             attempt=info.attempt,

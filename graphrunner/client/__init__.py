@@ -8,6 +8,7 @@ from graphrunner.client._client import (
     connect_temporal,
 )
 from graphrunner.client._devserver import DevServer, temporal_binary
+from graphrunner.client._state_view import StateAt
 
 __all__ = [
     "DevServer",
@@ -15,6 +16,7 @@ __all__ = [
     "LifetimeHandle",
     "LifetimeInfo",
     "LostContact",
+    "StateAt",
     "connect_temporal",
     "temporal_binary",
 ]

@@ -687,6 +687,51 @@ def history(
     _run(go())
 
 
+@app.command()
+def state(
+    lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
+    step: Annotated[
+        int | None,
+        typer.Option(
+            "--step",
+            min=0,
+            help="The state after this step (# in `history`), rebuilt from its record.",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A lifetime's state: now (or at its end), or after one step."""
+    settings = _settings()
+
+    async def go() -> None:
+        client = await GraphrunnerClient.connect(settings)
+        try:
+            found = await client.state(lifetime_id, step=step)
+        except GraphrunnerError as exc:
+            _fail(str(exc))
+        if as_json:
+            print(json.dumps(found.model_dump(mode="json"), indent=2))
+            return
+        if found.step is None:
+            title = f"state of {lifetime_id}"
+        else:
+            title = (
+                f"state of {lifetime_id} after step {found.step} ({found.node} · {found.iteration})"
+            )
+        table = _table(title, ["field", "value", "update"])
+        update = found.update or {}
+        for name, value in (found.state or {}).items():
+            _row(
+                table,
+                name,
+                json.dumps(value, ensure_ascii=False),
+                json.dumps(update[name], ensure_ascii=False) if name in update else "",
+            )
+        out.print(table)
+
+    _run(go())
+
+
 @app.command("list")
 def list_cmd(
     graph: Annotated[str | None, typer.Option(help="Only this graph.")] = None,

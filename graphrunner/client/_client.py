@@ -43,6 +43,8 @@ from graphrunner.client._history import (
     stall_from_history,
     steps_from_history,
 )
+from graphrunner.client._state_view import StateAt, state_after
+from graphrunner.client._state_view import from_history as state_from_history
 from graphrunner.errors import GraphError, GraphrunnerError, ServerUnreachable
 from graphrunner.graph import AgentGraph, load_graph
 from graphrunner.guardrails._wire import (
@@ -96,6 +98,7 @@ _TRANSIENT = {
     RPCStatusCode.ABORTED,
 }
 _PROBE_TIMEOUT = timedelta(seconds=5)
+_QUERY_TIMEOUT = timedelta(seconds=10)  # a running lifetime's queries need a worker
 
 
 class LostContact(GraphrunnerError):
@@ -604,6 +607,44 @@ class GraphrunnerClient:
         except (WorkflowUpdateFailedError, RPCError) as exc:
             raise GraphrunnerError(f"cannot {verb} {lifetime_id}: {_cause(exc)}") from None
         return answer
+
+    async def state(self, lifetime_id: str, *, step: int | None = None) -> StateAt:
+        """A lifetime's state: now (or at its end), or after step ``step``.
+
+        The state now comes from the lifetime's result when it completed (no worker needed),
+        else from its ``state`` query (a worker answers). The state after a step comes from
+        that step's execution record (see `graphrunner.client.StateAt`), which needs the
+        state DB the workers record into.
+
+        Raises:
+            GraphrunnerError: The graph declares no state, there is no such step, or no
+                worker answered the query of a running lifetime.
+        """
+        handle = self.temporal.get_workflow_handle(lifetime_id)
+        try:
+            history = await handle.fetch_history()
+        except RPCError as exc:
+            raise GraphrunnerError(f"cannot read lifetime {lifetime_id}: {_cause(exc)}") from None
+        graph, completed, final = await state_from_history(history, self.temporal.data_converter)
+        if graph is None:
+            raise GraphrunnerError(f"{lifetime_id} is not a graphrunner lifetime")
+        if graph.state is None:
+            raise GraphrunnerError(
+                f"graph '{graph.name}' {graph.version} of lifetime {lifetime_id} declares no state"
+            )
+        if step is not None:
+            records = await self.records.executions(lifetime_id)
+            return await state_after(lifetime_id, step, records, self.blobs, graph)
+        if completed:
+            return StateAt(lifetime_id=lifetime_id, state=final)
+        try:
+            now = await handle.query("state", result_type=dict, rpc_timeout=_QUERY_TIMEOUT)
+        except (RPCError, WorkflowQueryFailedError) as exc:
+            raise GraphrunnerError(
+                f"no worker answered for lifetime {lifetime_id} ({_cause(exc)}); its state "
+                "after a recorded step needs none: pass step"
+            ) from None
+        return StateAt(lifetime_id=lifetime_id, state=now)
 
     async def history(self, lifetime_id: str) -> list[ExecutionRecord]:
         """Every recorded execution of a lifetime, in the order the workflow scheduled them."""

@@ -10,8 +10,10 @@ from graphrunner.graph._model import (
     NodeKind,
     NodeSpec,
     RetrySpec,
+    StateField,
 )
 from graphrunner.graph._render import graph_json_schema, to_mermaid
+from graphrunner.graph._state_schema import reducer
 from graphrunner.graph._validate import validate_graph
 
 __all__ = [
@@ -23,9 +25,11 @@ __all__ = [
     "NodeKind",
     "NodeSpec",
     "RetrySpec",
+    "StateField",
     "graph_json_schema",
     "load_graph",
     "parse_graph",
+    "reducer",
     "to_mermaid",
     "validate_graph",
 ]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from graphrunner._yaml import Composed
 from graphrunner.errors import GraphError, GraphIssue
 from graphrunner.graph._loader import _best_effort, _pydantic_issues, _resolve_guardrails
-from graphrunner.graph._model import AgentGraph, EdgeType, GraphDefaults, NodeKind
+from graphrunner.graph._model import AgentGraph, EdgeType, GraphDefaults, NodeKind, StateField
+from graphrunner.graph._state_schema import state_fields
 from graphrunner.graph._validate import validate_graph
 from graphrunner.guardrails._policy import Policy
 
@@ -103,6 +105,19 @@ class GraphBuilder:
     def final(self, source: str) -> Self:
         """Add a FINAL edge: taking it from ``source`` ends the lifetime."""
         self._edges.append({"from": source, "type": EdgeType.FINAL})
+        return self
+
+    def state(self, fields: type[BaseModel] | Mapping[str, StateField | Mapping[str, Any]]) -> Self:
+        """Declare the lifetime state: a pydantic model or a mapping of field -> spec.
+
+        A model's fields take their reducers from ``Annotated[..., reducer("add")]``
+        (`graphrunner.reducer`), their types from the model's JSON Schema and their defaults
+        from the model; the graph pins the result as plain JSON, as a YAML ``state:`` section.
+        """
+        if isinstance(fields, type) and issubclass(fields, BaseModel):
+            self._head["state"] = state_fields(fields)
+        else:
+            self._head["state"] = dict(fields)
         return self
 
     def guardrails(self, policy: Policy | str | Path) -> Self:

@@ -39,6 +39,7 @@ from graphrunner.graph._model import (
     NodeSpec,
     RetrySpec,
 )
+from graphrunner.graph._state_rules import check_state
 from graphrunner.guardrails._ast import Aggregate, Binary, Expr, Field, String, Unary
 from graphrunner.guardrails._policy import Policy
 
@@ -228,6 +229,7 @@ def validate_graph(
             loc=("name",),
         )
     _check_values(graph, out)
+    check_state(graph, out, check_imports=check_imports)
     size = len(json.dumps(graph.description, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     if size > MAX_DESCRIPTION_BYTES:
         out.add(

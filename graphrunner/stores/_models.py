@@ -83,6 +83,9 @@ class ExecutionRecord(BaseModel):
     result_size: int = 0
     result_sha256: str | None = None
     error: str | None = None
+    # lifetime state: {"seen": the state the execution saw, "update": what it returned}
+    state_inline: str | None = None
+    state_uri: str | None = None
 
     @property
     def result_location(self) -> str:

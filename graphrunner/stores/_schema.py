@@ -91,6 +91,9 @@ executions = Table(
     Column("result_size", BigInteger, nullable=False),
     Column("result_sha256", String(64)),
     Column("error", Text),
+    # Lifetime state (version 4): {"seen": state, "update": update} as JSON, inline or a URI.
+    Column("state_inline", Text),
+    Column("state_uri", Text),
     Index("ix_gr_executions_lifetime", "lifetime_id", "seq"),
     Index("ix_gr_executions_tenant", "tenant", "created_at"),
     Index("ix_gr_executions_graph", "graph_name", "created_at"),
@@ -335,6 +338,11 @@ _V3 = (
     "CREATE INDEX ix_gr_tenant_reservations_tenant ON gr_tenant_reservations (tenant, expires_at)",
 )
 
+_V4 = (
+    "ALTER TABLE gr_executions ADD COLUMN state_inline TEXT",
+    "ALTER TABLE gr_executions ADD COLUMN state_uri TEXT",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -353,6 +361,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         summary="tenant budgets: gr_tenant_reservations (in-flight ceilings)",
         sqlite=_spelled("sqlite", *_V3),
         postgresql=_spelled("postgresql", *_V3),
+    ),
+    Migration(
+        version=4,
+        summary="lifetime state: the state each execution saw and the update it made",
+        sqlite=_spelled("sqlite", *_V4),
+        postgresql=_spelled("postgresql", *_V4),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

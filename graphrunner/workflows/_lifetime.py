@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from graphrunner._pinned import pin
+    from graphrunner._state import StateError, apply_update, initial_state
     from graphrunner._types import (
         GRAPH_KEY_LENGTH,
         RUN_PLAN,
@@ -84,6 +85,20 @@ class _Upstream:
 _START = _Via([], None)
 
 
+@dataclass
+class _Scope:
+    """The lifetime state along one path: the lifetime's own, or one fan-out branch's.
+
+    A branch starts from the state at its fan-out and sees its own updates as it goes; at
+    the JOIN the branches' updates are applied to the enclosing scope branch by branch, in
+    the order the branches were chosen (item order for a map), whatever order they finished
+    in. So the state is the same on every replay, and independent of timing.
+    """
+
+    state: dict[str, Any] | None
+    updates: list[dict[str, Any]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class _Finished:
     output: Any
@@ -134,6 +149,7 @@ class AgentLifetimeWorkflow:
         self._input: LifetimeInput | None = None
         self._iterations: Counter[str] = Counter()
         self._steps: list[StepRecord] = []
+        self._scope = _Scope(None)
 
     @workflow.run
     async def run(self, inp: LifetimeInput) -> LifetimeResult:
@@ -175,6 +191,7 @@ class AgentLifetimeWorkflow:
                 FailureType.INVALID_GRAPH,
             )
         pin(graph, inp.graph_hash)  # this worker's node activities find it here
+        self._scope = _Scope(initial_state(graph))
         start = graph.node(graph.start_node)
         # A start task gets the input as its data; a start plan as its one upstream result.
         results = (
@@ -187,7 +204,13 @@ class AgentLifetimeWorkflow:
         # RestrictedWorkflowAccessError, fails only the workflow task: the lifetime stalls,
         # visibly (`graphrunner status`), until a fixed deploy or a reset lets it go on.
         end = await self._walk(
-            graph, start.name, data=inp.input, results=results, via=_START, depth=0
+            graph,
+            start.name,
+            data=inp.input,
+            results=results,
+            via=_START,
+            depth=0,
+            scope=self._scope,
         )
         if not isinstance(end, _Finished):  # only reachable through a bug in _walk
             raise _fail(f"lifetime ended at a JOIN into '{end.plan}'", FailureType.BAD_FAN_IN)
@@ -201,6 +224,7 @@ class AgentLifetimeWorkflow:
             graph_version=graph.version,
             graph_hash=inp.graph_hash,
             steps=[s for s in self._steps if s.status is StepStatus.REJECTED],
+            state=self._scope.state,
         )
 
     @workflow.query(name="status")
@@ -218,7 +242,17 @@ class AgentLifetimeWorkflow:
                 f"{s.node}#{s.iteration}" for s in self._steps if s.status is StepStatus.RUNNING
             ],
             steps=self._steps,
+            state=self._scope.state,
         )
+
+    @workflow.query(name="state")
+    def state(self) -> dict[str, Any] | None:
+        """The lifetime state now (None when the graph declares none).
+
+        While branches of a fan-out run, their updates are not in it yet: they join it at
+        the JOIN, in branch order.
+        """
+        return self._scope.state
 
     async def _walk(
         self,
@@ -229,6 +263,7 @@ class AgentLifetimeWorkflow:
         results: list[NodeOutput],
         via: _Via,
         depth: int,
+        scope: _Scope,
         mark: str = "",
     ) -> _Finished | _Joined:
         """Run nodes from ``name`` until a FINAL edge, or (inside a fan-out) a JOIN edge.
@@ -239,7 +274,7 @@ class AgentLifetimeWorkflow:
         while True:
             node = graph.node(name)
             if node.kind is NodeKind.TASK:
-                task_result, step = await self._run_task(graph, node, data, via, mark)
+                task_result, step = await self._run_task(graph, node, data, via, scope, mark)
                 mark = ""
                 edge = graph.out_edges(node.name)[0]
                 if isinstance(task_result, Rejection):
@@ -258,9 +293,10 @@ class AgentLifetimeWorkflow:
                         )
                     # A start task or a fan-out branch: the rejection flows on like a result.
                     produced = rejected
-                elif edge.type is EdgeType.FINAL:
-                    return _Finished(task_result.output)
                 else:
+                    self._apply(graph, scope, step, task_result.update)
+                    if edge.type is EdgeType.FINAL:
+                        return _Finished(task_result.output)
                     produced = NodeOutput(
                         node=node.name, iteration=step.iteration, output=task_result.output
                     )
@@ -273,15 +309,16 @@ class AgentLifetimeWorkflow:
                 via = _Via([(step.node, step.iteration)], edge.type)
                 continue
 
-            decision, plan_step = await self._run_plan(graph, node, results, via)
+            decision, plan_step = await self._run_plan(graph, node, results, via, scope)
             if isinstance(decision, Rejection):
                 # The plan runs again with its own rejected decision among its results.
                 results = [*results, _rejected(plan_step, decision)]
                 via = _Via([(plan_step.node, plan_step.iteration)], "REJECTED")
                 continue
+            self._apply(graph, scope, plan_step, decision.update)
             chosen = decision.next_task_names
             if decision.items is not None:
-                name, results = await self._map(graph, plan_step, decision, depth)
+                name, results = await self._map(graph, plan_step, decision, depth, scope)
                 via = _Via([(r.node, r.iteration) for r in results], EdgeType.JOIN)
                 continue
             if not chosen:
@@ -301,12 +338,17 @@ class AgentLifetimeWorkflow:
                     FailureType.BAD_FAN_IN,
                 )
             name, results = await self._fan_out(
-                graph, plan_step, [(t, decision.data, "") for t in chosen], depth
+                graph, plan_step, [(t, decision.data, "") for t in chosen], depth, scope
             )
             via = _Via([(r.node, r.iteration) for r in results], EdgeType.JOIN)
 
     async def _map(
-        self, graph: AgentGraph, plan_step: StepRecord, decision: PlanResult, depth: int
+        self,
+        graph: AgentGraph,
+        plan_step: StepRecord,
+        decision: PlanResult,
+        depth: int,
+        scope: _Scope,
     ) -> tuple[str, list[NodeOutput]]:
         """Run one PARALLEL successor once per item the plan chose; JOIN in item order."""
         plan = plan_step.node
@@ -339,7 +381,7 @@ class AgentLifetimeWorkflow:
         n = len(items)
         branches = [(task, item, f"[{i + 1}/{n}]") for i, item in enumerate(items)]
         return await self._fan_out(
-            graph, plan_step, branches, depth, limit=decision.max_concurrency
+            graph, plan_step, branches, depth, scope, limit=decision.max_concurrency
         )
 
     async def _fan_out(
@@ -348,6 +390,7 @@ class AgentLifetimeWorkflow:
         plan_step: StepRecord,
         branches_of: list[tuple[str, Any, str]],
         depth: int,
+        scope: _Scope,
         *,
         limit: int | None = None,
     ) -> tuple[str, list[NodeOutput]]:
@@ -358,13 +401,26 @@ class AgentLifetimeWorkflow:
         # FIFO waiters: branches start in item order, on replay too.
         gate = asyncio.Semaphore(limit) if limit else None
 
-        async def run_branch(task: str, data: Any, mark: str) -> _Finished | _Joined:
+        # Each branch starts from the state here; the JOIN applies their updates in order.
+        scopes = [_Scope(scope.state) for _ in branches_of]
+
+        async def run_branch(task: str, data: Any, mark: str, own: _Scope) -> _Finished | _Joined:
             async with gate or contextlib.nullcontext():
                 return await self._walk(
-                    graph, task, data=data, results=[], via=branch_via, depth=depth + 1, mark=mark
+                    graph,
+                    task,
+                    data=data,
+                    results=[],
+                    via=branch_via,
+                    depth=depth + 1,
+                    scope=own,
+                    mark=mark,
                 )
 
-        branches = [asyncio.ensure_future(run_branch(*b)) for b in branches_of]
+        branches = [
+            asyncio.ensure_future(run_branch(*b, own))
+            for b, own in zip(branches_of, scopes, strict=True)
+        ]
         try:
             ends = await asyncio.gather(*branches)
         except BaseException:
@@ -379,7 +435,11 @@ class AgentLifetimeWorkflow:
                 f"the same JOIN plan; they reached {sorted(joins) or 'a FINAL edge'}",
                 FailureType.BAD_FAN_IN,
             )
-        return joins.pop(), [end.result for end in ends if isinstance(end, _Joined)]
+        join = joins.pop()
+        for own in scopes:
+            for update in own.updates:
+                self._join_update(graph, scope, update, join)
+        return join, [end.result for end in ends if isinstance(end, _Joined)]
 
     def _begin(self, graph: AgentGraph, node: NodeSpec) -> StepRecord:
         done = self._iterations[node.name]
@@ -425,7 +485,44 @@ class AgentLifetimeWorkflow:
             "summary": step_summary(node.name, step.iteration, mark),
         }
 
-    def _call_fields(self, node: NodeSpec, step: StepRecord, via: _Via) -> dict[str, Any]:
+    def _apply(
+        self,
+        graph: AgentGraph,
+        scope: _Scope,
+        step: StepRecord,
+        update: dict[str, Any] | None,
+    ) -> None:
+        """Apply a node's state update to the state along its path."""
+        if update is None:
+            return
+        try:
+            scope.state = apply_update(graph, scope.state or {}, update)
+        except StateError as exc:
+            step.status = StepStatus.FAILED
+            raise _fail(
+                f"{step.kind.value} '{step.node}' (iteration {step.iteration}) returned a state "
+                f"update the lifetime cannot apply: {exc}",
+                FailureType.BAD_STATE_UPDATE,
+            ) from None
+        scope.updates.append(update)
+
+    def _join_update(
+        self, graph: AgentGraph, scope: _Scope, update: dict[str, Any], join: str
+    ) -> None:
+        """Apply one branch's update to the enclosing state at the JOIN into ``join``."""
+        try:
+            scope.state = apply_update(graph, scope.state or {}, update)
+        except StateError as exc:
+            raise _fail(
+                f"the branches joining into plan '{join}' returned state updates that cannot "
+                f"be combined: {exc}",
+                FailureType.BAD_STATE_UPDATE,
+            ) from None
+        scope.updates.append(update)
+
+    def _call_fields(
+        self, node: NodeSpec, step: StepRecord, via: _Via, scope: _Scope
+    ) -> dict[str, Any]:
         inp = self._input
         if inp is None:
             raise _fail("lifetime input missing", FailureType.GRAPH_MISMATCH)
@@ -442,6 +539,8 @@ class AgentLifetimeWorkflow:
             fields["parents"] = via.parents
         if via.edge is not None:
             fields["edge"] = via.edge.value if isinstance(via.edge, EdgeType) else via.edge
+        if scope.state is not None:
+            fields["state"] = scope.state
         return fields
 
     @staticmethod
@@ -451,10 +550,16 @@ class AgentLifetimeWorkflow:
         step.next = nxt
 
     async def _run_task(
-        self, graph: AgentGraph, node: NodeSpec, data: Any, via: _Via, mark: str = ""
+        self,
+        graph: AgentGraph,
+        node: NodeSpec,
+        data: Any,
+        via: _Via,
+        scope: _Scope,
+        mark: str = "",
     ) -> tuple[TaskResult | Rejection, StepRecord]:
         step = self._begin(graph, node)
-        call = TaskCall(**self._call_fields(node, step, via), data=data)
+        call = TaskCall(**self._call_fields(node, step, via, scope), data=data)
         call.with_execution_id(step.execution_id)
         result: TaskResult
         try:
@@ -481,11 +586,16 @@ class AgentLifetimeWorkflow:
         return result, step
 
     async def _run_plan(
-        self, graph: AgentGraph, node: NodeSpec, results: list[NodeOutput], via: _Via
+        self,
+        graph: AgentGraph,
+        node: NodeSpec,
+        results: list[NodeOutput],
+        via: _Via,
+        scope: _Scope,
     ) -> tuple[PlanResult | Rejection, StepRecord]:
         step = self._begin(graph, node)
         out = graph.out_edges(node.name)
-        call = PlanCall(**self._call_fields(node, step, via), results=results)
+        call = PlanCall(**self._call_fields(node, step, via, scope), results=results)
         call.with_execution_id(step.execution_id)
         successors = [e.target for e in out if e.target is not None]
         options = self._options(graph, node, step)
