@@ -28,9 +28,10 @@ class LocalPlansLifetime(AgentLifetimeWorkflow):
         return await super().run(inp)
 
     async def _run_plan(
-        self, graph: AgentGraph, node: NodeSpec, results: list[NodeOutput], via: Any
+        self, graph: AgentGraph, node: NodeSpec, results: list[NodeOutput], via: Any, scope: Any
     ) -> Any:
-        return await super()._run_plan(graph, node.model_copy(update={"local": True}), results, via)
+        local = node.model_copy(update={"local": True})
+        return await super()._run_plan(graph, local, results, via, scope)
 
 
 @workflow.defn(name=LIFETIME_WORKFLOW, sandboxed=True)

@@ -26,11 +26,14 @@ from graphrunner.stores import (
     UsageSettlement,
     UsageTotals,
 )
-from graphrunner.stores._schema import MIGRATIONS, SCHEMA_VERSION, schema_table
+from graphrunner.stores._records import _execution_row
+from graphrunner.stores._schema import MIGRATIONS, SCHEMA_VERSION, executions, schema_table
 
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 SUM = 'sum(tokens_used where node == "write")'
 COUNT = "count(executions)"
+# gr_executions' columns as version 1 made them (version 4 added the state columns).
+V1_EXECUTION_COLUMNS = [c.name for c in executions.columns if not c.name.startswith("state_")]
 PEAK = "max(cost_usd)"
 
 
@@ -438,20 +441,22 @@ async def test_a_refused_check_reserves_nothing(records: RecordStore) -> None:
 async def test_a_version_1_database_upgrades_to_the_latest_and_keeps_its_records(
     state_db_url: str,
 ) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     store = RecordStore(state_db_url)
     try:
         with store.engine.begin() as conn:
             MIGRATIONS[0](conn)  # version 1's frozen DDL, gr_schema included
             conn.execute(insert(schema_table).values(version=1, applied_at=T0))
         kept = _execution(tokens_in=42)
-        await store.record(kept)
+        with store.engine.begin() as conn:  # as a version-1 graphrunner wrote it
+            row = _execution_row(kept)
+            conn.execute(insert(executions).values({c: row[c] for c in V1_EXECUTION_COLUMNS}))
         assert "gr_decisions" not in inspect(store.engine).get_table_names()
 
         with pytest.raises(SchemaError, match="graphrunner db upgrade"):
             store.ensure_schema()
 
-        assert store.upgrade() == (1, 3)
+        assert store.upgrade() == (1, 4)
 
         store.ensure_schema()
         tables = set(inspect(store.engine).get_table_names())
