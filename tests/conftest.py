@@ -22,6 +22,7 @@ from graphrunner.client import temporal_binary
 from graphrunner.client._client import GRAPH_KEY, TENANT_KEY
 from graphrunner.client._devserver import TUNING_ARGS
 from graphrunner.plugin import GraphrunnerPlugin
+from graphrunner.stores import BlobStore
 from graphrunner.worker import build_worker
 from graphrunner.workflows import AgentLifetimeWorkflow
 
@@ -80,10 +81,15 @@ async def activity_summaries(handle: WorkflowHandle[object, object]) -> list[str
     return summaries
 
 
-async def assert_replays(client: Client, handle: WorkflowHandle[object, object]) -> None:
-    """Replay the lifetime's full history against the current workflow code."""
+async def assert_replays(
+    client: Client, handle: WorkflowHandle[object, object], *, blobs: BlobStore | None = None
+) -> None:
+    """Replay the lifetime's full history against the current workflow code.
+
+    ``blobs``: the blob store of a lifetime whose payloads went by reference.
+    """
     history = await handle.fetch_history()
-    replayer = Replayer(workflows=[AgentLifetimeWorkflow], plugins=[GraphrunnerPlugin()])
+    replayer = Replayer(workflows=[AgentLifetimeWorkflow], plugins=[GraphrunnerPlugin(blobs=blobs)])
     await replayer.replay_workflow(history)
 
 

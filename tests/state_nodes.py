@@ -81,3 +81,22 @@ def unique(current: list[str] | None, update: list[str]) -> list[str]:
 def longest(current: str | None, update: str) -> str:
     """A named reducer: keeps the longer string (the first on a tie)."""
     return update if current is None or len(update) > len(current) else current
+
+
+class Grow(Task):
+    """Writes ``config.kib`` KiB of text into the state, and reports how much it saw."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
+        seen = len(ctx.state.get("text") or "")
+        return TaskResult(
+            output=seen, update={"text": "x" * 1024 * int(ctx.config.get("kib", 1)), "n": 1}
+        )
+
+
+class TwiceThenStop(Plan):
+    """Runs its task twice in all, then finishes with the text length the state holds."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        if ctx.state["n"] < 2:
+            return PlanResult.goto(ctx.successors[0])
+        return PlanResult.finish(len(ctx.state["text"]))

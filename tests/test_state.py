@@ -29,7 +29,7 @@ from graphrunner import (
 from graphrunner._state import StateError, apply_update, initial_state
 from graphrunner.stores._open import data_converter, open_blobs
 from tests.conftest import ROOT, assert_replays
-from tests.state_nodes import MapInput, SeeState, SlowFirst, Tag
+from tests.state_nodes import Grow, MapInput, SeeState, SlowFirst, Tag, TwiceThenStop
 from tests.test_cli_lifetimes import cli_env, graphrunner
 
 COUNTER = ROOT / "tests" / "fixtures" / "graphs" / "valid-state.yaml"
@@ -323,3 +323,30 @@ async def test_an_update_to_an_undeclared_field_fails_naming_node_and_field(
         await handle.result()
     assert "declares no state" in str(caught.value.cause)
     await assert_replays(client.temporal, handle)
+
+
+async def test_a_large_state_travels_by_reference(recorded: GraphrunnerClient) -> None:
+    graph = (
+        GraphBuilder("big-state", version="1.0.0")
+        .state({"text": StateField(type="string"), "n": StateField(type="integer", reducer="add")})
+        .task("grow", Grow, config={"kib": 300})
+        .plan("again", TwiceThenStop)
+        .edge("grow", "again")
+        .edge("again", "grow")
+        .final("again")
+        .build()
+    )
+    handle = await recorded.start(graph, None)
+    result = await handle.result()
+    assert result.output == 300 * 1024, "every node saw the whole state"
+    history = await handle.fetch_history()
+    sizes = [
+        e.activity_task_scheduled_event_attributes.input.ByteSize()
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert len(sizes) == 4 and sizes[0] < 2048, "the first call carries a small state inline"
+    assert all(size < 4096 for size in sizes[1:]), (
+        f"calls carrying a 300 KiB state go by reference: {sizes}"
+    )
+    await assert_replays(recorded.temporal, handle, blobs=recorded.blobs)
