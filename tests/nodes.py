@@ -166,3 +166,10 @@ class Revise(Task):
         revised = {key: value for key, value in data.items() if key != "score"}
         revised.update(text=data["text"] + " (revised)", quality=data["quality"] + data["step"])
         return revised
+
+
+class Update(Task):
+    """Returns its input and the lifetime state update ``config.update``."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
+        return TaskResult(output=data, update=dict(ctx.config["update"]))
