@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from graphrunner import GraphBuilder, GraphrunnerClient, NodeOutput
 from graphrunner._types import LifetimeInput, Rejection
 from graphrunner.errors import PolicyError
-from graphrunner.graph import AgentGraph, load_graph, parse_graph
+from graphrunner.graph import AgentGraph, load_graph, parse_graph, to_mermaid
 from graphrunner.graph._routing import Router, vocabulary
 from graphrunner.guardrails import ExprType, parse_expression
 from graphrunner.guardrails._ast import Name, walk
@@ -329,3 +329,11 @@ async def test_an_unvalidated_routing_plan_without_default_fails_its_lifetime(
     assert isinstance(cause, ApplicationError) and cause.type == "InvalidGraph"
     assert "every edge here has a 'when'" in str(cause) and "[routing]" in str(cause)
     await assert_replays(env.client, handle)
+
+
+def test_the_mermaid_chart_shows_each_condition_and_the_default() -> None:
+    chart = to_mermaid(load_graph(GRAPHS / "valid-when.yaml")).splitlines()
+    assert '    route -->|"output.label == #quot;billing#quot;"| billing' in chart
+    assert '    route -->|"else"| support' in chart
+    assert "    classify --> route" in chart
+    assert '    route ==>|"PARALLEL: output.b #gt; 1"| b' in to_mermaid(fan_graph()).splitlines()
