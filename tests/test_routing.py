@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from graphrunner import GraphBuilder, GraphrunnerClient, NodeOutput
 from graphrunner._types import LifetimeInput, Rejection
-from graphrunner.errors import PolicyError
+from graphrunner.errors import GraphError, PolicyError
 from graphrunner.graph import AgentGraph, load_graph, parse_graph, to_mermaid
 from graphrunner.graph._routing import Router, vocabulary
 from graphrunner.guardrails import ExprType, parse_expression
@@ -337,3 +337,10 @@ def test_the_mermaid_chart_shows_each_condition_and_the_default() -> None:
     assert '    route -->|"else"| support' in chart
     assert "    classify --> route" in chart
     assert '    route ==>|"PARALLEL: output.b #gt; 1"| b' in to_mermaid(fan_graph()).splitlines()
+
+
+def test_a_condition_a_lifetime_could_not_carry_is_refused() -> None:
+    text = ROUTES.replace("when: output.done", 'when: "output.name == \\"\\ud800\\""')
+    with pytest.raises(GraphError) as raised:
+        parse_graph(text, file="g.yaml")
+    assert [(i.rule, i.line) for i in raised.value.issues] == [("bad-value", 19)]

@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from graphrunner import GraphrunnerClient
 from graphrunner.errors import PolicyError
 from graphrunner.graph import load_graph, parse_graph
-from graphrunner.guardrails import PolicySource, parse_expression, parse_policy
+from graphrunner.guardrails import PolicySource, parse_expression, parse_policy, policy_json_schema
 from graphrunner.guardrails._guard import LifetimeGuard, Phase, execution_row
 from graphrunner.guardrails._policy import for_state
 from graphrunner.guardrails._wire import TenantReserveInput
@@ -188,3 +188,8 @@ async def test_a_graph_rule_over_its_state_aborts_when_the_state_crosses_it(
     assert "plan 'decide' (iteration 2), before it ran" in str(cause)
     assert "state.spent = 10" in str(cause)
     await assert_replays(client.temporal, handle)
+
+
+def test_the_policy_schema_documents_state_fields() -> None:
+    rule = policy_json_schema()["$defs"]["Rule"]["properties"]["when"]
+    assert "state.<field>, a number or integer field" in rule["description"]

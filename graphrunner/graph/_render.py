@@ -30,10 +30,10 @@ def to_mermaid(graph: AgentGraph) -> str:
     lines.append(f"    START --> {graph.start_node}")
     for edge in graph.edges:
         arrow = _ARROWS[edge.type]
-        label = edge.when if edge.when is not None else "else" if edge.source in routing else None
-        if label is not None:
+        condition = edge.when if edge.when is not None else "else"
+        if edge.source in routing:
             kind = f"{edge.type.value}: " if edge.type is EdgeType.PARALLEL else ""
-            arrow = f'{arrow.split("|")[0]}|"{kind}{_escape(label)}"|'
+            arrow = f'{arrow.split("|")[0]}|"{kind}{_escape(condition)}"|'
         lines.append(f"    {edge.source} {arrow} {edge.target or 'END'}")
     return "\n".join(lines) + "\n"
 

@@ -185,7 +185,7 @@ def _check_values(graph: AgentGraph, out: _Collector) -> None:
         checks.append((text, where, ("nodes", i), where))
         checks.append((node.config, f"{where} config", ("nodes", i, "config"), where))
     for i, edge in enumerate(graph.edges):
-        checks.append(((edge.source, edge.target), f"edge #{i + 1}", ("edges", i), ""))
+        checks.append(((edge.source, edge.target, edge.when), f"edge #{i + 1}", ("edges", i), ""))
     for value, what, loc, where in checks:
         try:
             check_value(value, what)
