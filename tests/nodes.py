@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphrunner import NodeContext, NodeOutput, Plan, PlanResult, Task
+from graphrunner import NodeContext, NodeOutput, Plan, PlanResult, Task, TaskResult
 
 
 class Echo(Task):
@@ -125,3 +125,51 @@ class Outputs(Plan):
 
     async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
         return PlanResult.finish([r.output for r in results])
+
+
+class Classify(Task):
+    """Labels a ticket: 'billing' when its text mentions an invoice or a refund, else 'support'."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> dict[str, Any]:
+        text = str(data["text"])
+        billing = any(word in text.lower() for word in ("invoice", "refund"))
+        return {"label": "billing" if billing else "support", "text": text}
+
+
+class Answer(Task):
+    """Answers a ticket from the desk ``config.desk``."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> dict[str, Any]:
+        return {"desk": ctx.config["desk"], "reply": f"re: {data['text']}"}
+
+
+class Draft(Task):
+    """Writes a first draft; its quality is the input's ``quality``, raised by ``step`` later."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> dict[str, Any]:
+        return {"text": f"draft on {data['topic']}", "quality": data["quality"], **data}
+
+
+class Score(Task):
+    """Reviews a draft: its score is the draft's quality. ``config.count``: also add 1 to the
+    lifetime state's ``rounds``."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
+        update = {"rounds": 1} if ctx.config.get("count") else None
+        return TaskResult(output={**data, "score": data["quality"]}, update=update)
+
+
+class Revise(Task):
+    """Revises a reviewed draft: its quality rises by the input's ``step``."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> dict[str, Any]:
+        revised = {key: value for key, value in data.items() if key != "score"}
+        revised.update(text=data["text"] + " (revised)", quality=data["quality"] + data["step"])
+        return revised
+
+
+class Update(Task):
+    """Returns its input and the lifetime state update ``config.update``."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
+        return TaskResult(output=data, update=dict(ctx.config["update"]))

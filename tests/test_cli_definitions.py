@@ -245,7 +245,12 @@ def test_schema_is_a_json_schema_of_the_graph_format(graph_schema: dict[str, Any
     )
     assert set(graph_schema["required"]) == {"name", "version", "nodes", "edges"}
     edge = graph_schema["$defs"]["EdgeSpec"]
-    assert set(edge["properties"]) == {"from", "to", "type"}  # the YAML spelling, not Python's
+    # the YAML spelling, not Python's
+    assert set(edge["properties"]) == {"from", "to", "type", "when"}
+    when = edge["properties"]["when"]["description"]
+    assert "output.<key>" in when and "state.<field>" in when and "without 'when'" in when
+    node = graph_schema["$defs"]["NodeSpec"]["properties"]
+    assert "A plan may have none when the 'when' conditions" in node["impl"]["description"]
     assert graph_schema["$defs"]["EdgeType"]["enum"] == [t.value for t in EdgeType]
 
 

@@ -58,6 +58,9 @@ RULES = {
     "parallel-without-join",
     "join-without-parallel",
     "too-large",
+    "impl-missing",
+    "edge-condition",
+    "routing",
 }
 
 # fixture, rule, line, where (node or edge), words the message must contain
@@ -140,6 +143,59 @@ CASES = [
         "nothing to join",
     ),
     ("invalid-too-large.yaml", "too-large", 6, None, "nested too deeply: at most 64 levels"),
+    ("invalid-impl-missing.yaml", "impl-missing", 5, "node 'work'", "needs an 'impl'"),
+    ("invalid-impl-missing.yaml", "impl-missing", 6, "node 'decide'", "'when' conditions"),
+    (
+        "invalid-edge-condition.yaml",
+        "edge-condition",
+        17,
+        "edge route -> a (NORMAL)",
+        "when (column 7): unknown state field 'round'; this graph declares: rounds, notes",
+    ),
+    (
+        "invalid-edge-condition.yaml",
+        "edge-condition",
+        18,
+        "edge route -> b (NORMAL)",
+        "cannot compare a number with a string",
+    ),
+    (
+        "invalid-edge-condition.yaml",
+        "edge-condition",
+        19,
+        "edge route -> c (NORMAL)",
+        "when (column 16): expected a value",
+    ),
+    (
+        "invalid-edge-condition.yaml",
+        "edge-condition",
+        20,
+        "edge route -> d (NORMAL)",
+        "unknown function 'len'",
+    ),
+    (
+        "invalid-edge-condition.yaml",
+        "edge-condition",
+        21,
+        "edge route -> e (NORMAL)",
+        "state field 'notes' is of type 'array'",
+    ),
+    (
+        "invalid-routing.yaml",
+        "routing",
+        13,
+        "edge work -> coded (NORMAL)",
+        "a task's one edge is always taken",
+    ),
+    (
+        "invalid-routing.yaml",
+        "routing",
+        14,
+        "edge coded -> a (NORMAL)",
+        "plan 'coded' has an 'impl'",
+    ),
+    ("invalid-routing.yaml", "routing", 8, "node 'two_defaults'", "it has 2"),
+    ("invalid-routing.yaml", "routing", 9, "node 'no_default'", "every edge here has a 'when'"),
 ]
 
 MIXED = ["many-problems.yaml", "every-problem-at-once.yaml"]
@@ -200,6 +256,9 @@ def test_exactly_the_marked_problems_are_reported(fixture: str) -> None:
         ("valid-fan-out.yaml", "fan_out", "prepare", NodeKind.TASK),
         ("valid-plan-start.yaml", "plan_start", "route", NodeKind.PLAN),
         ("valid-nested-fan-out.yaml", "nested_fan_out", "split", NodeKind.PLAN),
+        ("valid-when.yaml", "triage", "classify", NodeKind.TASK),
+        ("valid-loop-until.yaml", "review_loop", "draft", NodeKind.TASK),
+        ("valid-loop-until-state.yaml", "review_loop_state", "draft", NodeKind.TASK),
         ("../../../examples/research.yaml", "research", "gather", NodeKind.TASK),
     ],
 )

@@ -2,7 +2,9 @@
 
 Each imports the node's implementation (a class or an @task/@plan function) by its path,
 builds a `NodeContext`, calls the author's code, checks what came back and, when the worker
-has a `Recorder`, writes the execution record. Failures in user code propagate so Temporal
+has a `Recorder`, writes the execution record. A plan without ``impl`` runs a built-in body
+instead: it routes by the ``when`` conditions of its edges (`graphrunner.graph._routing`), and
+is recorded and guarded like any plan. Failures in user code propagate so Temporal
 retries them; problems no retry can fix are non-retryable `ApplicationError`s naming the node.
 """
 
@@ -44,6 +46,7 @@ from graphrunner.activities._graphs import pinned_graph
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
 from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
+from graphrunner.graph._routing import Router
 from graphrunner.graph._validate import import_impl
 from graphrunner.stores._records import ExecutionStatus
 
@@ -51,6 +54,7 @@ __all__ = ["RUN_PLAN", "RUN_TASK", "NodeActivities"]
 
 _log = logging.getLogger("graphrunner.node")
 _ERROR_LIMIT = 64 * 1024  # characters of a node's error message sent to Temporal
+_ROUTERS_KEPT = 1024  # compiled routing plans kept per worker
 R = TypeVar("R", TaskResult, PlanResult)
 
 
@@ -254,6 +258,25 @@ class NodeActivities:
         self.recorder = recorder
         self.impl_modules = impl_modules
         self.resources = Resources()
+        self._routers: dict[tuple[str, str], Router] = {}
+
+    def _router(self, graph: AgentGraph, graph_hash: str, plan: str) -> Router:
+        """The compiled routing of a plan without impl, once per worker, graph and plan."""
+        key = (graph_hash, plan)
+        router = self._routers.get(key)
+        if router is None:
+            try:
+                router = Router(graph, plan)
+            except ValueError as exc:  # validation refuses such a graph; never guess a route
+                raise ApplicationError(
+                    f"plan '{plan}' cannot route by its conditions: {exc}",
+                    type=FailureType.INVALID_GRAPH,
+                    non_retryable=True,
+                ) from None
+            if len(self._routers) >= _ROUTERS_KEPT:
+                self._routers.pop(next(iter(self._routers)))
+            self._routers[key] = router
+        return router
 
     async def aclose(self) -> None:
         """Close the resources (`graphrunner.resource`) nodes created on this worker."""
@@ -347,13 +370,23 @@ class NodeActivities:
         can_finish = any(e.type is EdgeType.FINAL for e in out)
 
         async def body() -> PlanResult:
+            results = [_identified(r, header) for r in call.results]
+            if spec.impl is None:
+                route = self._router(graph, header.graph_hash, spec.name).decide(
+                    results, call.state
+                )
+                decision = PlanResult(
+                    next_task_names=route.targets,
+                    data=route.data if route.targets else None,
+                    output=None if route.targets else route.data,
+                )
+                return _check_decision(header, successors, can_finish, decision)
             decide = _load(spec.impl, NodeKind.PLAN, self.impl_modules)
             ctx = replace(
                 _context(header, spec, list(successors)),
                 resources=self.resources,
                 state=_state(call),
             )
-            results = [_identified(r, header) for r in call.results]
             decision = _check_decision(header, successors, can_finish, await decide(ctx, results))
             where = f"plan '{header.node}' (iteration {header.iteration})"
             _check_update(where, graph, call, decision)

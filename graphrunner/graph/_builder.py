@@ -70,14 +70,19 @@ class GraphBuilder:
         )
         return self
 
-    def plan(self, name: str, impl: type | NodeFunction[..., Any] | str, **options: Any) -> Self:
+    def plan(
+        self, name: str, impl: type | NodeFunction[..., Any] | str | None = None, **options: Any
+    ) -> Self:
         """Add a Plan node (a `Plan` subclass, an ``@plan`` function, or its import path).
 
-        ``local=True`` runs it as a local activity.
+        Without ``impl`` the plan routes by the ``when`` conditions of its edges (give them
+        with `edge`, `parallel` and `final`) and runs as a local activity unless
+        ``local=False``. ``local=True`` runs any plan as a local activity.
         """
-        self._nodes.append(
-            {"name": name, "kind": NodeKind.PLAN, "impl": _impl_path(impl), **options}
-        )
+        spec: dict[str, Any] = {"name": name, "kind": NodeKind.PLAN, **options}
+        if impl is not None:
+            spec["impl"] = _impl_path(impl)
+        self._nodes.append(spec)
         return self
 
     def start(self, name: str) -> Self:
@@ -85,15 +90,20 @@ class GraphBuilder:
         self._head["start"] = name
         return self
 
-    def edge(self, source: str, target: str, type: EdgeType = EdgeType.NORMAL) -> Self:
-        """Add an edge ``source -> target``."""
-        self._edges.append({"from": source, "to": target, "type": type})
+    def edge(
+        self, source: str, target: str, type: EdgeType = EdgeType.NORMAL, *, when: str | None = None
+    ) -> Self:
+        """Add an edge ``source -> target``; ``when``: its condition (a plan without impl)."""
+        edge: dict[str, Any] = {"from": source, "to": target, "type": type}
+        if when is not None:
+            edge["when"] = when
+        self._edges.append(edge)
         return self
 
-    def parallel(self, source: str, *targets: str) -> Self:
-        """Add PARALLEL edges from plan ``source`` to each task in ``targets``."""
+    def parallel(self, source: str, *targets: str, when: str | None = None) -> Self:
+        """Add PARALLEL edges from plan ``source`` to each task in ``targets`` (each ``when``)."""
         for target in targets:
-            self.edge(source, target, EdgeType.PARALLEL)
+            self.edge(source, target, EdgeType.PARALLEL, when=when)
         return self
 
     def join(self, target: str, *sources: str) -> Self:
@@ -102,9 +112,12 @@ class GraphBuilder:
             self.edge(source, target, EdgeType.JOIN)
         return self
 
-    def final(self, source: str) -> Self:
-        """Add a FINAL edge: taking it from ``source`` ends the lifetime."""
-        self._edges.append({"from": source, "type": EdgeType.FINAL})
+    def final(self, source: str, *, when: str | None = None) -> Self:
+        """Add a FINAL edge: taking it from ``source`` ends the lifetime (``when`` it holds)."""
+        edge: dict[str, Any] = {"from": source, "type": EdgeType.FINAL}
+        if when is not None:
+            edge["when"] = when
+        self._edges.append(edge)
         return self
 
     def state(self, fields: type[BaseModel] | Mapping[str, StateField | Mapping[str, Any]]) -> Self:

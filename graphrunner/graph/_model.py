@@ -12,7 +12,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from graphrunner.guardrails._policy import Policy
 
@@ -205,7 +205,9 @@ class NodeSpec(_Strict):
         default=None,
         exclude_if=lambda value: value is None,
         description="Implementation as 'package.module:Name': a Task or Plan subclass, or an "
-        "@task or @plan function.",
+        "@task or @plan function. A plan may have none when the 'when' conditions of its "
+        "edges route it (the first edge whose condition holds, else its one edge without "
+        "'when').",
     )
     description: str = ""
     timeout_s: Seconds | None = None
@@ -213,7 +215,9 @@ class NodeSpec(_Strict):
     retry: RetrySpec | None = None
     local: bool = Field(
         default=False,
-        description="Run this plan as a local activity (fast; for pure, quick decisions).",
+        description="Run this plan as a local activity (fast; for pure, quick decisions). "
+        "Default: false, but true for a plan without 'impl' (it routes by its edges' "
+        "conditions: pure and quick).",
     )
     # Left out of every dump when unset, so graphs without them hash as before.
     max_tokens: int | None = Field(
@@ -236,6 +240,21 @@ class NodeSpec(_Strict):
     config: dict[str, Any] = Field(
         default_factory=dict, description="Free-form settings handed to the implementation."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _routing_plans_run_local(cls, data: Any) -> Any:
+        # A plan without code evaluates a few conditions: a local activity (~3 ms) rather
+        # than a round trip through the task queue (~30 ms). Set here, so dumps (and the
+        # pinned graph) say so; an explicit 'local' is kept.
+        if (
+            isinstance(data, dict)
+            and data.get("impl") is None
+            and str(data.get("kind")) == NodeKind.PLAN.value
+            and "local" not in data
+        ):
+            return {**data, "local": True}
+        return data
 
     @field_validator("config")
     @classmethod
@@ -294,11 +313,36 @@ class StateField(_Strict):
 
 
 class EdgeSpec(_Strict):
-    """A directed edge; FINAL edges have no target."""
+    """A directed edge; FINAL edges have no target.
+
+    ``when`` is a condition on an edge of a plan without ``impl``, in the guardrail expression
+    language: the plan takes the first of its edges (in declared order) whose condition
+    holds, else its one edge without ``when`` (see `graphrunner.graph._routing`).
+    """
 
     source: str = Field(alias="from")
     target: str | None = Field(default=None, alias="to")
     type: EdgeType = EdgeType.NORMAL
+    # Left out of every dump when unset, so graphs without conditions hash as before.
+    when: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Condition under which a plan without 'impl' takes this edge, e.g. "
+        "'output.label == \"billing\"' or 'state.rounds >= 3 or output.score >= 8'. Names: "
+        "output and output.<key>... (the last result's output), node, iteration, rejected (of "
+        "the last result), state.<field> (a declared state field); count, sum, min, max, avg "
+        "range over every result the plan got. The plan's one edge without 'when' is taken "
+        "when no condition holds; a PARALLEL edge taken fans out to every PARALLEL edge whose "
+        "condition holds.",
+    )
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        # YAML reads 'when: true' as a boolean; it is the expression "true".
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value
 
     def label(self) -> str:
         """Human-readable form used in messages, e.g. ``review -> gather (NORMAL)``."""

@@ -17,7 +17,11 @@ _ARROWS = {
 
 
 def to_mermaid(graph: AgentGraph) -> str:
-    """Return a mermaid ``flowchart`` of the graph: tasks as boxes, plans as hexagons."""
+    """Return a mermaid ``flowchart`` of the graph: tasks as boxes, plans as hexagons.
+
+    An edge with a ``when`` shows its condition; a routing plan's default edge shows ``else``.
+    """
+    routing = {e.source for e in graph.edges if e.when is not None}
     lines = ["flowchart TD", "    START(((start)))", "    END(((end)))"]
     for node in graph.nodes:
         label = f"{node.name}<br/><small>{node.kind.value}</small>"
@@ -25,8 +29,19 @@ def to_mermaid(graph: AgentGraph) -> str:
         lines.append(f"    {node.name}{shape}")
     lines.append(f"    START --> {graph.start_node}")
     for edge in graph.edges:
-        lines.append(f"    {edge.source} {_ARROWS[edge.type]} {edge.target or 'END'}")
+        arrow = _ARROWS[edge.type]
+        condition = edge.when if edge.when is not None else "else"
+        if edge.source in routing:
+            kind = f"{edge.type.value}: " if edge.type is EdgeType.PARALLEL else ""
+            arrow = f'{arrow.split("|")[0]}|"{kind}{_escape(condition)}"|'
+        lines.append(f"    {edge.source} {arrow} {edge.target or 'END'}")
     return "\n".join(lines) + "\n"
+
+
+def _escape(text: str) -> str:
+    # Mermaid reads entity codes inside a quoted label; quotes, pipes and brackets would end it.
+    codes = {'"': "#quot;", "|": "#124;", "<": "#lt;", ">": "#gt;", "\n": " "}
+    return "".join(codes.get(ch, ch) for ch in text)
 
 
 # In YAML a graph names its policy file; the model holds the policy loaded from it.

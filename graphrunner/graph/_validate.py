@@ -38,10 +38,12 @@ from graphrunner.graph._model import (
     NodeKind,
     NodeSpec,
     RetrySpec,
+    StateField,
 )
+from graphrunner.graph._routing import routing_problems
 from graphrunner.graph._state_rules import check_state
 from graphrunner.guardrails._ast import Aggregate, Binary, Expr, Field, String, Unary
-from graphrunner.guardrails._policy import Policy
+from graphrunner.guardrails._policy import NUMBER_STATE_TYPES, Policy, state_fields
 
 __all__ = ["BOUNDS", "Bound", "Unknowns", "import_impl", "validate_graph"]
 
@@ -184,7 +186,7 @@ def _check_values(graph: AgentGraph, out: _Collector) -> None:
         checks.append((text, where, ("nodes", i), where))
         checks.append((node.config, f"{where} config", ("nodes", i, "config"), where))
     for i, edge in enumerate(graph.edges):
-        checks.append(((edge.source, edge.target), f"edge #{i + 1}", ("edges", i), ""))
+        checks.append(((edge.source, edge.target, edge.when), f"edge #{i + 1}", ("edges", i), ""))
     for value, what, loc, where in checks:
         try:
             check_value(value, what)
@@ -214,6 +216,7 @@ def validate_graph(
     unknown = unknowns or Unknowns()
     nodes: dict[str, NodeSpec] = {}
     node_index: dict[str, int] = {}
+    routed = {edge.source for edge in graph.edges if edge.when is not None}
 
     if not SEMVER_RE.match(graph.version) or len(graph.version) > MAX_VERSION_LENGTH:
         out.add(
@@ -292,7 +295,7 @@ def validate_graph(
         if i not in unknown.timing and not unknown.default_timing:
             _check_timing(graph, node, i, out)
         if i not in unknown.impls and node.impl is None:
-            _check_no_impl(node, i, out)
+            _check_no_impl(node, i, out, routed=node.name in routed)
         elif check_imports and i not in unknown.impls:
             _check_impl(node, i, out, check_kind=i not in unknown.kinds)
     known_kind = {name for name, i in node_index.items() if i not in unknown.kinds | unknown.names}
@@ -303,6 +306,14 @@ def validate_graph(
         out.add("unknown-start", f"start node '{start}' is not defined", loc=("start",))
 
     edges = _check_edges(graph.edges, nodes, known_kind, unknown, out)
+    if not unknown.names:
+        for problem in routing_problems(
+            graph,
+            known_kind=known_kind,
+            unknown_edges=unknown.edges,
+            any_source=unknown.sources,
+        ):
+            out.add(problem.rule, problem.message, loc=problem.loc, where=problem.where)
 
     # Count what the author declared (a broken edge was already reported on its own line;
     # "it has 0" next to a visible edge would mislead), each distinct edge once. An edge
@@ -337,6 +348,8 @@ def validate_graph(
         _check_fan_in(edges, out)
     if graph.guardrails is not None and not unknown.names:
         _check_policy_nodes(graph.guardrails, nodes, out)
+    if graph.guardrails is not None:
+        _check_policy_state(graph.guardrails, graph.state, out)
     return out.issues
 
 
@@ -357,6 +370,28 @@ def _check_policy_nodes(policy: Policy, nodes: dict[str, NodeSpec], out: _Collec
                     f"a node of this graph; expected one of: {known}",
                     loc=("guardrails",),
                 )
+
+
+def _check_policy_state(
+    policy: Policy, state: dict[str, StateField] | None, out: _Collector
+) -> None:
+    # A worker's rule over a field a graph lacks does not apply to its lifetimes (for_state);
+    # the graph's own rule would then never apply, which is a mistake to report.
+    for rule in policy.rules:
+        for name in state_fields(rule):
+            declared = (state or {}).get(name)
+            if declared is None:
+                known = ", ".join(state or {}) or "none"
+                problem = f"which this graph does not declare under 'state' (declared: {known})"
+            elif declared.type not in NUMBER_STATE_TYPES:
+                problem = f"a {declared.type} field; rules read number or integer fields only"
+            else:
+                continue
+            out.add(
+                "guardrails",
+                f"guardrails: rule '{rule.name}' reads state.{name}, {problem}",
+                loc=("guardrails",),
+            )
 
 
 def _compared_node_names(tree: Expr | None) -> Iterable[str]:
@@ -437,14 +472,18 @@ def _check_timing(graph: AgentGraph, node: NodeSpec, i: int, out: _Collector) ->
         )
 
 
-def _check_no_impl(node: NodeSpec, i: int, out: _Collector) -> None:
-    """The one rule about nodes without an ``impl``: which may have none."""
-    out.add(
-        "impl-missing",
-        "a node needs an 'impl' (package.module:Name)",
-        loc=("nodes", i),
-        where=f"node '{_shorten(node.name)}'",
-    )
+def _check_no_impl(node: NodeSpec, i: int, out: _Collector, *, routed: bool) -> None:
+    """The one rule about nodes without an ``impl``: which may have none.
+
+    A plan whose edges have ``when`` conditions routes by them (`graphrunner.graph._routing`
+    checks those).
+    """
+    if node.kind is NodeKind.PLAN and routed:
+        return
+    message = "a node needs an 'impl' (package.module:Name)"
+    if node.kind is NodeKind.PLAN:
+        message += ", or, for a plan, 'when' conditions on its edges to route by"
+    out.add("impl-missing", message, loc=("nodes", i), where=f"node '{_shorten(node.name)}'")
 
 
 def _check_impl(node: NodeSpec, i: int, out: _Collector, *, check_kind: bool) -> None:

@@ -17,12 +17,14 @@ from typing import Final
 __all__ = [
     "AGGREGATES",
     "FIELDS",
+    "STATE",
     "Aggregate",
     "Binary",
     "Boolean",
     "Expr",
     "ExprType",
     "Field",
+    "Name",
     "Number",
     "String",
     "Unary",
@@ -57,6 +59,9 @@ FIELDS: Final[dict[str, ExprType]] = {
     "tokens_out": ExprType.NUMBER,
     "tokens_used": ExprType.NUMBER,
 }
+
+#: The root of the names that read a lifetime's declared state: ``state.<field>``.
+STATE: Final = "state"
 
 #: Aggregate functions over the executions in scope.
 AGGREGATES: Final = ("avg", "count", "max", "min", "sum")
@@ -115,6 +120,29 @@ class Field:
 
 
 @dataclass(frozen=True)
+class Name:
+    """A name of the expression's vocabulary other than a telemetry `Field`, with its type.
+
+    ``path`` is the dotted name split at its dots: ``("state", "retries")`` for a lifetime
+    state field, ``("output", "label")`` for a key of a result's output (edge conditions).
+    A row holds a state field under the key ``"state.<field>"``; any other path is read from
+    the row by walking its parts through nested mappings.
+
+    ``type`` is None only while the parser has not yet seen where the name is used (a name
+    such as ``output.score`` takes the type its operator needs); a checked tree never holds
+    an untyped name.
+    """
+
+    path: tuple[str, ...]
+    type: ExprType | None = None
+
+    @property
+    def text(self) -> str:
+        """The name as written, e.g. ``state.retries``."""
+        return ".".join(self.path)
+
+
+@dataclass(frozen=True)
 class Unary:
     """``-operand`` (a number) or ``not operand`` (a boolean)."""
 
@@ -144,7 +172,7 @@ class Aggregate:
     where: Expr | None = None
 
 
-Expr = Number | String | Boolean | Field | Unary | Binary | Aggregate
+Expr = Number | String | Boolean | Field | Name | Unary | Binary | Aggregate
 
 
 def type_of(node: Expr) -> ExprType:
@@ -158,6 +186,9 @@ def type_of(node: Expr) -> ExprType:
             return ExprType.BOOLEAN
         case Field(name):
             return FIELDS.get(name, ExprType.NUMBER)
+        case Name(_, kind):
+            # Untyped only inside the parser, which settles it before anything reads this.
+            return kind if kind is not None else ExprType.STRING
         case Unary(op):
             return ExprType.BOOLEAN if op == "not" else ExprType.NUMBER
         case Binary(op):
@@ -200,6 +231,8 @@ def unparse(node: Expr) -> str:
             return "true" if value else "false"
         case Field(name):
             return name
+        case Name():
+            return node.text
         case Unary("not", operand):
             return "not " + _wrap(operand, NOT_POWER)
         case Unary(op, operand):

@@ -17,7 +17,9 @@ it so, each chosen so that a rule over missing data does not fire by accident:
   instead make ``not (x < 1)`` true, and raising would break the check.
 * sum, count, max, min and avg over no executions are ``0``.
 * A field missing from an execution (or not a number where a number is expected) reads as
-  ``0`` or ``""``; ``tokens_used`` defaults to ``tokens_in + tokens_out``.
+  ``0`` or ``""``; ``tokens_used`` defaults to ``tokens_in + tokens_out``. A `Name`
+  (``state.retries``, ``output.label``) that is missing, or holds a value of another type,
+  reads as ``0``, ``""`` or ``false``: a boolean is not a number, a number not a string.
 
 Numbers are evaluated as floats (token counts stay exact up to 2**53).
 
@@ -37,12 +39,14 @@ from decimal import Decimal
 from graphrunner.guardrails._ast import (
     EQUALITY,
     ORDERING,
+    STATE,
     Aggregate,
     Binary,
     Boolean,
     Expr,
     ExprType,
     Field,
+    Name,
     Number,
     String,
     Unary,
@@ -61,13 +65,15 @@ __all__ = [
     "Tally",
     "Value",
     "evaluate",
+    "state_row",
 ]
 
 #: What an expression evaluates to: a boolean, a number or a string.
 Value = bool | float | str
 
 #: One execution: field names to values (numbers for the numeric fields, strings or string
-#: enums for ``node``, ``kind``, ``model`` and ``status``), e.g. ``ExecutionRecord.model_dump()``.
+#: enums for ``node``, ``kind``, ``model`` and ``status``), e.g. ``ExecutionRecord.model_dump()``,
+#: and the lifetime state it saw under ``"state.<field>"`` keys (see `Name`).
 Row = Mapping[str, object]
 
 
@@ -104,6 +110,11 @@ _PLAIN_ARITHMETIC: dict[str, Callable[[float, float], float]] = {
     "-": operator.sub,
     "*": operator.mul,
 }
+
+
+def state_row(state: Mapping[str, object] | None) -> dict[str, object]:
+    """The lifetime state as a row holds it: ``{"state.<field>": value}`` (see `Name`)."""
+    return {f"{STATE}.{name}": value for name, value in (state or {}).items()}
 
 
 def evaluate(
@@ -163,6 +174,9 @@ class Compiler:
             case Binary("or", left, right):
                 a, b = self.boolean(left), self.boolean(right)
                 return lambda row, frame: a(row, frame) or b(row, frame)
+            case Name(path):
+                get = _reader(path)
+                return lambda row, frame: get(row) is True
             case Binary(op, left, right) if op in ORDERING:
                 compare, x, y = _ORDER[op], self.number(left), self.number(right)
                 return lambda row, frame: compare(x(row, frame), y(row, frame))
@@ -183,6 +197,9 @@ class Compiler:
                 return _elapsed
             case Field(name):
                 return lambda row, frame: _read_number(row, name)
+            case Name(path):
+                get = _reader(path)
+                return lambda row, frame: _as_number(get(row))
             case Unary(_, operand):
                 inner = self.number(operand)
                 return lambda row, frame: -inner(row, frame)
@@ -212,6 +229,14 @@ class Compiler:
                     return "" if found is None else str(found)
 
                 return read
+            case Name(path):
+                get = _reader(path)
+
+                def read_name(row: Row, frame: Frame) -> str:
+                    found = get(row)
+                    return found if isinstance(found, str) else ""
+
+                return read_name
         return _empty
 
     def contribution(self, node: Aggregate) -> ContributionFn:
@@ -253,7 +278,7 @@ class Compiler:
         for part in walk(node, into_aggregates=False):
             if isinstance(part, Binary) and part.op in (*ORDERING, *EQUALITY):
                 for side in (part.left, part.right):
-                    if isinstance(side, Aggregate | Binary | Unary | Field):
+                    if isinstance(side, Aggregate | Binary | Unary | Field | Name):
                         sides[unparse(side)] = self.value(side)
         pairs = list(sides.items())
 
@@ -358,6 +383,33 @@ def _read_number(row: Row, name: str) -> float:
     try:
         return float(value)
     except (OverflowError, ValueError):  # an int past float range, a signalling NaN
+        return 0.0
+
+
+def _reader(path: tuple[str, ...]) -> Callable[[Row], object]:
+    """How a `Name` is read from a row: a state field by its key, anything else by its path."""
+    if path[0] == STATE:
+        key = ".".join(path)
+        return lambda row: row.get(key)
+    head, rest = path[0], path[1:]
+
+    def walk_path(row: Row) -> object:
+        found = row.get(head)
+        for part in rest:
+            if not isinstance(found, Mapping):
+                return None
+            found = found.get(part)
+        return found
+
+    return walk_path
+
+
+def _as_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return 0.0
+    try:
+        return float(value)
+    except (OverflowError, ValueError):
         return 0.0
 
 

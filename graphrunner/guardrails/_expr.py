@@ -14,18 +14,21 @@ Grammar, loosest binding first::
     sum        := product (("+" | "-") product)*
     product    := unary (("*" | "/" | "%") unary)*
     unary      := "-" unary | atom
-    atom       := NUMBER | STRING | "true" | "false" | FIELD | "(" or_expr ")"
+    atom       := NUMBER | STRING | "true" | "false" | NAME | "(" or_expr ")"
                 | AGG "(" [or_expr] ["where" or_expr] ")"
 
 NUMBER is ``12``, ``1_000``, ``2.5`` or ``1e-3``; STRING is ``"..."`` or ``'...'`` on one
 line, with the escapes ``\ " '
 
-        ``; FIELD is one of `FIELDS`; AGG is sum, max,
+        ``; NAME is a name of the expression's `Vocabulary` (for guardrail
+rules, `RULES`: one of `FIELDS`, or ``state.<field>``); AGG is sum, max,
 min or avg (a number argument is required) or count (an optional condition). ``where``
 filters the executions first: ``sum(tokens_used where node == "search")``,
 ``count(where kind == "task")``, ``count(status == "failed")``. Aggregates do not nest.
 Types never mix: ``+`` and ``<`` take numbers, ``and``/``or``/``not`` take conditions, and
-``==``/``!=`` need both sides of one type.
+``==``/``!=`` need both sides of one type. A name whose type its vocabulary leaves open
+(``output.score`` in an edge condition) takes the type of its use: a number beside ``<`` or
+``+``, a condition beside ``and`` or alone, the other side's type beside ``==``.
 
 Limits keep a hostile policy cheap to reject: `MAX_LENGTH` characters and `MAX_DEPTH`
 levels of nesting (parentheses, operators and aggregates all count).
@@ -43,7 +46,6 @@ from graphrunner.guardrails._ast import (
     ARITHMETIC,
     BINARY_POWER,
     EQUALITY,
-    FIELDS,
     LOGICAL,
     NEGATE_POWER,
     NOT_POWER,
@@ -54,6 +56,7 @@ from graphrunner.guardrails._ast import (
     Expr,
     ExprType,
     Field,
+    Name,
     Number,
     String,
     Unary,
@@ -62,6 +65,7 @@ from graphrunner.guardrails._ast import (
 )
 from graphrunner.guardrails._eval import Row, Value, evaluate
 from graphrunner.guardrails._lexer import ParseFailure, Token, tokenize
+from graphrunner.guardrails._names import RULES, UnknownName, Vocabulary
 
 __all__ = ["MAX_DEPTH", "MAX_LENGTH", "Expression", "Locate", "parse_expression"]
 
@@ -130,6 +134,7 @@ def parse_expression(
     expect: ExprType | None = ExprType.BOOLEAN,
     file: str | None = None,
     locate: Locate | None = None,
+    vocabulary: Vocabulary = RULES,
 ) -> Expression:
     """Parse and type-check expression text.
 
@@ -139,6 +144,7 @@ def parse_expression(
         file: File named in errors.
         locate: Maps an offset in ``source`` to its (line, column) in ``file``; by default
             positions are counted within ``source`` itself.
+        vocabulary: What names mean (default: those of guardrail rules).
 
     Raises:
         PolicyError: The first problem, with its line and column and what was expected.
@@ -150,8 +156,16 @@ def parse_expression(
                 MAX_LENGTH,
                 f"expression is {len(source)} characters long; at most {MAX_LENGTH} are allowed",
             )
-        parser = _Parser(source, where)
+        parser = _Parser(source, where, vocabulary)
         tree = parser.parse()
+        if _untyped(tree):
+            if expect is None:
+                raise ParseFailure(
+                    parser.tokens[0].start,
+                    f"cannot tell what type {unparse(tree)!r} has here; compare it, e.g. "
+                    f'{unparse(tree)} == "yes"',
+                )
+            tree = _settle(_Parsed(tree, 0, 1), expect).node
         if expect is not None and type_of(tree) is not expect:
             hint = (
                 "; compare it, e.g. sum(tokens_used) > 1000" if expect is ExprType.BOOLEAN else ""
@@ -182,8 +196,9 @@ def _counter(source: str) -> Locate:
 
 
 class _Parser:
-    def __init__(self, source: str, locate: Locate) -> None:
+    def __init__(self, source: str, locate: Locate, vocabulary: Vocabulary) -> None:
         self.source = source
+        self.vocabulary = vocabulary
         self.stream = tokenize(source)
         self.tokens: list[Token] = []
         self.locate = locate
@@ -256,8 +271,7 @@ class _Parser:
         if token.kind == "string" and isinstance(token.value, str):
             return _Parsed(String(token.value), token.start, 1)
         if token.kind == "op" and token.text == "-":
-            operand = self.expr(NEGATE_POWER)
-            _check(operand, ExprType.NUMBER, "after '-'")
+            operand = _check(self.expr(NEGATE_POWER), ExprType.NUMBER, "after '-'")
             return _Parsed(Unary("-", operand.node), token.start, _depth(token, operand))
         if token.kind == "op" and token.text == "(":
             inner = self.expr(0)
@@ -271,12 +285,11 @@ class _Parser:
         if token.text == "not":
             if min_power > NOT_POWER:
                 raise ParseFailure(token.start, "'not' needs parentheses here, e.g. x == (not y)")
-            operand = self.expr(NOT_POWER)
-            _check(operand, ExprType.BOOLEAN, "after 'not'")
+            operand = _check(self.expr(NOT_POWER), ExprType.BOOLEAN, "after 'not'")
             return _Parsed(Unary("not", operand.node), token.start, _depth(token, operand))
         if token.text in AGGREGATES:
             return self.aggregate_call(token)
-        if token.text in FIELDS:
+        if token.text in self.vocabulary.fields:
             return _Parsed(Field(token.text), token.start, 1)
         # Look at the raw text, not the next token: that token may be bad, and this unknown
         # name comes first.
@@ -286,10 +299,11 @@ class _Parser:
             raise ParseFailure(
                 token.start, f"unknown function {token.text!r}; expected one of: {known}"
             )
-        known = ", ".join(sorted(FIELDS))
-        hint = " (fields are plain names; a.b is not supported)" if after == "." else ""
-        message = f"unknown field {token.text!r}{hint}; expected one of: {known}"
-        raise ParseFailure(token.start, message)
+        try:
+            kind = self.vocabulary.resolve(token.text)
+        except UnknownName as unknown:
+            raise ParseFailure(token.start + unknown.offset, unknown.message) from None
+        return _Parsed(Name(tuple(token.text.split(".")), kind), token.start, 1)
 
     def aggregate_call(self, name: Token) -> _Parsed:
         func = name.text
@@ -307,20 +321,19 @@ class _Parser:
                 arg = self.expr(0)
             if self.at("where"):
                 self.take()
-                where = self.expr(0)
-                _check(where, ExprType.BOOLEAN, "after 'where'")
+                where = _check(self.expr(0), ExprType.BOOLEAN, "after 'where'")
             self.expect_close(opener, "" if where else "'where' or ")
         finally:
             self.aggregate = None
         if func == "count":
             if arg is not None:
-                _check(arg, ExprType.BOOLEAN, "in count(...)")
+                arg = _check(arg, ExprType.BOOLEAN, "in count(...)")
         elif arg is None:
             raise ParseFailure(
                 opener.start + 1, f"{func}(...) needs a number, e.g. {func}(tokens_used)"
             )
         else:
-            _check(arg, ExprType.NUMBER, f"in {func}(...)")
+            arg = _check(arg, ExprType.NUMBER, f"in {func}(...)")
         node = Aggregate(func, arg.node if arg else None, where.node if where else None)
         parts = [part for part in (arg, where) if part is not None]
         return _Parsed(node, name.start, _depth(name, *parts))
@@ -328,11 +341,21 @@ class _Parser:
     def binary(self, op: Token, left: _Parsed, right: _Parsed) -> _Parsed:
         name = op.text
         if name in LOGICAL:
-            _check(left, ExprType.BOOLEAN, f"before {name!r}")
-            _check(right, ExprType.BOOLEAN, f"after {name!r}")
+            left = _check(left, ExprType.BOOLEAN, f"before {name!r}")
+            right = _check(right, ExprType.BOOLEAN, f"after {name!r}")
         elif name in ARITHMETIC or name in ORDERING:
-            _check(left, ExprType.NUMBER, f"before {name!r}")
-            _check(right, ExprType.NUMBER, f"after {name!r}")
+            left = _check(left, ExprType.NUMBER, f"before {name!r}")
+            right = _check(right, ExprType.NUMBER, f"after {name!r}")
+        elif _untyped(left.node) and _untyped(right.node):
+            raise ParseFailure(
+                left.start,
+                f"cannot tell what type {unparse(left.node)!r} and {unparse(right.node)!r} "
+                f'have; compare one of them with a literal, e.g. {unparse(left.node)} == "yes"',
+            )
+        elif _untyped(left.node) or _untyped(right.node):
+            # The name takes the type of the other side.
+            left = _settle(left, type_of(right.node)) if _untyped(left.node) else left
+            right = _settle(right, type_of(left.node))
         elif (kind := type_of(left.node)) is not (other := type_of(right.node)):
             raise ParseFailure(
                 op.start,
@@ -356,9 +379,23 @@ def _depth(token: Token, *children: _Parsed) -> int:
     return depth
 
 
-def _check(part: _Parsed | None, expected: ExprType, where: str) -> None:
-    if part is not None and (found := type_of(part.node)) is not expected:
+def _untyped(node: Expr) -> bool:
+    return isinstance(node, Name) and node.type is None
+
+
+def _settle(part: _Parsed, kind: ExprType) -> _Parsed:
+    """``part`` with an untyped name given the type its use needs (anything else as is)."""
+    if isinstance(part.node, Name) and part.node.type is None:
+        return part._replace(node=Name(part.node.path, kind))
+    return part
+
+
+def _check(part: _Parsed, expected: ExprType, where: str) -> _Parsed:
+    """``part``, settled to ``expected``; ParseFailure when it has another type."""
+    part = _settle(part, expected)
+    if (found := type_of(part.node)) is not expected:
         raise ParseFailure(part.start, f"expected {_A[expected]} {where}, found {_A[found]}")
+    return part
 
 
 def _show(token: Token) -> str:

@@ -6,6 +6,10 @@ worker's layers read by a local activity behind the ``graphrunner-policy-layers`
 marker. A lifetime with no layers therefore starts with no marker and no local activity, and
 replays on a worker that has gained layers since (the marker is absent: the patch says no).
 
+Rules that read ``state.<field>`` apply to a lifetime only when its graph declares that
+field as a number or integer (`for_state`): a worker's global or tenant policy spans many
+graphs, and a rule about one graph's state is not broken by another graph that lacks it.
+
 `Gate.run` checks one execution. Execution and lifetime rules are checked in the workflow.
 Tenant rules are checked in the state DB, atomically with a reservation of the execution's
 ceiling (`graphrunner.guardrails._io`): the node's ``max_tokens`` / ``max_cost_usd``, else the
@@ -31,7 +35,7 @@ from graphrunner.guardrails._eval import Tally
 from graphrunner.guardrails._guard import LifetimeGuard, Phase, Verdict, execution_row
 from graphrunner.guardrails._holds import Holds, show_values
 from graphrunner.guardrails._io import LedgerIO, ceiling_of, execution_header
-from graphrunner.guardrails._policy import Action, Reserve, Scope, merge_policies
+from graphrunner.guardrails._policy import Action, Reserve, Scope, for_state, merge_policies
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.guardrails._wire import PauseInfo, TallyValue, TenantReserveInput
 
@@ -102,6 +106,9 @@ class Gate:
             # ledger if the worker had one, so here there is none.
             policy = merge_policies(None, graph_policy, None)
             ledger = False
+        # A worker's rules over state fields apply to lifetimes whose graph declares them as
+        # numbers; the graph's own rules were checked against its state by validation.
+        policy = for_state(policy, inp.graph.state)
         guard = LifetimeGuard(policy)
         if guard.tenant_keys and not ledger:
             raise ApplicationError(
@@ -145,7 +152,11 @@ class Gate:
         kind = "task" if isinstance(call, TaskCall) else "plan"
         eid = call.execution_id
         row = execution_row(
-            node=call.node_name, kind=kind, iteration=call.iteration, status="scheduled"
+            node=call.node_name,
+            kind=kind,
+            iteration=call.iteration,
+            status="scheduled",
+            state=call.state,
         )
         while True:
             if self.holds.paused_by_hand:
@@ -178,6 +189,7 @@ class Gate:
             status="succeeded",
             attempt=telemetry.attempt or 1,
             telemetry=telemetry.model_dump(),
+            state=call.state,
         )
         tenant = self._with_actual(guard, eid, row)
         while True:

@@ -34,6 +34,7 @@ from graphrunner.guardrails._eval import (
     ObserveFn,
     Row,
     Tally,
+    state_row,
 )
 from graphrunner.guardrails._policy import Action, Policy, Rule, Scope
 
@@ -316,6 +317,13 @@ class LifetimeGuard:
         return Frame(elapsed_s, values)
 
 
+def _finite_number(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past float range
+        return False
+
+
 def _finite(value: float, counts: bool) -> tuple[float, bool]:
     """A ledger delta JSON (and so the state DB) can carry: infinities clamp, NaN is 0."""
     if math.isnan(value):
@@ -331,11 +339,23 @@ def execution_row(
     status: str,
     attempt: int = 1,
     telemetry: Mapping[str, Any] | None = None,
+    state: Mapping[str, Any] | None = None,
 ) -> dict[str, object]:
-    """The fields a rule can read of one execution (see `graphrunner.guardrails._ast.FIELDS`)."""
+    """The fields a rule can read of one execution (see `graphrunner.guardrails._ast.FIELDS`).
+
+    ``state`` is the lifetime state the execution was called with (its call's ``state``):
+    its number fields are in the row as ``state.<field>`` (rules read number fields only,
+    and the tenant ledger's activity takes the row as numbers and strings).
+    """
     t = telemetry or {}
     tokens_in, tokens_out = int(t.get("tokens_in") or 0), int(t.get("tokens_out") or 0)
+    numbers = {
+        key: value
+        for key, value in state_row(state).items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and _finite_number(value)
+    }
     return {
+        **numbers,
         "node": node,
         "kind": kind,
         "iteration": iteration,

@@ -259,7 +259,11 @@ def ceiling_of(
         per_attempt = inp.graph.timeout(node) + timedelta(seconds=retry.max_interval_s or 0)
         until = expiry(workflow.now(), per_attempt, attempts)
     row = execution_row(
-        node=call.node_name, kind=kind, iteration=call.iteration, status="scheduled"
+        node=call.node_name,
+        kind=kind,
+        iteration=call.iteration,
+        status="scheduled",
+        state=call.state,
     )
     row.update(tokens_in=tokens, tokens_out=tokens, tokens_used=tokens, cost_usd=cost)
     return row, until

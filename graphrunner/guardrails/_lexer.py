@@ -13,14 +13,15 @@ from typing import Final, NamedTuple
 __all__ = ["ParseFailure", "Token", "tokenize"]
 
 _NUMBER = re.compile(r"[0-9](?:_?[0-9])*(?:\.[0-9](?:_?[0-9])*)?(?:[eE][+-]?[0-9](?:_?[0-9])*)?")
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A word may be a dotted name (state.retries, output.label): the vocabulary judges it.
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _OPERATORS: Final = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "%", "(", ")")
 _HINTS: Final = {
     "=": "expected '==' to compare",
     "!": "expected '!=' (write 'not' to negate)",
     "&": "write 'and' instead",
     "|": "write 'or' instead",
-    ".": "fields are plain names; attribute access is not supported",
+    ".": "a dot joins the parts of a name, e.g. state.retries",
 }
 _STRING_ESCAPES: Final = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "r": "\r", "t": "\t"}
 _WORDISH: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")

@@ -10,6 +10,12 @@ A policy file::
         action: abort_lifetime       # reject_execution | pause_lifetime | abort_lifetime
         message: token budget exhausted
 
+Conditions may read ``state.<field>``, a number (or integer) field of the lifetime state as
+the execution was called with it. A graph's own policy must read only fields the graph
+declares as numbers (validation says so); a worker's global or tenant rule that reads a
+field a lifetime's graph does not declare as a number does not apply to that lifetime
+(`for_state`).
+
 ``scope`` says which executions a rule's aggregates range over: the execution being checked
 alone (``execution``), every execution of its lifetime so far (``lifetime``), or the
 tenant's executions (``tenant``). Bare fields always read the execution being checked.
@@ -28,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import yaml
 from pydantic import (
@@ -55,21 +61,30 @@ from graphrunner._yaml import (
     unknown_key,
 )
 from graphrunner.errors import PolicyError
-from graphrunner.guardrails._ast import Boolean, ExprType
+from graphrunner.guardrails._ast import STATE, Boolean, ExprType, Name, walk
 from graphrunner.guardrails._eval import Row
 from graphrunner.guardrails._expr import MAX_LENGTH, Expression, parse_expression
 
+if TYPE_CHECKING:
+    from graphrunner.graph._model import StateField
+
 __all__ = [
+    "NUMBER_STATE_TYPES",
     "Action",
     "Policy",
     "Reserve",
     "Rule",
     "Scope",
+    "for_state",
     "load_policy",
     "merge_policies",
     "parse_policy",
     "policy_json_schema",
+    "state_fields",
 ]
+
+#: State field types a rule can read (as numbers).
+NUMBER_STATE_TYPES: Final = ("number", "integer")
 
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 _DUPLICATE = "duplicate_rule_name"
@@ -112,7 +127,8 @@ _WHEN_SCHEMA = {
     "maxLength": MAX_LENGTH,
     "description": "A condition over telemetry, e.g. 'sum(tokens_used) > 10000'. Fields: "
     "tokens_used, tokens_in, tokens_out, cost_usd, latency_ms, iteration, attempt, "
-    "elapsed_s; node, kind, model, status (strings). Aggregates: sum, max, min, avg, count, "
+    "elapsed_s; node, kind, model, status (strings); state.<field>, a number or integer field "
+    "of the lifetime state the graph declares. Aggregates: sum, max, min, avg, count, "
     'each optionally filtered: sum(cost_usd where node == "search"), count(where kind == '
     '"task").',
 }
@@ -190,6 +206,30 @@ class Policy(_Strict):
             if rule.name == name:
                 return rule
         raise KeyError(name)
+
+
+def state_fields(rule: Rule) -> list[str]:
+    """The lifetime state fields ``rule`` reads (``state.<field>``), each once, in order."""
+    found = (
+        node.path[1]
+        for node in walk(rule.when.tree)
+        if isinstance(node, Name) and node.path[0] == STATE and len(node.path) == 2
+    )
+    return list(dict.fromkeys(found))
+
+
+def for_state(policy: Policy, state: Mapping[str, StateField] | None) -> Policy:
+    """``policy`` without the rules that read a state field ``state`` does not declare as a number.
+
+    Args:
+        policy: An effective policy (layers merged).
+        state: The lifetime's graph's declared state (`graphrunner.AgentGraph.state`).
+    """
+    numbers = {name for name, f in (state or {}).items() if f.type in NUMBER_STATE_TYPES}
+    kept = [rule for rule in policy.rules if set(state_fields(rule)) <= numbers]
+    if len(kept) == len(policy.rules):
+        return policy
+    return Policy(rules=kept, reserve=policy.reserve)
 
 
 def load_policy(path: str | Path) -> Policy:
