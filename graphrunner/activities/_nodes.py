@@ -39,6 +39,7 @@ from graphrunner._types import (
     execution_id,
 )
 from graphrunner._values import BadValue, check_value, clip
+from graphrunner.activities._generated import check_generated
 from graphrunner.activities._graphs import pinned_graph
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
@@ -298,9 +299,7 @@ class NodeActivities:
 
         async def body() -> TaskResult:
             run = _load(spec.impl, NodeKind.TASK, self.impl_modules)
-            ctx = replace(
-                _context(header, spec, []), resources=self.resources, state=_state(call)
-            )
+            ctx = replace(_context(header, spec, []), resources=self.resources, state=_state(call))
             returned: Any = await run(ctx, call.data)
             result = returned if isinstance(returned, TaskResult) else TaskResult(output=returned)
             _check_carried(
@@ -332,13 +331,20 @@ class NodeActivities:
             )
             results = [_identified(r, header) for r in call.results]
             decision = await decide(ctx, results)
-            return _check_decision(header, successors, can_finish, decision)
+            checked = _check_decision(header, successors, can_finish, decision)
+            return check_generated(header, graph, checked, self.impl_modules)
 
         def describe(result: PlanResult) -> tuple[Any, Telemetry, list[str]]:
             shown = result.model_dump(mode="json", exclude={"telemetry"})
-            for field in ("items", "max_concurrency"):  # a map's, shown only when set
-                if shown.get(field) is None:
+            for field in ("items", "max_concurrency", "graph", "graph_hash", "graph_errors"):
+                if shown.get(field) is None:  # a map's or a generated graph's, when set
                     shown.pop(field, None)
+            if result.graph is not None:  # pinned by hash: the child lifetime's input has it
+                shown["graph"] = {
+                    "name": result.graph.get("name"),
+                    "version": result.graph.get("version"),
+                    "hash": result.graph_hash,
+                }
             return shown, result.telemetry, result.next_task_names or ["END"]
 
         return await self._execute(header, body, describe)

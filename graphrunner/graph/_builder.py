@@ -85,9 +85,7 @@ class GraphBuilder:
         )
         return self
 
-    def subgraph(
-        self, name: str, graph: AgentGraph | str | Path, **options: Any
-    ) -> Self:
+    def subgraph(self, name: str, graph: AgentGraph | str | Path, **options: Any) -> Self:
         """Add a Task node that runs another graph as a child lifetime.
 
         Args:

@@ -292,11 +292,13 @@ def _resolve_subgraphs(
         name = node.get("name")
         where = f"node '{_shown(name)}'" if isinstance(name, str) else f"node #{i + 1}"
 
-        def issue(rule: str, message: str, line: int | None = line, where: str = where) -> None:
-            issues.append(GraphIssue(rule=rule, message=message, file=file, line=line, where=where))
+        def issue(
+            rule: str, message: str, line: int | None = line, where: str = where, to: Any = issues
+        ) -> None:
+            to.append(GraphIssue(rule=rule, message=message, file=file, line=line, where=where))
 
         if not resolve_files:
-            issue("subgraph-ref", f"a generated graph cannot name sub-graph files ('{_shown(ref)}')")
+            issue("subgraph-ref", f"a generated graph cannot name sub-graph files ({ref!r})")
             failed.add(ref)
             continue
         path, problem = _subgraph_path(ref, file)

@@ -551,9 +551,7 @@ def _check_subgraphs(
         return
     for ref, sub in subgraphs.items():
         place = f"{out.file or '<graph>'} > subgraph '{_shorten(ref)}'"
-        out.issues += validate_graph(
-            sub, file=place, check_imports=check_imports, _depth=depth + 1
-        )
+        out.issues += validate_graph(sub, file=place, check_imports=check_imports, _depth=depth + 1)
 
 
 def _count_subgraphs(graph: AgentGraph) -> int:
