@@ -15,8 +15,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from graphrunner import GraphBuilder, GraphError, GraphrunnerClient, load_graph
 from graphrunner._types import StepStatus
+from graphrunner.guardrails import parse_policy
 from graphrunner.worker import build_worker
 from tests.conftest import assert_replays
+from tests.nodes import LoopThenFinish
 from tests.subgraph_nodes import first_then_finish, generate
 
 GRAPHS = Path(__file__).parent / "fixtures" / "graphs" / "subgraphs"
@@ -283,3 +285,37 @@ async def test_a_generated_graph_may_not_name_code_outside_trusted_modules(
     result = await handle.result()
     assert "'os:system' is not in a module a generated graph may use" in result.output["errors"]
     assert await _children(client, handle) == []
+
+
+# -- budgets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_parent_lifetime_cap_counts_what_its_children_spent(
+    client: GraphrunnerClient,
+) -> None:
+    policy = parse_policy(
+        "rules:\n"
+        "  - {name: family-cap, when: sum(tokens_used) > 15, scope: lifetime,"
+        " action: abort_lifetime, message: family budget}\n"
+    )
+    graph = (
+        GraphBuilder("budgeted", version="1.0.0")
+        .plan("start", LoopThenFinish, config={"rounds": 5, "loop_to": "child"})
+        .subgraph("child", GRAPHS / "point.yaml")
+        .edge("start", "child")
+        .edge("child", "start")
+        .final("start")
+        .guardrails(policy)
+        .build()
+    )
+    handle = await client.start(graph, 0)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    children = await _children(client, handle)
+    assert len(children) == 2, "the first child spent 10 tokens, the second crossed 15"
+    message = str(failure.value.cause)
+    assert f"child lifetime '{children[1]}' failed: GuardrailAborted" in message
+    assert "guardrail 'family-cap' aborted the lifetime at task 'work'" in message
+    assert "observed sum(tokens_used) = 20" in message
+    await _replay_all(client, handle)
