@@ -89,7 +89,9 @@ async def generate(ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
     last = results[-1]
     if last.rejection is not None:
         if ctx.config.get("report"):
-            return PlanResult.finish({"rule": last.rejection.rule, "errors": last.rejection.message})
+            return PlanResult.finish(
+                {"rule": last.rejection.rule, "errors": last.rejection.message}
+            )
         return PlanResult.goto("run_generated", data=results[0].output, graph=VALID)
     if last.node == "run_generated":
         return PlanResult.finish({"result": last.output, "attempts": ctx.iteration})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,8 @@ from graphrunner.worker import build_worker
 from tests.conftest import assert_replays
 from tests.nodes import LoopThenFinish
 from tests.subgraph_nodes import first_then_finish, generate
+from tests.test_cli_lifetimes import cli_env
+from tests.test_cli_lifetimes import graphrunner as run_cli
 
 GRAPHS = Path(__file__).parent / "fixtures" / "graphs" / "subgraphs"
 
@@ -270,7 +273,11 @@ async def test_a_plan_retries_after_an_invalid_graph_and_the_valid_one_runs(
     result = await handle.result()
     assert result.output == {"result": 9, "attempts": 3}
     gen = [s for s in result.steps if s.node == "gen"]
-    assert [s.status for s in gen] == [StepStatus.REJECTED, StepStatus.COMPLETED, StepStatus.COMPLETED]
+    assert [s.status for s in gen] == [
+        StepStatus.REJECTED,
+        StepStatus.COMPLETED,
+        StepStatus.COMPLETED,
+    ]
     (child_id,) = await _children(client, handle)
     child = await client.temporal.get_workflow_handle(child_id).result()
     assert child["graph_name"] == "generated"
@@ -319,3 +326,25 @@ async def test_a_parent_lifetime_cap_counts_what_its_children_spent(
     assert "guardrail 'family-cap' aborted the lifetime at task 'work'" in message
     assert "observed sum(tokens_used) = 20" in message
     await _replay_all(client, handle)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_cli_status_shows_the_child_steps_under_the_node(
+    client: GraphrunnerClient, env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await client.start(GRAPHS / "parent.yaml", 3)
+    await handle.result()
+    (child_id,) = await _children(client, handle)
+    server = cli_env(
+        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+        GRAPHRUNNER_TASK_QUEUE=task_queue,
+    )
+    done = await asyncio.to_thread(run_cli, "status", handle.id, env=server)
+    assert done.returncode == 0, done.stderr
+    assert f"child · 1 → child lifetime {child_id}: completed (graph point)" in done.stdout
+    assert "steps of child · 1" in done.stdout
+    shown = await asyncio.to_thread(run_cli, "status", handle.id, "--json", env=server)
+    payload = json.loads(shown.stdout)
+    assert payload["steps"][1]["child"] == child_id
+    nested = payload["children"][child_id]["steps"]
+    assert [s["node"] for s in nested] == ["work", "done"]
