@@ -17,16 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from graphrunner._rejection import Rejection
 from graphrunner.graph._model import AgentGraph, NodeKind
+from graphrunner.guardrails._policy import Policy
+from graphrunner.guardrails._wire import TallyValue
 
 __all__ = [
     "INPUT_FORMAT",
     "RUN_PLAN",
     "RUN_TASK",
     "ExecutionHeader",
+    "InheritedGuard",
     "LifetimeInput",
     "LifetimeResult",
     "LifetimeStatus",
     "NodeOutput",
+    "ParentLink",
     "PlanCall",
     "PlanResult",
     "Rejection",
@@ -152,11 +156,30 @@ class PlanResult(WireModel):
     update: dict[str, Any] | None = Field(
         default=None, description="A lifetime state update: field -> value for its reducer."
     )
+    graph: Any = Field(
+        default=None,
+        description="A graph for the chosen task(s) declared with 'graph: generated' to run "
+        "as a child lifetime: an AgentGraph, its mapping, or its YAML text. The plan "
+        "activity validates it and hands the workflow its canonical JSON.",
+    )
+    graph_hash: str | None = Field(
+        default=None, description="Set by graphrunner: content hash of the validated graph."
+    )
+    graph_errors: list[str] | None = Field(
+        default=None,
+        description="Set by graphrunner: why the returned graph is invalid; the plan then "
+        "runs again with them (see `NodeOutput.rejection`, rule 'invalid-graph').",
+    )
 
     @classmethod
-    def goto(cls, *names: str, data: Any = None) -> PlanResult:
-        """Run the named successor task(s) next, handing each ``data``."""
-        return cls(next_task_names=list(names), data=data)
+    def goto(cls, *names: str, data: Any = None, graph: Any = None) -> PlanResult:
+        """Run the named successor task(s) next, handing each ``data``.
+
+        ``graph`` (an `AgentGraph`, its mapping, or YAML text) is the graph chosen tasks
+        declared with ``graph: generated`` run as a child lifetime; it is validated by the
+        rules of ``graphrunner validate`` before anything runs.
+        """
+        return cls(next_task_names=list(names), data=data, graph=graph)
 
     @classmethod
     def map(
@@ -310,10 +333,52 @@ class PlanCall(_Call):
     results: list[NodeOutput] = Field(default_factory=list)
 
 
+class InheritedGuard(_Model):
+    """The parent's guardrails a child lifetime runs under (set by the guardrail interceptor).
+
+    Attributes:
+        policy: The parent's effective policy (its layers merged), over the child graph's.
+        totals: The parent's lifetime-scope aggregates when the child started, by their
+            canonical text: the child's lifetime rules count on from them.
+        ledger: Whether the parent's worker pinned a state DB for tenant rules.
+    """
+
+    policy: Policy
+    totals: dict[str, TallyValue] = Field(default_factory=dict)
+    ledger: bool = False
+
+
+MAX_CHILD_DEPTH = 8
+"""Most levels of child lifetimes below a lifetime started by a client."""
+
+
+class ParentLink(_Model):
+    """Which execution of which lifetime started a child lifetime (its sub-graph task).
+
+    Attributes:
+        lifetime_id: The parent lifetime.
+        run_id: The parent's run.
+        node: The sub-graph task.
+        iteration: Its iteration.
+        execution_id: Its execution id (the parent's record of it names the child).
+        depth: 1 for a child of a lifetime a client started, 2 below that, ...
+        guard: The parent's guardrails, when it has any.
+    """
+
+    lifetime_id: str
+    run_id: str = ""
+    node: str
+    iteration: int
+    execution_id: str = ""
+    depth: int = Field(default=1, ge=1, le=MAX_CHILD_DEPTH)
+    guard: InheritedGuard | None = Field(default=None, exclude_if=lambda v: v is None)
+
+
 class LifetimeInput(_Model):
     """Input of an AgentLifetime workflow: the pinned graph and the user's input.
 
-    ``format`` says which graphrunner wrote the input; see `check_format`.
+    ``format`` says which graphrunner wrote the input; see `check_format`. ``parent`` is
+    set on a child lifetime (a sub-graph task's).
     """
 
     graph: AgentGraph
@@ -322,6 +387,7 @@ class LifetimeInput(_Model):
     # The state DB's bound; a longer one would fail every ledger write, on every retry.
     tenant: str = Field(default="default", min_length=1, max_length=255)
     format: int = 1
+    parent: ParentLink | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 INPUT_FORMAT = 2
@@ -369,6 +435,11 @@ class StepRecord(_Model):
     next: list[str] = Field(default_factory=list)
     execution_id: str = ""
     seq: int = 0
+    child: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="A sub-graph task's child lifetime id.",
+    )
 
     @property
     def duration_ms(self) -> float | None:
@@ -394,6 +465,12 @@ class LifetimeResult(_Model):
     )
     state: dict[str, Any] | None = Field(
         default=None, description="The lifetime state at the end (None: the graph has none)."
+    )
+    telemetry: Telemetry | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="What the lifetime's executions (its child lifetimes' included) spent, "
+        "when they reported any: a sub-graph task reports it as its own telemetry.",
     )
 
 

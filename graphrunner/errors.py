@@ -90,6 +90,7 @@ class FailureType(StrEnum):
     GUARDRAIL_ABORTED = "GuardrailAborted"
     GUARDRAIL_REJECTED = "GuardrailRejected"
     GUARDRAIL_CONFIG = "GuardrailConfigError"
+    SUBGRAPH_FAILED = "SubgraphFailed"
 
 
 class GuardrailRejected(GraphrunnerError):

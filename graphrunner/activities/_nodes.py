@@ -42,6 +42,7 @@ from graphrunner._types import (
     execution_id,
 )
 from graphrunner._values import BadValue, check_value, clip
+from graphrunner.activities._generated import check_generated
 from graphrunner.activities._graphs import pinned_graph
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
@@ -390,13 +391,20 @@ class NodeActivities:
             decision = _check_decision(header, successors, can_finish, await decide(ctx, results))
             where = f"plan '{header.node}' (iteration {header.iteration})"
             _check_update(where, graph, call, decision)
-            return decision
+            return check_generated(header, graph, decision, self.impl_modules)
 
         def describe(result: PlanResult) -> tuple[Any, Telemetry, list[str]]:
             shown = result.model_dump(mode="json", exclude={"telemetry"})
-            for field in ("items", "max_concurrency", "update"):  # shown only when set
+            fields = ("items", "max_concurrency", "update", "graph", "graph_hash", "graph_errors")
+            for field in fields:  # a map's, an update, a generated graph's: shown when set
                 if shown.get(field) is None:
                     shown.pop(field, None)
+            if result.graph is not None:  # pinned by hash: the child lifetime's input has it
+                shown["graph"] = {
+                    "name": result.graph.get("name"),
+                    "version": result.graph.get("version"),
+                    "hash": result.graph_hash,
+                }
             return shown, result.telemetry, result.next_task_names or ["END"]
 
         return await self._execute(header, body, describe, call.state)

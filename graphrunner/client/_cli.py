@@ -27,7 +27,12 @@ from typer.core import TyperCommand
 from graphrunner._settings import Settings
 from graphrunner._types import LifetimeResult, StepRecord
 from graphrunner._values import BadValue, parse_json
-from graphrunner.client._client import GraphrunnerClient, LostContact, connect_temporal
+from graphrunner.client._client import (
+    GraphrunnerClient,
+    LifetimeInfo,
+    LostContact,
+    connect_temporal,
+)
 from graphrunner.client._runtime import (
     add_app_dir,
     embedded_server,
@@ -419,10 +424,7 @@ def status(
         except Exception as exc:  # RPCError NOT_FOUND and friends
             _fail(f"lifetime {lifetime_id}: {exc}")
         if as_json:
-            payload = dict(vars(info))
-            payload["steps"] = [s.model_dump(mode="json") for s in info.steps]
-            payload["paused"] = [p.model_dump(mode="json") for p in info.paused]
-            print(json.dumps(payload, indent=2))
+            print(json.dumps(_status_json(info), indent=2))
             return
         out.print(
             f"lifetime [bold]{_esc(info.lifetime_id)}[/]: {info.status}  "
@@ -457,9 +459,35 @@ def status(
                 soft_wrap=True,
             )
         out.print(_steps_table(info.steps, "steps"))
+        _print_children(info, "  ")
         out.print(_text(info.ui_url))
 
     _run(go())
+
+
+def _status_json(info: LifetimeInfo) -> dict[str, Any]:
+    payload = dict(vars(info))
+    payload["steps"] = [s.model_dump(mode="json") for s in info.steps]
+    payload["paused"] = [p.model_dump(mode="json") for p in info.paused]
+    payload["children"] = {k: _status_json(v) for k, v in info.children.items()}
+    return payload
+
+
+def _print_children(info: LifetimeInfo, indent: str) -> None:
+    """The steps of each sub-graph task's child lifetime, under the task that started it."""
+    for step in info.steps:
+        child = info.children.get(step.child or "")
+        if child is None:
+            continue
+        out.print(
+            _text(
+                f"{indent}{step.node} · {step.iteration} → child lifetime {child.lifetime_id}: "
+                f"{child.status} (graph {child.graph_name})"
+                + (f"; failed: {child.failure}" if child.failure else "")
+            )
+        )
+        out.print(_steps_table(child.steps, f"{indent}steps of {step.node} · {step.iteration}"))
+        _print_children(child, indent + "  ")
 
 
 @app.command()

@@ -162,6 +162,8 @@ class LifetimeInfo:
     paused: list[PauseInfo] = field(default_factory=list)
     failure: str | None = None
     stalled: str | None = None
+    children: dict[str, LifetimeInfo] = field(default_factory=dict)
+    """The status of each sub-graph task's child lifetime, by its id (see `StepRecord.child`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -499,10 +501,12 @@ class GraphrunnerClient:
             return False
         return True
 
-    async def status(self, lifetime_id: str) -> LifetimeInfo:
+    async def status(self, lifetime_id: str, *, children: bool = True) -> LifetimeInfo:
         """Describe a lifetime: Temporal status and its path, read from history.
 
-        Needs no worker: the steps come from the workflow's event history.
+        Needs no worker: the steps come from the workflow's event history. With
+        ``children``, the status of every child lifetime its sub-graph tasks started is in
+        ``children`` (recursively).
         """
         handle = self.temporal.get_workflow_handle(lifetime_id)
         desc: WorkflowExecutionDescription = await handle.describe()
@@ -514,8 +518,16 @@ class GraphrunnerClient:
         if status is WorkflowExecutionStatus.RUNNING:
             guardrails = await self._guardrails(lifetime_id, quick=True)
             paused = guardrails.paused if guardrails else []
+        nested: dict[str, LifetimeInfo] = {}
+        for step in steps if children else ():
+            if step.child is not None and step.child not in nested:
+                try:
+                    nested[step.child] = await self.status(step.child)
+                except RPCError as exc:  # not started yet, or gone (retention)
+                    _log.debug("child lifetime %s: %s", step.child, exc)
         return LifetimeInfo(
             lifetime_id=lifetime_id,
+            children=nested,
             run_id=desc.run_id,
             status=status.name.lower(),
             graph_name=str(memo["graph"]) if memo.get("graph") else None,

@@ -101,8 +101,25 @@ async def steps_from_history(
                         next=[] if failed else _plan_next(decision),
                     )
                 )
+        elif event.HasField("start_child_workflow_execution_initiated_event_attributes"):
+            named = _summary(event)  # a sub-graph task: its child lifetime
+            if named is None:
+                continue
+            child = event.start_child_workflow_execution_initiated_event_attributes
+            step = StepRecord(
+                node=named[0],
+                kind=NodeKind.TASK,
+                iteration=named[1],
+                status=StepStatus.RUNNING,
+                started_at=_time(event),
+                execution_id=execution_id(history.workflow_id, run_id, *named),
+                seq=max((s.seq for s in steps), default=-1) + 1,
+                child=child.workflow_id,
+            )
+            by_event[event.event_id] = step, {}
+            steps.append(step)
         else:
-            closing = _closing(event)
+            closing = _closing(event) or _child_closing(event)
             if closing is not None and closing[0] in by_event:
                 step, call = by_event[closing[0]]
                 step.status = closing[1]
@@ -209,6 +226,23 @@ def _closing(event: HistoryEvent) -> tuple[int, StepStatus] | None:
         return event.activity_task_timed_out_event_attributes.scheduled_event_id, StepStatus.FAILED
     if event.HasField("activity_task_canceled_event_attributes"):
         return event.activity_task_canceled_event_attributes.scheduled_event_id, StepStatus.FAILED
+    return None
+
+
+_CHILD_CLOSINGS = {
+    "child_workflow_execution_completed_event_attributes": StepStatus.COMPLETED,
+    "child_workflow_execution_failed_event_attributes": StepStatus.FAILED,
+    "child_workflow_execution_canceled_event_attributes": StepStatus.FAILED,
+    "child_workflow_execution_timed_out_event_attributes": StepStatus.FAILED,
+    "child_workflow_execution_terminated_event_attributes": StepStatus.FAILED,
+    "start_child_workflow_execution_failed_event_attributes": StepStatus.FAILED,
+}
+
+
+def _child_closing(event: HistoryEvent) -> tuple[int, StepStatus] | None:
+    for field, status in _CHILD_CLOSINGS.items():
+        if event.HasField(field):  # type: ignore[arg-type]
+            return getattr(event, field).initiated_event_id, status
     return None
 
 

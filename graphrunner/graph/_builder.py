@@ -10,8 +10,20 @@ from pydantic import BaseModel, ValidationError
 
 from graphrunner._yaml import Composed
 from graphrunner.errors import GraphError, GraphIssue
-from graphrunner.graph._loader import _best_effort, _pydantic_issues, _resolve_guardrails
-from graphrunner.graph._model import AgentGraph, EdgeType, GraphDefaults, NodeKind, StateField
+from graphrunner.graph._loader import (
+    _best_effort,
+    _pydantic_issues,
+    _resolve_guardrails,
+    load_graph,
+)
+from graphrunner.graph._model import (
+    GENERATED,
+    AgentGraph,
+    EdgeType,
+    GraphDefaults,
+    NodeKind,
+    StateField,
+)
 from graphrunner.graph._state_schema import state_fields
 from graphrunner.graph._validate import validate_graph
 from graphrunner.guardrails._policy import Policy
@@ -59,6 +71,8 @@ class GraphBuilder:
         # Plain mappings until build(), so every shape error is reported there, as one GraphError.
         self._edges: list[dict[str, Any]] = []
         self._guardrails: Policy | str | Path | None = None
+        self._subgraphs: dict[str, AgentGraph] = {}
+        self._subgraph_issues: list[GraphIssue] = []
 
     def task(self, name: str, impl: type | NodeFunction[..., Any] | str, **options: Any) -> Self:
         """Add a Task node: a `Task` subclass, an ``@task`` function, or its import path.
@@ -83,6 +97,32 @@ class GraphBuilder:
         if impl is not None:
             spec["impl"] = _impl_path(impl)
         self._nodes.append(spec)
+        return self
+
+    def subgraph(self, name: str, graph: AgentGraph | str | Path, **options: Any) -> Self:
+        """Add a Task node that runs another graph as a child lifetime.
+
+        Args:
+            name: The task's name.
+            graph: An `AgentGraph` (pinned as ``name@version``), the path of its YAML (loaded
+                now; its problems are reported by `build`), or ``"generated"``: the graph the
+                plan that chooses this task returns (`PlanResult.goto(..., graph=...)`).
+            options: NodeSpec fields: ``task_queue`` (where the child runs), ``timeout_s``
+                (the child lifetime's execution timeout), ``max_iterations`` ...
+        """
+        ref: str
+        if isinstance(graph, AgentGraph):
+            ref = f"{graph.name}@{graph.version}"
+            self._subgraphs[ref] = graph
+        elif str(graph) == GENERATED:
+            ref = GENERATED
+        else:
+            ref = str(graph)
+            try:
+                self._subgraphs[ref] = load_graph(graph)
+            except GraphError as exc:
+                self._subgraph_issues += exc.issues
+        self._nodes.append({"name": name, "kind": NodeKind.TASK, "graph": ref, **options})
         return self
 
     def start(self, name: str) -> Self:
@@ -150,7 +190,9 @@ class GraphBuilder:
             GraphError: With every problem found, those of a guardrail policy file included.
         """
         data = {**self._head, "nodes": self._nodes, "edges": self._edges}
-        policy_issues: list[GraphIssue] = []
+        if self._subgraphs:
+            data["subgraphs"] = self._subgraphs
+        policy_issues: list[GraphIssue] = list(self._subgraph_issues)
         if isinstance(self._guardrails, str | Path):
             policy, policy_issues = _resolve_guardrails(
                 str(self._guardrails), file="<builder>", line=None

@@ -32,8 +32,14 @@ from graphrunner._yaml import (
     unknown_key,
 )
 from graphrunner.errors import GraphError, GraphIssue, PolicyError
-from graphrunner.graph._model import AgentGraph, GraphDefaults, NodeSpec
-from graphrunner.graph._validate import BOUNDS, Unknowns, validate_graph
+from graphrunner.graph._model import GENERATED, AgentGraph, GraphDefaults, NodeSpec
+from graphrunner.graph._validate import (
+    BOUNDS,
+    MAX_SUBGRAPH_DEPTH,
+    MAX_SUBGRAPHS,
+    Unknowns,
+    validate_graph,
+)
 from graphrunner.guardrails._policy import Policy, load_policy
 
 __all__ = ["GRAPH_LIMITS", "load_graph", "parse_graph"]
@@ -57,6 +63,9 @@ _MAX_REPAIRS: Final = 4  # rounds of drop-and-retry before graph-wide rules are 
 def load_graph(path: str | Path, *, check_imports: bool = True) -> AgentGraph:
     """Read, parse and validate a graph YAML file.
 
+    Sub-graphs its tasks name (``graph: other.yaml`` or ``graph: name@version``) are loaded
+    and validated too, and pinned into the graph (`AgentGraph.subgraphs`).
+
     Args:
         path: The YAML file.
         check_imports: Also import every node implementation and check its kind.
@@ -64,6 +73,18 @@ def load_graph(path: str | Path, *, check_imports: bool = True) -> AgentGraph:
     Raises:
         GraphError: With every problem found, each naming file, line, node or edge and rule.
     """
+    return _load(path, check_imports=check_imports, trail=_Trail())
+
+
+@dataclasses.dataclass
+class _Trail:
+    """The sub-graph files being loaded (to find cycles) and how many were loaded in all."""
+
+    files: tuple[Path, ...] = ()
+    loaded: list[int] = dataclasses.field(default_factory=lambda: [0])  # shared down the tree
+
+
+def _load(path: str | Path, *, check_imports: bool, trail: _Trail) -> AgentGraph:
     file = str(path)
     try:
         text = read_text(path, limits=GRAPH_LIMITS)
@@ -80,14 +101,22 @@ def load_graph(path: str | Path, *, check_imports: bool = True) -> AgentGraph:
                 )
             ]
         ) from None
-    return parse_graph(text, file=file, check_imports=check_imports)
+    return parse_graph(text, file=file, check_imports=check_imports, _trail=trail)
 
 
-def parse_graph(text: str, *, file: str = "<string>", check_imports: bool = True) -> AgentGraph:
+def parse_graph(
+    text: str,
+    *,
+    file: str = "<string>",
+    check_imports: bool = True,
+    resolve_files: bool = True,
+    _trail: _Trail | None = None,
+) -> AgentGraph:
     """Parse and validate graph YAML given as text; see `load_graph`.
 
-    A ``guardrails`` path is resolved from the directory of ``file``, or from the current
-    directory when ``file`` is a placeholder such as ``<string>``.
+    A ``guardrails`` path and sub-graph files are resolved from the directory of ``file``,
+    or from the current directory when ``file`` is a placeholder such as ``<string>``.
+    ``resolve_files=False`` (graphs a plan generated) refuses both instead of reading files.
     """
     doc = compose(text, limits=GRAPH_LIMITS)
     issues = [_yaml_issue(problem, file) for problem in doc.problems]
@@ -110,6 +139,39 @@ def parse_graph(text: str, *, file: str = "<string>", check_imports: bool = True
         return node.start_mark.line + 1 if node is not None else None
 
     data = dict(data)
+    if "subgraphs" in data:
+        key = doc.keys.get(("subgraphs",))
+        issues.append(
+            GraphIssue(
+                rule="schema",
+                message="subgraphs: filled in by the loader from the tasks' 'graph' "
+                "references; remove it",
+                file=file,
+                line=key.start_mark.line + 1 if key is not None else None,
+            )
+        )
+        del data["subgraphs"]
+    if not resolve_files and "guardrails" in data:
+        issues.append(
+            GraphIssue(
+                rule="guardrails",
+                message="guardrails: a generated graph cannot name a policy file",
+                file=file,
+                line=doc.keys[("guardrails",)].start_mark.line + 1,
+            )
+        )
+        del data["guardrails"]
+    subgraphs, sub_issues, unresolved = _resolve_subgraphs(
+        data,
+        doc,
+        file=file,
+        check_imports=check_imports,
+        trail=_trail or _Trail(),
+        resolve_files=resolve_files,
+    )
+    issues += sub_issues
+    if subgraphs:
+        data["subgraphs"] = subgraphs
     if ("guardrails",) in doc.broken:
         del data["guardrails"]  # its YAML problem is reported
     elif "guardrails" in data:
@@ -127,6 +189,7 @@ def parse_graph(text: str, *, file: str = "<string>", check_imports: bool = True
     except ValidationError as exc:
         issues += _schema_issues(exc, data, doc, file)
         best, unknowns = _best_effort(data, exc, doc)
+        unknowns.subgraphs |= unresolved
         if best is not None:
             issues += validate_graph(
                 best, file=file, line_of=line_of, check_imports=check_imports, unknowns=unknowns
@@ -137,7 +200,7 @@ def parse_graph(text: str, *, file: str = "<string>", check_imports: bool = True
         file=file,
         line_of=line_of,
         check_imports=check_imports,
-        unknowns=_unknowns_of(doc),
+        unknowns=dataclasses.replace(_unknowns_of(doc), subgraphs=unresolved),
     )
     if issues:
         raise GraphError(issues)
@@ -196,6 +259,139 @@ def _resolve_guardrails(
         return None, [
             issue(f"in policy {problem.place}: {problem.message}") for problem in exc.issues
         ]
+
+
+# -- sub-graphs ----------------------------------------------------------------------------
+
+_MAX_SEARCHED: Final = 500  # YAML files read to find a graph by name@version
+
+
+def _resolve_subgraphs(
+    data: Mapping[str, Any],
+    doc: Composed,
+    *,
+    file: str,
+    check_imports: bool,
+    trail: _Trail,
+    resolve_files: bool,
+) -> tuple[dict[str, AgentGraph], list[GraphIssue], set[str]]:
+    """Load the graphs that the tasks' ``graph`` references name, once per reference.
+
+    Returns the graphs by reference, the problems, and the references that failed.
+    """
+    nodes = data.get("nodes")
+    found: dict[str, AgentGraph] = {}
+    issues: list[GraphIssue] = []
+    failed: set[str] = set()
+    for i, node in enumerate(nodes if isinstance(nodes, list) else []):
+        ref = node.get("graph") if isinstance(node, Mapping) else None
+        if not isinstance(ref, str) or ref == GENERATED or ref in found or ref in failed:
+            continue
+        key = doc.keys.get(("nodes", i, "graph"))
+        line = key.start_mark.line + 1 if key is not None else None
+        name = node.get("name")
+        where = f"node '{_shown(name)}'" if isinstance(name, str) else f"node #{i + 1}"
+
+        def issue(
+            rule: str, message: str, line: int | None = line, where: str = where, to: Any = issues
+        ) -> None:
+            to.append(GraphIssue(rule=rule, message=message, file=file, line=line, where=where))
+
+        if not resolve_files:
+            issue("subgraph-ref", f"a generated graph cannot name sub-graph files ({ref!r})")
+            failed.add(ref)
+            continue
+        path, problem = _subgraph_path(ref, file)
+        if path is None:
+            issue("subgraph-missing", problem)
+            failed.add(ref)
+            continue
+        resolved = path.resolve()
+        chain = [*trail.files, *([] if file.startswith("<") else [Path(file).resolve()])]
+        if resolved in chain:
+            shown = " -> ".join(_shown(str(p.name)) for p in [*chain[chain.index(resolved) :]])
+            issue(
+                "subgraph-cycle",
+                f"sub-graph '{_shown(ref)}' leads back to a graph that runs it "
+                f"({shown} -> {_shown(resolved.name)}); a graph cannot run itself",
+            )
+            failed.add(ref)
+            continue
+        if len(chain) >= MAX_SUBGRAPH_DEPTH or trail.loaded[0] >= MAX_SUBGRAPHS:
+            issue(
+                "too-large" if trail.loaded[0] >= MAX_SUBGRAPHS else "subgraph-depth",
+                f"sub-graph '{_shown(ref)}' would be past the limit of {MAX_SUBGRAPH_DEPTH} "
+                f"levels and {MAX_SUBGRAPHS} sub-graphs in all",
+            )
+            failed.add(ref)
+            continue
+        trail.loaded[0] += 1
+        try:
+            found[ref] = _load(
+                path,
+                check_imports=check_imports,
+                trail=_Trail(files=tuple(chain), loaded=trail.loaded),
+            )
+        except GraphError as exc:
+            issues += exc.issues  # each names the sub-graph's own file and line
+            count = len(exc.issues)
+            issue(
+                "subgraph-invalid",
+                f"sub-graph '{_shown(ref)}' is invalid ({count} problem"
+                f"{'s' if count != 1 else ''}, listed with its file)",
+            )
+            failed.add(ref)
+    return found, issues, failed
+
+
+def _subgraph_path(ref: str, file: str) -> tuple[Path | None, str]:
+    """The file a reference names, or None and why not."""
+    base = Path() if file.startswith("<") else Path(file).parent
+    origin = "the current directory" if file.startswith("<") else "the graph file's directory"
+    if ref.endswith((".yaml", ".yml")):
+        path = base / ref
+        try:
+            if path.is_file():
+                return path, ""
+        except (OSError, ValueError) as exc:
+            return None, f"sub-graph '{_shown(ref)}' cannot be a file: {exc}"
+        return None, (
+            f"sub-graph file {_shown(str(path))} does not exist (relative paths start from "
+            f"{origin})"
+        )
+    name, at, version = ref.rpartition("@")
+    if not at or not name or not version:
+        return None, (
+            f"graph '{_shown(ref)}' is neither a YAML path ('other.yaml'), 'name@version' "
+            f"nor '{GENERATED}'"
+        )
+    matches = []
+    try:
+        candidates = sorted([*base.glob("*.yaml"), *base.glob("*.yml")])[:_MAX_SEARCHED]
+    except OSError as exc:
+        return None, f"cannot list {_shown(str(base))}: {exc}"
+    for candidate in candidates:
+        if not file.startswith("<") and candidate.resolve() == Path(file).resolve():
+            continue
+        try:
+            head = compose(read_text(candidate, limits=GRAPH_LIMITS), limits=GRAPH_LIMITS).data
+        except (Unreadable, OSError):
+            continue
+        if (
+            isinstance(head, Mapping)
+            and head.get("name") == name
+            and str(head.get("version")) == version
+        ):
+            matches.append(candidate)
+    if len(matches) == 1:
+        return matches[0], ""
+    if matches:
+        listed = ", ".join(_shown(m.name) for m in matches)
+        return None, f"graph {_shown(ref)} is defined by several files in {origin}: {listed}"
+    return None, (
+        f"no graph named '{_shown(name)}' with version {_shown(version)} among the YAML files "
+        f"of {origin} ({_shown(str(base))})"
+    )
 
 
 def _shown(text: str) -> str:

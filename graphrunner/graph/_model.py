@@ -24,6 +24,7 @@ __all__ = [
     "MAX_ITERATIONS",
     "MAX_SECONDS",
     "MIN_SECONDS",
+    "GENERATED",
     "AgentGraph",
     "EdgeSpec",
     "EdgeType",
@@ -240,6 +241,20 @@ class NodeSpec(_Strict):
     config: dict[str, Any] = Field(
         default_factory=dict, description="Free-form settings handed to the implementation."
     )
+    # Sub-graphs (left out of every dump when unset, so graphs without them hash as before).
+    graph: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Run another graph as this task, as a child lifetime: a YAML path "
+        "relative to this file ('other.yaml'), 'name@version' of a graph in the same "
+        "directory, or 'generated' for the graph the plan that chose this task returned.",
+    )
+    task_queue: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Task queue of the workers that run this sub-graph's child lifetime "
+        "(default: the parent's).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -349,6 +364,10 @@ class EdgeSpec(_Strict):
         return f"{self.source} -> {self.target or 'END'} ({self.type.value})"
 
 
+GENERATED: Final = "generated"
+"""``NodeSpec.graph`` of a task that runs the graph its plan returned (`PlanResult.graph`)."""
+
+
 class AgentGraph(_Strict):
     """An immutable graph template: nodes, edges and defaults.
 
@@ -380,6 +399,21 @@ class AgentGraph(_Strict):
         description="Lifetime state: field name -> type, reducer and default. Nodes read it "
         "(ctx.state) and return updates (TaskResult/PlanResult ``update``).",
     )
+
+    # Left out of every dump when unset (graphs without sub-graphs hash as before).
+    subgraphs: dict[str, AgentGraph] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The graphs that sub-graph tasks run, by their 'graph' reference, pinned "
+        "into this one (and so into content_hash). Filled in by the loader and the builder; "
+        "not written in YAML.",
+    )
+
+    def subgraph(self, node: NodeSpec) -> AgentGraph | None:
+        """The pinned graph a sub-graph task runs (None: no such reference, or generated)."""
+        if node.graph is None or node.graph == GENERATED:
+            return None
+        return (self.subgraphs or {}).get(node.graph)
 
     def node(self, name: str) -> NodeSpec:
         """Return the node called ``name``; KeyError if there is none."""

@@ -56,6 +56,11 @@ _GUARDRAILS_SCHEMA: dict[str, Any] = {
 def graph_json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of the graph YAML format."""
     schema = AgentGraph.model_json_schema(by_alias=True, mode="validation")
+    if "$ref" in schema:  # AgentGraph.subgraphs makes the model recursive: inline the root
+        root = schema.pop("$ref").removeprefix("#/$defs/")
+        schema.update(schema["$defs"].pop(root))
+    # Pinned by the loader from the tasks' 'graph' references; never written in YAML.
+    schema["properties"].pop("subgraphs", None)
     schema["properties"]["guardrails"] = dict(_GUARDRAILS_SCHEMA)
     _drop_unreferenced_defs(schema)  # the Policy model's, no longer used
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

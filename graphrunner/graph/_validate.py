@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from graphrunner._values import BadValue, check_value
 from graphrunner.errors import GraphIssue
 from graphrunner.graph._model import (
+    GENERATED,
     MAX_ATTEMPTS,
     MAX_BACKOFF,
     MAX_ERROR_TYPE_LENGTH,
@@ -113,6 +114,7 @@ class Unknowns:
         sources: Some edge's source is a stand-in (it may leave any node).
         targets: Some edge's target is a stand-in.
         start: The start node is a stand-in.
+        subgraphs: Sub-graph references that could not be loaded (already reported).
     """
 
     names: set[int] = field(default_factory=set)
@@ -124,6 +126,7 @@ class Unknowns:
     sources: bool = False
     targets: bool = False
     start: bool = False
+    subgraphs: set[str] = field(default_factory=set)
 
 
 def import_impl(path: str) -> object:
@@ -201,8 +204,12 @@ def validate_graph(
     line_of: LineOf | None = None,
     check_imports: bool = True,
     unknowns: Unknowns | None = None,
+    _depth: int = 0,
 ) -> list[GraphIssue]:
     """Check every graph-wide rule and return all problems found (empty when valid).
+
+    Pinned sub-graphs (`AgentGraph.subgraphs`) are checked too, by the same rules; their
+    problems name the sub-graph (``file > subgraph 'ref'``).
 
     Args:
         graph: A structurally valid graph.
@@ -298,6 +305,8 @@ def validate_graph(
             _check_no_impl(node, i, out, routed=node.name in routed)
         elif check_imports and i not in unknown.impls:
             _check_impl(node, i, out, check_kind=i not in unknown.kinds)
+        if node.graph is not None or node.task_queue is not None:
+            _check_subgraph_node(graph, node, i, out, unknown)
     known_kind = {name for name, i in node_index.items() if i not in unknown.kinds | unknown.names}
 
     start = graph.start_node
@@ -350,6 +359,8 @@ def validate_graph(
         _check_policy_nodes(graph.guardrails, nodes, out)
     if graph.guardrails is not None:
         _check_policy_state(graph.guardrails, graph.state, out)
+    if graph.subgraphs:
+        _check_subgraphs(graph, out, check_imports=check_imports, depth=_depth)
     return out.issues
 
 
@@ -476,14 +487,121 @@ def _check_no_impl(node: NodeSpec, i: int, out: _Collector, *, routed: bool) -> 
     """The one rule about nodes without an ``impl``: which may have none.
 
     A plan whose edges have ``when`` conditions routes by them (`graphrunner.graph._routing`
-    checks those).
+    checks those); a task with ``graph`` runs its graph (see `_check_subgraph_node`).
     """
     if node.kind is NodeKind.PLAN and routed:
+        return
+    if node.kind is NodeKind.TASK and node.graph is not None:
         return
     message = "a node needs an 'impl' (package.module:Name)"
     if node.kind is NodeKind.PLAN:
         message += ", or, for a plan, 'when' conditions on its edges to route by"
     out.add("impl-missing", message, loc=("nodes", i), where=f"node '{_shorten(node.name)}'")
+
+
+#: Levels of sub-graphs pinned inside a graph, and how many a graph may pin in all.
+MAX_SUBGRAPH_DEPTH: Final = 8
+MAX_SUBGRAPHS: Final = 100
+MAX_TASK_QUEUE_LENGTH: Final = 255
+_TASK_QUEUE_RE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+
+
+def _check_subgraph_node(
+    graph: AgentGraph, node: NodeSpec, i: int, out: _Collector, unknown: Unknowns
+) -> None:
+    """A sub-graph task: a task, with no impl, whose graph is pinned (or generated)."""
+    where = f"node '{_shorten(node.name)}'"
+    loc = ("nodes", i)
+    if node.graph is not None and node.kind is NodeKind.PLAN and i not in unknown.kinds:
+        out.add(
+            "subgraph-kind",
+            "only tasks may run a sub-graph; a plan decides with its 'impl'",
+            loc=loc,
+            where=where,
+        )
+    if node.graph is not None and node.impl is not None and i not in unknown.impls:
+        out.add(
+            "subgraph-impl",
+            f"a sub-graph task runs graph '{_shorten(node.graph)}'; remove its 'impl'",
+            loc=loc,
+            where=where,
+        )
+    if node.task_queue is not None:
+        if node.graph is None:
+            out.add(
+                "task-queue",
+                "only sub-graph tasks (with 'graph') may name a task queue",
+                loc=loc,
+                where=where,
+            )
+        elif (
+            len(node.task_queue) > MAX_TASK_QUEUE_LENGTH
+            or not _TASK_QUEUE_RE.match(node.task_queue)
+            or node.task_queue.strip() != node.task_queue
+        ):
+            out.add(
+                "task-queue",
+                f"task_queue must be 1 to {MAX_TASK_QUEUE_LENGTH} characters without control "
+                "characters or surrounding spaces",
+                loc=loc,
+                where=where,
+            )
+    if (
+        node.graph is not None
+        and node.graph != GENERATED
+        and node.graph not in unknown.subgraphs
+        and graph.subgraph(node) is None
+    ):
+        out.add(
+            "subgraph-missing",
+            f"sub-graph '{_shorten(node.graph)}' is not pinned in this graph (load it with "
+            "load_graph, or add it with GraphBuilder.subgraph)",
+            loc=loc,
+            where=where,
+        )
+
+
+def _check_subgraphs(
+    graph: AgentGraph, out: _Collector, *, check_imports: bool, depth: int
+) -> None:
+    """Pinned sub-graphs: each used, bounded in depth and number, valid by every rule."""
+    subgraphs = graph.subgraphs or {}
+    used = {node.graph for node in graph.nodes}
+    for ref in subgraphs:
+        if ref not in used:
+            out.add(
+                "subgraph-unused",
+                f"sub-graph '{_shorten(ref)}' is pinned but no task runs it",
+                loc=("subgraphs",),
+            )
+    total = _count_subgraphs(graph)
+    if total > MAX_SUBGRAPHS:
+        out.add(
+            "too-large",
+            f"{total:,} sub-graphs pinned in all (nested ones included); at most "
+            f"{MAX_SUBGRAPHS} are allowed",
+            loc=("subgraphs",),
+        )
+        return
+    if depth >= MAX_SUBGRAPH_DEPTH:
+        out.add(
+            "subgraph-depth",
+            f"sub-graphs nest more than {MAX_SUBGRAPH_DEPTH} levels deep",
+            loc=("subgraphs",),
+        )
+        return
+    for ref, sub in subgraphs.items():
+        place = f"{out.file or '<graph>'} > subgraph '{_shorten(ref)}'"
+        out.issues += validate_graph(sub, file=place, check_imports=check_imports, _depth=depth + 1)
+
+
+def _count_subgraphs(graph: AgentGraph) -> int:
+    count, stack = 0, [graph]
+    while stack and count <= MAX_SUBGRAPHS:
+        found = list((stack.pop().subgraphs or {}).values())
+        count += len(found)
+        stack += found
+    return count
 
 
 def _check_impl(node: NodeSpec, i: int, out: _Collector, *, check_kind: bool) -> None:

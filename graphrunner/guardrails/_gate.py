@@ -29,13 +29,28 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import StartActivityInput, StartLocalActivityInput
 
-from graphrunner._types import LifetimeInput, PlanCall, Rejection, TaskCall
+from graphrunner._types import (
+    InheritedGuard,
+    LifetimeInput,
+    LifetimeResult,
+    PlanCall,
+    Rejection,
+    TaskCall,
+)
 from graphrunner.errors import FailureType, GuardrailRejected
+from graphrunner.graph._model import StateField
 from graphrunner.guardrails._eval import Tally
 from graphrunner.guardrails._guard import LifetimeGuard, Phase, Verdict, execution_row
 from graphrunner.guardrails._holds import Holds, show_values
 from graphrunner.guardrails._io import LedgerIO, ceiling_of, execution_header
-from graphrunner.guardrails._policy import Action, Reserve, Scope, for_state, merge_policies
+from graphrunner.guardrails._policy import (
+    Action,
+    Policy,
+    Reserve,
+    Scope,
+    for_state,
+    merge_policies,
+)
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.guardrails._wire import PauseInfo, TallyValue, TenantReserveInput
 
@@ -83,6 +98,7 @@ class Gate:
         self._guard: LifetimeGuard | None = None
         self._input: LifetimeInput | None = None
         self._reserve = _NO_RESERVE
+        self._ledger = False
         # Tenant totals each reserve returned (without its execution), for the after check.
         self._seen: dict[str, dict[str, Tally]] = {}
 
@@ -92,6 +108,10 @@ class Gate:
         """Pin the effective policy (see the module docstring) and start enforcing it."""
         self._input = self.io.input = inp
         graph_policy = inp.graph.guardrails
+        inherited = inp.parent.guard if inp.parent is not None else None
+        if inherited is not None:
+            self._start_child(inherited, graph_policy, inp.graph.state)
+            return
         counts_tenant = graph_policy is not None and any(
             rule.scope is Scope.TENANT for rule in graph_policy.rules
         )
@@ -109,6 +129,7 @@ class Gate:
         # A worker's rules over state fields apply to lifetimes whose graph declares them as
         # numbers; the graph's own rules were checked against its state by validation.
         policy = for_state(policy, inp.graph.state)
+        self._ledger = ledger
         guard = LifetimeGuard(policy)
         if guard.tenant_keys and not ledger:
             raise ApplicationError(
@@ -120,6 +141,69 @@ class Gate:
         self._guard = self.holds.guard = guard
         self._reserve = policy.reserve or _NO_RESERVE
         self.holds.active = True
+
+    def _start_child(
+        self,
+        inherited: InheritedGuard,
+        graph_policy: Policy | None,
+        graph_state: dict[str, StateField] | None,
+    ) -> None:
+        """Start a child lifetime under its parent's guardrails.
+
+        The parent's pinned policy goes over the child graph's (no layers are read: the
+        parent pinned them), and lifetime aggregates count on from the parent's totals.
+        """
+        policy = merge_policies(inherited.policy, graph_policy, None)
+        # The parent's rules over state fields the child's graph does not declare leave it
+        # alone, as a worker's rules do (see `for_state`).
+        policy = for_state(policy, graph_state)
+        guard = LifetimeGuard(policy)
+        guard.seed(_tallies(inherited.totals))
+        if guard.tenant_keys and not inherited.ledger:
+            raise ApplicationError(
+                "this child lifetime has tenant-scope guardrail rules but its parent's worker "
+                "kept no state DB to count them in; enable records (GRAPHRUNNER_RECORD=1)",
+                type=FailureType.GUARDRAIL_CONFIG,
+                non_retryable=True,
+            )
+        self._ledger = inherited.ledger
+        self._guard = self.holds.guard = guard
+        self._reserve = policy.reserve or _NO_RESERVE
+        self.holds.active = True
+
+    def inherit(self, inp: LifetimeInput) -> LifetimeInput:
+        """The input of a child lifetime this one starts, carrying its guardrails."""
+        guard = self._guard
+        if guard is None or inp.parent is None or not guard.policy.rules:
+            return inp
+        totals = {
+            key: TallyValue(total=t.total, count=t.count, lo=t.lo, hi=t.hi)
+            for key, t in guard.lifetime_totals().items()
+        }
+        link = inp.parent.model_copy(
+            update={
+                "guard": InheritedGuard(policy=guard.policy, totals=totals, ledger=self._ledger)
+            }
+        )
+        return inp.model_copy(update={"parent": link})
+
+    def fold_child(self, inp: LifetimeInput, result: LifetimeResult) -> None:
+        """Count a finished child lifetime in this one's totals.
+
+        It counts as one execution of its sub-graph task that spent what the child's
+        executions spent.
+        """
+        guard, link = self._guard, inp.parent
+        if guard is None or link is None or result.telemetry is None:
+            return
+        row = execution_row(
+            node=link.node,
+            kind="task",
+            iteration=link.iteration,
+            status="succeeded",
+            telemetry=result.telemetry.model_dump(),
+        )
+        guard.fold(row, self._elapsed())
 
     async def finish(self) -> None:
         """Settle what the lifetime owes the tenant ledger (every exit path calls this)."""

@@ -258,6 +258,20 @@ class LifetimeGuard:
         frame = frames[best.rule.scope]
         return Verdict(best.rule, phase, best.observe(row, frame))
 
+    def lifetime_totals(self) -> dict[str, Tally]:
+        """The lifetime-scope aggregates so far, by canonical text (a child lifetime's seed)."""
+        return {
+            aggregate_key(agg): Tally(t.total, t.count, t.lo, t.hi)
+            for agg, t in zip(self._lifetime.aggregates, self._lifetime.tallies, strict=True)
+        }
+
+    def seed(self, totals: Mapping[str, Tally]) -> None:
+        """Start the lifetime-scope aggregates from a parent lifetime's (see `lifetime_totals`)."""
+        for i, agg in enumerate(self._lifetime.aggregates):
+            found = totals.get(aggregate_key(agg))
+            if found is not None:
+                self._lifetime.tallies[i] = Tally(found.total, found.count, found.lo, found.hi)
+
     def admit(self, execution_id: str, row: Row, elapsed_s: float) -> None:
         """Count an execution that passed its check before scheduling, until it is folded."""
         self._in_flight[execution_id] = (dict(row), elapsed_s)

@@ -28,13 +28,14 @@ from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
     StartActivityInput,
+    StartChildWorkflowInput,
     StartLocalActivityInput,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
     WorkflowOutboundInterceptor,
 )
 
-from graphrunner._types import RUN_PLAN, RUN_TASK, LifetimeInput, check_format
+from graphrunner._types import RUN_PLAN, RUN_TASK, LifetimeInput, LifetimeResult, check_format
 from graphrunner.errors import GraphrunnerError
 from graphrunner.guardrails._gate import Gate, WorkerLayers
 from graphrunner.guardrails._sources import PolicySource
@@ -151,6 +152,29 @@ class _Outbound(WorkflowOutboundInterceptor):
             return self.next.start_local_activity(input)
         gated = self._gate.run(input, self.next.start_local_activity)
         return asyncio.ensure_future(gated)  # type: ignore[return-value]
+
+    async def start_child_workflow(
+        self, input: StartChildWorkflowInput
+    ) -> workflow.ChildWorkflowHandle[Any, Any]:
+        # A child lifetime (a sub-graph task) runs under this lifetime's guardrails, counting
+        # on from its totals; when it completes, what it spent counts here too.
+        inp = input.args[0] if input.args else None
+        if input.workflow != LIFETIME_WORKFLOW or not isinstance(inp, LifetimeInput):
+            return await self.next.start_child_workflow(input)
+        inp = self._gate.inherit(inp)
+        input.args = [inp, *input.args[1:]]
+        handle = await self.next.start_child_workflow(input)
+        gate = self._gate
+
+        def fold(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                result = done.result()
+                if isinstance(result, LifetimeResult):
+                    gate.fold_child(inp, result)
+
+        # Registered before the workflow awaits the handle, so it runs first.
+        handle.add_done_callback(fold)
+        return handle
 
 
 async def _handlers_finished() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,20 +24,29 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    FailureError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from graphrunner._pinned import pin
     from graphrunner._state import StateError, apply_update, initial_state
     from graphrunner._types import (
         GRAPH_KEY_LENGTH,
+        INPUT_FORMAT,
+        MAX_CHILD_DEPTH,
         RUN_PLAN,
         RUN_TASK,
         LifetimeInput,
         LifetimeResult,
         LifetimeStatus,
         NodeOutput,
+        ParentLink,
         PlanCall,
         PlanResult,
         Rejection,
@@ -44,13 +54,14 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
         TaskCall,
         TaskResult,
+        Telemetry,
         check_format,
         execution_id,
         step_summary,
     )
     from graphrunner._values import clip
     from graphrunner.errors import FailureType, GraphrunnerError, GuardrailRejected
-    from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
+    from graphrunner.graph._model import GENERATED, AgentGraph, EdgeType, NodeKind, NodeSpec
     from graphrunner.workflows._checks import graph_problems
 
 __all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
@@ -128,6 +139,30 @@ def _rejection(exc: GuardrailRejected) -> Rejection:
     raise _fail(f"malformed guardrail rejection: {exc.rejection!r}", FailureType.INTERNAL)
 
 
+def _invalid_graph(errors: list[str]) -> Rejection:
+    """What a plan sees of the graph it generated when that graph broke validation rules."""
+    return Rejection(
+        rule="invalid-graph",
+        message=clip("; ".join(errors), _MESSAGE_LIMIT),
+        condition="the generated graph passes 'graphrunner validate'",
+        phase="after",
+    )
+
+
+_MAX_ID = 1000  # characters of a workflow id the server takes
+
+
+def _child_id(parent: str, node: str, iteration: int) -> str:
+    """A child lifetime's id: the parent's, the node and iteration, and a replayed suffix.
+
+    The suffix (from the workflow's seeded randomness: the same on replay, new after a reset)
+    keeps the child of a run made by a reset from colliding with its predecessor's, which
+    the server may still be closing (it refuses a running duplicate id).
+    """
+    head = parent if len(parent) <= _MAX_ID - 100 else hashlib.sha256(parent.encode()).hexdigest()
+    return f"{head}/{node}-{iteration}-{workflow.uuid4().hex[:8]}"
+
+
 def _rejected(step: StepRecord, rejection: Rejection) -> NodeOutput:
     # No execution id: the plan's activity derives it (see NodeOutput), history stays small.
     return NodeOutput(node=step.node, iteration=step.iteration, rejection=rejection)
@@ -150,6 +185,10 @@ class AgentLifetimeWorkflow:
         self._iterations: Counter[str] = Counter()
         self._steps: list[StepRecord] = []
         self._scope = _Scope(None)
+        # What the executions spent (children included), reported to a parent lifetime.
+        self._spent = Telemetry()
+        # Graphs plans generated, by the plan execution (node, iteration) that returned them.
+        self._generated: dict[tuple[str, int], tuple[AgentGraph, str]] = {}
 
     @workflow.run
     async def run(self, inp: LifetimeInput) -> LifetimeResult:
@@ -225,6 +264,7 @@ class AgentLifetimeWorkflow:
             graph_hash=inp.graph_hash,
             steps=[s for s in self._steps if s.status is StepStatus.REJECTED],
             state=self._scope.state,
+            telemetry=self._spent if self._spent != Telemetry() else None,
         )
 
     @workflow.query(name="status")
@@ -558,6 +598,8 @@ class AgentLifetimeWorkflow:
         scope: _Scope,
         mark: str = "",
     ) -> tuple[TaskResult | Rejection, StepRecord]:
+        if node.graph is not None:
+            return await self._run_child(graph, node, data, via, mark)
         step = self._begin(graph, node)
         call = TaskCall(**self._call_fields(node, step, via, scope), data=data)
         call.with_execution_id(step.execution_id)
@@ -583,6 +625,7 @@ class AgentLifetimeWorkflow:
             self._finish(step, StepStatus.FAILED, [])
             raise
         self._finish(step, StepStatus.COMPLETED, graph.task_next(node.name))
+        self._spend(result.telemetry)
         return result, step
 
     async def _run_plan(
@@ -635,8 +678,169 @@ class AgentLifetimeWorkflow:
                 f"edges do not allow",
                 FailureType.UNDECLARED_SUCCESSOR,
             )
+        if decision.graph_errors is not None:  # a generated graph that is invalid
+            self._finish(step, StepStatus.REJECTED, [])
+            return _invalid_graph(decision.graph_errors), step
+        self._note_generated(step, decision)
         self._finish(step, StepStatus.COMPLETED, decision.next_task_names or ["END"])
+        self._spend(decision.telemetry)
         return decision, step
+
+    def _spend(self, telemetry: Telemetry) -> None:
+        spent = self._spent
+        self._spent = Telemetry(
+            tokens_in=min(spent.tokens_in + telemetry.tokens_in, 2**53),
+            tokens_out=min(spent.tokens_out + telemetry.tokens_out, 2**53),
+            cost_usd=min(spent.cost_usd + telemetry.cost_usd, 1e9),
+        )
+
+    def _note_generated(self, step: StepRecord, decision: PlanResult) -> None:
+        """Pin the graph a plan generated (the activity validated it; check it again)."""
+        if decision.graph is None:
+            return
+        generated = AgentGraph.model_validate(decision.graph)
+        found = generated.content_hash()
+        if found != decision.graph_hash:
+            raise _fail(
+                f"plan '{step.node}' (iteration {step.iteration}) returned a graph whose hash "
+                f"{found[:12]} is not the {str(decision.graph_hash)[:12]} its activity pinned",
+                FailureType.GRAPH_MISMATCH,
+            )
+        self._generated[step.node, step.iteration] = generated, found
+
+    def _child_input(
+        self, graph: AgentGraph, node: NodeSpec, data: Any, via: _Via
+    ) -> LifetimeInput:
+        """The input of a sub-graph task's child lifetime, or a failure saying why none."""
+        inp = self._input
+        if inp is None:
+            raise _fail("lifetime input missing", FailureType.GRAPH_MISMATCH)
+        child: tuple[AgentGraph, str] | None
+        if node.graph == GENERATED:
+            chooser = via.parents[0] if via.parents else None
+            child = self._generated.get(chooser) if chooser else None
+            if child is None:
+                raise _fail(
+                    f"task '{node.name}' runs the graph its plan generates, but "
+                    f"{f'plan {chooser[0]!r}' if chooser else 'no plan'} returned none "
+                    "(PlanResult.goto(..., graph=...))",
+                    FailureType.SUBGRAPH_FAILED,
+                )
+        else:
+            found = graph.subgraph(node)
+            child = (found, found.content_hash()) if found is not None else None
+            if child is None:
+                raise _fail(
+                    f"task '{node.name}' runs sub-graph '{node.graph}', which is not pinned",
+                    FailureType.SUBGRAPH_FAILED,
+                )
+        depth = (inp.parent.depth if inp.parent else 0) + 1
+        if depth > MAX_CHILD_DEPTH:
+            raise _fail(
+                f"task '{node.name}' would start a child lifetime {depth} levels deep; at "
+                f"most {MAX_CHILD_DEPTH} are allowed (a generated graph that keeps "
+                "generating?)",
+                FailureType.SUBGRAPH_FAILED,
+            )
+        info = workflow.info()
+        return LifetimeInput(
+            graph=child[0],
+            graph_hash=child[1],
+            input=data,
+            tenant=inp.tenant,
+            format=INPUT_FORMAT,
+            parent=ParentLink(
+                lifetime_id=info.workflow_id,
+                run_id=info.run_id,
+                node=node.name,
+                iteration=0,  # set when the step begins
+                depth=depth,
+            ),
+        )
+
+    async def _run_child(
+        self, graph: AgentGraph, node: NodeSpec, data: Any, via: _Via, mark: str = ""
+    ) -> tuple[TaskResult | Rejection, StepRecord]:
+        """Run a sub-graph task: its graph as a child lifetime, whose output is its result.
+
+        The child has its own lifetime id (``<parent id>/<node>-<iteration>-<suffix>``), the
+        parent's tenant, and the parent's guardrails (see the guardrail interceptor). Closing
+        the parent asks the child to cancel (``ParentClosePolicy.REQUEST_CANCEL``); a child
+        that fails, is aborted or cancelled fails this node, naming it.
+        """
+        child_input = self._child_input(graph, node, data, via)
+        step = self._begin(graph, node)
+        info = workflow.info()
+        child_id = _child_id(info.workflow_id, node.name, step.iteration)
+        step.child = child_id
+        if child_input.parent is not None:
+            child_input.parent.iteration = step.iteration
+            child_input.parent.execution_id = step.execution_id
+        child = child_input.graph
+        # The parent's search attributes, with the child's graph (none if the parent has none).
+        pairs = [
+            SearchAttributePair(p.key, child.name) if p.key.name == "GraphrunnerGraph" else p
+            for p in info.typed_search_attributes
+        ]
+        try:
+            result = await workflow.execute_child_workflow(
+                LIFETIME_WORKFLOW,
+                child_input,
+                id=child_id,
+                task_queue=node.task_queue,
+                result_type=LifetimeResult,
+                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                execution_timeout=timedelta(seconds=node.timeout_s) if node.timeout_s else None,
+                static_summary=step_summary(node.name, step.iteration, mark),
+                static_details=f"sub-graph {child.name} {child.version} of {info.workflow_id}",
+                memo={"graph": child.name, "version": child.version, "tenant": child_input.tenant},
+                search_attributes=TypedSearchAttributes(pairs) if pairs else None,
+            )
+        except GuardrailRejected as rejected:
+            self._finish(step, StepStatus.REJECTED, [])
+            return _rejection(rejected), step
+        except ChildWorkflowError as err:
+            self._finish(step, StepStatus.FAILED, [])
+            current = asyncio.current_task()
+            if isinstance(err.cause, CancelledError) and current and current.cancelling():
+                raise asyncio.CancelledError() from err  # this lifetime was cancelled
+            failure = self._child_failed(node, step, child_id, err)
+            raise failure from failure.__cause__
+        except ApplicationError:  # a guardrail aborted the lifetime here
+            self._finish(step, StepStatus.FAILED, [])
+            raise
+        except asyncio.CancelledError:  # this lifetime was cancelled: so was the child
+            self._finish(step, StepStatus.FAILED, [])
+            raise
+        self._finish(step, StepStatus.COMPLETED, graph.task_next(node.name))
+        telemetry = result.telemetry or Telemetry()
+        self._spend(telemetry)
+        return TaskResult(output=result.output, telemetry=telemetry), step
+
+    @staticmethod
+    def _child_failed(
+        node: NodeSpec, step: StepRecord, child_id: str, err: ChildWorkflowError
+    ) -> ApplicationError:
+        cause: BaseException | None = err.cause
+        if isinstance(cause, CancelledError):
+            reason = f"child lifetime '{child_id}' was cancelled"
+        elif isinstance(cause, ApplicationError):
+            text = str(cause)
+            if cause.type and not text.startswith(f"{cause.type}: "):
+                text = f"{cause.type}: {text}"
+            reason = f"child lifetime '{child_id}' failed: {text}"
+        else:
+            kind = type(cause).__name__ if cause else "ChildWorkflowError"
+            reason = f"child lifetime '{child_id}' ended: {kind}: {cause or err}"
+        failure = ApplicationError(
+            f"node '{node.name}' (task, iteration {step.iteration}) failed: "
+            + clip(reason, _MESSAGE_LIMIT),
+            {"node": node.name, "iteration": step.iteration, "child": child_id},
+            type=FailureType.NODE_FAILED,
+            non_retryable=True,
+        )
+        failure.__cause__ = err if len(reason) <= _MESSAGE_LIMIT else None
+        return failure
 
     @staticmethod
     def _node_failed(node: NodeSpec, step: StepRecord, err: ActivityError) -> ApplicationError:
