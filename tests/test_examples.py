@@ -45,3 +45,34 @@ async def test_the_coding_agent_spawns_a_branch_per_file_each_with_its_validate_
     ]
     assert summaries.count("validate · 4") == 1, "one branch validated twice"
     await assert_replays(client.temporal, handle)
+
+
+@pytest.mark.usefixtures("example_worker")
+async def test_the_lead_agent_hands_each_part_to_a_point_agent_child_lifetime(
+    client: GraphrunnerClient,
+) -> None:
+    question = {"question": "is it durable", "parts": ["storage", "io", "replay-of-history"]}
+    handle = await client.start(load_graph(EXAMPLES / "lead_agent.yaml"), question)
+    result = await handle.result()
+    answers = result.output["answers"]
+    assert list(answers) == ["storage", "io", "replay-of-history"]
+    # The point agents' loop_until: a long part scores 1.0 at once; 'storage' scores 0.7 and
+    # one refinement takes it past 0.8; 'io' (0.2) stops at the 3-round limit, at 0.7.
+    assert answers["replay-of-history"].endswith("first look for 'is it durable'")
+    assert answers["storage"].endswith("'is it durable' (refined)")
+    assert answers["io"].endswith("(refined) (refined)")
+    assert result.state is not None
+    assert [f["part"] for f in result.state["findings"]] == question["parts"]
+    assert [f["score"] for f in result.state["findings"]] == [0.95, 0.7, 1.0]
+    assert result.state["confidence"] == 0.7, "min over the reports"
+    # Each part ran as a child lifetime, its steps nested under the lead's 'solve' step.
+    info = await client.status(handle.id)
+    solve = [s for s in info.steps if s.node == "solve"]
+    assert len(solve) == 3 and all(s.child for s in solve)
+    for step in solve:
+        child = info.children[step.child or ""]
+        assert child.status == "completed" and child.graph_name == "point-agent"
+        assert child.steps[0].node == "research" and child.steps[-1].node == "gate"
+    await assert_replays(client.temporal, handle)
+    for step in solve:
+        await assert_replays(client.temporal, client.temporal.get_workflow_handle(step.child or ""))
