@@ -132,16 +132,19 @@ class Config:
     # so that all of them run their node at once.
     idle_lifetimes: int = 90
     idle_reps: int = 2  # idle-memory rounds (each side first once)
-    # The state section: rounds of its four loops (stateful and stateless, each side) of
-    # state_steps steps; then one lifetime per side of state_big_steps steps whose state
-    # holds state_big characters (over the 256 KiB external-storage threshold).
-    state_reps: int = 5
-    state_steps: int = 40
+    # The state section: state_reps rounds of its four loops (stateful and stateless, each
+    # side) of state_steps steps, for latency; then one lifetime of each of state_history_steps
+    # steps (the same in both modes, so the state's list grows as far), for history; and one
+    # lifetime per side of state_big_steps steps whose state holds state_big characters (over
+    # the 256 KiB external-storage threshold).
+    state_reps: int = 8
+    state_steps: int = 20
+    state_history_steps: int = 40
     state_big: int = 300_000
     state_big_steps: int = 5
     # Seconds the measurements may take in all; a section that has spent its share stops
     # repeating (so a badly slow side still yields a report, on fewer rounds).
-    budget_s: float = 280.0
+    budget_s: float = 275.0
 
     @classmethod
     def quick(cls) -> Config:
@@ -156,9 +159,9 @@ class Config:
             tenant_reps=1,
             guard_steps=200,
             idle_lifetimes=30,
-            state_reps=2,
-            state_steps=15,
-            budget_s=45.0,
+            state_reps=3,
+            state_steps=10,
+            budget_s=44.0,
         )
 
 
@@ -293,7 +296,7 @@ _SECONDS = {
     "latency_local": 16.0,
     "guardrails": 90.0,
     "fan_out": 12.8,
-    "state": 30.0,
+    "state": 25.0,
     "throughput": 84.8,
 }
 _SHARES = {key: seconds / sum(_SECONDS.values()) for key, seconds in _SECONDS.items()}
@@ -580,29 +583,39 @@ class _Run:
 
     async def state(self) -> None:
         """Per-step latency of the stateful loop and of the same loop without state, on both
-        sides; then one lifetime per side whose state holds a large field (its history only).
+        sides; then one longer lifetime of each, and one per side whose state holds a large
+        field, for their histories.
         """
         cfg = self.cfg
         steps = cfg.state_steps
         gr, base = (
             next(s for s in self.pair if s.name == name) for name in (GRAPHRUNNER, BASELINE)
         )
-        variants = [
-            _Variant(GRAPHRUNNER, gr.loop(steps, local=False)),
-            _Variant(STATEFUL, gr.stateful(steps)),
-            _Variant(BASELINE, base.loop(steps, local=False)),
-            _Variant(BASELINE_STATEFUL, base.stateful(steps)),
-        ]
+
+        def loops(steps: int) -> list[_Variant]:
+            return [
+                _Variant(GRAPHRUNNER, gr.loop(steps, local=False)),
+                _Variant(STATEFUL, gr.stateful(steps)),
+                _Variant(BASELINE, base.loop(steps, local=False)),
+                _Variant(BASELINE_STATEFUL, base.stateful(steps)),
+            ]
+
+        variants = loops(steps)
         log(f"state: {cfg.state_reps} x {steps}-step loop with and without state, both sides")
+        # CPU seconds of each lifetime: this process (client and workers), the server.
+        used: dict[str, list[tuple[float, float]]] = {v.name: [] for v in variants}
 
         async def loop(variant: _Variant) -> float:
-            start = self.keep(variant.name, variant.start, self.state_handles)
-            return await timed(start) * 1000 / steps
+            own0, server0 = self.cpu.read()
+            elapsed = await timed(variant.start)
+            own1, server1 = self.cpu.read()
+            used[variant.name].append((own1 - own0, server1 - server0))
+            return elapsed * 1000 / steps
 
         samples = await _alternate(variants, cfg.state_reps, self.budget("state"), loop)
         m = Measurement(
             "state_latency",
-            f"Per-step latency, {steps}-step loop with state",
+            f"Per-step latency ({steps}-step loops)",
             "ms/step",
             higher_is_better=False,
             aim=1.0,
@@ -615,14 +628,25 @@ class _Run:
         done = min(len(runs) for runs in samples.values())
         m.samples = {name: samples[name][:done] for name in STATE_SIDES}
         m.rounds = done, cfg.state_reps
+        for name in STATE_SIDES:
+            pairs = used[name][:done]
+            m.cpu_ms_per_step[name] = {
+                "worker_process": 1000 * sum(p[0] for p in pairs) / (steps * done),
+                "server": 1000 * sum(p[1] for p in pairs) / (steps * done),
+            }
         self.results.append(m)
         log(
-            f"state: 1 x {cfg.state_big_steps}-step loop whose state holds "
-            f"{cfg.state_big:,} characters, both sides"
+            f"state: 1 x {cfg.state_history_steps}-step loop of each, and 1 x "
+            f"{cfg.state_big_steps}-step loop whose state holds {cfg.state_big:,} characters "
+            "per side, for their histories"
         )
-        for name, side in ((BIG_STATE, gr), (BASELINE_BIG_STATE, base)):
-            start = side.stateful(cfg.state_big_steps, big=cfg.state_big)
-            await timed(self.keep(name, start, self.state_handles))
+        big = cfg.state_big
+        once = loops(cfg.state_history_steps) + [
+            _Variant(BIG_STATE, gr.stateful(cfg.state_big_steps, big=big)),
+            _Variant(BASELINE_BIG_STATE, base.stateful(cfg.state_big_steps, big=big)),
+        ]
+        for variant in once:
+            await timed(self.keep(variant.name, variant.start, self.state_handles))
 
     async def throughput(self) -> None:
         cfg = self.cfg
@@ -766,7 +790,7 @@ def _state_rows(
     Also the statistics of those lifetimes, and the bytes the state adds to each step
     (stateful minus stateless loop, step by step) for graphrunner and the baseline.
     """
-    steps = {name: cfg.state_steps for name in STATE_SIDES}
+    steps = {name: cfg.state_history_steps for name in STATE_SIDES}
     steps |= {BIG_STATE: cfg.state_big_steps, BASELINE_BIG_STATE: cfg.state_big_steps}
     stats = {name: history_stats(events[name], n) for name, n in steps.items() if name in events}
     if not all(name in stats for name in STATE_SIDES):
@@ -776,7 +800,7 @@ def _state_rows(
         side: [a - b for a, b in zip(per_step[stateful], per_step[side], strict=True)]
         for side, stateful in ((GRAPHRUNNER, STATEFUL), (BASELINE, BASELINE_STATEFUL))
     }
-    n = cfg.state_steps
+    n = cfg.state_history_steps
 
     def row(key: str, title: str, unit: str) -> Measurement:
         return Measurement(
@@ -790,22 +814,18 @@ def _state_rows(
             group="state",
         )
 
-    history = row(
-        "state_history_bytes", f"History bytes per step, {n}-step loop with state", "B/step"
-    )
+    history = row("state_history_bytes", f"History bytes per step ({n}-step loops)", "B/step")
     history.aim = 1.5  # the design's aim for history bytes per step
     history.reference, history.against_reference = GRAPHRUNNER, BASELINE
     history.samples = {name: [stats[name].bytes_per_step] for name in STATE_SIDES}
-    more = row(
-        "state_history_added", "History bytes per step the state adds (with - without)", "B/step"
-    )
+    more = row("state_history_added", "History bytes per step the state adds", "B/step")
     more.samples = {
         STATEFUL: [statistics.fmean(added[GRAPHRUNNER])],
         BASELINE_STATEFUL: [statistics.fmean(added[BASELINE])],
     }
     grows = row(
         "state_growth",
-        f"Growth of those bytes per step, one list item a step (steps 2-{n - 1})",
+        f"... their growth per step (one list item; steps 2-{n - 1})",
         "B/step per step",
     )
     grows.samples = {
@@ -816,8 +836,8 @@ def _state_rows(
     if BIG_STATE in stats and BASELINE_BIG_STATE in stats:
         big = Measurement(
             "state_big_history_bytes",
-            f"History bytes per step, {cfg.state_big_steps}-step loop, state holding "
-            f"{cfg.state_big // 1000} KB",
+            f"History bytes per step, a {cfg.state_big // 1000} KB state "
+            f"({cfg.state_big_steps}-step loop)",
             "B/step",
             higher_is_better=False,
             aim=None,

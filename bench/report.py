@@ -222,26 +222,36 @@ def _print_state(report: Report, console: Console) -> None:
             _verdict(m),
         )
     console.print(table)
+    for m in rows:
+        if m.cpu_ms_per_step:
+            shown = ", ".join(
+                f"{name} {cpu['worker_process']:.1f} + {cpu['server']:.1f}"
+                for name, cpu in m.cpu_ms_per_step.items()
+            )
+            console.print(
+                f"[dim]{m.title}, CPU ms per step of this process (client and workers) + the "
+                f"Temporal server, over the same lifetimes: {shown}.[/dim]"
+            )
     added = report.state_added_bytes
-    if added:
-        n = cfg.state_steps
-        marks = sorted({2, n // 4, n // 2, 3 * n // 4, n - 1} & set(range(1, n + 1)))
-        shown = "; ".join(
-            f"{side} " + ", ".join(f"step {k} {by_step[k - 1]:,}" for k in marks)
-            for side, by_step in added.items()
-        )
-        console.print(
-            f"[dim]State: four fields (a count with add, a list with append that grows one "
-            f"short item a step, a number with max, a string with replace); the task updates "
-            f"all four every step, the plan routes on the count. Latency: up to "
-            f"{cfg.state_reps} rounds of the four {n}-step loops. History: the last lifetime "
-            "of each (events carry the same ids on both loops of a side, so their difference "
-            f"is the state's). History bytes the state adds to a step: {shown}. The large "
-            f"state: one lifetime per side whose first task writes {cfg.state_big:,} "
-            "characters into a fifth field; graphrunner's calls then go to the blob store by "
-            "reference (external payload storage, 256 KiB threshold), the baseline (plain "
-            "pydantic) keeps them inline.[/dim]"
-        )
+    n = cfg.state_history_steps
+    marks = sorted({2, n // 4, n // 2, 3 * n // 4, n - 1} & set(range(1, n + 1)))
+    shown = "; ".join(
+        f"{side} " + ", ".join(f"step {k} {by_step[k - 1]:,}" for k in marks)
+        for side, by_step in added.items()
+    )
+    console.print(
+        "[dim]State: four fields (a count with add, a list with append that grows one short "
+        "item a step, a number with max, a string with replace); the task updates all four "
+        "every step, the plan routes on the count. Latency: up to "
+        f"{cfg.state_reps} rounds of the four {cfg.state_steps}-step loops. History: one "
+        f"{n}-step lifetime of each (both loops of a side have the same events with the same "
+        "ids, so their difference is the state's)"
+        + (f"; history bytes the state adds to a step: {shown}" if added else "")
+        + f". The large state: one lifetime per side whose first task writes "
+        f"{cfg.state_big:,} characters into a fifth field; graphrunner's calls then go to the "
+        "blob store by reference (external payload storage, 256 KiB threshold), the baseline "
+        "(plain pydantic) keeps them inline.[/dim]"
+    )
     console.print(_history_table("History of the state section's lifetimes", report.state_history))
 
 
