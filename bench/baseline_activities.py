@@ -6,6 +6,8 @@ step, one pydantic model in and one out.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 from temporalio import activity
 
@@ -16,11 +18,18 @@ __all__ = [
     "LoopResult",
     "PlanInput",
     "PlanOutput",
+    "StateLoopInput",
+    "StateLoopResult",
+    "StatePlanInput",
+    "StateTaskInput",
+    "StateUpdate",
     "TaskInput",
     "TaskOutput",
     "hold",
     "noop_plan",
     "noop_task",
+    "state_plan",
+    "state_task",
 ]
 
 
@@ -51,6 +60,31 @@ class LoopResult(BaseModel):
     steps: int
 
 
+class StateLoopInput(BaseModel):
+    steps: int
+    big: int = 0  # characters of the one large field the first task writes (0: none)
+
+
+class StateLoopResult(BaseModel):
+    steps: int
+    state: dict[str, Any]
+
+
+class StateTaskInput(BaseModel):
+    step: int
+    state: dict[str, Any]
+    big: int = 0
+
+
+class StateUpdate(BaseModel):
+    update: dict[str, Any]
+
+
+class StatePlanInput(BaseModel):
+    steps: int
+    state: dict[str, Any]
+
+
 @activity.defn(name="bench.noop_task")
 async def noop_task(inp: TaskInput) -> TaskOutput:
     return TaskOutput(step=inp.step)
@@ -66,3 +100,23 @@ async def hold(inp: TaskInput) -> TaskOutput:
     """Wait on the benchmark's gate (`bench.gate.GATE`) until it is released."""
     await GATE.wait()
     return TaskOutput(step=inp.step)
+
+
+@activity.defn(name="bench.state_task")
+async def state_task(inp: StateTaskInput) -> StateUpdate:
+    """The update `bench.nodes.Tally` returns, for the same step."""
+    update: dict[str, Any] = {
+        "count": 1,
+        "notes": f"note {inp.step}",
+        "best": inp.step % 7,
+        "last": f"step {inp.step}",
+    }
+    if inp.big and inp.step == 1:
+        update["doc"] = "x" * inp.big
+    return StateUpdate(update=update)
+
+
+@activity.defn(name="bench.state_plan")
+async def state_plan(inp: StatePlanInput) -> PlanOutput:
+    """Routes on the state, as `bench.nodes.UntilCount` does."""
+    return PlanOutput(done=inp.state["count"] >= inp.steps)

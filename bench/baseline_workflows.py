@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -18,14 +19,26 @@ with workflow.unsafe.imports_passed_through():
         LoopResult,
         PlanInput,
         PlanOutput,
+        StateLoopInput,
+        StateLoopResult,
+        StatePlanInput,
+        StateTaskInput,
         TaskInput,
         TaskOutput,
         hold,
         noop_plan,
         noop_task,
+        state_plan,
+        state_task,
     )
 
-__all__ = ["FanOutWorkflow", "HoldWorkflow", "LocalLoopWorkflow", "LoopWorkflow"]
+__all__ = [
+    "FanOutWorkflow",
+    "HoldWorkflow",
+    "LocalLoopWorkflow",
+    "LoopWorkflow",
+    "StateLoopWorkflow",
+]
 
 # The same settings graphrunner's graph defaults give every node.
 TIMEOUT = timedelta(seconds=60)
@@ -113,3 +126,40 @@ class HoldWorkflow:
             hold, TaskInput(step=1), start_to_close_timeout=TIMEOUT, retry_policy=RETRY
         )
         return LoopResult(steps=1)
+
+
+@workflow.defn(name="BenchStateLoop")
+class StateLoopWorkflow:
+    """The loop holding a state dict: each activity gets all of it, the task's update is
+    merged in by hand (a counter, a list, a maximum, a string; one large string if ``big``)."""
+
+    @workflow.run
+    async def run(self, inp: StateLoopInput) -> StateLoopResult:
+        state: dict[str, Any] = {"count": 0, "notes": [], "best": None, "last": None}
+        if inp.big:
+            state["doc"] = None
+        step = 0
+        while True:
+            step += 1
+            out = await workflow.execute_activity(
+                state_task,
+                StateTaskInput(step=step, state=state, big=inp.big),
+                start_to_close_timeout=TIMEOUT,
+                retry_policy=RETRY,
+            )
+            update = out.update
+            state["count"] += update["count"]
+            state["notes"].append(update["notes"])
+            best = state["best"]
+            state["best"] = update["best"] if best is None else max(best, update["best"])
+            state["last"] = update["last"]
+            if "doc" in update:
+                state["doc"] = update["doc"]
+            plan = await workflow.execute_activity(
+                state_plan,
+                StatePlanInput(steps=inp.steps, state=state),
+                start_to_close_timeout=TIMEOUT,
+                retry_policy=RETRY,
+            )
+            if plan.done:
+                return StateLoopResult(steps=step, state=state)

@@ -13,6 +13,11 @@ under no policy, a 1-rule and a 25-rule policy (`bench.guardrails`), and the bas
 same loop; for its first rounds also a recording worker with one tenant-scope rule against the
 recording worker without rules. Then `bench.guardrails.guard_cost` times rule evaluation alone.
 
+The state section runs the Task+Plan loop holding a small lifetime state (`bench.nodes.Tally`,
+`UntilCount`) and the same loop without state, on graphrunner and on the baseline (whose
+workflow holds the same dict and merges the updates by hand), alternated; then one lifetime
+per side whose state holds a large field, for its history.
+
 Last, the idle-memory section: graphrunner and the baseline each hold many lifetimes waiting on
 a running node (`bench.gate`) while `tracemalloc` measures the Python heap they take.
 """
@@ -27,7 +32,7 @@ import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import WorkflowHandle
@@ -37,7 +42,7 @@ from bench.converter import converter_cost
 from bench.env import CoreWarnings, ProcessCpu, dev_server, log, quiet_runtime
 from bench.gate import GATE
 from bench.guardrails import GuardClock, GuardCost, guard_cost, policy, tenant_policy
-from bench.history import HistoryStats, activity_payloads, history_stats
+from bench.history import HistoryStats, activity_payloads, growth, history_stats, step_bytes
 from bench.records import state_dbs
 from bench.sides import (
     ACTIVITY_SLOTS,
@@ -59,6 +64,7 @@ __all__ = [
     "GUARD_TITLE",
     "RECORDING",
     "RECORDING_AIMS",
+    "STATE_SIDES",
     "TENANT",
     "UNGUARDED",
     "Config",
@@ -96,6 +102,14 @@ TENANT_REFERENCE = "graphrunner+sqlite"  # the same recording worker without rul
 # each step also awaits two record writes.
 RECORDING_AIMS = {"latency": 1.1, "throughput": 0.9}
 GUARD_TITLE = "Per-step latency, guardrails: "  # how the guardrail rows' titles begin
+# The state section's lifetimes: the stateful loop on each side (each compared with the
+# same side's loop without state, GRAPHRUNNER and BASELINE), and the loop whose state holds
+# one large field.
+STATEFUL = "graphrunner+state"
+BASELINE_STATEFUL = "baseline+state"
+BIG_STATE = "graphrunner+bigstate"
+BASELINE_BIG_STATE = "baseline+bigstate"
+STATE_SIDES = (GRAPHRUNNER, STATEFUL, BASELINE, BASELINE_STATEFUL)
 
 
 @dataclass(frozen=True)
@@ -118,9 +132,19 @@ class Config:
     # so that all of them run their node at once.
     idle_lifetimes: int = 90
     idle_reps: int = 2  # idle-memory rounds (each side first once)
+    # The state section: state_reps rounds of its four loops (stateful and stateless, each
+    # side) of state_steps steps, for latency; then one lifetime of each of state_history_steps
+    # steps (the same in both modes, so the state's list grows as far), for history; and one
+    # lifetime per side of state_big_steps steps whose state holds state_big characters (over
+    # the 256 KiB external-storage threshold).
+    state_reps: int = 8
+    state_steps: int = 20
+    state_history_steps: int = 40
+    state_big: int = 300_000
+    state_big_steps: int = 5
     # Seconds the measurements may take in all; a section that has spent its share stops
     # repeating (so a badly slow side still yields a report, on fewer rounds).
-    budget_s: float = 250.0
+    budget_s: float = 275.0
 
     @classmethod
     def quick(cls) -> Config:
@@ -135,7 +159,9 @@ class Config:
             tenant_reps=1,
             guard_steps=200,
             idle_lifetimes=30,
-            budget_s=40.0,
+            state_reps=3,
+            state_steps=10,
+            budget_s=44.0,
         )
 
 
@@ -146,8 +172,10 @@ class Measurement:
     ``side`` is the graphrunner side in the "graphrunner" column, ``against`` the side the
     ratio divides by (the baseline, or for the guardrail rows graphrunner without rules);
     ``reference`` (recording rows: graphrunner without records; guardrail rows: ``against``,
-    measured in the same rounds) is a side it is also compared with, as a difference in the
-    row's unit. ``group`` says which table shows the row ("main" or "guardrails").
+    measured in the same rounds; state rows: graphrunner without state) is a side it is also
+    compared with, as a difference in the row's unit and a ratio; ``against_reference`` (state
+    rows: the baseline without state) is the one ``against`` is compared with. ``group`` says
+    which table shows the row ("main", "guardrails" or "state").
     """
 
     key: str
@@ -158,6 +186,7 @@ class Measurement:
     side: str = GRAPHRUNNER
     reference: str | None = None
     against: str = BASELINE
+    against_reference: str | None = None
     group: str = "main"
     samples: dict[str, list[float]] = field(default_factory=dict)
     cpu_ms_per_step: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -212,6 +241,13 @@ class Measurement:
             if self.reference is not None:
                 out["delta"] = self.delta
                 out["delta_quartiles"] = list(self.delta_spread or ())
+                ratio, spread = self.compare(self.side, self.reference)
+                out["reference_ratio"] = ratio
+                out["reference_ratio_quartiles"] = list(spread)
+            if self.against_reference is not None:
+                ratio, spread = self.compare(self.against, self.against_reference)
+                out["against_reference_ratio"] = ratio
+                out["against_reference_ratio_quartiles"] = list(spread)
             if self.against != BASELINE and BASELINE in self.samples:
                 ratio, spread = self.compare(self.side, BASELINE)
                 out["baseline_ratio"] = ratio
@@ -244,6 +280,11 @@ class Report:
     result_readback_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     # CPU of the guard's checks and folds per Task+Plan step, by policy size (in-process).
     guard_cost: list[GuardCost] = field(default_factory=list)
+    # The state section's last lifetime of each of its sides (`STATE_SIDES`, `BIG_STATE`,
+    # `BASELINE_BIG_STATE`), and the history bytes the state adds to each step of the
+    # stateful loop (stateful minus stateless, step 1 first), by GRAPHRUNNER and BASELINE.
+    state_history: dict[str, HistoryStats] = field(default_factory=dict)
+    state_added_bytes: dict[str, list[int]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # sides not run, and why
 
 
@@ -255,6 +296,7 @@ _SECONDS = {
     "latency_local": 16.0,
     "guardrails": 90.0,
     "fan_out": 12.8,
+    "state": 25.0,
     "throughput": 84.8,
 }
 _SHARES = {key: seconds / sum(_SECONDS.values()) for key, seconds in _SECONDS.items()}
@@ -262,11 +304,27 @@ _SHARES = {key: seconds / sum(_SECONDS.values()) for key, seconds in _SECONDS.it
 Samples = dict[str, list[float]]
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_S = TypeVar("_S", bound=_Named)
+
+
+@dataclass(frozen=True)
+class _Variant:
+    """One kind of lifetime of one side, as `_alternate` takes sides."""
+
+    name: str
+    start: Starter
+
+
 async def _alternate(
-    sides: list[Side],
+    sides: list[_S],
     times: int,
     budget_s: float,
-    measure: Callable[[Side], Awaitable[float]],
+    measure: Callable[[_S], Awaitable[float]],
     *,
     limits: dict[str, int] | None = None,
 ) -> Samples:
@@ -357,6 +415,8 @@ class _Run:
         self.handles: dict[str, WorkflowHandle[Any, Any]] = {}
         # The last 1-step lifetime of each side, for what reading its result back costs.
         self.one_step: dict[str, WorkflowHandle[Any, Any]] = {}
+        # The state section's last lifetime of each of its sides, for its history.
+        self.state_handles: dict[str, WorkflowHandle[Any, Any]] = {}
 
     def budget(self, key: str) -> float:
         return self.cfg.budget_s * _SHARES[key]
@@ -368,13 +428,13 @@ class _Run:
         self.results.extend(rows)
 
     def keep(
-        self, side: Side, start: Starter, into: dict[str, WorkflowHandle[Any, Any]] | None = None
+        self, name: str, start: Starter, into: dict[str, WorkflowHandle[Any, Any]] | None = None
     ) -> Starter:
         kept = self.handles if into is None else into
 
         async def started() -> WorkflowHandle[Any, Any]:
             handle = await start()
-            kept[side.name] = handle
+            kept[name] = handle
             return handle
 
         return started
@@ -384,7 +444,9 @@ class _Run:
         log(f"fixed cost: {cfg.reps} x 1-step lifetime")
 
         async def one_step(side: Side) -> float:
-            return await timed(self.keep(side, side.loop(1, local=False), self.one_step)) * 1000
+            return (
+                await timed(self.keep(side.name, side.loop(1, local=False), self.one_step)) * 1000
+            )
 
         title = "1-step lifetime, start to result"
         m = Measurement("lifetime_overhead", title, "ms", higher_is_better=False, aim=None)
@@ -397,7 +459,7 @@ class _Run:
         )
 
         async def loop(side: Side) -> float:
-            start = self.keep(side, side.loop(cfg.steps, local=False))
+            start = self.keep(side.name, side.loop(cfg.steps, local=False))
             return await timed(start) * 1000 / cfg.steps
 
         title = "Per-step latency, Plan as activity"
@@ -427,6 +489,7 @@ class _Run:
         samples = await _alternate(self.pair, cfg.reps, self.budget(m.key), fan)
         self.results.extend(_rows(m, samples, {BASELINE: cfg.reps}))
 
+        await self.state()
         await self.throughput()
         await self.idle_memory()
         return self.results
@@ -453,7 +516,7 @@ class _Run:
         async def loop(side: Side) -> float:
             own0, server0 = self.cpu.read()
             guard0 = clock.seconds
-            elapsed = await timed(self.keep(side, side.loop(cfg.steps, local=False)))
+            elapsed = await timed(self.keep(side.name, side.loop(cfg.steps, local=False)))
             own1, server1 = self.cpu.read()
             used[side.name].append((own1 - own0, server1 - server0, clock.seconds - guard0))
             return elapsed * 1000 / cfg.steps
@@ -517,6 +580,73 @@ class _Run:
                     "guard": 1000 * sum(p[2] for p in pairs) / (cfg.steps * done),
                 }
             self.results.append(m)
+
+    async def state(self) -> None:
+        """Per-step latency of the stateful loop and of the same loop without state, on both
+        sides; then one longer lifetime of each, and one per side whose state holds a large
+        field, for their histories.
+        """
+        cfg = self.cfg
+        steps = cfg.state_steps
+        gr, base = (
+            next(s for s in self.pair if s.name == name) for name in (GRAPHRUNNER, BASELINE)
+        )
+
+        def loops(steps: int) -> list[_Variant]:
+            return [
+                _Variant(GRAPHRUNNER, gr.loop(steps, local=False)),
+                _Variant(STATEFUL, gr.stateful(steps)),
+                _Variant(BASELINE, base.loop(steps, local=False)),
+                _Variant(BASELINE_STATEFUL, base.stateful(steps)),
+            ]
+
+        variants = loops(steps)
+        log(f"state: {cfg.state_reps} x {steps}-step loop with and without state, both sides")
+        # CPU seconds of each lifetime: this process (client and workers), the server.
+        used: dict[str, list[tuple[float, float]]] = {v.name: [] for v in variants}
+
+        async def loop(variant: _Variant) -> float:
+            own0, server0 = self.cpu.read()
+            elapsed = await timed(variant.start)
+            own1, server1 = self.cpu.read()
+            used[variant.name].append((own1 - own0, server1 - server0))
+            return elapsed * 1000 / steps
+
+        samples = await _alternate(variants, cfg.state_reps, self.budget("state"), loop)
+        m = Measurement(
+            "state_latency",
+            f"Per-step latency ({steps}-step loops)",
+            "ms/step",
+            higher_is_better=False,
+            aim=1.0,
+            side=STATEFUL,
+            reference=GRAPHRUNNER,
+            against=BASELINE_STATEFUL,
+            against_reference=BASELINE,
+            group="state",
+        )
+        done = min(len(runs) for runs in samples.values())
+        m.samples = {name: samples[name][:done] for name in STATE_SIDES}
+        m.rounds = done, cfg.state_reps
+        for name in STATE_SIDES:
+            pairs = used[name][:done]
+            m.cpu_ms_per_step[name] = {
+                "worker_process": 1000 * sum(p[0] for p in pairs) / (steps * done),
+                "server": 1000 * sum(p[1] for p in pairs) / (steps * done),
+            }
+        self.results.append(m)
+        log(
+            f"state: 1 x {cfg.state_history_steps}-step loop of each, and 1 x "
+            f"{cfg.state_big_steps}-step loop whose state holds {cfg.state_big:,} characters "
+            "per side, for their histories"
+        )
+        big = cfg.state_big
+        once = loops(cfg.state_history_steps) + [
+            _Variant(BIG_STATE, gr.stateful(cfg.state_big_steps, big=big)),
+            _Variant(BASELINE_BIG_STATE, base.stateful(cfg.state_big_steps, big=big)),
+        ]
+        for variant in once:
+            await timed(self.keep(variant.name, variant.start, self.state_handles))
 
     async def throughput(self) -> None:
         cfg = self.cfg
@@ -607,6 +737,7 @@ async def _warm_up(cfg: Config, sides: list[Side], guarded: list[Side]) -> None:
         await timed(side.loop(2, local=False), max(cfg.lifetimes // 4, 2))
         if side.name in (GRAPHRUNNER, BASELINE):
             await timed(side.loop(3, local=True))
+            await timed(side.stateful(3))
             await timed(side.fan(2, cfg.branches))
             handles = [await side.hold()() for _ in range(2)]
             await GATE.until_waiting(len(handles))
@@ -649,6 +780,78 @@ def _history_row(history: dict[str, HistoryStats], steps: int) -> Measurement:
     m.samples = {name: [history[name].bytes_per_step] for name in (GRAPHRUNNER, BASELINE)}
     m.rounds = 1, 1
     return m
+
+
+def _state_rows(
+    cfg: Config, events: dict[str, list[Any]]
+) -> tuple[list[Measurement], dict[str, HistoryStats], dict[str, list[int]]]:
+    """The state section's history rows, from the last lifetime of each of its sides.
+
+    Also the statistics of those lifetimes, and the bytes the state adds to each step
+    (stateful minus stateless loop, step by step) for graphrunner and the baseline.
+    """
+    steps = {name: cfg.state_history_steps for name in STATE_SIDES}
+    steps |= {BIG_STATE: cfg.state_big_steps, BASELINE_BIG_STATE: cfg.state_big_steps}
+    stats = {name: history_stats(events[name], n) for name, n in steps.items() if name in events}
+    if not all(name in stats for name in STATE_SIDES):
+        return [], stats, {}
+    per_step = {name: step_bytes(events[name]) for name in STATE_SIDES}
+    added = {
+        side: [a - b for a, b in zip(per_step[stateful], per_step[side], strict=True)]
+        for side, stateful in ((GRAPHRUNNER, STATEFUL), (BASELINE, BASELINE_STATEFUL))
+    }
+    n = cfg.state_history_steps
+
+    def row(key: str, title: str, unit: str) -> Measurement:
+        return Measurement(
+            key,
+            title,
+            unit,
+            higher_is_better=False,
+            aim=None,
+            side=STATEFUL,
+            against=BASELINE_STATEFUL,
+            group="state",
+        )
+
+    history = row("state_history_bytes", f"History bytes per step ({n}-step loops)", "B/step")
+    history.aim = 1.5  # the design's aim for history bytes per step
+    history.reference, history.against_reference = GRAPHRUNNER, BASELINE
+    history.samples = {name: [stats[name].bytes_per_step] for name in STATE_SIDES}
+    more = row("state_history_added", "History bytes per step the state adds", "B/step")
+    more.samples = {
+        STATEFUL: [statistics.fmean(added[GRAPHRUNNER])],
+        BASELINE_STATEFUL: [statistics.fmean(added[BASELINE])],
+    }
+    grows = row(
+        "state_growth",
+        f"... their growth per step (one list item; steps 2-{n - 1})",
+        "B/step per step",
+    )
+    grows.samples = {
+        STATEFUL: [growth(added[GRAPHRUNNER])],
+        BASELINE_STATEFUL: [growth(added[BASELINE])],
+    }
+    rows = [history, more, grows]
+    if BIG_STATE in stats and BASELINE_BIG_STATE in stats:
+        big = Measurement(
+            "state_big_history_bytes",
+            f"History bytes per step, a {cfg.state_big // 1000} KB state "
+            f"({cfg.state_big_steps}-step loop)",
+            "B/step",
+            higher_is_better=False,
+            aim=None,
+            side=BIG_STATE,
+            against=BASELINE_BIG_STATE,
+            group="state",
+        )
+        big.samples = {
+            name: [stats[name].bytes_per_step] for name in (BIG_STATE, BASELINE_BIG_STATE)
+        }
+        rows.append(big)
+    for measured in rows:
+        measured.rounds = 1, 1
+    return rows, stats, added
 
 
 async def run(cfg: Config) -> Report:
@@ -715,8 +918,14 @@ async def run(cfg: Config) -> Report:
                 name: list((await handle.fetch_history()).events)
                 for name, handle in measured.handles.items()
             }
+            state_events = {
+                name: list((await handle.fetch_history()).events)
+                for name, handle in measured.state_handles.items()
+            }
         history = {name: history_stats(e, cfg.steps) for name, e in events.items()}
         measurements.append(_history_row(history, cfg.steps))
+        state_rows, state_history, state_added = _state_rows(cfg, state_events)
+        measurements.extend(state_rows)
         converters = {
             "pydantic": pydantic_data_converter,
             "pydantic + external storage": gr_client.data_converter,
@@ -740,5 +949,7 @@ async def run(cfg: Config) -> Report:
         converter_us_per_step=converter,
         result_readback_ms=readback,
         guard_cost=guards,
+        state_history=state_history,
+        state_added_bytes=state_added,
         unavailable=unavailable,
     )

@@ -6,12 +6,13 @@ every payload is encoded by the worker and decoded again, so fewer, smaller ones
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from temporalio.api.common.v1 import Payload
 from temporalio.api.history.v1 import HistoryEvent
 
-__all__ = ["HistoryStats", "activity_payloads", "history_stats"]
+__all__ = ["HistoryStats", "activity_payloads", "growth", "history_stats", "step_bytes"]
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,35 @@ def activity_payloads(events: list[HistoryEvent]) -> list[Payload]:
         elif kind == "activity_task_completed_event_attributes":
             out.extend(event.activity_task_completed_event_attributes.result.payloads)
     return out
+
+
+def step_bytes(events: list[HistoryEvent]) -> list[int]:
+    """History bytes of each Task+Plan step of a sequential loop lifetime.
+
+    A step's events end with its second activity completion (the Plan's); the first step
+    also holds the workflow's start (its input), the last one its completion (its result).
+    """
+    out: list[int] = []
+    size = completions = 0
+    for event in events:
+        size += event.ByteSize()
+        if event.WhichOneof("attributes") == "activity_task_completed_event_attributes":
+            completions += 1
+            if completions % 2 == 0:
+                out.append(size)
+                size = 0
+    if out:
+        out[-1] += size
+    return out
+
+
+def growth(added: list[int]) -> float:
+    """Bytes per step by which ``added`` (bytes per step, step 1 first) grows each step.
+
+    The least-squares slope over the steps between the first and the last, which also hold
+    the workflow's input and result.
+    """
+    inner = added[1:-1]
+    if len(inner) < 2:
+        return 0.0
+    return statistics.linear_regression(range(len(inner)), inner).slope

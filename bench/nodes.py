@@ -1,11 +1,15 @@
-"""No-op graphrunner nodes for the benchmark graphs (importable as bench.nodes:Name)."""
+"""No-op graphrunner nodes for the benchmark graphs (importable as bench.nodes:Name).
+
+`Tally` and `UntilCount` are the stateful loop's: the same no-op work, with a state update
+every step and a plan that routes on the state.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bench.gate import GATE
-from graphrunner import NodeContext, NodeOutput, Plan, PlanResult, Task
+from graphrunner import NodeContext, NodeOutput, Plan, PlanResult, Task, TaskResult
 
 
 class Noop(Task):
@@ -42,3 +46,31 @@ class FanOut(Plan):
         if ctx.iteration <= int(ctx.config["rounds"]):
             return PlanResult.goto(*ctx.successors)
         return PlanResult.finish(ctx.iteration - 1)
+
+
+class Tally(Task):
+    """Updates the state every step: one to ``count`` (add), a short item to ``notes``
+    (append), a number to ``best`` (max), a string to ``last`` (replace); on its first run,
+    ``config["big"]`` characters to ``doc`` (replace) when set."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
+        step = ctx.iteration
+        update: dict[str, Any] = {
+            "count": 1,
+            "notes": f"note {step}",
+            "best": step % 7,
+            "last": f"step {step}",
+        }
+        big = int(ctx.config.get("big", 0))
+        if big and step == 1:
+            update["doc"] = "x" * big
+        return TaskResult(update=update)
+
+
+class UntilCount(Plan):
+    """Routes back to its task until the state's ``count`` reaches ``config["steps"]``."""
+
+    async def decide(self, ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+        if ctx.state["count"] < int(ctx.config["steps"]):
+            return PlanResult.goto(ctx.successors[0])
+        return PlanResult.finish(ctx.state["count"])

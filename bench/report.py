@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.harness import BASELINE, GUARD_TITLE, Measurement, Report
+from bench.history import HistoryStats
 
 __all__ = ["print_json", "print_tables"]
 
@@ -132,23 +133,9 @@ def print_tables(report: Report, console: Console | None = None) -> None:
             f"step's activity payloads in both workers, in-process): {shown}.[/dim]"
         )
 
-    hist = Table(title=f"History of one {cfg.steps}-step loop lifetime (Plan as activity)")
-    hist.add_column("side")
-    hist.add_column("events/step", justify="right")
-    hist.add_column("history bytes/step", justify="right")
-    hist.add_column("workflow input B", justify="right")
-    hist.add_column("activity input B", justify="right")
-    hist.add_column("activity result B", justify="right")
-    for side, stats in report.history.items():
-        hist.add_row(
-            side,
-            f"{stats.events_per_step:.1f}",
-            f"{stats.bytes_per_step:,.0f}",
-            f"{stats.workflow_input_bytes:,}",
-            f"{stats.activity_input_bytes:,}",
-            f"{stats.activity_result_bytes:,}",
-        )
-    console.print(hist)
+    title = f"History of one {cfg.steps}-step loop lifetime (Plan as activity)"
+    console.print(_history_table(title, report.history))
+    _print_state(report, console)
 
     for kind, count in sorted(report.core_warnings.items(), key=lambda kv: -kv[1]):
         console.print(f"[yellow]Temporal core warned {count} x:[/yellow] {kind}")
@@ -166,6 +153,106 @@ def print_tables(report: Report, console: Console | None = None) -> None:
         )
     else:
         console.print("[bold green]All aims met.[/bold green]")
+
+
+def _history_table(title: str, history: dict[str, HistoryStats]) -> Table:
+    hist = Table(title=title)
+    hist.add_column("side")
+    hist.add_column("steps", justify="right")
+    hist.add_column("events/step", justify="right")
+    hist.add_column("history bytes/step", justify="right")
+    hist.add_column("workflow input B", justify="right")
+    hist.add_column("activity input B", justify="right")
+    hist.add_column("activity result B", justify="right")
+    for side, stats in history.items():
+        hist.add_row(
+            side,
+            str(stats.steps),
+            f"{stats.events_per_step:.1f}",
+            f"{stats.bytes_per_step:,.0f}",
+            f"{stats.workflow_input_bytes:,}",
+            f"{stats.activity_input_bytes:,}",
+            f"{stats.activity_result_bytes:,}",
+        )
+    return hist
+
+
+def _ratio(m: Measurement, side: str, other: str) -> str:
+    ratio, (low, high) = m.compare(side, other)
+    if len(m.samples[side]) == 1:
+        return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
+    return f"{ratio:.2f}x [dim]({low:.2f}–{high:.2f})[/dim]"
+
+
+def _print_state(report: Report, console: Console) -> None:
+    """The loop with lifetime state against the same loop without, on both sides."""
+    rows = [m for m in report.measurements if m.group == "state"]
+    if not rows:
+        return
+    cfg = report.config
+    table = Table(
+        title="Lifetime state: the loop with state against the same loop without, both sides, "
+        "alternated; ratios of medians (quartiles of per-round ratios)"
+    )
+    table.add_column("measurement")
+    table.add_column("unit")
+    table.add_column("graphrunner: without → with", justify="right")
+    table.add_column("baseline: without → with", justify="right")
+    table.add_column("with state: gr / baseline", justify="right")
+    table.add_column("state's cost: gr", justify="right")
+    table.add_column("state's cost: baseline", justify="right")
+    table.add_column("aim", justify="right")
+    table.add_column("", justify="left")
+
+    def pair(m: Measurement, side: str, without: str | None) -> str:
+        if without is None:
+            return _cell(m, side)
+        return f"{_cell(m, without)} → {_cell(m, side)}"
+
+    for m in rows:
+        table.add_row(
+            _title(m),
+            m.unit,
+            pair(m, m.side, m.reference),
+            pair(m, m.against, m.against_reference),
+            _ratio(m, m.side, m.against),
+            _ratio(m, m.side, m.reference) if m.reference else "—",
+            _ratio(m, m.against, m.against_reference) if m.against_reference else "—",
+            _aim(m),
+            _verdict(m),
+        )
+    console.print(table)
+    for m in rows:
+        if m.cpu_ms_per_step:
+            shown = ", ".join(
+                f"{name} {cpu['worker_process']:.1f} + {cpu['server']:.1f}"
+                for name, cpu in m.cpu_ms_per_step.items()
+            )
+            console.print(
+                f"[dim]{m.title}, CPU ms per step of this process (client and workers) + the "
+                f"Temporal server, over the same lifetimes: {shown}.[/dim]"
+            )
+    added = report.state_added_bytes
+    n = cfg.state_history_steps
+    marks = sorted({2, n // 4, n // 2, 3 * n // 4, n - 1} & set(range(1, n + 1)))
+    shown = "; ".join(
+        f"{side} " + ", ".join(f"step {k} {by_step[k - 1]:,}" for k in marks)
+        for side, by_step in added.items()
+    )
+    console.print(
+        "[dim]State: four fields (a count with add, a list with append that grows one short "
+        "item a step, a number with max, a string with replace); the task updates all four "
+        "every step, the plan routes on the count. Latency: up to "
+        f"{cfg.state_reps} rounds of the four {cfg.state_steps}-step loops. History: one "
+        f"{n}-step lifetime of each (both loops of a side have the same events with the same "
+        "ids, so their difference is the state's)"
+        + (f"; history bytes the state adds to a step: {shown}" if added else "")
+        + f". The large state: one lifetime per side whose first task writes "
+        f"{cfg.state_big:,} characters into a fifth field; graphrunner's calls then go to the "
+        "blob store by reference (external payload storage, 256 KiB threshold), the baseline "
+        "(plain pydantic) keeps them inline.[/dim]"
+    )
+    console.print(_history_table("History of the state section's lifetimes", report.state_history))
 
 
 def _cpu_by_side(report: Report) -> dict[str, dict[str, float]]:
@@ -313,6 +400,17 @@ def _print_guardrails(report: Report, console: Console) -> None:
     )
 
 
+def _history_json(history: dict[str, HistoryStats]) -> dict[str, dict[str, object]]:
+    return {
+        side: {
+            **asdict(stats),
+            "events_per_step": stats.events_per_step,
+            "bytes_per_step": stats.bytes_per_step,
+        }
+        for side, stats in history.items()
+    }
+
+
 def print_json(report: Report) -> None:
     """Print the whole report as one JSON object."""
     out = {
@@ -321,17 +419,12 @@ def print_json(report: Report) -> None:
         "python": platform.python_version(),
         "seconds": report.seconds,
         "measurements": [m.to_json() for m in report.measurements],
-        "history": {
-            side: {
-                **asdict(stats),
-                "events_per_step": stats.events_per_step,
-                "bytes_per_step": stats.bytes_per_step,
-            }
-            for side, stats in report.history.items()
-        },
+        "history": _history_json(report.history),
         "converter_us_per_step": report.converter_us_per_step,
         "result_readback_ms": report.result_readback_ms,
         "guard_us_per_step": [asdict(cost) for cost in report.guard_cost],
+        "state_history": _history_json(report.state_history),
+        "state_added_bytes": report.state_added_bytes,
         "unavailable": report.unavailable,
         "core_warnings": report.core_warnings,
         "aims_met": all(m.met is not False for m in report.measurements),

@@ -1,8 +1,9 @@
 """The contestants: graphrunner (without records, or recording into a state DB) and the
 hand-written baseline, each on its own task queue.
 
-All hand out starters for the same three kinds of lifetime (a sequential Task+Plan loop, a
-fan-out loop, and one node that waits on `bench.gate.GATE`); `timed` starts one or many and
+All hand out starters for the same four kinds of lifetime (a sequential Task+Plan loop, the
+same loop holding a lifetime state, a fan-out loop, and one node that waits on
+`bench.gate.GATE`); `timed` starts one or many and
 measures wall time from the client until every result is in. Workers for all run in this
 process for the whole benchmark.
 """
@@ -15,13 +16,30 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from bench.baseline_activities import LoopInput, LoopResult, hold, noop_plan, noop_task
-from bench.baseline_workflows import FanOutWorkflow, HoldWorkflow, LocalLoopWorkflow, LoopWorkflow
-from bench.nodes import FanOut, Hold, Loop, Noop
-from graphrunner import AgentGraph, GraphBuilder, GraphrunnerClient, Settings
+from bench.baseline_activities import (
+    LoopInput,
+    LoopResult,
+    StateLoopInput,
+    StateLoopResult,
+    hold,
+    noop_plan,
+    noop_task,
+    state_plan,
+    state_task,
+)
+from bench.baseline_workflows import (
+    FanOutWorkflow,
+    HoldWorkflow,
+    LocalLoopWorkflow,
+    LoopWorkflow,
+    StateLoopWorkflow,
+)
+from bench.nodes import FanOut, Hold, Loop, Noop, Tally, UntilCount
+from graphrunner import AgentGraph, GraphBuilder, GraphrunnerClient, Settings, StateField
 from graphrunner.activities import Recorder
 from graphrunner.graph import GraphDefaults
 from graphrunner.guardrails import PolicySource
@@ -39,6 +57,7 @@ __all__ = [
     "graphrunner_client",
     "hold_graph",
     "loop_graph",
+    "state_graph",
     "timed",
 ]
 
@@ -54,6 +73,30 @@ def loop_graph(*, local: bool, steps: int) -> AgentGraph:
         GraphBuilder("bench-loop-local" if local else "bench-loop", defaults=DEFAULTS)
         .task("work", Noop)
         .plan("loop", Loop, local=local, config={"steps": steps})
+        .edge("work", "loop")
+        .edge("loop", "work")
+        .final("loop")
+        .build()
+    )
+
+
+def state_graph(*, steps: int, big: int = 0) -> AgentGraph:
+    """`loop_graph`'s loop holding a lifetime state of four small fields (`bench.nodes.Tally`
+    updates them every step, `UntilCount` routes on them), and with ``big`` a fifth that the
+    first task fills with ``big`` characters."""
+    fields = {
+        "count": StateField(type="integer", reducer="add"),
+        "notes": StateField(type="array", reducer="append"),
+        "best": StateField(type="number", reducer="max"),
+        "last": StateField(type="string"),
+    }
+    if big:
+        fields["doc"] = StateField(type="string")
+    return (
+        GraphBuilder("bench-state-big" if big else "bench-state", defaults=DEFAULTS)
+        .state(fields)
+        .task("work", Tally, config={"big": big} if big else {})
+        .plan("loop", UntilCount, config={"steps": steps})
         .edge("work", "loop")
         .edge("loop", "work")
         .final("loop")
@@ -88,6 +131,8 @@ class Side(Protocol):
     def worker(self) -> Worker: ...
 
     def loop(self, steps: int, *, local: bool) -> Starter: ...
+
+    def stateful(self, steps: int, *, big: int = 0) -> Starter: ...
 
     def fan(self, rounds: int, branches: int) -> Starter: ...
 
@@ -152,6 +197,7 @@ class Graphrunner:
                 raise ValueError("a recording side needs a blob store for large results")
             self.recorder = Recorder(records, blobs, inline_limit=settings.inline_limit_bytes)
         self.graphs: dict[tuple[bool, int], AgentGraph] = {}
+        self.state_graphs: dict[tuple[int, int], AgentGraph] = {}
         self.fan_graphs: dict[tuple[int, int], AgentGraph] = {}
         self.hold_graph: AgentGraph | None = None
 
@@ -176,6 +222,12 @@ class Graphrunner:
         if (local, steps) not in self.graphs:
             self.graphs[local, steps] = loop_graph(local=local, steps=steps)
         graph = self.graphs[local, steps]
+        return lambda: self.runner.start(graph, None)
+
+    def stateful(self, steps: int, *, big: int = 0) -> Starter:
+        if (steps, big) not in self.state_graphs:
+            self.state_graphs[steps, big] = state_graph(steps=steps, big=big)
+        graph = self.state_graphs[steps, big]
         return lambda: self.runner.start(graph, None)
 
     def fan(self, rounds: int, branches: int) -> Starter:
@@ -204,20 +256,28 @@ class Baseline:
         return Worker(
             self.client,
             task_queue=BASE_QUEUE,
-            workflows=[LoopWorkflow, LocalLoopWorkflow, FanOutWorkflow, HoldWorkflow],
-            activities=[noop_task, noop_plan, hold],
+            workflows=[
+                LoopWorkflow,
+                LocalLoopWorkflow,
+                StateLoopWorkflow,
+                FanOutWorkflow,
+                HoldWorkflow,
+            ],
+            activities=[noop_task, noop_plan, state_task, state_plan, hold],
             max_concurrent_activities=ACTIVITY_SLOTS,
             max_eager_activity_reservations_per_workflow_task=10,
         )
 
-    def _start(self, workflow: str, inp: LoopInput) -> Starter:
+    def _start(
+        self, workflow: str, inp: BaseModel, result_type: type[BaseModel] = LoopResult
+    ) -> Starter:
         def start() -> Awaitable[WorkflowHandle[Any, Any]]:
             return self.client.start_workflow(
                 workflow,
                 inp,
                 id=f"{workflow}-{uuid.uuid4().hex[:12]}",
                 task_queue=BASE_QUEUE,
-                result_type=LoopResult,
+                result_type=result_type,
             )
 
         return start
@@ -225,6 +285,9 @@ class Baseline:
     def loop(self, steps: int, *, local: bool) -> Starter:
         workflow = "BenchLocalLoop" if local else "BenchLoop"
         return self._start(workflow, LoopInput(steps=steps))
+
+    def stateful(self, steps: int, *, big: int = 0) -> Starter:
+        return self._start("BenchStateLoop", StateLoopInput(steps=steps, big=big), StateLoopResult)
 
     def fan(self, rounds: int, branches: int) -> Starter:
         return self._start("BenchFanOut", LoopInput(rounds=rounds, branches=branches))
