@@ -43,12 +43,12 @@ class MapInput(Plan):
 
 
 class SlowFirst(Task):
-    """Item i of n sleeps (n - i) * 40 ms, so branches finish in reverse item order; it
+    """Item i of n sleeps (n - i) * 100 ms, so branches finish in reverse item order; it
     appends itself, adds itself, and tags itself; its output is the state it started from."""
 
     async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
         i, n = data
-        await asyncio.sleep((n - i) * 0.04)
+        await asyncio.sleep((n - i) * 0.1)
         return TaskResult(
             output=dict(ctx.state), update={"order": [i], "total": i, "tags": [f"t{i}"]}
         )

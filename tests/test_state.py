@@ -233,6 +233,9 @@ async def test_the_state_command_prints_any_step(
     table = await asyncio.to_thread(graphrunner, "state", lid, env=environ)
     assert table.returncode == 0, table.stderr
     assert '"check 3"' in table.stdout and "[1, 2, 3]" in table.stdout
+    status = await asyncio.to_thread(graphrunner, "status", lid, env=environ)
+    assert status.returncode == 0, status.stderr
+    assert "state" in status.stdout and '{"n1": 1, "n2": 2, "n3": 3}' in status.stdout
     stateless = await asyncio.to_thread(graphrunner, "state", "nope-nope", env=environ)
     assert stateless.returncode != 0 and "Traceback" not in stateless.stderr
 
@@ -268,6 +271,7 @@ async def test_ten_parallel_updates_join_in_branch_order_and_replay_alike(
     during = await client.state(handle.id)
     before = {"order": [], "total": 0, "tags": None}  # a named reducer starts from null
     assert during.state == before, "branches join at the JOIN"
+    assert (await client.status(handle.id)).state == before, "status shows the state now"
     result = await handle.result()
     assert result.output["state"] == {
         "order": list(range(n)),

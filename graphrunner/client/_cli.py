@@ -26,7 +26,7 @@ from typer.core import TyperCommand
 
 from graphrunner._settings import Settings
 from graphrunner._types import LifetimeResult, StepRecord
-from graphrunner._values import BadValue, parse_json
+from graphrunner._values import BadValue, clip, parse_json
 from graphrunner.client._client import (
     GraphrunnerClient,
     LifetimeInfo,
@@ -78,6 +78,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_STATE_CELL = 2000  # characters of one state value in a table (--json shows it whole)
 
 
 def _visible(text: str) -> str:
@@ -459,6 +460,8 @@ def status(
                 soft_wrap=True,
             )
         out.print(_steps_table(info.steps, "steps"))
+        if info.state is not None:
+            out.print(_state_table(info.state, None, "state"))
         _print_children(info, "  ")
         out.print(_text(info.ui_url))
 
@@ -746,18 +749,25 @@ def state(
             title = (
                 f"state of {lifetime_id} after step {found.step} ({found.node} · {found.iteration})"
             )
-        table = _table(title, ["field", "value", "update"])
-        update = found.update or {}
-        for name, value in (found.state or {}).items():
-            _row(
-                table,
-                name,
-                json.dumps(value, ensure_ascii=False),
-                json.dumps(update[name], ensure_ascii=False) if name in update else "",
-            )
-        out.print(table)
+        out.print(_state_table(found.state or {}, found.update or {}, title))
 
     _run(go())
+
+
+def _state_table(state: dict[str, Any], update: dict[str, Any] | None, title: str) -> Table:
+    """One row per state field: its value (and the update that made it), as JSON."""
+    columns = ["field", "value"] + (["update"] if update is not None else [])
+    table = _table(title, columns)
+    for name, value in state.items():
+        cells = [name, clip(json.dumps(value, ensure_ascii=False), _STATE_CELL)]
+        if update is not None:
+            cells.append(
+                clip(json.dumps(update[name], ensure_ascii=False), _STATE_CELL)
+                if name in update
+                else ""
+            )
+        _row(table, *cells)
+    return table
 
 
 @app.command("list")

@@ -164,6 +164,9 @@ class LifetimeInfo:
     stalled: str | None = None
     children: dict[str, LifetimeInfo] = field(default_factory=dict)
     """The status of each sub-graph task's child lifetime, by its id (see `StepRecord.child`)."""
+    state: dict[str, Any] | None = None
+    """The lifetime state (graphs that declare one): at its end when it completed, else now
+    if a worker answered the ``state`` query within a few seconds."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -518,6 +521,11 @@ class GraphrunnerClient:
         if status is WorkflowExecutionStatus.RUNNING:
             guardrails = await self._guardrails(lifetime_id, quick=True)
             paused = guardrails.paused if guardrails else []
+        graph, completed, state = await state_from_history(history, self.temporal.data_converter)
+        if not completed and graph is not None and graph.state is not None:
+            state = (
+                await self._state_now(handle) if status is WorkflowExecutionStatus.RUNNING else None
+            )
         nested: dict[str, LifetimeInfo] = {}
         for step in steps if children else ():
             if step.child is not None and step.child not in nested:
@@ -542,7 +550,19 @@ class GraphrunnerClient:
             stalled=stall_from_history(history)
             if status is WorkflowExecutionStatus.RUNNING
             else None,
+            state=state,
         )
+
+    @staticmethod
+    async def _state_now(handle: WorkflowHandle[Any, Any]) -> dict[str, Any] | None:
+        """A running lifetime's state, if a worker answers its query soon (status needs none)."""
+        try:
+            now: dict[str, Any] | None = await handle.query(
+                "state", result_type=dict, rpc_timeout=timedelta(seconds=3)
+            )
+        except (RPCError, WorkflowQueryFailedError):
+            return None
+        return now
 
     async def guardrails(self, lifetime_id: str) -> GuardrailStatus:
         """A running lifetime's guardrails: its rules, why it is paused, decisions so far.
