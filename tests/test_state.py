@@ -354,3 +354,18 @@ async def test_a_large_state_travels_by_reference(recorded: GraphrunnerClient) -
         f"calls carrying a 300 KiB state go by reference: {sizes}"
     )
     await assert_replays(recorded.temporal, handle, blobs=recorded.blobs)
+
+
+def test_an_unknown_key_in_a_state_field_names_the_keys_it_takes(tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "name: typo\nversion: 1.0.0\nstate:\n  score: {typ: number}\n"
+        "nodes:\n  - {name: t, kind: task, impl: 'tests.state_nodes:Tag'}\n"
+        "edges:\n  - {from: t, type: FINAL}\n"
+    )
+    with pytest.raises(GraphError) as caught:
+        load_graph(path)
+    [issue] = caught.value.issues
+    assert issue.line == 4
+    assert "expected one of: type, reducer, default, description" in issue.message
+    assert "did you mean 'type'?" in issue.message

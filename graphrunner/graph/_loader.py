@@ -492,18 +492,28 @@ def _where(data: Mapping[str, Any], loc: Loc) -> str | None:
 def _fields_at(loc: Loc) -> list[str]:
     """The keys allowed in the mapping at ``loc``, as YAML spells them."""
     model: type[BaseModel] | None = AgentGraph
+    keyed = False  # the next part is a key of a mapping of models (``state: {name: ...}``)
     for part in loc:
         if model is None:
             return []
-        if isinstance(part, int):
+        if isinstance(part, int) or keyed:
+            keyed = False
             continue
         info = model.model_fields.get(str(part)) or next(
             (info for info in model.model_fields.values() if info.alias == part), None
         )
         model = _model_in(info.annotation) if info is not None else None
+        keyed = info is not None and _is_mapping(info.annotation)
     if model is None:
         return []
     return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """Whether an annotation such as ``dict[str, X] | None`` is a mapping."""
+    if typing.get_origin(annotation) is dict:
+        return True
+    return any(_is_mapping(arg) for arg in typing.get_args(annotation) if arg is not type(None))
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
