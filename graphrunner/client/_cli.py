@@ -490,6 +490,9 @@ def _print_children(info: LifetimeInfo, indent: str) -> None:
             )
         )
         out.print(_steps_table(child.steps, f"{indent}steps of {step.node} · {step.iteration}"))
+        if child.state is not None:
+            out.print(_text(f"{indent}state of {step.node} · {step.iteration}:"))
+            out.print(_state_table(child.state, None, ""))
         _print_children(child, indent + "  ")
 
 
