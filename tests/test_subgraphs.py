@@ -348,3 +348,7 @@ async def test_cli_status_shows_the_child_steps_under_the_node(
     assert payload["steps"][1]["child"] == child_id
     nested = payload["children"][child_id]["steps"]
     assert [s["node"] for s in nested] == ["work", "done"]
+    # The child's UI link escapes the '/' in its id (raw, the UI reads it as a run id).
+    assert payload["children"][child_id]["ui_url"].endswith(
+        "/workflows/" + child_id.replace("/", "%2F")
+    )

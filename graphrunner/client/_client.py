@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
 from temporalio.api.enums.v1 import IndexedValueType
@@ -741,7 +742,11 @@ class GraphrunnerClient:
         return stream_result(record, self.blobs)
 
     def ui_url(self, lifetime_id: str) -> str:
-        """Link to the lifetime in the Temporal Web UI."""
-        return (
-            f"{self.settings.web_ui()}/namespaces/{self.temporal.namespace}/workflows/{lifetime_id}"
-        )
+        """Link to the lifetime in the Temporal Web UI.
+
+        The id is escaped: a child lifetime's (``parent/solve-1-…``) holds a slash, which the
+        UI would read as a run id.
+        """
+        namespace = quote(self.temporal.namespace, safe="")
+        workflow_id = quote(lifetime_id, safe="")
+        return f"{self.settings.web_ui()}/namespaces/{namespace}/workflows/{workflow_id}"
