@@ -27,6 +27,7 @@ __all__ = [
     "ExecutionHeader",
     "InheritedGuard",
     "LifetimeInput",
+    "LifetimePhase",
     "LifetimeResult",
     "LifetimeStatus",
     "NodeOutput",
@@ -412,6 +413,18 @@ def check_format(inp: LifetimeInput) -> None:
             f"{INPUT_FORMAT}); this worker runs format {INPUT_FORMAT} only. Run it on a worker "
             "of that graphrunner version, or terminate it"
         )
+
+
+class LifetimePhase(StrEnum):
+    """Where a lifetime is, as the ``GraphrunnerStatus`` search attribute says it."""
+
+    RUNNING = "running"
+    WAITING = "waiting"  # for a person (a human-input step)
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
 
 
 class StepStatus(StrEnum):

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         RUN_PLAN,
         RUN_TASK,
         LifetimeInput,
+        LifetimePhase,
         LifetimeResult,
         LifetimeStatus,
         NodeOutput,
@@ -185,6 +186,7 @@ class AgentLifetimeWorkflow:
         self._iterations: Counter[str] = Counter()
         self._steps: list[StepRecord] = []
         self._scope = _Scope(None)
+        self._phase = LifetimePhase.RUNNING
         # What the executions spent (children included), reported to a parent lifetime.
         self._spent = Telemetry()
         # Graphs plans generated, by the plan execution (node, iteration) that returned them.
@@ -266,6 +268,14 @@ class AgentLifetimeWorkflow:
             state=self._scope.state,
             telemetry=self._spent if self._spent != Telemetry() else None,
         )
+
+    def _mark(self, phase: LifetimePhase) -> None:
+        """Say where the lifetime is now (running, waiting for a person, ...).
+
+        The one place a phase changes, so the ``GraphrunnerStatus`` search attribute and
+        the UI can follow it.
+        """
+        self._phase = phase
 
     @workflow.query(name="status")
     def status(self) -> LifetimeStatus:
