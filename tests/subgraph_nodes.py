@@ -47,6 +47,13 @@ async def first_then_finish(ctx: NodeContext, results: list[NodeOutput]) -> Plan
     return PlanResult.finish(results[0].output)
 
 
+@plan
+async def slowly_first_then_finish(ctx: NodeContext, results: list[NodeOutput]) -> PlanResult:
+    """`first_then_finish` after ``config.sleep_s`` seconds."""
+    await asyncio.sleep(float(ctx.config.get("sleep_s", 0)))
+    return await first_then_finish(ctx, results)
+
+
 VALID = """
 name: generated
 version: 1.0.0

@@ -20,7 +20,7 @@ from graphrunner.guardrails import parse_policy
 from graphrunner.worker import build_worker
 from tests.conftest import assert_replays
 from tests.nodes import LoopThenFinish
-from tests.subgraph_nodes import first_then_finish, generate
+from tests.subgraph_nodes import first_then_finish, generate, slowly_first_then_finish
 from tests.test_cli_lifetimes import cli_env
 from tests.test_cli_lifetimes import graphrunner as run_cli
 
@@ -191,6 +191,33 @@ async def test_cancelling_the_parent_cancels_its_child(client: GraphrunnerClient
     await handle.cancel()
     assert await _status(client, handle.id) is WorkflowExecutionStatus.CANCELED
     assert await _status(client, child_id) is WorkflowExecutionStatus.CANCELED
+    await _replay_all(client, handle)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_pause_by_hand_holds_a_child_lifetime_before_it_starts(
+    client: GraphrunnerClient,
+) -> None:
+    graph = (
+        GraphBuilder("paused-parent", version="1.0.0")
+        .plan("start", slowly_first_then_finish, config={"sleep_s": 1.0})
+        .subgraph("child", GRAPHS / "point.yaml")
+        .edge("start", "child")
+        .edge("child", "start")
+        .final("start")
+        .build()
+    )
+    handle = await client.start(graph, 3)
+    while not (await client.status(handle.id)).running:
+        await asyncio.sleep(0.05)
+    await client.pause(handle.id, reason="hold the child")  # while the plan decides
+    await asyncio.sleep(2.0)  # the plan has finished by now and chose the child
+    info = await client.status(handle.id)
+    assert [s.node for s in info.steps] == ["start"] and info.paused, "the child's start waits"
+    assert await _children(client, handle) == [], "no child lifetime started while paused"
+    await client.resume(handle.id)
+    assert (await handle.result()).output == 9
+    assert len(await _children(client, handle)) == 1
     await _replay_all(client, handle)
 
 

@@ -161,6 +161,9 @@ class _Outbound(WorkflowOutboundInterceptor):
         inp = input.args[0] if input.args else None
         if input.workflow != LIFETIME_WORKFLOW or not isinstance(inp, LifetimeInput):
             return await self.next.start_child_workflow(input)
+        # A pause by hand holds a child's start as it holds any node of this lifetime.
+        if inp.parent is not None and self._gate.holds.paused_by_hand:
+            await self._gate.holds.wait_manual(inp.parent.node, inp.parent.iteration)
         inp = self._gate.inherit(inp)
         input.args = [inp, *input.args[1:]]
         handle = await self.next.start_child_workflow(input)
