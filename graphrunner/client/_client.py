@@ -204,6 +204,10 @@ class LifetimeInfo:
     state: dict[str, Any] | None = None
     """The lifetime state (graphs that declare one): at its end when it completed, else now
     if a worker answered the ``state`` query within a few seconds."""
+    phase: str | None = None
+    """graphrunner's own status (the ``GraphrunnerStatus`` search attribute): running,
+    waiting, paused, completed, failed, aborted or cancelled; None for a lifetime started
+    without it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -731,6 +735,7 @@ class GraphrunnerClient:
             if status is WorkflowExecutionStatus.RUNNING
             else None,
             state=state,
+            phase=desc.typed_search_attributes.get(STATUS_KEY),
         )
 
     @staticmethod
