@@ -831,6 +831,12 @@ class GraphrunnerClient:
         request = _request(AbortRequest, "cancel", reason=reason)  # the same bounds
         handle = self.temporal.get_workflow_handle(lifetime_id)
         try:
+            # The server accepts a cancel of a closed workflow, and does nothing: say so.
+            status = (await handle.describe()).status
+            if status not in (None, WorkflowExecutionStatus.RUNNING):
+                raise ControlRefused(
+                    "cancel", lifetime_id, f"the lifetime is {status.name.lower()}"
+                )
             await handle.cancel(reason=request.reason)
         except RPCError as exc:
             raise ControlRefused("cancel", lifetime_id, exc.message) from None
@@ -884,7 +890,9 @@ class GraphrunnerClient:
         try:
             answer: _R = await handle.execute_update(update, request, result_type=result)
         except (WorkflowUpdateFailedError, RPCError) as exc:
-            raise ControlRefused(verb, lifetime_id, _cause(exc)) from None
+            # A validator's refusal comes back as "ValueError: <why>": the why is the answer.
+            reason = _cause(exc).removeprefix("ValueError: ")
+            raise ControlRefused(verb, lifetime_id, reason) from None
         return answer
 
     async def state(self, lifetime_id: str, *, step: int | None = None) -> StateAt:
