@@ -21,10 +21,12 @@ from graphrunner.guardrails._policy import Policy
 from graphrunner.guardrails._wire import TallyValue
 
 __all__ = [
+    "FIRST_QUESTION",
     "INPUT_FORMAT",
     "RUN_PLAN",
     "RUN_TASK",
     "ExecutionHeader",
+    "FirstQuestion",
     "InheritedGuard",
     "LifetimeInput",
     "LifetimePhase",
@@ -34,6 +36,7 @@ __all__ = [
     "ParentLink",
     "PlanCall",
     "PlanResult",
+    "QuestionRequest",
     "Rejection",
     "StepRecord",
     "StepStatus",
@@ -425,6 +428,27 @@ class LifetimePhase(StrEnum):
     FAILED = "failed"
     ABORTED = "aborted"
     CANCELLED = "cancelled"
+
+
+#: The update that waits until a lifetime first waits for a person (or ends without asking).
+FIRST_QUESTION = "graphrunner.first_question"
+
+
+class QuestionRequest(_Model):
+    """Input of the ``graphrunner.first_question`` update (no fields yet)."""
+
+
+class FirstQuestion(_Model):
+    """Answer of the ``graphrunner.first_question`` update.
+
+    Attributes:
+        phase: ``waiting`` when the lifetime waits for a person; else the phase it ended in
+            (completed, failed, aborted, cancelled) without asking anyone.
+        question: What the lifetime asks, when a human-input step provides it.
+    """
+
+    phase: LifetimePhase
+    question: Any = None
 
 
 class StepStatus(StrEnum):

@@ -39,6 +39,9 @@ __all__ = [
 
 _MAX_ACTIVITIES = 100
 _STICKY_TIMEOUT = timedelta(seconds=10)  # the SDK's default
+# How often a node without a heartbeat timeout reports (and so learns of a cancellation);
+# the SDK's default is 30 s.
+_HEARTBEAT_THROTTLE = timedelta(seconds=10)
 
 
 class _FromSettings:
@@ -124,6 +127,7 @@ def build_worker(
         config["data_converter"] = plugin.converter_for(temporal.data_converter)
         temporal = Client(**config)
     options.setdefault("max_eager_activity_reservations_per_workflow_task", 10)
+    options.setdefault("default_heartbeat_throttle_interval", _HEARTBEAT_THROTTLE)
     with warnings.catch_warnings():
         # A client connected with the plugin hands it to the worker too; the worker's own
         # plugin (with its recorder and policies) replaces its parts, by design.

@@ -17,9 +17,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from graphrunner import GraphrunnerClient, Settings
+from graphrunner._attributes import SEARCH_ATTRIBUTES
 from graphrunner._types import parse_step_summary
 from graphrunner.client import temporal_binary
-from graphrunner.client._client import GRAPH_KEY, TENANT_KEY
 from graphrunner.client._devserver import TUNING_ARGS
 from graphrunner.plugin import GraphrunnerPlugin
 from graphrunner.stores import BlobStore
@@ -35,7 +35,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=pydantic_data_converter,
-        search_attributes=[GRAPH_KEY, TENANT_KEY],
+        search_attributes=list(SEARCH_ATTRIBUTES),
         dev_server_extra_args=list(TUNING_ARGS),
     )
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from graphrunner import NodeContext, NodeOutput, Plan, PlanResult, Task, TaskResult
+from graphrunner._types import Telemetry
 
 
 class Echo(Task):
@@ -173,3 +174,28 @@ class Update(Task):
 
     async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
         return TaskResult(output=data, update=dict(ctx.config["update"]))
+
+
+class WaitForCancel(Task):
+    """Runs until cancelled; then writes the file ``config.seen`` (proof the node heard)."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> Any:
+        import asyncio
+        from pathlib import Path
+
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            Path(ctx.config["seen"]).write_text("cancelled")
+            raise
+        return None
+
+
+class Costly(Task):
+    """Reports ``config.cost`` USD (default 0.25) per run, as a priced LLM call would."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
+        return TaskResult(
+            output={"iteration": ctx.iteration},
+            telemetry=Telemetry(tokens_in=10, cost_usd=ctx.config.get("cost", 0.25), model="m"),
+        )

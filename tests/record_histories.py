@@ -19,8 +19,8 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from graphrunner._attributes import SEARCH_ATTRIBUTES
 from graphrunner.client import temporal_binary
-from graphrunner.client._client import GRAPH_KEY, TENANT_KEY
 from graphrunner.client._devserver import TUNING_ARGS
 from graphrunner.guardrails import PolicySource
 from graphrunner.stores import RecordStore
@@ -91,7 +91,7 @@ async def main() -> None:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=pydantic_data_converter,
-        search_attributes=[GRAPH_KEY, TENANT_KEY],
+        search_attributes=list(SEARCH_ATTRIBUTES),
         dev_server_extra_args=list(TUNING_ARGS),
     )
     try:

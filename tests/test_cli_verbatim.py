@@ -131,14 +131,16 @@ def test_db_upgrade_then_status_report_the_schema_version(tmp_path: Path) -> Non
     assert f"schema version {SCHEMA_VERSION} (this graphrunner: {SCHEMA_VERSION})" in status.stdout
 
 
-def test_a_second_run_with_the_same_id_is_one_clear_line(server_env: dict[str, str]) -> None:
+def test_a_second_run_with_the_same_id_attaches_in_one_clear_line(
+    server_env: dict[str, str],
+) -> None:
     example = str(Path(__file__).resolve().parent.parent / "examples" / "research.yaml")
     first = graphrunner("run", example, "--id", "same-id-twice", env=server_env)
     assert first.returncode == 0, first.stderr
     second = graphrunner("run", example, "--id", "same-id-twice", env=server_env)
-    assert second.returncode == 1
-    [line] = second.stderr.strip().splitlines()
-    assert line == "error: a lifetime with id 'same-id-twice' already exists: choose another --id"
+    assert second.returncode == 0, second.stderr
+    line = second.stdout.strip().splitlines()[0]
+    assert line == "already running, attached to lifetime same-id-twice"
 
 
 def test_control_characters_in_user_text_never_reach_the_terminal(tmp_path: Path) -> None:

@@ -254,11 +254,18 @@ async def test_build_worker_keeps_the_clients_plugins_single_and_its_failure_con
 async def test_a_handle_reads_the_path_of_its_own_run_when_the_id_is_reused(
     client: GraphrunnerClient,
 ) -> None:
+    from graphrunner.workflows import LIFETIME_WORKFLOW
+
     lifetime_id = f"reused-{uuid.uuid4().hex[:8]}"
     async with build_worker(client, recorder=None):
         first = await client.start(loop("first", rounds=1), None, id=lifetime_id)
         await first.result()
-        second = await client.start(loop("second", rounds=3), None, id=lifetime_id)
+        # client.start attaches to the closed lifetime (one lifetime per id); a start by
+        # other means (the temporal CLI, another SDK) may reuse the id.
+        _, arg, _ = client._lifetime_input(loop("second", rounds=3), None, id=None, tenant="t")
+        second = await client.temporal.start_workflow(
+            LIFETIME_WORKFLOW, arg, id=lifetime_id, task_queue=client.settings.task_queue
+        )
         await second.result()
         # A handle of the first run: its output and its path, not the newer run's.
         result = await first.result()

@@ -56,6 +56,7 @@ __all__ = ["RUN_PLAN", "RUN_TASK", "NodeActivities"]
 _log = logging.getLogger("graphrunner.node")
 _ERROR_LIMIT = 64 * 1024  # characters of a node's error message sent to Temporal
 _ROUTERS_KEPT = 1024  # compiled routing plans kept per worker
+_BEAT_WITHOUT_TIMEOUT_S = 2.0  # heartbeat calls of a node without a heartbeat timeout
 R = TypeVar("R", TaskResult, PlanResult)
 
 
@@ -156,20 +157,27 @@ def _state(call: TaskCall | PlanCall) -> Mapping[str, Any]:
 
 @contextlib.asynccontextmanager
 async def _heartbeating() -> AsyncIterator[None]:
-    """Heartbeat in the background while the node runs, when the node has a heartbeat timeout.
+    """Heartbeat in the background while the node runs.
 
-    Node authors need not heartbeat themselves: a crashed worker is then noticed within the
-    heartbeat timeout instead of the (usually much longer) start-to-close timeout.
+    Node authors need not heartbeat themselves. With a heartbeat timeout, a crashed worker
+    is noticed within it instead of the (usually much longer) start-to-close timeout.
+    Without one the node heartbeats anyway, as often as the worker's heartbeat throttle lets
+    it (``build_worker`` sets 10 s): a heartbeat's answer is how a running node learns that
+    its lifetime was cancelled (``graphrunner cancel``), and the body is then cancelled.
+    Local activities (local plans) need none: their worker cancels them directly.
     """
-    timeout = activity.info().heartbeat_timeout
-    if not timeout or activity.info().is_local:
+    if activity.info().is_local:
         yield
         return
+    timeout = activity.info().heartbeat_timeout
+    # The SDK sends at most one heartbeat per throttle interval; beating more often only
+    # keeps the latest one fresh.
+    every = timeout.total_seconds() / 3 if timeout else _BEAT_WITHOUT_TIMEOUT_S
 
     async def beat() -> None:
         while True:
             activity.heartbeat()
-            await asyncio.sleep(timeout.total_seconds() / 3)
+            await asyncio.sleep(every)
 
     pulse = asyncio.create_task(beat())
     try:

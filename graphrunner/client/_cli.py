@@ -350,19 +350,31 @@ def run(
         client = await GraphrunnerClient.connect(settings)
         handle = await client.start(model, data, id=lifetime_id, tenant=tenant)
         link = client.ui_url(handle.id)
+        # A repeated start attaches to the lifetime with that id (one lifetime per id).
+        if handle.attached is None:
+            said = "started lifetime"
+        elif handle.attached == "running":
+            said = "already running, attached to lifetime"
+        else:
+            said = f"already ran ({handle.attached}), attached to lifetime"
         if not wait:
             if as_json:
                 print(
                     json.dumps(
-                        {"lifetime_id": handle.id, "run_id": handle.result_run_id, "ui_url": link}
+                        {
+                            "lifetime_id": handle.id,
+                            "run_id": handle.result_run_id,
+                            "ui_url": link,
+                            "attached": handle.attached,
+                        }
                     )
                 )
             else:
-                out.print(f"started lifetime [bold]{_esc(handle.id)}[/]\n{_esc(link)}")
+                out.print(f"{said} [bold]{_esc(handle.id)}[/]\n{_esc(link)}")
             return
         if not as_json:
             out.print(
-                f"started lifetime [bold]{_esc(handle.id)}[/] ({_esc(link)}); waiting…",
+                f"{said} [bold]{_esc(handle.id)}[/] ({_esc(link)}); waiting…",
                 highlight=False,
             )
         try:
@@ -428,7 +440,10 @@ def status(
             print(json.dumps(_status_json(info), indent=2))
             return
         out.print(
-            f"lifetime [bold]{_esc(info.lifetime_id)}[/]: {info.status}  "
+            f"lifetime [bold]{_esc(info.lifetime_id)}[/]: {info.status}"
+            # What Temporal's status cannot say: waiting for a person, paused, aborted.
+            + (f" ({info.phase})" if info.phase in ("waiting", "paused", "aborted") else "")
+            + "  "
             f"(graph {_esc(str(info.graph_name))}, tenant {_esc(str(info.tenant))}, "
             f"started {info.started_at})",
             highlight=False,
@@ -494,80 +509,6 @@ def _print_children(info: LifetimeInfo, indent: str) -> None:
             out.print(_text(f"{indent}state of {step.node} · {step.iteration}:"))
             out.print(_state_table(child.state, None, ""))
         _print_children(child, indent + "  ")
-
-
-@app.command()
-def resume(
-    lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
-    when: Annotated[
-        str | None,
-        typer.Option(help="New condition for the rule that paused it, e.g. 'sum(cost_usd) > 5'."),
-    ] = None,
-    rule: Annotated[
-        str | None, typer.Option(help="Rule that --when replaces (default: the one that paused).")
-    ] = None,
-    reason: Annotated[str, typer.Option(help="Why; kept in the decision record.")] = "",
-    as_json: JsonFlag = False,
-) -> None:
-    """Resume a lifetime paused by a guardrail or by hand, optionally raising the limit."""
-    settings = _settings()
-
-    async def go() -> None:
-        client = await GraphrunnerClient.connect(settings)
-        result = await client.resume(lifetime_id, when=when, rule=rule, reason=reason)
-        if as_json:
-            print(result.model_dump_json(indent=2))
-            return
-        out.print(_text(f"resumed {lifetime_id} (paused by {', '.join(result.resumed)})"))
-        for name, condition in result.replaced.items():
-            out.print(_text(f"rule {name} is now: {condition}"))
-
-    _run(go())
-
-
-@app.command()
-def abort(
-    lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
-    reason: Annotated[str, typer.Option(help="Why; recorded and shown as the failure.")] = "",
-    as_json: JsonFlag = False,
-) -> None:
-    """End a lifetime now, as a failure that is not retried; running nodes cannot finish."""
-    settings = _settings()
-
-    async def go() -> None:
-        client = await GraphrunnerClient.connect(settings)
-        decision = await client.abort(lifetime_id, reason=reason)
-        if as_json:
-            print(decision.model_dump_json(indent=2))
-            return
-        out.print(_text(f"aborted {lifetime_id}: {reason or 'no reason given'}"))
-
-    _run(go())
-
-
-@app.command()
-def pause(
-    lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
-    reason: Annotated[str, typer.Option(help="Why; shown in status and the UI.")] = "",
-    as_json: JsonFlag = False,
-) -> None:
-    """Pause a lifetime by hand: no node is scheduled until 'graphrunner resume'."""
-    settings = _settings()
-
-    async def go() -> None:
-        client = await GraphrunnerClient.connect(settings)
-        info = await client.pause(lifetime_id, reason=reason)
-        if as_json:
-            print(info.model_dump_json(indent=2))
-            return
-        out.print(
-            _text(
-                f"paused {lifetime_id}: running nodes finish, no new one starts until "
-                f"'graphrunner resume {lifetime_id}'"
-            )
-        )
-
-    _run(go())
 
 
 @app.command()
@@ -943,6 +884,9 @@ def main() -> None:
     sys.stderr.flush()
     os._exit(code)
 
+
+# pause, resume, abort, cancel (one lifetime or --query) and setup: their own module.
+from graphrunner.client import _cli_control  # noqa: E402, F401  (registers the commands)
 
 if __name__ == "__main__":
     main()

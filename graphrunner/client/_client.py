@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -14,10 +14,9 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
@@ -25,24 +24,46 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.envconfig import ClientConfig
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from graphrunner._attributes import (
+    GRAPH_KEY,
+    SEARCH_ATTRIBUTES,
+    STATUS_KEY,
+    TENANT_KEY,
+    start_attributes,
+)
 from graphrunner._settings import Settings
 from graphrunner._types import (
+    FIRST_QUESTION,
     INPUT_FORMAT,
+    FirstQuestion,
     LifetimeInput,
+    LifetimePhase,
     LifetimeResult,
+    QuestionRequest,
     StepRecord,
     StepStatus,
 )
 from graphrunner._values import BadValue, check_value
+from graphrunner.client._control import BULK_LIMIT, BulkOutcome, matching_lifetimes, run_bulk
 from graphrunner.client._history import (
     failure_from_history,
     run_of,
     stall_from_history,
     steps_from_history,
+)
+from graphrunner.client._setup import (
+    AttributeSetup,
+    present_attributes,
+    setup_search_attributes,
 )
 from graphrunner.client._state_view import StateAt, state_after
 from graphrunner.client._state_view import from_history as state_from_history
@@ -76,6 +97,9 @@ from graphrunner.workflows import LIFETIME_WORKFLOW
 from graphrunner.workflows._checks import graph_issues
 
 __all__ = [
+    "GRAPH_KEY",
+    "TENANT_KEY",
+    "ControlRefused",
     "GraphrunnerClient",
     "LifetimeHandle",
     "LifetimeInfo",
@@ -85,8 +109,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("graphrunner.client")
-GRAPH_KEY = SearchAttributeKey.for_keyword("GraphrunnerGraph")
-TENANT_KEY = SearchAttributeKey.for_keyword("GraphrunnerTenant")
 
 _R = TypeVar("_R")
 # What a lost or restarting server looks like to a client: worth trying again.
@@ -100,6 +122,20 @@ _TRANSIENT = {
 }
 _PROBE_TIMEOUT = timedelta(seconds=5)
 _QUERY_TIMEOUT = timedelta(seconds=10)  # a running lifetime's queries need a worker
+
+
+class ControlRefused(GraphrunnerError):
+    """A lifetime refused (or could not take) a pause, resume, abort or cancel.
+
+    Attributes:
+        lifetime_id: The lifetime.
+        reason: Its answer, e.g. "the lifetime is already paused by hand".
+    """
+
+    def __init__(self, verb: str, lifetime_id: str, reason: str) -> None:
+        super().__init__(f"cannot {verb} {lifetime_id}: {reason}")
+        self.lifetime_id = lifetime_id
+        self.reason = reason
 
 
 class LostContact(GraphrunnerError):
@@ -168,6 +204,10 @@ class LifetimeInfo:
     state: dict[str, Any] | None = None
     """The lifetime state (graphs that declare one): at its end when it completed, else now
     if a worker answered the ``state`` query within a few seconds."""
+    phase: str | None = None
+    """graphrunner's own status (the ``GraphrunnerStatus`` search attribute): running,
+    waiting, paused, completed, failed, aborted or cancelled; None for a lifetime started
+    without it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,7 +283,14 @@ class LifetimeHandle(WorkflowHandle[Any, LifetimeResult]):
 
     The workflow's own result leaves the path out (history has it); this handle reads it
     back from history, so ``(await handle.result()).steps`` is the path the lifetime took.
+
+    Attributes:
+        attached: None when the call that returned this handle started the lifetime; else
+            the Temporal status (``running``, ``completed`` ...) of the existing lifetime
+            with that id it attached to.
     """
+
+    attached: str | None = None
 
     async def result(
         self,
@@ -297,7 +344,9 @@ class GraphrunnerClient:
         self.settings = settings or Settings.from_env()
         self._records = records
         self._blobs = blobs
-        self._attrs_missing = False  # the server refused graphrunner's search attributes
+        # The attributes lifetimes start with (None: all; fewer where the server lacks some
+        # and refused to register them).
+        self._attrs_present: set[str] | None = None
 
     @property
     def records(self) -> RecordStore:
@@ -359,6 +408,12 @@ class GraphrunnerClient:
         ``graphrunner validate`` without importing node implementations (workers do that), a
         path by `load_graph`, which imports them.
 
+        Starting is safe to repeat: an ``id`` names one lifetime. If a lifetime with that id
+        exists, running or closed (within the namespace's retention), nothing is started
+        and the handle is that lifetime's, with ``handle.attached`` set to its Temporal
+        status (Temporal's ``USE_EXISTING`` conflict policy, ``REJECT_DUPLICATE`` reuse
+        policy). The input is not compared; the graph's name and version are.
+
         Args:
             graph: The graph, or a path to its YAML.
             input: JSON input (see `graphrunner._values`: finite numbers, integers of at most
@@ -366,15 +421,57 @@ class GraphrunnerClient:
             id: Lifetime id (the workflow id); generated from the graph name if omitted.
             tenant: Owner of the lifetime.
             task_queue: Task queue of the workers (default from settings).
-            search_attributes: Tag the lifetime with GraphrunnerGraph/GraphrunnerTenant; the
-                server must have them registered (``graphrunner dev`` does).
+            search_attributes: Tag the lifetime with graphrunner's search attributes
+                (GraphrunnerGraph, GraphrunnerVersion, GraphrunnerTenant, GraphrunnerStatus,
+                GraphrunnerCostUsd); the server must have them registered (``graphrunner
+                dev`` and ``graphrunner setup`` do; a dev server lets the client do it).
 
         Raises:
             GraphError: The graph is invalid; nothing was started.
             BadValue: The input is not JSON a lifetime can carry; nothing was started.
             BadValue: The id (1-1,000 characters) or tenant (1-255) is out of bounds or
                 holds control characters; nothing was started.
+            GraphrunnerError: A lifetime with this id exists and runs another graph.
         """
+        graph, arg, lifetime_id = self._lifetime_input(graph, input, id=id, tenant=tenant)
+        attrs = self._start_attributes(graph, tenant) if search_attributes else None
+
+        async def start(attrs: TypedSearchAttributes | None) -> LifetimeHandle:
+            started = await self.temporal.start_workflow(
+                LIFETIME_WORKFLOW,
+                arg,
+                id=lifetime_id,
+                result_type=LifetimeResult,
+                **self._start_options(graph, tenant, task_queue, attrs),
+            )
+            handle = LifetimeHandle(
+                self.temporal,
+                started.id,
+                run_id=started.run_id,
+                result_run_id=started.result_run_id,
+                first_execution_run_id=started.first_execution_run_id,
+                result_type=LifetimeResult,
+            )
+            # USE_EXISTING answers "started: false" for the running lifetime it attached to
+            # (the SDK keeps the response, it does not say it).
+            response = getattr(started, "_start_workflow_response", None)
+            if response is not None and not getattr(response, "started", True):
+                await self._attach(handle, graph)
+            return handle
+
+        try:
+            return await self._with_attributes(start, attrs)
+        except WorkflowAlreadyStartedError as exc:  # a closed lifetime has this id
+            handle = LifetimeHandle(
+                self.temporal, lifetime_id, run_id=exc.run_id, result_type=LifetimeResult
+            )
+            await self._attach(handle, graph)
+            return handle
+
+    def _lifetime_input(
+        self, graph: AgentGraph | str | Path, input: Any, *, id: str | None, tenant: str
+    ) -> tuple[AgentGraph, LifetimeInput, str]:
+        """The validated graph, the workflow input and the lifetime id of a start."""
         if not isinstance(graph, AgentGraph):
             graph = load_graph(graph)
         graph_hash = graph.content_hash()
@@ -386,77 +483,163 @@ class GraphrunnerClient:
         if id is not None:
             _check_label("lifetime id", id, MAX_LIFETIME_ID)
         lifetime_id = id or f"{graph.name}-{uuid.uuid4().hex[:12]}"
-        attrs = (
-            TypedSearchAttributes(
-                [
-                    SearchAttributePair(GRAPH_KEY, graph.name),
-                    SearchAttributePair(TENANT_KEY, tenant),
-                ]
-            )
-            if search_attributes
-            else None
-        )
         arg = LifetimeInput(
             graph=graph, graph_hash=graph_hash, input=input, tenant=tenant, format=INPUT_FORMAT
         )
+        return graph, arg, lifetime_id
 
-        async def start(attrs: TypedSearchAttributes | None) -> LifetimeHandle:
-            started = await self.temporal.start_workflow(
-                LIFETIME_WORKFLOW,
-                arg,
-                id=lifetime_id,
-                task_queue=task_queue or self.settings.task_queue,
-                result_type=LifetimeResult,
-                static_summary=f"{graph.name} {graph.version}",
-                static_details=graph.description or None,
-                search_attributes=attrs,
-                memo={"graph": graph.name, "version": graph.version, "tenant": tenant},
-            )
-            return LifetimeHandle(
-                self.temporal,
-                started.id,
-                run_id=started.run_id,
-                result_run_id=started.result_run_id,
-                first_execution_run_id=started.first_execution_run_id,
-                result_type=LifetimeResult,
-            )
+    def _start_options(
+        self,
+        graph: AgentGraph,
+        tenant: str,
+        task_queue: str | None,
+        attrs: TypedSearchAttributes | None,
+    ) -> dict[str, Any]:
+        """Options of every lifetime start (plain, or with an update)."""
+        return {
+            "task_queue": task_queue or self.settings.task_queue,
+            "static_summary": f"{graph.name} {graph.version}",
+            "static_details": graph.description or None,
+            "search_attributes": attrs,
+            "memo": {"graph": graph.name, "version": graph.version, "tenant": tenant},
+            # One lifetime per id: a repeated start attaches to it, running or closed.
+            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+            "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        }
 
-        if self._attrs_missing:
-            attrs = None
+    def _start_attributes(self, graph: AgentGraph, tenant: str) -> TypedSearchAttributes:
+        return start_attributes(graph.name, graph.version, tenant, only=self._attrs_present)
+
+    async def _with_attributes(
+        self,
+        start: Callable[[TypedSearchAttributes | None], Awaitable[_R]],
+        attrs: TypedSearchAttributes | None,
+    ) -> _R:
+        """``start(attrs)``; on a server without graphrunner's attributes, register them.
+
+        A dev server lets any client register them; where the server refuses, lifetimes
+        start with those the namespace has, saying so once.
+        """
         try:
             return await start(attrs)
         except RPCError as exc:
             if attrs is None or "search attribute" not in str(exc).lower():
                 raise
-        # A server without graphrunner's search attributes: register them (a dev server
-        # lets any client), else run lifetimes without them from now on, saying so once.
         if await self.register_search_attributes():
             return await start(attrs)
-        self._attrs_missing = True
+        try:
+            present = set(await present_attributes(self.temporal))
+        except RPCError:
+            present = set()
+        self._attrs_present = {k.name for k in SEARCH_ATTRIBUTES} & present
+        missing = sorted({k.name for k in SEARCH_ATTRIBUTES} - present)
         _log.warning(
-            "the server has no GraphrunnerGraph/GraphrunnerTenant search attributes and "
-            "refused to register them; lifetimes start without (list --graph/--tenant "
-            "cannot filter them)"
+            "the server has no %s search attribute(s) and refused to register them; "
+            "lifetimes start without (run 'graphrunner setup' where you may)",
+            ", ".join(missing),
         )
-        return await start(None)
+        pairs = [p for p in attrs if p.key.name in self._attrs_present]
+        return await start(TypedSearchAttributes(pairs) if pairs else None)
+
+    async def _attach(self, handle: LifetimeHandle, graph: AgentGraph) -> None:
+        """Mark ``handle`` as attached to an existing lifetime, if it runs ``graph``."""
+        desc = await handle.describe()
+        memo = await desc.memo()
+        found = (memo.get("graph"), memo.get("version"))
+        if found != (graph.name, graph.version):
+            raise GraphrunnerError(
+                f"a lifetime with id '{handle.id}' already exists and runs graph "
+                f"'{found[0]}' {found[1]}, not '{graph.name}' {graph.version}: choose "
+                "another id"
+            )
+        handle.attached = (desc.status or WorkflowExecutionStatus.RUNNING).name.lower()
+
+    async def start_and_ask(
+        self,
+        graph: AgentGraph | str | Path,
+        input: Any = None,
+        *,
+        id: str,
+        tenant: str = "default",
+        task_queue: str | None = None,
+    ) -> tuple[LifetimeHandle, FirstQuestion]:
+        """Start a lifetime and wait, in the same call, until it first waits for a person.
+
+        For programs that serve people: one call (Temporal's Update-with-Start, update
+        ``graphrunner.first_question``) starts the lifetime, or attaches to the one with
+        this ``id``, and returns when a human-input step asks (``phase`` ``waiting``, with
+        the question) or the lifetime ends without asking (its final phase). Repeating
+        the call with the same id starts nothing new.
+
+        Raises:
+            GraphError, BadValue: As `start`; nothing was started.
+            GraphrunnerError: The lifetime with this id is closed, or runs another graph.
+        """
+        graph, arg, lifetime_id = self._lifetime_input(graph, input, id=id, tenant=tenant)
+        attrs = self._start_attributes(graph, tenant)
+
+        async def ask(attrs: TypedSearchAttributes | None) -> tuple[str | None, FirstQuestion]:
+            operation: WithStartWorkflowOperation[Any, LifetimeResult]
+            operation = WithStartWorkflowOperation(
+                LIFETIME_WORKFLOW,
+                arg,
+                id=lifetime_id,
+                result_type=LifetimeResult,
+                **self._start_options(graph, tenant, task_queue, attrs),
+            )
+            answer: FirstQuestion = await self.temporal.execute_update_with_start_workflow(
+                FIRST_QUESTION,
+                QuestionRequest(),
+                start_workflow_operation=operation,
+                result_type=FirstQuestion,
+            )
+            started = await operation.workflow_handle()
+            return started.result_run_id, answer
+
+        try:
+            run_id, answer = await self._with_attributes(ask, attrs)
+        except WorkflowAlreadyStartedError as exc:
+            handle = LifetimeHandle(
+                self.temporal, lifetime_id, run_id=exc.run_id, result_type=LifetimeResult
+            )
+            await self._attach(handle, graph)
+            return handle, FirstQuestion(phase=await self._final_phase(handle))
+        except WorkflowUpdateFailedError as exc:
+            raise GraphrunnerError(f"cannot ask {lifetime_id}: {_cause(exc)}") from None
+        handle = LifetimeHandle(
+            self.temporal, lifetime_id, result_run_id=run_id, result_type=LifetimeResult
+        )
+        return handle, answer
+
+    async def _final_phase(self, handle: LifetimeHandle) -> LifetimePhase:
+        """The phase a closed lifetime ended in (its GraphrunnerStatus, else its status)."""
+        desc = await handle.describe()
+        said = desc.typed_search_attributes.get(STATUS_KEY)
+        if said in set(LifetimePhase):
+            return LifetimePhase(said)
+        return {
+            WorkflowExecutionStatus.COMPLETED: LifetimePhase.COMPLETED,
+            WorkflowExecutionStatus.CANCELED: LifetimePhase.CANCELLED,
+        }.get(desc.status or WorkflowExecutionStatus.FAILED, LifetimePhase.FAILED)
 
     async def register_search_attributes(self) -> bool:
         """Register graphrunner's search attributes on the namespace; False if refused."""
-        request = AddSearchAttributesRequest(
-            namespace=self.temporal.namespace,
-            search_attributes={
-                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                for key in (GRAPH_KEY, TENANT_KEY)
-            },
-        )
         try:
-            await self.temporal.operator_service.add_search_attributes(request)
-        except RPCError as exc:
-            if exc.status is RPCStatusCode.ALREADY_EXISTS:
-                return True
+            await setup_search_attributes(self.temporal)
+        except GraphrunnerError as exc:
             _log.debug("cannot register search attributes: %s", exc)
             return False
         return True
+
+    async def setup(self) -> list[AttributeSetup]:
+        """Register graphrunner's search attributes on the namespace (``graphrunner setup``).
+
+        Idempotent: attributes already present with the right type are left alone.
+
+        Raises:
+            GraphrunnerError: One exists with another type, or the server refused.
+        """
+        return await setup_search_attributes(self.temporal)
 
     async def result(self, lifetime_id: str, *, reconnect_s: float | None = None) -> LifetimeResult:
         """Wait for the lifetime to finish and return its result (raises if it failed).
@@ -552,6 +735,7 @@ class GraphrunnerClient:
             if status is WorkflowExecutionStatus.RUNNING
             else None,
             state=state,
+            phase=desc.typed_search_attributes.get(STATUS_KEY),
         )
 
     @staticmethod
@@ -630,6 +814,74 @@ class GraphrunnerClient:
         request = _request(AbortRequest, "abort", reason=reason)
         return await self._update("abort", lifetime_id, ABORT, request, Decision)
 
+    async def cancel(self, lifetime_id: str, *, reason: str = "") -> None:
+        """Cancel a lifetime: Temporal's cancellation, recorded, and it ends ``cancelled``.
+
+        Returns once the server accepted the request. The lifetime asks its running nodes
+        to cancel (a node learns it at its next heartbeat: within 0.8 x its heartbeat timeout,
+        else within the worker's heartbeat throttle, 10 s; a local plan at once), records
+        the cancellation as a guardrail decision (rule ``cancel``, with ``reason``), gives
+        its tenant reservations back, and ends with Temporal status ``canceled``. Unlike
+        `abort` it is not a failure, and unlike Temporal's terminate the lifetime's own code
+        runs to the end.
+
+        Raises:
+            ControlRefused: The lifetime is closed or unknown.
+        """
+        request = _request(AbortRequest, "cancel", reason=reason)  # the same bounds
+        handle = self.temporal.get_workflow_handle(lifetime_id)
+        try:
+            # The server accepts a cancel of a closed workflow, and does nothing: say so.
+            status = (await handle.describe()).status
+            if status not in (None, WorkflowExecutionStatus.RUNNING):
+                raise ControlRefused(
+                    "cancel", lifetime_id, f"the lifetime is {status.name.lower()}"
+                )
+            await handle.cancel(reason=request.reason)
+        except RPCError as exc:
+            raise ControlRefused("cancel", lifetime_id, exc.message) from None
+
+    async def control_many(
+        self,
+        action: str,
+        query: str,
+        *,
+        reason: str = "",
+        when: str | None = None,
+        rule: str | None = None,
+        limit: int = BULK_LIMIT,
+    ) -> list[BulkOutcome]:
+        """Pause, resume, abort or cancel every running lifetime a visibility query matches.
+
+        ``query`` is a Temporal list filter (``GraphrunnerTenant = 'acme'``,
+        ``GraphrunnerStatus = 'paused' AND GraphrunnerGraph = 'research'``); it is narrowed
+        to running AgentLifetimes. The actions run 16 at a time; each lifetime's outcome is
+        reported, in the order visibility listed them (newest first). ``when`` and ``rule``
+        are `resume`'s.
+
+        Raises:
+            GraphrunnerError: An unknown action, an invalid query, or more than ``limit``
+                matching lifetimes (then nothing is done).
+        """
+        acts: dict[str, Callable[[str], Awaitable[str]]] = {
+            "pause": lambda i: self._said(self.pause(i, reason=reason), "paused"),
+            "resume": lambda i: self._said(
+                self.resume(i, when=when, rule=rule, reason=reason), "resumed"
+            ),
+            "abort": lambda i: self._said(self.abort(i, reason=reason), "aborted"),
+            "cancel": lambda i: self._said(self.cancel(i, reason=reason), "cancel requested"),
+        }
+        act = acts.get(action)
+        if act is None:
+            raise GraphrunnerError(f"unknown action {action!r}: use one of {', '.join(acts)}")
+        ids = await matching_lifetimes(self.temporal, query, limit=limit)
+        return await run_bulk(ids, act)
+
+    @staticmethod
+    async def _said(done: Awaitable[object], what: str) -> str:
+        await done
+        return what
+
     async def _update(
         self, verb: str, lifetime_id: str, update: str, request: object, result: type[_R]
     ) -> _R:
@@ -638,7 +890,9 @@ class GraphrunnerClient:
         try:
             answer: _R = await handle.execute_update(update, request, result_type=result)
         except (WorkflowUpdateFailedError, RPCError) as exc:
-            raise GraphrunnerError(f"cannot {verb} {lifetime_id}: {_cause(exc)}") from None
+            # A validator's refusal comes back as "ValueError: <why>": the why is the answer.
+            reason = _cause(exc).removeprefix("ValueError: ")
+            raise ControlRefused(verb, lifetime_id, reason) from None
         return answer
 
     async def state(self, lifetime_id: str, *, step: int | None = None) -> StateAt:

@@ -12,9 +12,10 @@ import sysconfig
 import time
 from pathlib import Path
 
+from graphrunner._attributes import SEARCH_ATTRIBUTES, type_name
 from graphrunner.errors import GraphrunnerError
 
-__all__ = ["SEARCH_ATTRIBUTES", "TUNING_ARGS", "DevServer", "temporal_binary"]
+__all__ = ["TUNING_ARGS", "DevServer", "search_attribute_args", "temporal_binary"]
 
 # Measured on a 2-core box: the dev server's transfer-queue reader polls 20 times a second by
 # default, adding up to 50 ms to every step; WAL with synchronous=normal removes the fsync
@@ -27,8 +28,14 @@ TUNING_ARGS: tuple[str, ...] = (
     "--sqlite-pragma",
     "synchronous=normal",
 )
-# Registered so the UI can filter lifetimes by graph and tenant.
-SEARCH_ATTRIBUTES: tuple[str, ...] = ("GraphrunnerGraph", "GraphrunnerTenant")
+
+
+def search_attribute_args() -> list[str]:
+    """``start-dev`` arguments registering graphrunner's search attributes (UI filters)."""
+    args: list[str] = []
+    for key in SEARCH_ATTRIBUTES:
+        args += ["--search-attribute", f"{key.name}={type_name(key.indexed_value_type)}"]
+    return args
 
 
 def temporal_binary() -> str:
@@ -96,8 +103,7 @@ class DevServer:
             "warn",
             *TUNING_ARGS,
         ]
-        for name in SEARCH_ATTRIBUTES:
-            cmd += ["--search-attribute", f"{name}=Keyword"]
+        cmd += search_attribute_args()
         if self.headless:
             cmd.append("--headless")
         return cmd

@@ -26,6 +26,7 @@ from graphrunner.guardrails._io import LedgerIO
 from graphrunner.guardrails._policy import Rule
 from graphrunner.guardrails._wire import (
     ABORT,
+    CANCEL,
     GUARDRAIL_QUERY,
     MANUAL_ABORT,
     MANUAL_PAUSE,
@@ -39,6 +40,7 @@ from graphrunner.guardrails._wire import (
     ResumeRequest,
     ResumeResult,
 )
+from graphrunner.workflows._phase import board_of
 
 __all__ = ["Holds", "show_values"]
 
@@ -101,10 +103,12 @@ class Holds:
         self._paused[token] = (info, execution_id)
         generation = self._generation
         self.show()
+        self._phase()
         try:
             await workflow.wait_condition(lambda: self._generation > generation)
         finally:
             self._paused.pop(token, None)
+            self._phase()
         if not self.show():
             workflow.set_current_details(f"resumed after guardrail **{info.rule}**")
 
@@ -119,6 +123,14 @@ class Holds:
             self._manual_at.remove(held)
         if not self.show():
             workflow.set_current_details(f"resumed before {node} · {iteration}")
+
+    def _phase(self) -> None:
+        """Tell the lifetime's phase board (``GraphrunnerStatus``) whether it is paused."""
+        if not workflow.in_workflow():  # an evicted lifetime's coroutines being closed
+            return
+        board = board_of(workflow.instance())
+        if board is not None:
+            board.hold(self.holding)
 
     def show(self) -> bool:
         """Show every hold in the Temporal UI's current details; False when nothing is held.
@@ -215,6 +227,7 @@ class Holds:
         # Cleared now, not when the waiters wake: a status query must not show them meanwhile.
         self._paused.clear()
         self._manual = None
+        self._phase()
         # Wake the holds now: one that begins while the resume is being recorded is not
         # released by it.
         self._generation += 1
@@ -249,6 +262,7 @@ class Holds:
         """Pause by hand: the next node to start waits for a resume."""
         info = PauseInfo(rule=MANUAL_PAUSE, message=request.reason, since=workflow.now())
         self._manual = info
+        self._phase()
         await self.io.record(
             MANUAL_PAUSE,
             "pause_lifetime",
@@ -286,6 +300,21 @@ class Holds:
         )
         self.aborted = decision
         return decision
+
+    async def record_cancel(self) -> None:
+        """Record a cancellation of the lifetime (Temporal's, e.g. ``graphrunner cancel``)."""
+        if not self.active:
+            return
+        reason = workflow.cancellation_reason()
+        await self.io.record(
+            CANCEL,
+            "cancel_lifetime",
+            "cancel",
+            scope="",
+            condition="",
+            observed={},
+            message=reason or "",
+        )
 
     def abort_error(self) -> ApplicationError:
         """The failure that ends a lifetime aborted by hand."""

@@ -21,9 +21,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.exceptions import FailureError
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
@@ -36,16 +34,12 @@ from temporalio.worker import (
 )
 
 from graphrunner._types import RUN_PLAN, RUN_TASK, LifetimeInput, LifetimeResult, check_format
-from graphrunner.errors import GraphrunnerError
 from graphrunner.guardrails._gate import Gate, WorkerLayers
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.workflows._lifetime import LIFETIME_WORKFLOW
+from graphrunner.workflows._phase import ENDS_LIFETIME, board_of, phase_of
 
 __all__ = ["GuardrailInterceptor"]
-
-# What ends a lifetime (the workflow's failure_exception_types, temporalio's failures, a
-# cancellation); every other exception fails only the workflow task.
-_ENDS_LIFETIME = (FailureError, GraphrunnerError, ValidationError, asyncio.CancelledError)
 
 _NODE_ACTIVITIES = (RUN_TASK, RUN_PLAN)
 
@@ -87,19 +81,33 @@ class _Inbound(WorkflowInboundInterceptor):
         self._gate.holds.register()
 
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        # The lifetime's phase board (None for other workflows): this is the lifetime's very
+        # last exit, so the phase it ends in is shown here, after every handler finished.
+        board = board_of(workflow.instance())
         try:
             result = await self._execute(input)
         # Not GeneratorExit: an evicted workflow's coroutine is closed outside the
         # workflow's event loop, where nothing may be awaited.
         except (Exception, asyncio.CancelledError) as exc:
+            phase = phase_of(exc)
+            if board is not None:
+                board.finish(phase)
             # Only when the lifetime ends: any other error (a bug, nondeterminism) fails the
             # workflow task, the lifetime goes on after a fix, and its nodes still run.
-            if isinstance(exc, _ENDS_LIFETIME):
+            if isinstance(exc, ENDS_LIFETIME):
+                if isinstance(exc, asyncio.CancelledError):
+                    await self._gate.holds.record_cancel()
                 await self._gate.finish()
             await _handlers_finished()
+            if board is not None:
+                board.close(phase)
             raise
+        if board is not None:
+            board.finish(phase_of(None))
         await self._gate.finish()
         await _handlers_finished()
+        if board is not None:
+            board.close(phase_of(None))
         return result
 
     async def _execute(self, input: ExecuteWorkflowInput) -> Any:

@@ -14,6 +14,7 @@ from graphrunner.guardrails._policy import Policy, Rule
 
 __all__ = [
     "ABORT",
+    "CANCEL",
     "GUARDRAIL_QUERY",
     "LOAD_POLICY",
     "MANUAL_ABORT",
@@ -50,6 +51,8 @@ GUARDRAIL_QUERY = "graphrunner.guardrails"
 MANUAL_PAUSE = "manual-pause"
 #: The rule name an abort by hand (`graphrunner abort`) is recorded under.
 MANUAL_ABORT = "manual-abort"
+#: The rule name a cancellation (`graphrunner cancel`, Temporal's cancel) is recorded under.
+CANCEL = "cancel"
 
 
 class _Model(BaseModel):

@@ -34,14 +34,17 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from graphrunner._attributes import COST_KEY, GRAPH_KEY, STATUS_KEY, VERSION_KEY
     from graphrunner._pinned import pin
     from graphrunner._state import StateError, apply_update, initial_state
     from graphrunner._types import (
+        FIRST_QUESTION,
         GRAPH_KEY_LENGTH,
         INPUT_FORMAT,
         MAX_CHILD_DEPTH,
         RUN_PLAN,
         RUN_TASK,
+        FirstQuestion,
         LifetimeInput,
         LifetimePhase,
         LifetimeResult,
@@ -50,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         ParentLink,
         PlanCall,
         PlanResult,
+        QuestionRequest,
         Rejection,
         StepRecord,
         StepStatus,
@@ -64,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from graphrunner.errors import FailureType, GraphrunnerError, GuardrailRejected
     from graphrunner.graph._model import GENERATED, AgentGraph, EdgeType, NodeKind, NodeSpec
     from graphrunner.workflows._checks import graph_problems
+    from graphrunner.workflows._phase import PhaseBoard, phase_of
 
 __all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
 
@@ -186,7 +191,8 @@ class AgentLifetimeWorkflow:
         self._iterations: Counter[str] = Counter()
         self._steps: list[StepRecord] = []
         self._scope = _Scope(None)
-        self._phase = LifetimePhase.RUNNING
+        # The phase and spend, kept in the GraphrunnerStatus/GraphrunnerCostUsd attributes.
+        self.board = PhaseBoard()
         # What the executions spent (children included), reported to a parent lifetime.
         self._spent = Telemetry()
         # Graphs plans generated, by the plan execution (node, iteration) that returned them.
@@ -203,9 +209,11 @@ class AgentLifetimeWorkflow:
             result = await self._run(inp)
         # Not GeneratorExit: an evicted workflow's coroutine is closed outside the
         # workflow's event loop, where nothing may be awaited.
-        except (Exception, asyncio.CancelledError):
+        except (Exception, asyncio.CancelledError) as exc:
+            self.board.finish(phase_of(exc))  # before the wait: it releases first_question
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise
+        self.board.finish(LifetimePhase.COMPLETED)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
 
@@ -272,10 +280,28 @@ class AgentLifetimeWorkflow:
     def _mark(self, phase: LifetimePhase) -> None:
         """Say where the lifetime is now (running, waiting for a person, ...).
 
-        The one place a phase changes, so the ``GraphrunnerStatus`` search attribute and
-        the UI can follow it.
+        The one place the workflow changes its phase, so the ``GraphrunnerStatus`` search
+        attribute and the UI can follow it: ``WAITING`` when an execution starts waiting for
+        a person, ``RUNNING`` when it stops (pair them: with parallel waits the lifetime is
+        ``waiting`` while any one waits). Pauses are the guardrails' to mark, endings the
+        exit paths' (see `graphrunner.workflows._phase`).
         """
-        self._phase = phase
+        self.board.mark(phase)
+
+    @workflow.update(name=FIRST_QUESTION)
+    async def first_question(self, request: QuestionRequest) -> FirstQuestion:
+        """Wait until the lifetime waits for a person, or ends without asking anyone.
+
+        With Update-with-Start (`GraphrunnerClient.start_and_ask`) a program starts a
+        lifetime and gets its first question in one call.
+        """
+        board = self.board
+        await workflow.wait_condition(lambda: board.waiting or board.done)
+        return FirstQuestion(phase=board.phase, question=self._question())
+
+    def _question(self) -> object:
+        """What the lifetime asks now (the human-input step's pending request), if anything."""
+        return None
 
     @workflow.query(name="status")
     def status(self) -> LifetimeStatus:
@@ -703,6 +729,7 @@ class AgentLifetimeWorkflow:
             tokens_out=min(spent.tokens_out + telemetry.tokens_out, 2**53),
             cost_usd=min(spent.cost_usd + telemetry.cost_usd, 1e9),
         )
+        self.board.spend(self._spent.cost_usd)
 
     def _note_generated(self, step: StepRecord, decision: PlanResult) -> None:
         """Pin the graph a plan generated (the activity validated it; check it again)."""
@@ -787,9 +814,16 @@ class AgentLifetimeWorkflow:
             child_input.parent.iteration = step.iteration
             child_input.parent.execution_id = step.execution_id
         child = child_input.graph
-        # The parent's search attributes, with the child's graph (none if the parent has none).
+        # The parent's search attributes (none if the parent has none), with the child's
+        # graph and version, and the child's own status and spend.
+        own: dict[str, object] = {
+            GRAPH_KEY.name: child.name,
+            VERSION_KEY.name: child.version,
+            STATUS_KEY.name: LifetimePhase.RUNNING.value,
+            COST_KEY.name: 0.0,
+        }
         pairs = [
-            SearchAttributePair(p.key, child.name) if p.key.name == "GraphrunnerGraph" else p
+            SearchAttributePair(p.key, own[p.key.name]) if p.key.name in own else p
             for p in info.typed_search_attributes
         ]
         try:
