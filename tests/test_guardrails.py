@@ -1109,6 +1109,9 @@ CURRENT_HISTORIES = {
     "tenant-rule-v2": "a worker's tenant cap: a reserve per execution, a verdict, a settle",
     "fan-count-v2": "a graph's count rule over a fan-out, with no worker layers (no marker)",
     "pause-resume-v2": "a pause, then a resume with a raised limit",
+    # Recorded by graphrunner before cancellations were recorded as decisions (5259227):
+    # a lifetime with guardrails cancelled while its node ran.
+    "cancelled-v1-before-cancel-records": "a cancellation from before it was recorded",
 }
 
 

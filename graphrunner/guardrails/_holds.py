@@ -56,6 +56,10 @@ def show_values(observed: dict[str, float | str]) -> str:
     return ", ".join(f"{k} = {show(v)}" for k, v in observed.items()) or "no values"
 
 
+RECORD_CANCEL = "graphrunner-record-cancel"
+"""Patch id of recording a cancellation as a decision (see `Holds.record_cancel`)."""
+
+
 class Holds:
     """The pauses of one lifetime, its pause/resume/abort handlers and what the UI shows.
 
@@ -302,8 +306,12 @@ class Holds:
         return decision
 
     async def record_cancel(self) -> None:
-        """Record a cancellation of the lifetime (Temporal's, e.g. ``graphrunner cancel``)."""
-        if not self.active:
+        """Record a cancellation of the lifetime (Temporal's, e.g. ``graphrunner cancel``).
+
+        Behind a patch marker: a lifetime cancelled under a graphrunner that did not record
+        cancellations has no such local activity in its history, and must still replay.
+        """
+        if not self.active or not workflow.patched(RECORD_CANCEL):
             return
         reason = workflow.cancellation_reason()
         await self.io.record(
