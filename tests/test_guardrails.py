@@ -1112,6 +1112,9 @@ CURRENT_HISTORIES = {
     # Recorded by graphrunner before cancellations were recorded as decisions (5259227):
     # a lifetime with guardrails cancelled while its node ran.
     "cancelled-v1-before-cancel-records": "a cancellation from before it was recorded",
+    # Started with the five search attributes, run by a worker from before it upserted them
+    # (5259227): a new worker taking over such a lifetime must not add upserts.
+    "attributes-v1-before-upserts": "a lifetime an older worker ran with the new attributes",
 }
 
 

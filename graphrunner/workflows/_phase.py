@@ -29,7 +29,10 @@ from graphrunner._attributes import COST_KEY, STATUS_KEY
 from graphrunner._types import LifetimePhase
 from graphrunner.errors import FailureType, GraphrunnerError
 
-__all__ = ["ENDS_LIFETIME", "PhaseBoard", "board_of", "phase_of"]
+__all__ = ["BOARD_PATCH", "ENDS_LIFETIME", "PhaseBoard", "board_of", "phase_of"]
+
+BOARD_PATCH = "graphrunner-phase-board"
+"""Patch id of keeping ``GraphrunnerStatus``/``GraphrunnerCostUsd`` current (issue 12)."""
 
 # What ends a lifetime (the workflow's failure_exception_types, temporalio's failures, a
 # cancellation); every other exception fails only the workflow task.
@@ -145,6 +148,10 @@ class PhaseBoard:
             start = {p.key.name: p.value for p in workflow.info().typed_search_attributes}
             self._keys = {k for k in (STATUS_KEY.name, COST_KEY.name) if k in start}
             self._shown = {k: start[k] for k in self._keys}
+            # A lifetime a worker from before the board ran (no marker in its history) keeps
+            # upserting nothing when a newer worker takes it over: replay must match.
+            if self._keys and not workflow.patched(BOARD_PATCH):
+                self._keys = set()
         updates: list[SearchAttributeUpdate[Any]] = []
         status, cost = self.phase.value, self._cost
         if STATUS_KEY.name in self._keys and self._shown[STATUS_KEY.name] != status:
