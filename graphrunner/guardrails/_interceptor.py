@@ -35,6 +35,7 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
+from graphrunner._answers import RECORD_HUMAN
 from graphrunner._types import RUN_PLAN, RUN_TASK, LifetimeInput, LifetimeResult, check_format
 from graphrunner.errors import GraphrunnerError
 from graphrunner.guardrails._gate import Gate, WorkerLayers
@@ -47,7 +48,8 @@ __all__ = ["GuardrailInterceptor"]
 # cancellation); every other exception fails only the workflow task.
 _ENDS_LIFETIME = (FailureError, GraphrunnerError, ValidationError, asyncio.CancelledError)
 
-_NODE_ACTIVITIES = (RUN_TASK, RUN_PLAN)
+# A human step is gated when its answer is recorded (kind "human", latency the wait).
+_NODE_ACTIVITIES = (RUN_TASK, RUN_PLAN, RECORD_HUMAN)
 
 
 class GuardrailInterceptor(Interceptor):
