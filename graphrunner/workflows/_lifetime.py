@@ -815,6 +815,7 @@ class AgentLifetimeWorkflow:
             outcome = self._desk.outcomes[request_id]
         except TimeoutError:
             timed_out = self._desk.time_out(request_id, workflow.now())
+            self._stop_waiting()
             if timed_out is None:
                 self._finish(step, StepStatus.FAILED, [])
                 raise ApplicationError(
@@ -827,12 +828,11 @@ class AgentLifetimeWorkflow:
             outcome = timed_out
         except asyncio.CancelledError:
             self._desk.withdraw(request_id)
+            self._stop_waiting()
             self._finish(step, StepStatus.FAILED, [])
             raise
-        finally:
-            if not self._desk.pending:
-                self._mark(LifetimePhase.RUNNING)
-            self._show_desk()
+        else:
+            self._stop_waiting()
         call = HumanCall(
             **self._call_fields(node, step, via, scope),
             data=outcome.data,
@@ -869,6 +869,12 @@ class AgentLifetimeWorkflow:
         self._finish(step, StepStatus.COMPLETED, graph.task_next(node.name))
         update = {human.state: outcome.data} if human.state else None
         return TaskResult(output=outcome.data, update=update), step
+
+    def _stop_waiting(self) -> None:
+        # Not in a finally: an evicted workflow's coroutine is closed outside its event loop.
+        if not self._desk.pending:
+            self._mark(LifetimePhase.RUNNING)
+        self._show_desk()
 
     def _spend(self, telemetry: Telemetry) -> None:
         spent = self._spent
