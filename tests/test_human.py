@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,10 @@ from graphrunner import (
     load_graph,
 )
 from graphrunner.client import temporal_binary
-from graphrunner.client._client import TENANT_KEY
 from graphrunner.graph import parse_graph
 from graphrunner.graph._human import render_prompt
 from graphrunner.stores import LocalBlobStore, data_converter, open_records
-from tests.conftest import ROOT, activity_summaries, assert_replays
+from tests.conftest import ROOT, assert_replays
 from tests.test_cli_lifetimes import cli_env, graphrunner
 
 APPROVAL = ROOT / "examples" / "approval.yaml"
@@ -414,3 +414,141 @@ async def test_cancelling_or_aborting_a_waiting_lifetime_ends_it(client: Graphru
         await aborted.result()
     assert "nobody cares" in str(caught.value.cause)
     await assert_replays(client.temporal, aborted)
+
+
+# -- deadlines, workers away, many waiting, guardrails --------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping dev server (see TEMPORAL-NOTES): deadlines pass at once."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    environment = await WorkflowEnvironment.start_time_skipping_v2(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "frontend.WorkflowTimeSkippingEnabled=true",
+        ],
+    )
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+TIMED = """      timeout_s: 3600
+      on_timeout: {on_timeout}
+"""
+
+
+def timed_graph(on_timeout: str) -> AgentGraph:
+    text = REVIEW_YAML.format(extra="").replace(
+        "      state: answers\n", "      state: answers\n" + TIMED.format(on_timeout=on_timeout)
+    )
+    return parse_graph(text, file=str(ROOT / "tests" / "t.yaml"))
+
+
+async def test_a_deadline_passes_and_the_declared_outcome_happens(
+    skipping_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = GraphrunnerClient(skipping_env.client, settings=Settings(task_queue=task_queue))
+    async with build_worker(skipping_env.client, task_queue=task_queue, recorder=None):
+        answered = await client.start(timed_graph("{respond: {ok: false, note: late}}"), {})
+        await waiting(client, answered.id, "review")
+        await skipping_env.fast_forward(answered, timedelta(hours=2))  # type: ignore[attr-defined]
+        result = await answered.result()
+        assert result.output["answer"] == {"ok": False, "note": "late"}, "the default answered"
+        await assert_replays(client.temporal, answered)
+
+        failed = await client.start(timed_graph("fail"), {})
+        await waiting(client, failed.id, "review")
+        await skipping_env.fast_forward(failed, timedelta(hours=2))  # type: ignore[attr-defined]
+        with pytest.raises(WorkflowFailureError) as caught:
+            await failed.result()
+        assert "nobody answered within timeout_s=3600" in str(caught.value.cause)
+        assert "NodeFailed" in str(getattr(caught.value.cause, "type", ""))
+        await assert_replays(client.temporal, failed)
+
+
+async def test_an_answer_while_no_worker_runs_is_delivered_when_one_returns(
+    env: WorkflowEnvironment, client: GraphrunnerClient, task_queue: str
+) -> None:
+    async with build_worker(env.client, task_queue=task_queue, recorder=None):
+        handle = await client.start(review_graph(), {"x": 1})
+        request = await waiting(client, handle.id, "review")
+    # No worker now: the signal is accepted by the server; an update waits for a worker.
+    await client.answer_by_signal(handle.id, "review", {"ok": True, "note": "offline"}, by="zoe")
+    pending_update = asyncio.ensure_future(
+        client.respond(handle.id, "review", {"ok": False}, request_id=request.request_id)
+    )
+    await asyncio.sleep(1.0)
+    assert not pending_update.done(), "an update waits for a worker"
+    assert (await client.pending(handle.id))[0].request_id == request.request_id
+    async with build_worker(env.client, task_queue=task_queue, recorder=None):
+        result = await handle.result()
+        outcome = await pending_update
+    assert result.output["answer"] == {"ok": True, "note": "offline"}, "the signal came first"
+    assert outcome.duplicate and outcome.by == "zoe" and outcome.via == "signal"
+    await assert_replays(client.temporal, handle)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_pending_lists_a_tenants_requests_across_100_waiting_lifetimes(
+    client: GraphrunnerClient,
+) -> None:
+    graph = review_graph()
+    mine = await asyncio.gather(
+        *(client.start(graph, {"n": i}, tenant="pending-acme") for i in range(100))
+    )
+    theirs = await client.start(graph, {"n": -1}, tenant="pending-other")
+    found: list[HumanRequest] = []
+    for _ in range(600):
+        found = await client.pending(tenant="pending-acme", graph="review")
+        if len(found) >= 100:
+            break
+        await asyncio.sleep(0.1)
+    assert sorted(r.lifetime_id for r in found) == sorted(h.id for h in mine)
+    assert all(r.question == "Approve plan 1 at $12.5?" and r.assignee == "ops" for r in found)
+    assert theirs.id not in {r.lifetime_id for r in found}
+    for handle in [*mine[:3], theirs]:
+        await client.respond(handle.id, "review", {"ok": True})
+    for handle in mine[:3]:
+        await handle.result()
+        await assert_replays(client.temporal, handle)
+    for handle in mine[3:]:
+        await handle.terminate("test over")
+
+
+async def test_guardrail_rules_count_and_filter_human_steps(
+    env: WorkflowEnvironment, client: GraphrunnerClient, task_queue: str
+) -> None:
+    from graphrunner.guardrails import parse_policy
+
+    policy = parse_policy(
+        "rules:\n"
+        "  - {name: two-asks, when: 'count(where kind == \"human\") > 2', scope: lifetime,"
+        " action: abort_lifetime, message: ask at most twice}\n"
+    )
+    text = REVIEW_YAML.format(extra="")
+    graph = parse_graph(text, file=str(ROOT / "tests" / "g.yaml")).model_copy(
+        update={"guardrails": policy}
+    )
+    async with build_worker(env.client, task_queue=task_queue, recorder=None):
+        handle = await client.start(graph, {})
+        for round_ in (1, 2, 3):
+            await waiting(client, handle.id, "review", count=1)
+            await client.respond(handle.id, "review", {"ok": True, "again": True})
+            if round_ < 3:
+                for _ in range(200):  # the next ask
+                    found = await client.pending(handle.id)
+                    if found and found[0].iteration == round_ + 1:
+                        break
+                    await asyncio.sleep(0.05)
+        with pytest.raises(WorkflowFailureError) as caught:
+            await handle.result()
+    assert "guardrail 'two-asks' aborted the lifetime at human 'review' (iteration 3)" in str(
+        caught.value.cause
+    )
+    await assert_replays(client.temporal, handle)
