@@ -9,6 +9,7 @@ through), so importing it eagerly costs a process once, not every lifetime.
 
 from __future__ import annotations
 
+from graphrunner._answers import HumanAnswer, HumanOutcome, HumanRequest, RefusedAnswer
 from graphrunner._functions import NodeFunction, plan, task
 from graphrunner._resources import Resource, Resources, resource
 from graphrunner._sdk import NodeContext, Plan, Task
@@ -31,6 +32,7 @@ from graphrunner.graph import (
     EdgeType,
     GraphBuilder,
     GraphDefaults,
+    HumanSpec,
     NodeKind,
     StateField,
     load_graph,
@@ -51,6 +53,10 @@ __all__ = [
     "GraphrunnerClient",
     "GraphrunnerError",
     "GraphrunnerPlugin",
+    "HumanSpec",
+    "HumanAnswer",
+    "HumanOutcome",
+    "HumanRequest",
     "LifetimeInput",
     "LifetimeResult",
     "LifetimeStatus",
@@ -62,6 +68,7 @@ __all__ = [
     "PlanResult",
     "Policy",
     "Recorder",
+    "RefusedAnswer",
     "Resource",
     "Resources",
     "ServerUnreachable",

@@ -330,11 +330,21 @@ class TaskCall(_Call):
 
     data: Any = None
 
+    @property
+    def record_kind(self) -> str:
+        """What records and guardrail rules call this execution (``kind``)."""
+        return "task"
+
 
 class PlanCall(_Call):
     """Input of the plan activity."""
 
     results: list[NodeOutput] = Field(default_factory=list)
+
+    @property
+    def record_kind(self) -> str:
+        """What records and guardrail rules call this execution (``kind``)."""
+        return "plan"
 
 
 class InheritedGuard(_Model):
@@ -522,4 +532,12 @@ class LifetimeStatus(_Model):
     steps: list[StepRecord]
     state: dict[str, Any] | None = Field(
         default=None, description="The lifetime state now (None: the graph declares none)."
+    )
+    waiting: list[Any] = Field(
+        default_factory=list,
+        description="Human-input requests the lifetime waits on (graphrunner.HumanRequest).",
+    )
+    refused: list[Any] = Field(
+        default_factory=list,
+        description="Signalled answers the lifetime refused (graphrunner.RefusedAnswer).",
     )

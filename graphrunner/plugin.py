@@ -36,6 +36,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from graphrunner._converter import graphrunner_data_converter
 from graphrunner.activities import NodeActivities, Recorder
 from graphrunner.activities._guardrails import GuardrailActivities
+from graphrunner.activities._human import HumanActivities
 from graphrunner.guardrails._interceptor import GuardrailInterceptor
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.stores._blobs import BlobStore
@@ -97,6 +98,7 @@ class GraphrunnerPlugin(SimplePlugin):
             recorder, impl_modules=tuple(impl_modules) if impl_modules is not None else None
         )
         self.guards = GuardrailActivities(policies or PolicySource(), recorder)
+        self.human = HumanActivities(recorder)
         self._closers: list[Callable[[], object]] = []
         self.interceptor = GuardrailInterceptor(policies, ledger=recorder is not None)
         super().__init__(
@@ -144,6 +146,7 @@ class GraphrunnerPlugin(SimplePlugin):
             self.guards.load_policy,
             self.guards.record_decision,
             self.guards.tenant_reserve,
+            self.human.record_human,
         ]
         kept: list[Callable[..., Any]] = [
             fn

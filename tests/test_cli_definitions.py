@@ -190,6 +190,10 @@ def conforms(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> bool:
             return False
     if "enum" in schema and value not in schema["enum"]:
         return False
+    if "const" in schema and value != schema["const"]:
+        return False
+    if "minLength" in schema and len(value) < schema["minLength"]:
+        return False
     if "minimum" in schema and value < schema["minimum"]:
         return False
     if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
@@ -256,7 +260,7 @@ def test_schema_is_a_json_schema_of_the_graph_format(graph_schema: dict[str, Any
 
 def test_schema_only_uses_keywords_this_test_checks(graph_schema: dict[str, Any]) -> None:
     checked = {"$ref", "anyOf", "type", "enum", "minimum", "exclusiveMinimum", "maximum"}
-    checked |= {"items", "maxItems", "maxLength"}
+    checked |= {"items", "maxItems", "maxLength", "minLength", "const"}
     checked |= {"required", "properties", "additionalProperties"}
     assert keywords(graph_schema) <= checked | ANNOTATIONS
 

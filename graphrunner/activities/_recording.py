@@ -30,6 +30,7 @@ class Attempt:
     next: list[str] | None = None
     error: str | None = None
     state: dict[str, Any] | None = None  # {"seen": ..., "update": ...} in a stateful graph
+    answered_by: str | None = None  # a human step: who answered, and how
 
 
 class Recorder:
@@ -84,6 +85,7 @@ class Recorder:
             latency_ms=attempt.latency_ms,
             model=telemetry.model,
             error=attempt.error,
+            answered_by=attempt.answered_by,
             **result,
         )
         return await self.records.record(record)

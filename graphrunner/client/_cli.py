@@ -392,15 +392,15 @@ def run(
     _run(go())
 
 
-def _input(option: str) -> Any:
-    """The value of ``--input``: JSON text, ``@file`` or ``-`` (stdin)."""
-    what = "--input"
+def _input(option: str, flag: str = "--input") -> Any:
+    """The value of ``--input`` (or ``flag``): JSON text, ``@file`` or ``-`` (stdin)."""
+    what = flag
     text = option
     if option == "-":
-        what, text = "--input - (stdin)", sys.stdin.read()
+        what, text = f"{flag} - (stdin)", sys.stdin.read()
     elif option.startswith("@"):
         path = Path(option[1:])
-        what = f"--input @{path}"
+        what = f"{flag} @{path}"
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -465,6 +465,23 @@ def status(
                 highlight=False,
                 soft_wrap=True,
             )
+        for request in info.waiting:
+            out.print(
+                f"[bold yellow]waiting for an answer[/] at {_esc(request.node)} · "
+                f"{request.iteration} (request {request.request_id}, since "
+                f"{request.since.isoformat(timespec='seconds')}): {_esc(request.question)}; "
+                f"answer with: graphrunner respond {_esc(info.lifetime_id)} --node "
+                f"{_esc(request.node)} --data '<JSON>'",
+                highlight=False,
+                soft_wrap=True,
+            )
+        for refused in info.refused:
+            out.print(
+                f"[bold red]refused answer[/] ({refused.at.isoformat(timespec='seconds')}, "
+                f"by {_esc(refused.by or '?')}): {_esc(refused.reason)}",
+                highlight=False,
+                soft_wrap=True,
+            )
         if info.failure:
             out.print(f"[bold red]failed:[/] {_esc(info.failure)}", highlight=False, soft_wrap=True)
         if info.stalled:
@@ -487,6 +504,8 @@ def _status_json(info: LifetimeInfo) -> dict[str, Any]:
     payload = dict(vars(info))
     payload["steps"] = [s.model_dump(mode="json") for s in info.steps]
     payload["paused"] = [p.model_dump(mode="json") for p in info.paused]
+    payload["waiting"] = [r.model_dump(mode="json") for r in info.waiting]
+    payload["refused"] = [r.model_dump(mode="json") for r in info.refused]
     payload["children"] = {k: _status_json(v) for k, v in info.children.items()}
     return payload
 
@@ -509,6 +528,103 @@ def _print_children(info: LifetimeInfo, indent: str) -> None:
             out.print(_text(f"{indent}state of {step.node} · {step.iteration}:"))
             out.print(_state_table(child.state, None, ""))
         _print_children(child, indent + "  ")
+
+
+@app.command()
+def pending(
+    lifetime_id: Annotated[
+        str | None, typer.Argument(help="Only this lifetime's requests (default: all).")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only lifetimes of this tenant.")] = None,
+    graph: Annotated[str | None, typer.Option(help="Only lifetimes of this graph.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 200,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the human-input requests waiting for an answer (no worker needed)."""
+    settings = _settings()
+
+    async def go() -> None:
+        client = await GraphrunnerClient.connect(settings)
+        found = await client.pending(lifetime_id, tenant=tenant, graph=graph, limit=limit)
+        if as_json:
+            print(json.dumps([r.model_dump(mode="json") for r in found], indent=2))
+            return
+        table = _table(
+            "pending answers",
+            ["lifetime", "node", "#", "question", "since", "deadline", "assignee", "labels"],
+        )
+        for r in found:
+            _row(
+                table,
+                r.lifetime_id,
+                r.node,
+                r.iteration,
+                clip(r.question, 400),
+                r.since.isoformat(timespec="seconds"),
+                f"{r.deadline.isoformat(timespec='seconds')} ({r.on_timeout})"
+                if r.deadline
+                else "-",
+                r.assignee or "-",
+                ", ".join(r.labels) or "-",
+            )
+        out.print(table)
+        if found:
+            example = found[0]
+            out.print(
+                _text(
+                    f"answer with: graphrunner respond {example.lifetime_id} --node "
+                    f"{example.node} --data '<JSON>'  (schemas: --json)"
+                )
+            )
+
+    _run(go())
+
+
+@app.command()
+def respond(
+    lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
+    node: Annotated[str, typer.Option(help="The human task that asked.")],
+    data: Annotated[str, typer.Option(help="The answer: JSON text, @file, or - (stdin).")],
+    by: Annotated[
+        str | None, typer.Option("--as", help="Who answers (kept in the record; default: you).")
+    ] = None,
+    request_id: Annotated[
+        str | None, typer.Option("--request", help="The request (when several of NODE wait).")
+    ] = None,
+    signal: Annotated[
+        bool,
+        typer.Option(
+            "--signal",
+            help="Send as a signal: accepted with no worker up, checked later (a refusal "
+            "shows in 'status', not here).",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Answer a lifetime's human-input step (validated by the lifetime before it is taken)."""
+    settings = _settings()
+    answer = _input(data, "--data")
+    who = by if by is not None else f"{os.environ.get('USER') or 'cli'}@{os.uname().nodename}"
+
+    async def go() -> None:
+        client = await GraphrunnerClient.connect(settings)
+        if signal:
+            await client.answer_by_signal(lifetime_id, node, answer, request_id=request_id, by=who)
+            out.print(_text(f"signalled an answer to {lifetime_id} · {node}"))
+            return
+        outcome = await client.respond(lifetime_id, node, answer, request_id=request_id, by=who)
+        if as_json:
+            print(outcome.model_dump_json(indent=2))
+            return
+        again = " (already answered: this is the first answer)" if outcome.duplicate else ""
+        out.print(
+            _text(
+                f"answered {lifetime_id} · {outcome.node} · {outcome.iteration} as "
+                f"{outcome.by or '-'} after {outcome.waited_ms / 1000:.1f} s{again}"
+            )
+        )
+
+    _run(go())
 
 
 @app.command()

@@ -33,6 +33,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from graphrunner._answers import HumanOutcome, HumanRequest, RefusedAnswer
 from graphrunner._attributes import (
     GRAPH_KEY,
     SEARCH_ATTRIBUTES,
@@ -53,6 +54,7 @@ from graphrunner._types import (
     StepStatus,
 )
 from graphrunner._values import BadValue, check_value
+from graphrunner.client import _human as human
 from graphrunner.client._control import BULK_LIMIT, BulkOutcome, matching_lifetimes, run_bulk
 from graphrunner.client._history import (
     failure_from_history,
@@ -208,6 +210,10 @@ class LifetimeInfo:
     """graphrunner's own status (the ``GraphrunnerStatus`` search attribute): running,
     waiting, paused, completed, failed, aborted or cancelled; None for a lifetime started
     without it."""
+    waiting: list[HumanRequest] = field(default_factory=list)
+    """Human-input requests the lifetime waits on (from its memo: no worker needed)."""
+    refused: list[RefusedAnswer] = field(default_factory=list)
+    """The newest signalled answers it refused (from its memo)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -736,7 +742,88 @@ class GraphrunnerClient:
             else None,
             state=state,
             phase=desc.typed_search_attributes.get(STATUS_KEY),
+            waiting=human.requests_in(memo, lifetime_id)
+            if status is WorkflowExecutionStatus.RUNNING
+            else [],
+            refused=human.refused_of(memo),
         )
+
+    # -- human input ----------------------------------------------------------------------
+
+    async def pending(
+        self,
+        lifetime_id: str | None = None,
+        *,
+        tenant: str | None = None,
+        graph: str | None = None,
+        limit: int = 1000,
+    ) -> list[HumanRequest]:
+        """Human-input requests waiting for an answer, oldest first.
+
+        Needs no worker and reads no history: waiting lifetimes keep their requests in their
+        memo, and across lifetimes a visibility query narrows by tenant and graph (search
+        attributes) before the memos are read.
+
+        Args:
+            lifetime_id: Only this lifetime's requests.
+            tenant: Only lifetimes of this tenant.
+            graph: Only lifetimes of this graph.
+            limit: At most this many requests.
+        """
+        if lifetime_id is not None:
+            return (await human.pending_of(self.temporal, lifetime_id))[:limit]
+        return await human.pending_across(self.temporal, tenant=tenant, graph=graph, limit=limit)
+
+    async def respond(
+        self,
+        lifetime_id: str,
+        node: str,
+        data: Any,
+        *,
+        request_id: str | None = None,
+        by: str | None = None,
+    ) -> HumanOutcome:
+        """Answer a waiting human-input step by Update (``graphrunner.respond``).
+
+        The lifetime validates the answer before taking it: a refusal (the node is not
+        waiting, a stale request id, an answer that does not fit the schema, naming the
+        field) is raised here and leaves no trace in the lifetime. Answering a request that
+        was already answered returns the first answer's outcome (``duplicate`` set). Needs a
+        worker: with none up, the call waits for one.
+
+        Args:
+            lifetime_id: The lifetime.
+            node: The human task.
+            data: The answer.
+            request_id: The request (`HumanRequest.request_id`); default: the one request of
+                ``node`` waiting now.
+            by: Who answers, kept in the execution record (default: this client's identity).
+
+        Raises:
+            GraphrunnerError: The answer was refused, or the lifetime cannot be reached.
+        """
+        who = by if by is not None else self.temporal.identity
+        return await human.respond(
+            self.temporal, lifetime_id, node, data, request_id=request_id, by=who
+        )
+
+    async def answer_by_signal(
+        self,
+        lifetime_id: str,
+        node: str,
+        data: Any,
+        *,
+        request_id: str | None = None,
+        by: str | None = None,
+    ) -> None:
+        """Answer by Signal (``graphrunner.answer``): accepted by the server with no worker up.
+
+        The lifetime checks it when a worker runs it; a refused one is kept in the lifetime
+        (``status(...).refused``, the Web UI's current details) and the lifetime keeps
+        waiting. Prefer `respond`, which tells the caller.
+        """
+        who = by if by is not None else self.temporal.identity
+        await human.answer(self.temporal, lifetime_id, node, data, request_id=request_id, by=who)
 
     @staticmethod
     async def _state_now(handle: WorkflowHandle[Any, Any]) -> dict[str, Any] | None:

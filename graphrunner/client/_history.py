@@ -88,17 +88,23 @@ async def steps_from_history(
                 finished = _time(event)
                 latency = (decision.get("telemetry") or {}).get("latency_ms")
                 ran = timedelta(milliseconds=latency) if isinstance(latency, int | float) else None
+                # A task's local activity is a human step's record (latency: the wait).
+                human = named[0] in successors
                 steps.append(
                     StepRecord(
                         node=named[0],
-                        kind=NodeKind.PLAN,
+                        kind=NodeKind.TASK if human else NodeKind.PLAN,
                         iteration=named[1],
                         status=StepStatus.FAILED if failed else StepStatus.COMPLETED,
                         started_at=finished - ran if ran is not None else finished,
                         finished_at=finished if ran is not None else None,
                         execution_id=execution_id(history.workflow_id, run_id, *named),
                         seq=max((s.seq for s in steps), default=-1) + 1,
-                        next=[] if failed else _plan_next(decision),
+                        next=[]
+                        if failed
+                        else [successors[named[0]]]
+                        if human
+                        else _plan_next(decision),
                     )
                 )
         elif event.HasField("start_child_workflow_execution_initiated_event_attributes"):

@@ -1,6 +1,7 @@
 """AgentGraph model, YAML loader, builder, validation and rendering."""
 
 from graphrunner.graph._builder import GraphBuilder
+from graphrunner.graph._human import HumanSpec
 from graphrunner.graph._loader import load_graph, parse_graph
 from graphrunner.graph._model import (
     AgentGraph,
@@ -22,6 +23,7 @@ __all__ = [
     "EdgeType",
     "GraphBuilder",
     "GraphDefaults",
+    "HumanSpec",
     "NodeKind",
     "NodeSpec",
     "RetrySpec",

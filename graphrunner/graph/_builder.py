@@ -99,6 +99,50 @@ class GraphBuilder:
         self._nodes.append(spec)
         return self
 
+    def human(
+        self,
+        name: str,
+        *,
+        prompt: str,
+        response: type[BaseModel] | dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        on_timeout: str | dict[str, Any] = "fail",
+        assignee: str | None = None,
+        labels: list[str] | None = None,
+        state: str | None = None,
+        **options: Any,
+    ) -> Self:
+        """Add a human-input Task: the lifetime asks ``prompt`` and waits for an answer.
+
+        Args:
+            name: The task's name.
+            prompt: The question, a template over the task's data (``{key.sub}``).
+            response: The answer's schema: a pydantic model (its JSON Schema is pinned; the
+                workflow never imports it) or a JSON Schema. None: any JSON value.
+            timeout_s: How long to wait; None waits for ever.
+            on_timeout: ``"fail"`` (the task fails) or ``{"respond": answer}``.
+            assignee: Who should answer (shown in pending lists).
+            labels: Shown in pending lists.
+            state: A declared state field the answer is folded into.
+            options: Other NodeSpec fields (description, max_iterations ...).
+        """
+        human: dict[str, Any] = {"prompt": prompt, "on_timeout": on_timeout}
+        if isinstance(response, type) and issubclass(response, BaseModel):
+            human["model"] = f"{response.__module__}:{response.__qualname__}"
+            human["response"] = response.model_json_schema()
+        elif response is not None:
+            human["response"] = response
+        for key, value in (
+            ("timeout_s", timeout_s),
+            ("assignee", assignee),
+            ("labels", labels),
+            ("state", state),
+        ):
+            if value is not None:
+                human[key] = value
+        self._nodes.append({"name": name, "kind": NodeKind.TASK, "human": human, **options})
+        return self
+
     def subgraph(self, name: str, graph: AgentGraph | str | Path, **options: Any) -> Self:
         """Add a Task node that runs another graph as a child lifetime.
 

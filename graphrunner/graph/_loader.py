@@ -32,6 +32,7 @@ from graphrunner._yaml import (
     unknown_key,
 )
 from graphrunner.errors import GraphError, GraphIssue, PolicyError
+from graphrunner.graph._human import model_schema
 from graphrunner.graph._model import GENERATED, AgentGraph, GraphDefaults, NodeSpec
 from graphrunner.graph._validate import (
     BOUNDS,
@@ -184,6 +185,7 @@ def parse_graph(
             del data["guardrails"]  # reported; the rest of the graph is still checked
         else:
             data["guardrails"] = policy
+    issues += _resolve_human_models(data, doc, file=file, resolve_files=resolve_files)
     try:
         graph = AgentGraph.model_validate(data)
     except ValidationError as exc:
@@ -205,6 +207,37 @@ def parse_graph(
     if issues:
         raise GraphError(issues)
     return graph
+
+
+def _resolve_human_models(
+    data: dict[str, Any], doc: Any, *, file: str, resolve_files: bool
+) -> list[GraphIssue]:
+    """Pin the JSON Schema of each human task's ``model`` as its ``response``.
+
+    The workflow checks answers against the pinned schema and never imports the model.
+    """
+    issues: list[GraphIssue] = []
+    if not isinstance(data.get("nodes"), list):
+        return issues
+    nodes = data["nodes"] = list(data["nodes"])
+    for i, node in enumerate(nodes):
+        human = node.get("human") if isinstance(node, Mapping) else None
+        if not isinstance(human, Mapping) or not isinstance(human.get("model"), str):
+            continue
+        key = doc.nearest(("nodes", i, "human", "model"))
+        line = key.start_mark.line + 1 if key is not None else None
+        problem = ""
+        if "response" in human:
+            problem = "give 'response' or 'model', not both"
+        elif not resolve_files:
+            problem = "a generated graph cannot import a response model; give 'response'"
+        else:
+            schema, problem = model_schema(human["model"])
+            if schema is not None:
+                nodes[i] = {**node, "human": {**human, "response": schema}}
+        if problem:
+            issues.append(GraphIssue(rule="human", message=problem, file=file, line=line))
+    return issues
 
 
 def _yaml_issue(problem: Problem, file: str) -> GraphIssue:
@@ -416,6 +449,8 @@ def _rule_for(loc: Loc) -> str:
     names = [str(part) for part in loc]
     if "retry" in names:
         return "bad-retry"
+    if "human" in names:
+        return "human"
     if any(name.endswith("timeout_s") for name in names):
         return "bad-timeout"
     if "max_iterations" in names:
@@ -438,7 +473,7 @@ def _schema_issues(
         elif error["type"] == "missing":
             node = doc.nearest(loc[:-1])
             message = f"missing required key {loc[-1]!r}"
-        elif error["type"] in _OUT_OF_RANGE and str(loc[-1]) in BOUNDS:
+        elif error["type"] in _OUT_OF_RANGE and str(loc[-1]) in BOUNDS and "human" not in loc:
             node = doc.nearest(loc)
             shown = str(error["input"])
             message = f"is {shown}; allowed: {BOUNDS[str(loc[-1])].text}"
@@ -446,7 +481,7 @@ def _schema_issues(
             node = doc.nearest(loc)
             expected = error["msg"].replace("Input should be", "expected")
             message = f"{expected.replace('Value error, ', '')}, found {_found(error['input'])}"
-            bound = BOUNDS.get(str(loc[-1]))
+            bound = BOUNDS.get(str(loc[-1])) if "human" not in loc else None
             message += f"; allowed: {bound.text}" if bound else ""
         line, column = node_position(node) if node is not None else (None, None)
         field = ".".join(str(part) for part in loc) or "graph"

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from graphrunner.graph._human import HumanSpec
 from graphrunner.guardrails._policy import Policy
 
 __all__ = [
@@ -254,6 +255,15 @@ class NodeSpec(_Strict):
         exclude_if=lambda value: value is None,
         description="Task queue of the workers that run this sub-graph's child lifetime "
         "(default: the parent's).",
+    )
+    # Human input (left out of every dump when unset, so graphs without it hash as before).
+    human: HumanSpec | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Ask a person instead of running code: the lifetime waits in the "
+        "workflow for an answer (graphrunner respond / the graphrunner.respond update / the "
+        "graphrunner.answer signal) that fits 'response', and goes on with it as this task's "
+        "output.",
     )
 
     @model_validator(mode="before")

@@ -307,6 +307,8 @@ def validate_graph(
             _check_impl(node, i, out, check_kind=i not in unknown.kinds)
         if node.graph is not None or node.task_queue is not None:
             _check_subgraph_node(graph, node, i, out, unknown)
+        if node.human is not None:
+            _check_human(graph, node, i, out)
     known_kind = {name for name, i in node_index.items() if i not in unknown.kinds | unknown.names}
 
     start = graph.start_node
@@ -491,12 +493,57 @@ def _check_no_impl(node: NodeSpec, i: int, out: _Collector, *, routed: bool) -> 
     """
     if node.kind is NodeKind.PLAN and routed:
         return
-    if node.kind is NodeKind.TASK and node.graph is not None:
+    if node.kind is NodeKind.TASK and (node.graph is not None or node.human is not None):
         return
     message = "a node needs an 'impl' (package.module:Name)"
     if node.kind is NodeKind.PLAN:
         message += ", or, for a plan, 'when' conditions on its edges to route by"
     out.add("impl-missing", message, loc=("nodes", i), where=f"node '{_shorten(node.name)}'")
+
+
+def _check_human(graph: AgentGraph, node: NodeSpec, i: int, out: _Collector) -> None:
+    """A human-input task: a task with no code, a schema it can check cheaply, sane bounds."""
+    from graphrunner.graph._human import (
+        MAX_ANSWER_BYTES,
+        TimeoutResponse,
+        answer_problems,
+        answer_size,
+        schema_problems,
+    )
+
+    human = node.human
+    if human is None:
+        return
+    where = f"node '{_shorten(node.name)}'"
+    loc = ("nodes", i, "human")
+
+    def add(message: str) -> None:
+        out.add("human", message, loc=loc, where=where)
+
+    if node.kind is not NodeKind.TASK:
+        add("only tasks ask a person; make it 'kind: task'")
+    if node.impl is not None or node.graph is not None:
+        add("a human-input task runs no code: remove 'impl' / 'graph'")
+    if human.response is None and human.model is not None:
+        add(
+            f"the model '{human.model}' was not converted to a schema (load the graph with "
+            "load_graph or GraphBuilder)"
+        )
+    problems = schema_problems(human.response) if human.response is not None else []
+    for problem in problems:
+        add(f"response: {problem}")
+    if isinstance(human.on_timeout, TimeoutResponse):
+        if human.timeout_s is None:
+            add("'on_timeout' needs 'timeout_s'")
+        default = human.on_timeout.respond
+        if answer_size(default) > MAX_ANSWER_BYTES:
+            add(f"on_timeout.respond is larger than {MAX_ANSWER_BYTES:,} bytes")
+        elif not problems:
+            for problem in answer_problems(human.schema_or_any(), default):
+                add(f"on_timeout.respond does not fit the response schema: {problem}")
+    if human.state is not None and human.state not in (graph.state or {}):
+        declared = ", ".join(sorted(graph.state or {})) or "none"
+        add(f"state field '{human.state}' is not declared (declared: {declared})")
 
 
 #: Levels of sub-graphs pinned inside a graph, and how many a graph may pin in all.

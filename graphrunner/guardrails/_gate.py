@@ -233,7 +233,7 @@ class Gate:
         call = input.args[0] if input.args else None
         if guard is None or not isinstance(call, TaskCall | PlanCall):
             return await start(input)
-        kind = "task" if isinstance(call, TaskCall) else "plan"
+        kind = call.record_kind  # task, plan, or human (a human step's answer)
         eid = call.execution_id
         row = execution_row(
             node=call.node_name,

@@ -33,6 +33,7 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
+from graphrunner._answers import RECORD_HUMAN
 from graphrunner._types import RUN_PLAN, RUN_TASK, LifetimeInput, LifetimeResult, check_format
 from graphrunner.guardrails._gate import Gate, WorkerLayers
 from graphrunner.guardrails._sources import PolicySource
@@ -41,7 +42,8 @@ from graphrunner.workflows._phase import ENDS_LIFETIME, board_of, phase_of
 
 __all__ = ["GuardrailInterceptor"]
 
-_NODE_ACTIVITIES = (RUN_TASK, RUN_PLAN)
+# A human step is gated when its answer is recorded (kind "human", latency the wait).
+_NODE_ACTIVITIES = (RUN_TASK, RUN_PLAN, RECORD_HUMAN)
 
 
 class GuardrailInterceptor(Interceptor):

@@ -86,6 +86,8 @@ class ExecutionRecord(BaseModel):
     # lifetime state: {"seen": the state the execution saw, "update": what it returned}
     state_inline: str | None = None
     state_uri: str | None = None
+    # a human-input step (kind "human"): who answered, e.g. "alice (update)" (version 5)
+    answered_by: str | None = None
 
     @property
     def result_location(self) -> str:

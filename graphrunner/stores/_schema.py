@@ -94,6 +94,8 @@ executions = Table(
     # Lifetime state (version 4): {"seen": state, "update": update} as JSON, inline or a URI.
     Column("state_inline", Text),
     Column("state_uri", Text),
+    # Human input (version 5): who answered a human step, and how (update, signal, timeout).
+    Column("answered_by", String(300)),
     Index("ix_gr_executions_lifetime", "lifetime_id", "seq"),
     Index("ix_gr_executions_tenant", "tenant", "created_at"),
     Index("ix_gr_executions_graph", "graph_name", "created_at"),
@@ -343,6 +345,8 @@ _V4 = (
     "ALTER TABLE gr_executions ADD COLUMN state_uri TEXT",
 )
 
+_V5 = ("ALTER TABLE gr_executions ADD COLUMN answered_by VARCHAR(300)",)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -367,6 +371,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         summary="lifetime state: the state each execution saw and the update it made",
         sqlite=_spelled("sqlite", *_V4),
         postgresql=_spelled("postgresql", *_V4),
+    ),
+    Migration(
+        version=5,
+        summary="human input: who answered a human step (answered_by)",
+        sqlite=_spelled("sqlite", *_V5),
+        postgresql=_spelled("postgresql", *_V5),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

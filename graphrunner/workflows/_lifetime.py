@@ -34,6 +34,16 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from graphrunner._answers import (
+        ANSWER_SIGNAL,
+        PENDING_QUERY,
+        RECORD_HUMAN,
+        RESPOND_UPDATE,
+        HumanAnswer,
+        HumanCall,
+        HumanOutcome,
+        HumanRequest,
+    )
     from graphrunner._attributes import COST_KEY, GRAPH_KEY, STATUS_KEY, VERSION_KEY
     from graphrunner._pinned import pin
     from graphrunner._state import StateError, apply_update, initial_state
@@ -66,8 +76,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from graphrunner._values import clip
     from graphrunner.errors import FailureType, GraphrunnerError, GuardrailRejected
+    from graphrunner.graph._human import render_prompt
     from graphrunner.graph._model import GENERATED, AgentGraph, EdgeType, NodeKind, NodeSpec
     from graphrunner.workflows._checks import graph_problems
+    from graphrunner.workflows._human import HumanDesk, Refused
     from graphrunner.workflows._phase import PhaseBoard, phase_of
 
 __all__ = ["LIFETIME_WORKFLOW", "AgentLifetimeWorkflow"]
@@ -197,6 +209,8 @@ class AgentLifetimeWorkflow:
         self._spent = Telemetry()
         # Graphs plans generated, by the plan execution (node, iteration) that returned them.
         self._generated: dict[tuple[str, int], tuple[AgentGraph, str]] = {}
+        # Human-input steps: what waits, what was answered, refused signals.
+        self._desk = HumanDesk()
 
     @workflow.run
     async def run(self, inp: LifetimeInput) -> LifetimeResult:
@@ -300,8 +314,9 @@ class AgentLifetimeWorkflow:
         return FirstQuestion(phase=board.phase, question=self._question())
 
     def _question(self) -> object:
-        """What the lifetime asks now (the human-input step's pending request), if anything."""
-        return None
+        """What the lifetime asks now: its first pending human-input request, if any."""
+        waiting = next(iter(self._desk.pending.values()), None)
+        return waiting.request.model_dump(mode="json", by_alias=True) if waiting else None
 
     @workflow.query(name="status")
     def status(self) -> LifetimeStatus:
@@ -319,6 +334,8 @@ class AgentLifetimeWorkflow:
             ],
             steps=self._steps,
             state=self._scope.state,
+            waiting=self._desk.requests(),
+            refused=self._desk.refused,
         )
 
     @workflow.query(name="state")
@@ -329,6 +346,56 @@ class AgentLifetimeWorkflow:
         the JOIN, in branch order.
         """
         return self._scope.state
+
+    # -- human input: the answers (see _run_human) -----------------------------------------
+
+    @workflow.query(name=PENDING_QUERY)
+    def pending(self) -> list[HumanRequest]:
+        """The human-input requests the lifetime waits on now."""
+        return self._desk.requests()
+
+    @workflow.update(name=RESPOND_UPDATE)
+    def respond(self, answer: HumanAnswer) -> HumanOutcome:
+        """Answer a waiting human-input step; returns the outcome (the first, if answered)."""
+        # Checked again: another answer may have settled the request since the validator ran.
+        request_id = self._desk.check(answer)
+        return self._settle(request_id, answer, "update")
+
+    @respond.validator
+    def _check_respond(self, answer: HumanAnswer) -> None:
+        # A refusal goes to the caller and leaves no event in history.
+        self._desk.check(answer)
+
+    @workflow.signal(name=ANSWER_SIGNAL)
+    def answer(self, payload: Any) -> None:
+        """Answer by signal (the `temporal` CLI, the Web UI): the update's payload.
+
+        A payload the lifetime cannot take is kept as refused (``status``, the memo and the
+        Web UI's current details show it) and the lifetime keeps waiting.
+        """
+        try:
+            answer = self._desk.parse(payload)
+            request_id = self._desk.check(answer)
+        except Refused as refused:
+            self._desk.refuse(payload, refused.message, workflow.now())
+            workflow.logger.warning("refused a signalled answer: %s", refused.message)
+            self._show_desk()
+            return
+        self._settle(request_id, answer, "signal")
+
+    def _settle(self, request_id: str, answer: HumanAnswer, via: str) -> HumanOutcome:
+        outcome = self._desk.settle(request_id, answer, via=via, now=workflow.now())
+        if not outcome.duplicate:
+            self._show_desk()
+        return outcome
+
+    def _show_desk(self) -> None:
+        """Publish the pending requests: memo (pending lists) and the UI's current details."""
+        workflow.upsert_memo(self._desk.memo())
+        if self._desk.pending or self._desk.refused:
+            workflow.set_current_details(self._desk.details(workflow.info().workflow_id))
+        else:
+            workflow.set_current_details("answered; running")
 
     async def _walk(
         self,
@@ -636,6 +703,8 @@ class AgentLifetimeWorkflow:
     ) -> tuple[TaskResult | Rejection, StepRecord]:
         if node.graph is not None:
             return await self._run_child(graph, node, data, via, mark)
+        if node.human is not None:
+            return await self._run_human(graph, node, data, via, scope, mark)
         step = self._begin(graph, node)
         call = TaskCall(**self._call_fields(node, step, via, scope), data=data)
         call.with_execution_id(step.execution_id)
@@ -721,6 +790,119 @@ class AgentLifetimeWorkflow:
         self._finish(step, StepStatus.COMPLETED, decision.next_task_names or ["END"])
         self._spend(decision.telemetry)
         return decision, step
+
+    async def _run_human(
+        self,
+        graph: AgentGraph,
+        node: NodeSpec,
+        data: Any,
+        via: _Via,
+        scope: _Scope,
+        mark: str = "",
+    ) -> tuple[TaskResult | Rejection, StepRecord]:
+        """Ask a person and wait, in the workflow (no activity slot), for a valid answer.
+
+        The request id is the step's execution id. The answer comes by the
+        ``graphrunner.respond`` update or the ``graphrunner.answer`` signal; when
+        ``timeout_s`` passes first, ``on_timeout`` decides (a default answer, or the task
+        fails). The answer is then recorded (kind ``human``) by a local activity the
+        guardrails gate like any node, and flows on as the task's output.
+        """
+        human = node.human
+        if human is None:  # only reachable through a bug in _run_task
+            raise _fail(f"node '{node.name}' asks no person", FailureType.INTERNAL)
+        step = self._begin(graph, node)
+        request_id = step.execution_id
+        asked = workflow.now()
+        timeout = timedelta(seconds=human.timeout_s) if human.timeout_s else None
+        self._desk.ask(
+            HumanRequest(
+                lifetime_id=workflow.info().workflow_id,
+                request_id=request_id,
+                node=node.name,
+                iteration=step.iteration,
+                question=render_prompt(human.prompt, data),
+                schema_=human.schema_or_any(),
+                since=asked,
+                deadline=asked + timeout if timeout else None,
+                on_timeout="fail" if human.on_timeout == "fail" else "respond",
+                assignee=human.assignee,
+                labels=human.labels,
+            ),
+            human,
+        )
+        self._show_desk()
+        self._mark(LifetimePhase.WAITING)
+        try:
+            await workflow.wait_condition(
+                lambda: request_id in self._desk.outcomes,
+                timeout=timeout,
+                timeout_summary=f"{step_summary(node.name, step.iteration, mark)} deadline",
+            )
+            outcome = self._desk.outcomes[request_id]
+        except TimeoutError:
+            timed_out = self._desk.time_out(request_id, workflow.now())
+            self._stop_waiting()
+            if timed_out is None:
+                self._finish(step, StepStatus.FAILED, [])
+                raise ApplicationError(
+                    f"node '{node.name}' (task, iteration {step.iteration}) failed: nobody "
+                    f"answered within timeout_s={human.timeout_s:g} (on_timeout: fail)",
+                    {"node": node.name, "iteration": step.iteration},
+                    type=FailureType.NODE_FAILED,
+                    non_retryable=True,
+                ) from None
+            outcome = timed_out
+        except asyncio.CancelledError:
+            self._desk.withdraw(request_id)
+            self._stop_waiting()
+            self._finish(step, StepStatus.FAILED, [])
+            raise
+        else:
+            self._stop_waiting()
+        call = HumanCall(
+            **self._call_fields(node, step, via, scope),
+            data=outcome.data,
+            by=outcome.by,
+            via=outcome.via,
+            asked_at=asked,
+            answered_at=outcome.answered_at,
+            waited_ms=outcome.waited_ms,
+        )
+        call.with_execution_id(step.execution_id)
+        try:
+            await workflow.execute_local_activity(
+                RECORD_HUMAN,
+                call,
+                result_type=TaskResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                # The state DB may be away for a while: the lifetime waits for it, as the
+                # guardrail local activities do.
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+                summary=step_summary(node.name, step.iteration, mark),
+            )
+        except GuardrailRejected as rejected:
+            self._finish(step, StepStatus.REJECTED, [])
+            return _rejection(rejected), step
+        except ActivityError as err:
+            self._finish(step, StepStatus.FAILED, [])
+            if isinstance(err.cause, CancelledError):
+                raise asyncio.CancelledError() from err
+            failure = self._node_failed(node, step, err)
+            raise failure from failure.__cause__
+        except ApplicationError:  # a guardrail aborted the lifetime here
+            self._finish(step, StepStatus.FAILED, [])
+            raise
+        self._finish(step, StepStatus.COMPLETED, graph.task_next(node.name))
+        update = {human.state: outcome.data} if human.state else None
+        return TaskResult(output=outcome.data, update=update), step
+
+    def _stop_waiting(self) -> None:
+        # Not in a finally: an evicted workflow's coroutine is closed outside its event loop.
+        # One RUNNING per WAITING: the board counts the waits, so the lifetime stays
+        # ``waiting`` while any parallel step still waits.
+        self._mark(LifetimePhase.RUNNING)
+        self._show_desk()
 
     def _spend(self, telemetry: Telemetry) -> None:
         spent = self._spent
