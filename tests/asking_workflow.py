@@ -37,7 +37,7 @@ class AskingLifetime(AgentLifetimeWorkflow):
         return await super().run(inp)
 
     @workflow.signal(name="test.answer")
-    def answer(self, node: str) -> None:
+    def answer_for_test(self, node: str) -> None:
         self._answers[node] = f"answer to {node}"
 
     def _question(self) -> object:
