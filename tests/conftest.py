@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -25,6 +25,7 @@ from graphrunner.plugin import GraphrunnerPlugin
 from graphrunner.stores import BlobStore
 from graphrunner.worker import build_worker
 from graphrunner.workflows import AgentLifetimeWorkflow
+from graphrunner.workflows._phase import BOARD_PATCH
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,3 +120,22 @@ def state_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
         finally:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def marker_names(history: WorkflowHistory) -> list[str]:
+    """Names of the markers in ``history``, leaving out the phase board's patch marker.
+
+    Each lifetime started with graphrunner's search attributes records that marker once
+    (`graphrunner.workflows._phase.BOARD_PATCH`); tests about local activities and the
+    guardrail layers' marker count the others.
+    """
+    names = []
+    for event in history.events:
+        if not event.HasField("marker_recorded_event_attributes"):
+            continue
+        marker = event.marker_recorded_event_attributes
+        patch = marker.details.get("patch-data")
+        if patch is not None and any(BOARD_PATCH.encode() in p.data for p in patch.payloads):
+            continue
+        names.append(marker.marker_name)
+    return names

@@ -46,7 +46,7 @@ from graphrunner.plugin import GraphrunnerPlugin
 from graphrunner.stores import LocalBlobStore, RecordStore
 from graphrunner.worker import build_worker
 from graphrunner.workflows import AgentLifetimeWorkflow
-from tests.conftest import activity_summaries, assert_replays
+from tests.conftest import activity_summaries, assert_replays, marker_names
 from tests.test_cli_lifetimes import cli_env, graphrunner
 
 TOKENS = 1500  # what each Spend execution reports
@@ -967,12 +967,7 @@ async def test_a_graph_policy_cannot_loosen_a_global_rule_but_a_tenant_override_
 
 
 async def _markers(handle: WorkflowHandle[Any, Any]) -> list[str]:
-    history = await handle.fetch_history()
-    return [
-        event.marker_recorded_event_attributes.marker_name
-        for event in history.events
-        if event.HasField("marker_recorded_event_attributes")
-    ]
+    return marker_names(await handle.fetch_history())
 
 
 ROOMY = "{name: roomy, when: sum(tokens_used) > 1e12, scope: lifetime, action: abort_lifetime}"

@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from graphrunner import GraphBuilder, GraphrunnerClient
 from graphrunner.graph import GraphDefaults, load_graph
 from graphrunner.worker import build_worker
-from tests.conftest import activity_summaries, assert_replays
+from tests.conftest import activity_summaries, assert_replays, marker_names
 from tests.nodes import (
     Boom,
     ChooseUndeclared,
@@ -71,11 +71,7 @@ async def test_plan_as_local_activity_loops_the_same(client: GraphrunnerClient) 
     history = await handle.fetch_history()
     kinds = [e.WhichOneof("attributes") for e in history.events]
     assert kinds.count("activity_task_scheduled_event_attributes") == 2  # the tasks only
-    markers = [
-        e.marker_recorded_event_attributes.marker_name
-        for e in history.events
-        if e.HasField("marker_recorded_event_attributes")
-    ]
+    markers = marker_names(history)
     # the local plan runs only: a worker without guardrail layers adds no marker and no
     # policy snapshot to a lifetime (see tests/test_guardrails.py for one with layers)
     assert markers == ["core_local_activity"] * 2
