@@ -242,12 +242,14 @@ class HumanDesk:
             if request.assignee:
                 facts.append(f"assignee {markdown_escape(request.assignee)}")
             if request.deadline:
-                facts.append(f"deadline {request.deadline.isoformat()} ({request.on_timeout})")
+                when = request.deadline.isoformat(sep=" ", timespec="seconds")
+                facts.append(f"deadline {when} (then: {request.on_timeout})")
             lines.append(" · ".join(facts))
             lines.append("")
             lines.append(
                 f"answer: `graphrunner respond {lifetime_id.replace('`', '')} --node "
-                f"{request.node} --data '...'` or signal `graphrunner.answer`"
+                f"{request.node} --data '...'`, or update `graphrunner.respond` / signal "
+                "`graphrunner.answer` (More Actions)"
             )
             lines.append("")
         if self.refused:
