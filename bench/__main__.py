@@ -46,12 +46,21 @@ def main(argv: list[str] | None = None) -> int:
         f"at most {ACTIVITY_SLOTS}, the workers' activity slots)",
     )
     parser.add_argument(
+        "--waiting-lifetimes",
+        type=int,
+        dest="waiting_lifetimes",
+        help="lifetimes per side waiting for a person at once on one worker (1,000 by default, "
+        "100 with --quick; 10,000 takes about 10 minutes per side on a 2-core box)",
+    )
+    parser.add_argument(
         "--budget", type=float, dest="budget_s", help="seconds all measurements may take"
     )
     args = parser.parse_args(argv)
     if args.idle_lifetimes is not None and not 1 <= args.idle_lifetimes <= ACTIVITY_SLOTS:
         # More could not all run their node at once, and the section would wait for ever.
         parser.error(f"--idle-lifetimes must be between 1 and {ACTIVITY_SLOTS}")
+    if args.waiting_lifetimes is not None and args.waiting_lifetimes < 1:
+        parser.error("--waiting-lifetimes must be at least 1")
 
     cfg = Config.quick() if args.quick else Config()
     names = (
@@ -61,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "record_batches",
         "guard_reps",
         "idle_lifetimes",
+        "waiting_lifetimes",
         "budget_s",
     )
     overrides = {k: getattr(args, k) for k in names}

@@ -14,6 +14,9 @@ from temporalio import activity
 from bench.gate import GATE
 
 __all__ = [
+    "Answer",
+    "AskInput",
+    "AskResult",
     "LoopInput",
     "LoopResult",
     "PlanInput",
@@ -83,6 +86,23 @@ class StateUpdate(BaseModel):
 class StatePlanInput(BaseModel):
     steps: int
     state: dict[str, Any]
+
+
+class AskInput(BaseModel):
+    question: str
+
+
+class Answer(BaseModel):
+    """A person's answer to `BenchAsk` (its update's payload), as graphrunner's carries."""
+
+    node: str
+    data: Any = None
+    by: str = ""
+
+
+class AskResult(BaseModel):
+    data: Any
+    by: str
 
 
 @activity.defn(name="bench.noop_task")

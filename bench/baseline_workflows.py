@@ -12,9 +12,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from bench.baseline_activities import (
+        Answer,
+        AskInput,
+        AskResult,
         LoopInput,
         LoopResult,
         PlanInput,
@@ -33,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 __all__ = [
+    "AskWorkflow",
     "FanOutWorkflow",
     "HoldWorkflow",
     "LocalLoopWorkflow",
@@ -163,3 +168,45 @@ class StateLoopWorkflow:
             )
             if plan.done:
                 return StateLoopResult(steps=step, state=state)
+
+
+@workflow.defn(name="BenchAsk")
+class AskWorkflow:
+    """Waits for a person's answer (the ``answer`` update, validated), then a no-op plan.
+
+    The wait-and-answer section's baseline for graphrunner's human task: the validator
+    checks what graphrunner's does for the bench graph's schema (the node, one boolean
+    ``ok``), and a refused answer leaves no event in history.
+    """
+
+    def __init__(self) -> None:
+        self._answer: Answer | None = None
+
+    @workflow.run
+    async def run(self, inp: AskInput) -> AskResult:
+        await workflow.wait_condition(lambda: self._answer is not None)
+        answer = self._answer
+        if answer is None:  # for the type checker: the condition above holds
+            raise ApplicationError("no answer", non_retryable=True)
+        await workflow.execute_activity(
+            noop_plan,
+            PlanInput(step=1, steps=1),
+            start_to_close_timeout=TIMEOUT,
+            retry_policy=RETRY,
+        )
+        return AskResult(data=answer.data, by=answer.by)
+
+    @workflow.update(name="answer")
+    def answer(self, answer: Answer) -> AskResult:
+        self._answer = answer
+        return AskResult(data=answer.data, by=answer.by)
+
+    @answer.validator
+    def _check(self, answer: Answer) -> None:
+        if self._answer is not None:
+            raise ApplicationError("already answered", non_retryable=True)
+        if answer.node != "ask":
+            raise ApplicationError(f"node '{answer.node}' is not waiting", non_retryable=True)
+        data = answer.data
+        if not isinstance(data, dict) or not isinstance(data.get("ok"), bool) or len(data) != 1:
+            raise ApplicationError("the answer must be {ok: boolean}", non_retryable=True)

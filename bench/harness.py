@@ -18,8 +18,12 @@ The state section runs the Task+Plan loop holding a small lifetime state (`bench
 workflow holds the same dict and merges the updates by hand), alternated; then one lifetime
 per side whose state holds a large field, for its history.
 
-Last, the idle-memory section: graphrunner and the baseline each hold many lifetimes waiting on
+Then the idle-memory section: graphrunner and the baseline each hold many lifetimes waiting on
 a running node (`bench.gate`) while `tracemalloc` measures the Python heap they take.
+
+Last, the waiting-lifetimes section (`bench.waiting`): each side's worker in a process of its
+own, answer round trips of a lifetime waiting for a person, then many such lifetimes parked
+on that worker (its RSS before and after) and answered.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
@@ -52,6 +57,14 @@ from bench.sides import (
     Starter,
     graphrunner_client,
     timed,
+)
+from bench.waiting import (
+    QUEUES,
+    RoundTrip,
+    WorkerProcess,
+    park_and_answer,
+    round_trip,
+    worker_process,
 )
 from graphrunner import Settings
 from graphrunner.guardrails import PolicySource
@@ -132,6 +145,11 @@ class Config:
     # so that all of them run their node at once.
     idle_lifetimes: int = 90
     idle_reps: int = 2  # idle-memory rounds (each side first once)
+    # The waiting-lifetimes section: lifetimes per side parked at once, waiting for a person
+    # (in the workflow: no activity slot, so more than ACTIVITY_SLOTS), and rounds of one
+    # answer's round trip per side (within the section's share of the time budget).
+    waiting_lifetimes: int = 1000
+    answer_reps: int = 12
     # The state section: state_reps rounds of its four loops (stateful and stateless, each
     # side) of state_steps steps, for latency; then one lifetime of each of state_history_steps
     # steps (the same in both modes, so the state's list grows as far), for history; and one
@@ -144,7 +162,7 @@ class Config:
     state_big_steps: int = 5
     # Seconds the measurements may take in all; a section that has spent its share stops
     # repeating (so a badly slow side still yields a report, on fewer rounds).
-    budget_s: float = 275.0
+    budget_s: float = 285.0
 
     @classmethod
     def quick(cls) -> Config:
@@ -161,7 +179,9 @@ class Config:
             idle_lifetimes=30,
             state_reps=3,
             state_steps=10,
-            budget_s=44.0,
+            waiting_lifetimes=100,
+            answer_reps=5,
+            budget_s=46.0,
         )
 
 
@@ -192,6 +212,9 @@ class Measurement:
     cpu_ms_per_step: dict[str, dict[str, float]] = field(default_factory=dict)
     rounds: tuple[int, int] = (0, 0)  # rounds done, rounds planned
     unavailable: str | None = None  # why this side could not be measured at all
+    limit: float | None = None  # a bound on the side's median itself, in the row's unit
+    # Other figures of the row by side (the waiting section's RSS readings, in MiB).
+    figures: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def median(self, side: str) -> float:
         return statistics.median(self.samples[side])
@@ -228,9 +251,15 @@ class Measurement:
 
     @property
     def met(self) -> bool | None:
-        if self.aim is None or self.unavailable is not None:
+        if self.unavailable is not None or (self.aim is None and self.limit is None):
             return None
-        return self.ratio >= self.aim if self.higher_is_better else self.ratio <= self.aim
+        met = True
+        if self.aim is not None:
+            met = self.ratio >= self.aim if self.higher_is_better else self.ratio <= self.aim
+        if self.limit is not None:
+            value = self.median(self.side)
+            met = met and (value >= self.limit if self.higher_is_better else value <= self.limit)
+        return met
 
     def to_json(self) -> dict[str, object]:
         out = asdict(self)
@@ -298,6 +327,7 @@ _SECONDS = {
     "fan_out": 12.8,
     "state": 25.0,
     "throughput": 84.8,
+    "answer_round_trip": 10.0,
 }
 _SHARES = {key: seconds / sum(_SECONDS.values()) for key, seconds in _SECONDS.items()}
 
@@ -403,8 +433,12 @@ class _Run:
         cpu: ProcessCpu,
         unavailable: dict[str, str],
         guarded: list[Side] | None = None,
+        address: str | None = None,
+        blobs: Path | None = None,
     ) -> None:
         self.cfg = cfg
+        self.address = address  # the dev server's, for the waiting section's worker processes
+        self.blobs = blobs  # the blob store's directory, for graphrunner's worker process
         self.sides = sides
         self.guarded = guarded or []  # the guardrail sides (see `GUARDED` and `TENANT`)
         self.pair = [s for s in sides if s.name in (GRAPHRUNNER, BASELINE)]
@@ -492,6 +526,7 @@ class _Run:
         await self.state()
         await self.throughput()
         await self.idle_memory()
+        await self.waiting()
         return self.results
 
     async def guardrails(self) -> None:
@@ -729,6 +764,102 @@ class _Run:
             tracemalloc.stop()
         self.results.extend(_rows(m, samples, {BASELINE: cfg.idle_reps}))
 
+    async def waiting(self) -> None:
+        """Lifetimes waiting for a person: one answer's round trip, alternated; then many
+        parked on one worker (its process's RSS) and answered, each side in turn."""
+        cfg = self.cfg
+        if self.address is None or self.blobs is None:
+            return
+        count = cfg.waiting_lifetimes
+        # The SDK's default cache holds 1,000 workflows; past it the worker would evict the
+        # oldest waiting lifetimes (no memory, but a replay when answered), so a larger run
+        # raises it on both sides, as a deployment holding that many would.
+        cache = max(count, 1000)
+        found = {side.name: side for side in self.pair}
+        gr0, base0 = found.get(GRAPHRUNNER), found.get(BASELINE)
+        if not isinstance(gr0, Graphrunner) or not isinstance(base0, Baseline):
+            return
+        # The same clients, on task queues of their own (the workers' processes serve them).
+        pair: list[Side] = [
+            Graphrunner(gr0.client, queue=QUEUES[GRAPHRUNNER]),
+            Baseline(base0.client, queue=QUEUES[BASELINE]),
+        ]
+        log(
+            f"waiting: each side's worker in its own process (max_cached_workflows {cache:,}); "
+            f"{cfg.answer_reps} x one answer's round trip, then {count:,} lifetimes waiting"
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            procs: dict[str, WorkerProcess] = {}
+            for side in pair:
+                procs[side.name] = await stack.enter_async_context(
+                    worker_process(side.name, self.address, QUEUES[side.name], cache, self.blobs)
+                )
+            for side in pair:  # warm-up: imports, connections, the first lifetimes
+                for _ in range(2):
+                    await round_trip(side)
+            trips: dict[str, list[RoundTrip]] = {side.name: [] for side in pair}
+
+            async def answered(side: Side) -> float:
+                trip = await round_trip(side)
+                trips[side.name].append(trip)
+                return trip.client_ms
+
+            await _alternate(pair, cfg.answer_reps, self.budget("answer_round_trip"), answered)
+            done = min(len(t) for t in trips.values())
+            for key, title, figure in (
+                ("answer_client", "Answer round trip: the client's respond call", "client_ms"),
+                (
+                    "answer_started",
+                    "Answer round trip: update taken -> next node started (history)",
+                    "to_started_ms",
+                ),
+            ):
+                m = Measurement(key, title, "ms", higher_is_better=False, aim=None, group="waiting")
+                m.samples = {
+                    name: [getattr(t, figure) for t in trips[name][:done]] for name in trips
+                }
+                m.rounds = done, cfg.answer_reps
+                self.results.append(m)
+
+            rows = {
+                key: Measurement(
+                    key, title, unit, higher_is_better=False, aim=None, group="waiting"
+                )
+                for key, title, unit in (
+                    ("waiting_rss", f"Worker RSS per waiting lifetime ({count:,})", "KiB"),
+                    ("waiting_park", f"Time to park {count:,} lifetimes", "s"),
+                    ("waiting_answer", f"Time to answer all {count:,}", "s"),
+                    ("waiting_end", f"... until all {count:,} ended (next node ran)", "s"),
+                )
+            }
+            rows["waiting_rss"].limit = 100.0  # so that 10,000 fit in 1 GiB
+            for side in pair:
+                log(f"  {side.name}: {count:,} lifetimes waiting for a person")
+                got = await park_and_answer(side, procs[side.name], count, self.cpu)
+                figures = {
+                    "waiting_rss": got.rss_kib_per_lifetime,
+                    "waiting_park": got.park_s,
+                    "waiting_answer": got.answer_s,
+                    "waiting_end": got.end_s,
+                }
+                for key, value in figures.items():
+                    rows[key].samples[side.name] = [value]
+                rows["waiting_rss"].figures[side.name] = {
+                    "rss_before_mib": got.rss_before_kib / 1024,
+                    "rss_waiting_mib": got.rss_waiting_kib / 1024,
+                }
+                for key, (worker_s, server_s) in (
+                    ("waiting_park", got.park_cpu),
+                    ("waiting_end", got.answer_cpu),
+                ):
+                    rows[key].cpu_ms_per_step[side.name] = {
+                        "worker_process": 1000 * worker_s / count,
+                        "server": 1000 * server_s / count,
+                    }
+            for m in rows.values():
+                m.rounds = 1, 1
+                self.results.append(m)
+
 
 async def _warm_up(cfg: Config, sides: list[Side], guarded: list[Side]) -> None:
     log("warm-up")
@@ -903,7 +1034,15 @@ async def run(cfg: Config) -> Report:
                 await stack.enter_async_context(side.worker())
             await _warm_up(cfg, sides, guarded)
             pid = server.process.pid if server.process else None
-            measured = _Run(cfg, sides, ProcessCpu(pid), unavailable, guarded)
+            measured = _Run(
+                cfg,
+                sides,
+                ProcessCpu(pid),
+                unavailable,
+                guarded,
+                address=server.address,
+                blobs=dbs.blobs.root,
+            )
             measurements = await measured.measure()
             log("history of one latency lifetime per side; result read-back; converter cost")
             readback = {

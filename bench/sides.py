@@ -1,9 +1,10 @@
 """The contestants: graphrunner (without records, or recording into a state DB) and the
 hand-written baseline, each on its own task queue.
 
-All hand out starters for the same four kinds of lifetime (a sequential Task+Plan loop, the
-same loop holding a lifetime state, a fan-out loop, and one node that waits on
-`bench.gate.GATE`); `timed` starts one or many and
+All hand out starters for the same five kinds of lifetime (a sequential Task+Plan loop, the
+same loop holding a lifetime state, a fan-out loop, one node that waits on
+`bench.gate.GATE`, and one that waits for a person's answer, then a no-op plan), and answer
+the last; `timed` starts one or many and
 measures wall time from the client until every result is in. Workers for all run in this
 process for the whole benchmark.
 """
@@ -21,6 +22,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from bench.baseline_activities import (
+    Answer,
+    AskInput,
+    AskResult,
     LoopInput,
     LoopResult,
     StateLoopInput,
@@ -32,6 +36,7 @@ from bench.baseline_activities import (
     state_task,
 )
 from bench.baseline_workflows import (
+    AskWorkflow,
     FanOutWorkflow,
     HoldWorkflow,
     LocalLoopWorkflow,
@@ -53,6 +58,7 @@ __all__ = [
     "Graphrunner",
     "Side",
     "Starter",
+    "ask_graph",
     "fan_graph",
     "graphrunner_client",
     "hold_graph",
@@ -120,6 +126,31 @@ def hold_graph() -> AgentGraph:
     return GraphBuilder("bench-hold", defaults=DEFAULTS).task("hold", Hold).final("hold").build()
 
 
+# The answer both sides' waits take: graphrunner's human task declares this schema, the
+# baseline's update validator checks the same by hand.
+ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+    "additionalProperties": False,
+}
+ANSWER = {"ok": True}
+ANSWERED_BY = "bench"
+
+
+def ask_graph() -> AgentGraph:
+    """A human task ``ask`` (waits in the workflow for an answer), then a no-op Plan ``after``
+    (an activity) that ends the lifetime."""
+    return (
+        GraphBuilder("bench-ask", defaults=DEFAULTS)
+        .human("ask", prompt="Approve?", response=ANSWER_SCHEMA)
+        .plan("after", Loop, config={"steps": 1})
+        .edge("ask", "after")
+        .final("after")
+        .build()
+    )
+
+
 Starter = Callable[[], Awaitable[WorkflowHandle[Any, Any]]]
 
 
@@ -137,6 +168,12 @@ class Side(Protocol):
     def fan(self, rounds: int, branches: int) -> Starter: ...
 
     def hold(self) -> Starter: ...
+
+    def ask(self) -> Starter: ...
+
+    async def respond(self, lifetime_id: str) -> object:
+        """Answer the lifetime's waiting ``ask`` with `ANSWER`, as a client would."""
+        ...
 
 
 async def timed(start: Starter, count: int = 1, *, timeout_s: float = 180.0) -> float:
@@ -171,6 +208,7 @@ class Graphrunner:
     to ``blobs``), as a deployment with records on does; ``name`` then tells the sides apart.
     ``policies`` are the worker's guardrail layers (none by default; the guardrail
     interceptor runs either way, unless ``guardrails`` is False, a bench-only variant).
+    ``cache`` is the worker's ``max_cached_workflows`` (None: the SDK's default, 1,000).
     """
 
     def __init__(
@@ -183,8 +221,10 @@ class Graphrunner:
         blobs: BlobStore | None = None,
         policies: PolicySource | None = None,
         guardrails: bool = True,
+        cache: int | None = None,
     ) -> None:
         self.name = name
+        self.cache = cache
         self.policies = policies
         self.guardrails = guardrails
         self.client = client
@@ -200,11 +240,17 @@ class Graphrunner:
         self.state_graphs: dict[tuple[int, int], AgentGraph] = {}
         self.fan_graphs: dict[tuple[int, int], AgentGraph] = {}
         self.hold_graph: AgentGraph | None = None
+        self.ask_graph: AgentGraph | None = None
 
     def worker(self) -> Worker:
+        options: dict[str, Any] = {} if self.cache is None else {"max_cached_workflows": self.cache}
         if self.guardrails:
             return build_worker(
-                self.client, task_queue=self.queue, recorder=self.recorder, policies=self.policies
+                self.client,
+                task_queue=self.queue,
+                recorder=self.recorder,
+                policies=self.policies,
+                **options,
             )
         # What guardrails cost before any rule: build_worker's worker without the guardrail
         # interceptor, which no graphrunner deployment runs (build_worker always adds it).
@@ -216,6 +262,7 @@ class Graphrunner:
             plugins=[plugin],
             max_concurrent_activities=ACTIVITY_SLOTS,
             max_eager_activity_reservations_per_workflow_task=10,
+            **options,
         )
 
     def loop(self, steps: int, *, local: bool) -> Starter:
@@ -242,21 +289,39 @@ class Graphrunner:
         graph = self.hold_graph
         return lambda: self.runner.start(graph, None)
 
+    def ask(self) -> Starter:
+        if self.ask_graph is None:
+            self.ask_graph = ask_graph()
+        graph = self.ask_graph
+        return lambda: self.runner.start(graph, None)
+
+    async def respond(self, lifetime_id: str) -> object:
+        return await self.runner.respond(lifetime_id, "ask", ANSWER, by=ANSWERED_BY)
+
 
 class Baseline:
-    """A hand-written temporalio workflow doing the same work with plain activities."""
+    """A hand-written temporalio workflow doing the same work with plain activities.
+
+    ``cache`` is the worker's ``max_cached_workflows`` (None: the SDK's default, 1,000).
+    """
 
     name = "baseline"
 
-    def __init__(self, client: Client) -> None:
+    def __init__(
+        self, client: Client, *, queue: str = BASE_QUEUE, cache: int | None = None
+    ) -> None:
         self.client = client
+        self.queue = queue
+        self.cache = cache
 
     def worker(self) -> Worker:
+        options: dict[str, Any] = {} if self.cache is None else {"max_cached_workflows": self.cache}
         # The same worker tuning graphrunner's build_worker applies, so only the code differs.
         return Worker(
             self.client,
-            task_queue=BASE_QUEUE,
+            task_queue=self.queue,
             workflows=[
+                AskWorkflow,
                 LoopWorkflow,
                 LocalLoopWorkflow,
                 StateLoopWorkflow,
@@ -266,6 +331,7 @@ class Baseline:
             activities=[noop_task, noop_plan, state_task, state_plan, hold],
             max_concurrent_activities=ACTIVITY_SLOTS,
             max_eager_activity_reservations_per_workflow_task=10,
+            **options,
         )
 
     def _start(
@@ -276,7 +342,7 @@ class Baseline:
                 workflow,
                 inp,
                 id=f"{workflow}-{uuid.uuid4().hex[:12]}",
-                task_queue=BASE_QUEUE,
+                task_queue=self.queue,
                 result_type=result_type,
             )
 
@@ -294,3 +360,11 @@ class Baseline:
 
     def hold(self) -> Starter:
         return self._start("BenchHold", LoopInput(steps=1))
+
+    def ask(self) -> Starter:
+        return self._start("BenchAsk", AskInput(question="Approve?"), AskResult)
+
+    async def respond(self, lifetime_id: str) -> object:
+        handle = self.client.get_workflow_handle(lifetime_id)
+        answer = Answer(node="ask", data=ANSWER, by=ANSWERED_BY)
+        return await handle.execute_update(AskWorkflow.answer, answer)
