@@ -1004,5 +1004,8 @@ def main() -> None:
 # pause, resume, abort, cancel (one lifetime or --query) and setup: their own module.
 from graphrunner.client import _cli_control  # noqa: E402, F401  (registers the commands)
 
+# replay (would this code break running lifetimes?): its own module.
+from graphrunner.client import _cli_replay  # noqa: E402, F401  (registers the command)
+
 if __name__ == "__main__":
     main()
