@@ -72,7 +72,9 @@ class ReroutedLifetime(AgentLifetimeWorkflow):
         if step.iteration >= 2 and chosen and len(chosen) == 1:
             edges = graph.out_edges(node.name)
             others = [e.target for e in edges if e.target and e.target not in chosen]
-            parallel = [e.target for e in edges if e.target in others and e.type is EdgeType.PARALLEL]
+            parallel = [
+                e.target for e in edges if e.target in others and e.type is EdgeType.PARALLEL
+            ]
             rerouted = parallel or others[:1]
             if rerouted:
                 decision = decision.model_copy(update={"next_task_names": rerouted})

@@ -7,16 +7,25 @@ import json
 from typing import Any
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from graphrunner import GraphrunnerClient, load_graph
 from graphrunner.client._replay import parse_since, replay_histories, replay_query
 from tests.conftest import ROOT
 from tests.swapped_workflows import ReroutedLifetime
-from tests.test_cli_lifetimes import graphrunner, server_env  # noqa: F401  (a fixture)
+from tests.test_cli_lifetimes import cli_env, graphrunner
 from tests.test_human import waiting
 
 EXAMPLES = ROOT / "examples"
 REROUTED = "tests.swapped_workflows:ReroutedLifetime"
+
+
+@pytest.fixture
+def server_env(env: WorkflowEnvironment, task_queue: str) -> dict[str, str]:
+    return cli_env(
+        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+        GRAPHRUNNER_TASK_QUEUE=task_queue,
+    )
 
 
 @pytest.mark.usefixtures("worker")

@@ -157,7 +157,7 @@ def _verdict(
     history: WorkflowHistory, run_id: str, failure: Exception | None, event_id: int | None
 ) -> ReplayVerdict:
     last = history.events[-1] if history.events else None
-    running = last is None or not any(last.HasField(f) for f in _CLOSED)
+    running = last is None or last.WhichOneof("attributes") not in _CLOSED
     base: dict[str, Any] = {
         "lifetime_id": history.workflow_id,
         "run_id": run_id,
@@ -244,7 +244,8 @@ async def _first_mismatch(
         return int(found.group(1))
     events = history.events
     # Cut just before each WorkflowTaskScheduled: a prefix then ends with a task's commands.
-    cuts = [i for i, e in enumerate(events) if e.HasField(_TASK_SCHEDULED)] + [len(events)]
+    kinds = [e.WhichOneof("attributes") for e in events]
+    cuts = [i for i, kind in enumerate(kinds) if kind == _TASK_SCHEDULED] + [len(events)]
     low, high = 0, len(cuts) - 1  # cuts[high] fails (the whole history did)
     while low < high:
         mid = (low + high) // 2
@@ -253,14 +254,14 @@ async def _first_mismatch(
         else:
             low = mid + 1
     end = cuts[high]
-    completed = [i for i in range(end) if events[i].HasField(_TASK_COMPLETED)]
+    completed = [i for i in range(end) if kinds[i] == _TASK_COMPLETED]
     if not completed:
         return None
     commands = events[completed[-1] + 1 : end] or events[completed[-1] : completed[-1] + 1]
     named = _NAMED_ACTIVITY.search(str(failure))
     for event in commands:
         attrs = event.activity_task_scheduled_event_attributes
-        if named and event.HasField(_ACTIVITY_SCHEDULED):
+        if named and event.WhichOneof("attributes") == _ACTIVITY_SCHEDULED:
             if attrs.activity_type.name == named.group(1):
                 return event.event_id
     return commands[0].event_id
