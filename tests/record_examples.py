@@ -34,7 +34,9 @@ Recording = Callable[[GraphrunnerClient], Awaitable[list[WorkflowHandle[Any, Any
 
 async def research(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
     """A gather/review loop, a PARALLEL fan-out to three reviewers, a JOIN, a report."""
-    handle = await client.start(load_graph(EXAMPLES / "research.yaml"), {"topic": "golden"}, id="research")
+    handle = await client.start(
+        load_graph(EXAMPLES / "research.yaml"), {"topic": "golden"}, id="research"
+    )
     await handle.result()
     return [client.temporal.get_workflow_handle(handle.id)]
 
@@ -42,7 +44,9 @@ async def research(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
 async def coding_agent(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
     """A map over files, each branch with its validate loop (one lints twice)."""
     request = {"request": "rename fetch to load", "files": ["api.py", "cli2.py", "docs.md"]}
-    handle = await client.start(load_graph(EXAMPLES / "coding_agent.yaml"), request, id="coding-agent")
+    handle = await client.start(
+        load_graph(EXAMPLES / "coding_agent.yaml"), request, id="coding-agent"
+    )
     await handle.result()
     return [client.temporal.get_workflow_handle(handle.id)]
 
@@ -59,7 +63,9 @@ async def lead_agent(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]
 
 async def approval(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
     """Human input: asked, answered 'changes' by Update, asked again, approved."""
-    handle = await client.start(load_graph(EXAMPLES / "approval.yaml"), {"topic": "golden"}, id="approval")
+    handle = await client.start(
+        load_graph(EXAMPLES / "approval.yaml"), {"topic": "golden"}, id="approval"
+    )
     await waiting(client, handle.id, "approve")
     await client.respond(handle.id, "approve", {"decision": "changes", "comment": "shorter"})
     for _ in range(400):  # the second question, once the rewrite ran
