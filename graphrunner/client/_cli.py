@@ -1001,8 +1001,9 @@ def main() -> None:
     os._exit(code)
 
 
-# pause, resume, abort, cancel (one lifetime or --query) and setup: their own module.
-from graphrunner.client import _cli_control  # noqa: E402, F401  (registers the commands)
+# pause, resume, abort, cancel (one lifetime or --query) and setup, and replay (would this
+# code break running lifetimes?): their own modules, imported to register the commands.
+from graphrunner.client import _cli_control, _cli_replay  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()
