@@ -95,7 +95,8 @@ class LifetimeSteps(BaseModel):
         lifetime_id: The lifetime.
         run_id: Its current run.
         runs: Every run, oldest first.
-        steps: Every step, in the order they started.
+        steps: Every step by number; a step run again after a reset follows the one it
+            replaced.
     """
 
     lifetime_id: str
@@ -296,7 +297,12 @@ async def lifetime_steps(temporal: Client, lifetime_id: str) -> LifetimeSteps:
     for step in abandoned:
         step.reset_point = None
         step.superseded_by = replaced.get(step.run_id, current)
-    everything = sorted(live + abandoned, key=lambda s: (s.started_at, s.seq))
+    # By number; where a reset ran a step again, the abandoned one (oldest run first) first.
+    rank = {run: i for i, run in enumerate(order)}
+    everything = sorted(
+        live + abandoned,
+        key=lambda s: (s.seq, s.superseded_by is None, rank.get(s.run_id, len(rank))),
+    )
     return LifetimeSteps(lifetime_id=lifetime_id, run_id=current, runs=order, steps=everything)
 
 
