@@ -175,6 +175,7 @@ async def test_a_reset_by_the_temporal_cli_keeps_steps_and_records_consistent(
         for e in history.events
         if e.HasField("workflow_task_completed_event_attributes") and e.event_id < scheduled[2]
     )
+    assert (await client.steps(lid)).live[2].reset_point == event, "steps names it too"
     address = env.client.service_client.config.target_host
     done = subprocess.run(
         [
@@ -207,7 +208,7 @@ async def test_a_reset_by_the_temporal_cli_keeps_steps_and_records_consistent(
         (n, i) for i in (2, 3) for n in ("work", "check")
     ]
     assert [s.run_id for s in steps.live] == [old] * 2 + [new] * 4
-    assert steps.live[2].reset_point == event
+    assert all(s.reset_point for s in steps.live), "the new run's own event ids"
     assert [s.seq for s in steps.steps if s.superseded_by] == [2, 3, 4, 5]
     await assert_records_agree(client, steps)
     await assert_replays(client.temporal, client.temporal.get_workflow_handle(lid))
