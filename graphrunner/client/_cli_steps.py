@@ -77,6 +77,14 @@ def _said(result: ResetResult, dry_run: bool) -> None:
             )
         )
     out.print(steps_table(result.rerun, "steps that run again"))
+    earlier = [f"#{s.seq}" for s in result.rerun if s.seq < result.step]
+    if earlier:
+        out.print(
+            _text(
+                f"{', '.join(earlier)} run again too: they finished after that boundary (in "
+                f"the workflow task that began #{result.step}, or still running there)"
+            )
+        )
     if result.answers:
         fate = "dropped (the lifetime asks again)" if result.answers_dropped else "re-applied"
         out.print(_text(f"{result.answers} human answer(s) given after that point: {fate}"))
