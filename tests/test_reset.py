@@ -211,6 +211,9 @@ async def test_a_reset_by_the_temporal_cli_keeps_steps_and_records_consistent(
     assert all(s.reset_point for s in steps.live), "the new run's own event ids"
     assert [s.seq for s in steps.steps if s.superseded_by] == [2, 3, 4, 5]
     await assert_records_agree(client, steps)
+    status = await client.status(lid)
+    assert [s.execution_id for s in status.steps] == [s.execution_id for s in steps.live]
+    assert [s.execution_id for s in result.steps] == [s.execution_id for s in steps.live]
     await assert_replays(client.temporal, client.temporal.get_workflow_handle(lid))
 
     # The CLI shows the same: steps (JSON and table), history's superseded marks, a dry run.

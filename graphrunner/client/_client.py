@@ -73,6 +73,7 @@ from graphrunner.client._steps import (
     LifetimeSteps,
     ResetResult,
     lifetime_steps,
+    own_steps,
     reset_to_step,
     superseded_records,
 )
@@ -333,6 +334,7 @@ async def _with_path(handle: WorkflowHandle[Any, Any], result: LifetimeResult) -
         history = await latest.fetch_history()
     run_id = run_of(history) or (await latest.describe()).run_id
     steps = await steps_from_history(history, handle._client.data_converter, run_id=run_id)
+    own_steps(history, run_id, steps)
     return result.model_copy(update={"steps": steps or result.steps})
 
 
@@ -712,6 +714,7 @@ class GraphrunnerClient:
         desc: WorkflowExecutionDescription = await handle.describe()
         history = await handle.fetch_history()
         steps = await steps_from_history(history, self.temporal.data_converter, run_id=desc.run_id)
+        own_steps(history, desc.run_id, steps)  # after a reset: the base run's, before it
         status = desc.status or WorkflowExecutionStatus.RUNNING
         memo = await desc.memo()
         paused: list[PauseInfo] = []

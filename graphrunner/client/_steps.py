@@ -26,7 +26,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHistory
 
-from graphrunner._types import StepStatus, execution_id, parse_step_summary
+from graphrunner._types import StepRecord, StepStatus, execution_id, parse_step_summary
 from graphrunner.client._history import steps_from_history
 from graphrunner.errors import GraphrunnerError
 from graphrunner.graph._model import NodeKind
@@ -37,6 +37,7 @@ __all__ = [
     "LifetimeSteps",
     "ResetResult",
     "lifetime_steps",
+    "own_steps",
     "rerun_from",
     "reset_to_step",
     "superseded_records",
@@ -232,6 +233,22 @@ def _walk(history: WorkflowHistory, run_id: str) -> _Walk:
             if ref is not None and ref in by_event:
                 walk.spans[by_event[ref]].close = eid
     return walk
+
+
+def own_steps(history: WorkflowHistory, run_id: str, steps: list[StepRecord]) -> None:
+    """Give each step of ``history`` the execution id of the run that executed it.
+
+    `steps_from_history` derives every id from one run; after a reset, the steps before the
+    reset point were executed (and recorded) by the base run.
+    """
+    walk = _walk(history, run_id)
+    if not walk.resets:
+        return
+    for step in steps:
+        span = walk.spans.get((step.node, step.iteration))
+        if span is not None and span.close is not None:
+            owner = walk.owner(span.close)
+            step.execution_id = execution_id(history.workflow_id, owner, step.node, step.iteration)
 
 
 async def _run_steps(
