@@ -238,3 +238,26 @@ async def test_a_reset_by_the_temporal_cli_keeps_steps_and_records_consistent(
     assert "would reset" in plan.stdout and "steps that run again" in plan.stdout
     bad = await asyncio.to_thread(graphrunner, "reset", lid, "--step", "99", env=environ)
     assert bad.returncode == 2 and "no step #99" in bad.stderr
+
+
+async def test_a_reset_into_a_fan_out_reruns_every_branch_begun_with_it(
+    recorded: GraphrunnerClient,
+) -> None:
+    client = recorded
+    lid = f"freset-{uuid.uuid4().hex[:8]}"
+    await client.start(load_graph(ROOT / "tests/fixtures/graphs/valid-fan-out.yaml"), "x", id=lid)
+    first = await client.result(lid)
+    before = await client.steps(lid)
+    names = [s.node for s in before.live]
+    assert names[:2] == ["prepare", "split"] and sorted(names[2:5]) == ["a", "b", "c"]
+    # The three branches were scheduled in one workflow task: one reset point for all.
+    assert len({s.reset_point for s in before.live[2:5]}) == 1
+
+    done = await client.reset(lid, step=3)
+    assert [s.seq for s in done.rerun] == [2, 3, 4, 5], "all branches and the join run again"
+    result = await client.result(lid)
+    assert result.output == first.output
+    after = await settled(client, lid, superseded=4)
+    assert [s.run_id for s in after.live] == [done.base_run_id] * 2 + [done.new_run_id] * 4
+    await assert_records_agree(client, after)
+    await assert_replays(client.temporal, client.temporal.get_workflow_handle(lid))
