@@ -193,16 +193,23 @@ def _size(n: int) -> str:
     return f"{size:.1f} {unit}"
 
 
-def _history_table(records: list[ExecutionRecord], title: str) -> Table:
+def _history_table(
+    records: list[ExecutionRecord], title: str, superseded: dict[str, str] | None = None
+) -> Table:
+    # After a reset (more than one run), each row says its run and whether it was abandoned.
+    runs = len({r.run_id for r in records}) > 1
+    extra = ["run", "superseded by"] if runs else []
     table = _table(
         title,
-        ["#", "node", "iter", "attempt", "status", "tokens", "cost $", "latency", "result"],
+        ["#", "node", "iter", "attempt", "status", "tokens", "cost $", "latency", "result", *extra],
         right=("#", "iter", "attempt", "tokens", "cost $", "latency"),
     )
     for rec in records:
         result = rec.result_uri or (_size(rec.result_size) if rec.result_inline else "-")
         if rec.error:
             result = rec.error[:60]
+        by = (superseded or {}).get(rec.execution_id)
+        marks = [rec.run_id[:8], by[:8] if by else "-"] if runs else []
         _row(
             table,
             str(rec.seq),
@@ -214,8 +221,22 @@ def _history_table(records: list[ExecutionRecord], title: str) -> Table:
             f"{rec.cost_usd:.4f}",
             f"{rec.latency_ms:.0f} ms",
             result,
+            *marks,
         )
     return table
+
+
+async def _superseded(
+    settings: Settings, lifetime_id: str, records: list[ExecutionRecord]
+) -> dict[str, str]:
+    """Records a reset abandoned (execution id -> new run); {} with one run or no server."""
+    if len({r.run_id for r in records}) < 2:
+        return {}
+    try:
+        client = await GraphrunnerClient.connect(settings)
+        return await client.superseded(lifetime_id, records)
+    except (GraphrunnerError, RPCError):  # history still shows the records, with their runs
+        return {}
 
 
 def _attempts_table(rows: list[AttemptRecord], title: str) -> Table:
@@ -758,9 +779,13 @@ def history(
         records = await store.executions(lifetime_id)
         decisions = await store.decisions(lifetime_id)
         tried = await lifetime_attempts(store, lifetime_id) if attempts else []
+        superseded = await _superseded(settings, lifetime_id, records)
         if as_json:
             payload = {
-                "executions": [r.model_dump(mode="json") for r in records],
+                "executions": [
+                    {**r.model_dump(mode="json"), "superseded_by": superseded.get(r.execution_id)}
+                    for r in records
+                ],
                 "decisions": [d.model_dump(mode="json") for d in decisions],
             }
             if attempts:
@@ -769,7 +794,7 @@ def history(
             return
         if not records and not decisions:
             _fail(f"no records for lifetime {lifetime_id} in {settings.state_db_url()}")
-        out.print(_history_table(records, f"executions of {lifetime_id}"))
+        out.print(_history_table(records, f"executions of {lifetime_id}", superseded))
         if attempts:
             out.print(_attempts_table(tried, f"attempts of {lifetime_id}"))
         if decisions:
@@ -1001,9 +1026,10 @@ def main() -> None:
     os._exit(code)
 
 
-# pause, resume, abort, cancel (one lifetime or --query) and setup, and replay (would this
-# code break running lifetimes?): their own modules, imported to register the commands.
-from graphrunner.client import _cli_control, _cli_replay  # noqa: E402, F401
+# Their own modules, which register their commands: pause, resume, abort, cancel (one
+# lifetime or --query) and setup; replay (would this code break running lifetimes?); steps
+# and reset (a lifetime's steps across runs).
+from graphrunner.client import _cli_control, _cli_replay, _cli_steps  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

@@ -69,6 +69,14 @@ from graphrunner.client._setup import (
 )
 from graphrunner.client._state_view import StateAt, state_after
 from graphrunner.client._state_view import from_history as state_from_history
+from graphrunner.client._steps import (
+    LifetimeSteps,
+    ResetResult,
+    lifetime_steps,
+    own_steps,
+    reset_to_step,
+    superseded_records,
+)
 from graphrunner.errors import GraphError, GraphrunnerError, ServerUnreachable
 from graphrunner.graph import AgentGraph, load_graph
 from graphrunner.guardrails._wire import (
@@ -326,6 +334,7 @@ async def _with_path(handle: WorkflowHandle[Any, Any], result: LifetimeResult) -
         history = await latest.fetch_history()
     run_id = run_of(history) or (await latest.describe()).run_id
     steps = await steps_from_history(history, handle._client.data_converter, run_id=run_id)
+    own_steps(history, run_id, steps)
     return result.model_copy(update={"steps": steps or result.steps})
 
 
@@ -705,6 +714,7 @@ class GraphrunnerClient:
         desc: WorkflowExecutionDescription = await handle.describe()
         history = await handle.fetch_history()
         steps = await steps_from_history(history, self.temporal.data_converter, run_id=desc.run_id)
+        own_steps(history, desc.run_id, steps)  # after a reset: the base run's, before it
         status = desc.status or WorkflowExecutionStatus.RUNNING
         memo = await desc.memo()
         paused: list[PauseInfo] = []
@@ -1023,6 +1033,45 @@ class GraphrunnerClient:
     async def history(self, lifetime_id: str) -> list[ExecutionRecord]:
         """Every recorded execution of a lifetime, in the order the workflow scheduled them."""
         return await self.records.executions(lifetime_id)
+
+    async def superseded(self, lifetime_id: str, records: list[ExecutionRecord]) -> dict[str, str]:
+        """Which of ``records`` a reset abandoned: execution id -> the run that replaced it."""
+        return superseded_records(records, await self.steps(lifetime_id))
+
+    async def steps(self, lifetime_id: str) -> LifetimeSteps:
+        """Every step of a lifetime across all its runs, with its reset point.
+
+        Steps a reset abandoned are kept, marked ``superseded_by`` the run that replaced
+        them; resets made in the Web UI or with ``temporal workflow reset`` count too.
+        """
+        return await lifetime_steps(self.temporal, lifetime_id)
+
+    async def reset(
+        self,
+        lifetime_id: str,
+        *,
+        step: int,
+        drop_answers: bool = False,
+        reason: str = "",
+        dry_run: bool = False,
+    ) -> ResetResult:
+        """Reset a lifetime to the workflow-task boundary before step ``step`` (``#``).
+
+        Steps from there on run again, in a new run, with the current code; human answers
+        received after the boundary are re-applied unless ``drop_answers``. With
+        ``dry_run``, only says what would run again.
+
+        Raises:
+            GraphrunnerError: The lifetime has no such step.
+        """
+        return await reset_to_step(
+            self.temporal,
+            lifetime_id,
+            step,
+            drop_answers=drop_answers,
+            reason=reason,
+            dry_run=dry_run,
+        )
 
     async def attempts(self, lifetime_id: str) -> list[AttemptRecord]:
         """Every finished attempt of a lifetime's executions, failed ones with their error.

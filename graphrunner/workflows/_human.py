@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         HumanRequest,
         RefusedAnswer,
     )
+    from graphrunner._types import execution_id
     from graphrunner._values import BadValue, check_value, clip
     from graphrunner.graph._human import (
         MAX_ANSWER_BYTES,
@@ -39,6 +40,7 @@ ANSWER_REFUSED: Final = "AnswerRefused"
 """``ApplicationError.type`` of an answer the lifetime refused."""
 _REFUSED_KEPT: Final = 20  # refused signals kept (the newest)
 _MEMO_REQUESTS: Final = 20  # pending requests described in the memo (the oldest first)
+_AHEAD: Final = 50  # iterations of a node an early answer (a reset run's) may be for
 _MARKDOWN: Final = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
 
@@ -62,17 +64,38 @@ class _Waiting:
 
 @dataclass
 class HumanDesk:
-    """The requests a lifetime waits on, the outcomes of settled ones, refused signals."""
+    """The requests a lifetime waits on, the outcomes of settled ones, refused signals.
+
+    An answer that names (``request_id``) a request the lifetime has not asked yet, the
+    next few of each human node (`expect`), is held as the request's outcome, and the
+    request is settled the moment it is asked. That is how a run made by a reset takes the
+    answers received after the reset point: the server hands them over in its first workflow
+    task, before the steps that ask again have run. Request ids name the lifetime's first
+    run, so they are the same in every run. An answer without a request id is for a request
+    waiting now, as before.
+    """
 
     pending: dict[str, _Waiting] = field(default_factory=dict)
     outcomes: dict[str, HumanOutcome] = field(default_factory=dict)
     refused: list[RefusedAnswer] = field(default_factory=list)
+    chain: tuple[str, str] = ("", "")  # workflow id, first run id: what request ids derive from
+    upcoming: dict[str, tuple[int, HumanSpec]] = field(default_factory=dict)  # node -> next
 
     # -- asking ---------------------------------------------------------------------------
 
+    def expect(self, node: str, iteration: int, spec: HumanSpec) -> None:
+        """The next request ``node`` will make is for ``iteration`` (early answers' target)."""
+        self.upcoming[node] = (iteration, spec)
+
+    def request_id(self, node: str, iteration: int) -> str:
+        """The id of ``node``'s request for ``iteration``, the same in every run."""
+        return execution_id(*self.chain, node, iteration)
+
     def ask(self, request: HumanRequest, spec: HumanSpec) -> None:
-        """Start waiting on ``request``."""
-        self.pending[request.request_id] = _Waiting(request, spec)
+        """Start waiting on ``request`` (unless an early answer settled it already)."""
+        self.expect(request.node, request.iteration + 1, spec)
+        if request.request_id not in self.outcomes:
+            self.pending[request.request_id] = _Waiting(request, spec)
 
     def withdraw(self, request_id: str) -> None:
         """Stop waiting on a request nobody answered (the lifetime was cancelled)."""
@@ -106,6 +129,10 @@ class HumanDesk:
             return rid
         if rid is not None:
             found = self.pending.get(rid)
+            ahead = self._ahead(answer.node, rid)
+            if found is None and ahead is not None:
+                self._check_data(answer.node, ahead[1], answer.data)
+                return rid
             if found is None:
                 raise Refused(
                     f"request '{rid}' is not waiting for an answer (a stale or unknown request "
@@ -128,8 +155,18 @@ class HumanDesk:
                     f"with request_id (one of {ids})"
                 )
             found = at_node[0]
-        self._check_data(found, answer.data)
+        self._check_data(found.request.node, found.spec, answer.data)
         return found.request.request_id
+
+    def _ahead(self, node: str, rid: str) -> tuple[int, HumanSpec] | None:
+        """The not-yet-asked request ``rid`` of ``node`` (iteration, spec), if it is one."""
+        if node not in self.upcoming:
+            return None
+        first, spec = self.upcoming[node]
+        for iteration in range(first, first + _AHEAD):
+            if self.request_id(node, iteration) == rid:
+                return iteration, spec
+        return None
 
     def _waiting_text(self) -> str:
         if not self.pending:
@@ -138,8 +175,7 @@ class HumanDesk:
         return "waiting: " + ", ".join(f"'{n}'" for n in nodes)
 
     @staticmethod
-    def _check_data(waiting: _Waiting, data: Any) -> None:
-        node = waiting.request.node
+    def _check_data(node: str, spec: HumanSpec, data: Any) -> None:
         try:
             check_value(data, "the answer")
         except BadValue as exc:
@@ -150,7 +186,7 @@ class HumanDesk:
                 f"the answer for node '{node}' is {size:,} bytes; at most "
                 f"{MAX_ANSWER_BYTES:,} are taken"
             )
-        problems = answer_problems(waiting.spec.schema_or_any(), data)
+        problems = answer_problems(spec.schema_or_any(), data)
         if problems:
             raise Refused(
                 f"the answer does not fit node '{node}''s response schema: " + "; ".join(problems)
@@ -163,7 +199,20 @@ class HumanDesk:
         settled = self.outcomes.get(request_id)
         if settled is not None:
             return settled.model_copy(update={"duplicate": True})
-        waiting = self.pending.pop(request_id)
+        waiting = self.pending.pop(request_id, None)
+        if waiting is None:  # ahead of its question (`check` found it upcoming)
+            node_ahead = self._ahead(answer.node, request_id)
+            outcome = HumanOutcome(
+                request_id=request_id,
+                node=answer.node,
+                iteration=node_ahead[0] if node_ahead else 0,
+                data=answer.data,
+                by=answer.by,
+                via=via,
+                answered_at=now,
+            )
+            self.outcomes[request_id] = outcome
+            return outcome
         outcome = self._outcome(waiting.request, answer.data, by=answer.by, via=via, now=now)
         self.outcomes[request_id] = outcome
         return outcome

@@ -255,6 +255,12 @@ class AgentLifetimeWorkflow:
             )
         pin(graph, inp.graph_hash)  # this worker's node activities find it here
         self._scope = _Scope(initial_state(graph))
+        info = workflow.info()
+        # Request ids name the first run: a reset's run takes the answers its base run got.
+        self._desk.chain = info.workflow_id, info.first_execution_run_id
+        for node in graph.nodes:
+            if node.human is not None:
+                self._desk.expect(node.name, 1, node.human)
         start = graph.node(graph.start_node)
         # A start task gets the input as its data; a start plan as its one upstream result.
         results = (
@@ -802,8 +808,8 @@ class AgentLifetimeWorkflow:
     ) -> tuple[TaskResult | Rejection, StepRecord]:
         """Ask a person and wait, in the workflow (no activity slot), for a valid answer.
 
-        The request id is the step's execution id. The answer comes by the
-        ``graphrunner.respond`` update or the ``graphrunner.answer`` signal; when
+        The request id is the step's execution id in the lifetime's first run. The answer
+        comes by the ``graphrunner.respond`` update or the ``graphrunner.answer`` signal; when
         ``timeout_s`` passes first, ``on_timeout`` decides (a default answer, or the task
         fails). The answer is then recorded (kind ``human``) by a local activity the
         guardrails gate like any node, and flows on as the task's output.
@@ -812,7 +818,9 @@ class AgentLifetimeWorkflow:
         if human is None:  # only reachable through a bug in _run_task
             raise _fail(f"node '{node.name}' asks no person", FailureType.INTERNAL)
         step = self._begin(graph, node)
-        request_id = step.execution_id
+        # The request id outlives resets (see HumanDesk): a reset run replays the answers
+        # its base run took and is handed the ones after the reset point; both name it.
+        request_id = self._desk.request_id(node.name, step.iteration)
         asked = workflow.now()
         timeout = timedelta(seconds=human.timeout_s) if human.timeout_s else None
         self._desk.ask(

@@ -1,0 +1,442 @@
+"""Every step of a lifetime across its runs, and resetting it to a step.
+
+A reset (``graphrunner reset``, the Web UI, ``temporal workflow reset``) makes a new run of
+the same workflow id: the new run's history is the base run's events up to the chosen
+workflow-task boundary, a workflow-task failure that names both runs (``base_run_id``,
+``new_run_id``), then whatever the new run does. So the run that produced each event is
+known from history alone: before the i-th reset failure event, the i-th reset's base run;
+after the last one, the history's own run. Nothing is written to the state DB when a run is
+abandoned: which steps (and records) are superseded is worked out here, at read time, from
+the histories of the lifetime's runs. Resets done outside graphrunner are therefore shown
+just as consistently as graphrunner's own.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import ResetReapplyExcludeType, WorkflowTaskFailedCause
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+from temporalio.client import Client, WorkflowHistory
+
+from graphrunner._types import StepRecord, StepStatus, execution_id, parse_step_summary
+from graphrunner.client._history import steps_from_history
+from graphrunner.errors import GraphrunnerError
+from graphrunner.graph._model import NodeKind
+from graphrunner.stores import ExecutionRecord
+
+__all__ = [
+    "LifetimeStep",
+    "LifetimeSteps",
+    "ResetResult",
+    "lifetime_steps",
+    "own_steps",
+    "rerun_from",
+    "reset_to_step",
+    "superseded_records",
+]
+
+#: The messages that carry human answers (re-applied after a reset unless dropped).
+_ANSWER_UPDATE = "graphrunner.respond"
+_ANSWER_SIGNAL = "graphrunner.answer"
+
+
+class LifetimeStep(BaseModel):
+    """One step of a lifetime, in whichever run executed it.
+
+    Attributes:
+        seq: The step's number (``#`` in ``status`` and ``history``).
+        node: The node.
+        kind: ``task`` or ``plan``.
+        iteration: The node's iteration.
+        status: ``running``, ``completed``, ``failed`` or ``rejected``.
+        started_at: When it was scheduled (or, for a local plan, began).
+        finished_at: When it finished, if it did.
+        execution_id: Its record's id in the state DB (derived from ``run_id``).
+        run_id: The run that executed it.
+        event_id: The event that began it (activity scheduled, child initiated, the human
+            request published, or a local plan's marker).
+        closed_event_id: The event that ended it, if any.
+        reset_point: The workflow-task-completed event just before it began: resetting
+            there re-runs it (None for a superseded step).
+        superseded_by: The run that replaced it (a reset), or None if it is on the
+            lifetime's current path.
+        child: A sub-graph task's child lifetime id.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    seq: int
+    node: str
+    kind: NodeKind
+    iteration: int
+    status: StepStatus
+    started_at: datetime
+    finished_at: datetime | None = None
+    execution_id: str
+    run_id: str
+    event_id: int | None = None
+    closed_event_id: int | None = None
+    reset_point: int | None = None
+    superseded_by: str | None = None
+    child: str | None = None
+
+
+class LifetimeSteps(BaseModel):
+    """Every step of a lifetime: the current path, then steps abandoned by resets.
+
+    Attributes:
+        lifetime_id: The lifetime.
+        run_id: Its current run.
+        runs: Every run, oldest first.
+        steps: Every step by number; a step run again after a reset follows the one it
+            replaced.
+    """
+
+    lifetime_id: str
+    run_id: str
+    runs: list[str]
+    steps: list[LifetimeStep]
+
+    @property
+    def live(self) -> list[LifetimeStep]:
+        """The steps on the current path (not superseded), by number."""
+        return sorted((s for s in self.steps if s.superseded_by is None), key=lambda s: s.seq)
+
+
+class ResetResult(BaseModel):
+    """What ``reset`` did (or, with ``dry_run``, would do).
+
+    Attributes:
+        lifetime_id: The lifetime.
+        base_run_id: The run that was reset (now abandoned).
+        new_run_id: The new run ("" on a dry run).
+        step: The step asked for.
+        event_id: The workflow-task-completed event the reset went to.
+        rerun: The steps that run again, from the new run.
+        answers: Human answers (Updates/Signals) received after the reset point.
+        answers_dropped: Whether they were dropped (else re-applied to the new run).
+    """
+
+    lifetime_id: str
+    base_run_id: str
+    new_run_id: str
+    step: int
+    event_id: int
+    rerun: list[LifetimeStep]
+    answers: int
+    answers_dropped: bool
+
+
+@dataclass
+class _Span:
+    begin: int
+    close: int | None = None
+
+
+@dataclass
+class _Walk:
+    """What one run's history says about who did what, and where it can be reset."""
+
+    run_id: str
+    spans: dict[tuple[str, int], _Span] = field(default_factory=dict)
+    resets: list[tuple[int, str, str]] = field(default_factory=list)  # event, base, new
+    completed: list[int] = field(default_factory=list)  # workflow-task-completed events
+
+    def owner(self, event_id: int) -> str:
+        """The run that produced ``event_id``."""
+        for at, base, _new in self.resets:
+            if event_id < at:
+                return base
+        return self.run_id
+
+    def reset_point(self, event_id: int) -> int | None:
+        i = bisect.bisect_left(self.completed, event_id)
+        return self.completed[i - 1] if i else None
+
+
+def _summary(event: HistoryEvent) -> tuple[str, int] | None:
+    if not event.user_metadata.HasField("summary"):
+        return None
+    return parse_step_summary(event.user_metadata.summary.data.decode(errors="replace").strip('"'))
+
+
+def _closed_ref(event: HistoryEvent) -> int | None:
+    for name in (
+        "activity_task_completed_event_attributes",
+        "activity_task_failed_event_attributes",
+        "activity_task_timed_out_event_attributes",
+        "activity_task_canceled_event_attributes",
+    ):
+        if event.HasField(name):
+            return int(getattr(event, name).scheduled_event_id)
+    for name in (
+        "child_workflow_execution_completed_event_attributes",
+        "child_workflow_execution_failed_event_attributes",
+        "child_workflow_execution_canceled_event_attributes",
+        "child_workflow_execution_timed_out_event_attributes",
+        "child_workflow_execution_terminated_event_attributes",
+        "start_child_workflow_execution_failed_event_attributes",
+    ):
+        if event.HasField(name):  # type: ignore[arg-type]
+            return int(getattr(event, name).initiated_event_id)
+    return None
+
+
+def _asked(event: HistoryEvent) -> list[tuple[str, int]]:
+    """The human requests a memo upsert publishes (node, iteration)."""
+    fields = event.workflow_properties_modified_event_attributes.upserted_memo.fields
+    if "pending" not in fields:
+        return []
+    try:
+        pending = json.loads(fields["pending"].data)
+        return [(str(r["node"]), int(r["iteration"])) for r in pending]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
+def _walk(history: WorkflowHistory, run_id: str) -> _Walk:
+    walk = _Walk(run_id)
+    by_event: dict[int, tuple[str, int]] = {}
+    asked: dict[tuple[str, int], int] = {}
+    for event in history.events:
+        eid = event.event_id
+        if event.HasField("workflow_task_completed_event_attributes"):
+            walk.completed.append(eid)
+        elif event.HasField("workflow_task_failed_event_attributes"):
+            failed = event.workflow_task_failed_event_attributes
+            if failed.cause == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW:
+                walk.resets.append((eid, failed.base_run_id, failed.new_run_id))
+        elif event.HasField("workflow_properties_modified_event_attributes"):
+            for key in _asked(event):
+                asked.setdefault(key, eid)
+        elif event.HasField("activity_task_scheduled_event_attributes") or event.HasField(
+            "start_child_workflow_execution_initiated_event_attributes"
+        ):
+            named = _summary(event)
+            if named is not None and named not in walk.spans:
+                walk.spans[named] = _Span(eid)
+                by_event[eid] = named
+        elif event.HasField("marker_recorded_event_attributes"):
+            named = _summary(event)
+            if named is not None and named not in walk.spans:
+                walk.spans[named] = _Span(asked.get(named, eid), eid)
+        else:
+            ref = _closed_ref(event)
+            if ref is not None and ref in by_event:
+                walk.spans[by_event[ref]].close = eid
+    return walk
+
+
+def own_steps(history: WorkflowHistory, run_id: str, steps: list[StepRecord]) -> None:
+    """Give each step of ``history`` the execution id of the run that executed it.
+
+    `steps_from_history` derives every id from one run; after a reset, the steps before the
+    reset point were executed (and recorded) by the base run.
+    """
+    walk = _walk(history, run_id)
+    if not walk.resets:
+        return
+    for step in steps:
+        span = walk.spans.get((step.node, step.iteration))
+        if span is not None and span.close is not None:
+            owner = walk.owner(span.close)
+            step.execution_id = execution_id(history.workflow_id, owner, step.node, step.iteration)
+
+
+async def _run_steps(
+    temporal: Client, lifetime_id: str, run_id: str
+) -> tuple[_Walk, list[LifetimeStep]]:
+    handle = temporal.get_workflow_handle(lifetime_id, run_id=run_id)
+    history = await handle.fetch_history()
+    walk = _walk(history, run_id)
+    found: list[LifetimeStep] = []
+    for step in await steps_from_history(history, temporal.data_converter, run_id=run_id):
+        span = walk.spans.get((step.node, step.iteration))
+        closed = span.close if span else None
+        # A step runs in the run that finished it: one still pending at a reset point is
+        # dispatched again by the new run.
+        owner = walk.owner(closed) if closed is not None else run_id
+        found.append(
+            LifetimeStep(
+                seq=step.seq,
+                node=step.node,
+                kind=step.kind,
+                iteration=step.iteration,
+                status=step.status,
+                started_at=step.started_at,
+                finished_at=step.finished_at,
+                execution_id=execution_id(lifetime_id, owner, step.node, step.iteration),
+                run_id=owner,
+                event_id=span.begin if span else None,
+                closed_event_id=closed,
+                reset_point=walk.reset_point(span.begin) if span else None,
+                child=step.child,
+            )
+        )
+    return walk, found
+
+
+async def lifetime_steps(temporal: Client, lifetime_id: str) -> LifetimeSteps:
+    """Every step of a lifetime across all its runs (see the module docstring).
+
+    Steps of abandoned runs come from their own histories (found by a visibility query on
+    the workflow id, so a run reset a moment ago may show up a little later).
+    """
+    current = (await temporal.get_workflow_handle(lifetime_id).describe()).run_id
+    walk, live = await _run_steps(temporal, lifetime_id, current)
+    runs: list[tuple[datetime, str]] = []
+    async for found in temporal.list_workflows(f"WorkflowId='{lifetime_id}'"):
+        runs.append((found.start_time, found.run_id))
+    order = [r for _, r in sorted(runs)]
+    if current not in order:
+        order.append(current)
+    seen = {s.execution_id for s in live}
+    replaced = {base: new for _, base, new in walk.resets}
+    abandoned: list[LifetimeStep] = []
+    for run in order:
+        if run == current:
+            continue
+        other, steps = await _run_steps(temporal, lifetime_id, run)
+        replaced.update({base: new for _, base, new in other.resets if base not in replaced})
+        for step in steps:
+            if step.execution_id in seen:
+                continue
+            seen.add(step.execution_id)
+            abandoned.append(step)
+    for step in abandoned:
+        step.reset_point = None
+        step.superseded_by = replaced.get(step.run_id, current)
+    # By number; where a reset ran a step again, the abandoned one (oldest run first) first.
+    rank = {run: i for i, run in enumerate(order)}
+    everything = sorted(
+        live + abandoned,
+        key=lambda s: (s.seq, s.superseded_by is None, rank.get(s.run_id, len(rank))),
+    )
+    return LifetimeSteps(lifetime_id=lifetime_id, run_id=current, runs=order, steps=everything)
+
+
+def superseded_records(records: list[ExecutionRecord], steps: LifetimeSteps) -> dict[str, str]:
+    """Which records belong to abandoned work: execution id -> the run that replaced it.
+
+    A record is superseded when its run is not the current one and its execution is not on
+    the current path (an earlier run's steps before the reset point stay live).
+    """
+    live = {s.execution_id for s in steps.live}
+    replaced = {s.run_id: s.superseded_by for s in steps.steps if s.superseded_by}
+    return {
+        r.execution_id: replaced.get(r.run_id) or steps.run_id
+        for r in records
+        if r.run_id != steps.run_id and r.execution_id not in live
+    }
+
+
+def rerun_from(steps: LifetimeSteps, seq: int) -> tuple[LifetimeStep, list[LifetimeStep]]:
+    """Step ``seq`` on the current path, and every step a reset to it runs again.
+
+    Raises:
+        GraphrunnerError: There is no such step, or it has no reset point.
+    """
+    live = steps.live
+    if not live:
+        raise GraphrunnerError(f"lifetime {steps.lifetime_id} has no steps yet: nothing to reset")
+    target = next((s for s in live if s.seq == seq), None)
+    if target is None:
+        raise GraphrunnerError(
+            f"lifetime {steps.lifetime_id} has no step #{seq} on its current run: its steps "
+            f"are #{live[0].seq}..#{live[-1].seq} (see 'graphrunner steps {steps.lifetime_id}')"
+        )
+    if target.reset_point is None:
+        raise GraphrunnerError(
+            f"step #{seq} of lifetime {steps.lifetime_id} has no workflow-task boundary "
+            "before it to reset to"
+        )
+    point = target.reset_point
+    # Everything that began after the boundary runs again, and so does anything begun
+    # before it that had not finished there (Temporal dispatches it again).
+    rerun = [
+        s
+        for s in live
+        if (s.event_id is not None and s.event_id > point)
+        or s.closed_event_id is None
+        or s.closed_event_id > point
+    ]
+    return target, rerun
+
+
+async def _answers_after(temporal: Client, lifetime_id: str, run_id: str, point: int) -> int:
+    history = await temporal.get_workflow_handle(lifetime_id, run_id=run_id).fetch_history()
+    count = 0
+    for event in history.events:
+        if event.event_id <= point:
+            continue
+        if event.HasField("workflow_execution_update_accepted_event_attributes"):
+            accepted = event.workflow_execution_update_accepted_event_attributes
+            count += accepted.accepted_request.input.name == _ANSWER_UPDATE
+        elif event.HasField("workflow_execution_signaled_event_attributes"):
+            signaled = event.workflow_execution_signaled_event_attributes
+            count += signaled.signal_name == _ANSWER_SIGNAL
+    return count
+
+
+async def reset_to_step(
+    temporal: Client,
+    lifetime_id: str,
+    seq: int,
+    *,
+    drop_answers: bool = False,
+    reason: str = "",
+    dry_run: bool = False,
+) -> ResetResult:
+    """Reset a lifetime to the workflow-task boundary before step ``seq``.
+
+    Steps from there on run again with the current code, in a new run; the abandoned
+    run's records stay, shown as superseded. Human answers received after the boundary
+    are re-applied to the new run unless ``drop_answers`` (which drops every Signal and
+    Update received after it, pause/resume/abort ones included).
+
+    Raises:
+        GraphrunnerError: No such step on the current run.
+    """
+    steps = await lifetime_steps(temporal, lifetime_id)
+    target, rerun = rerun_from(steps, seq)
+    point = target.reset_point or 0
+    answers = await _answers_after(temporal, lifetime_id, steps.run_id, point)
+    new_run = ""
+    if not dry_run:
+        exclude = (
+            [
+                ResetReapplyExcludeType.RESET_REAPPLY_EXCLUDE_TYPE_SIGNAL,
+                ResetReapplyExcludeType.RESET_REAPPLY_EXCLUDE_TYPE_UPDATE,
+            ]
+            if drop_answers
+            else []
+        )
+        response = await temporal.workflow_service.reset_workflow_execution(
+            ResetWorkflowExecutionRequest(
+                namespace=temporal.namespace,
+                workflow_execution=WorkflowExecution(workflow_id=lifetime_id, run_id=steps.run_id),
+                reason=reason or f"graphrunner reset to step #{seq}",
+                workflow_task_finish_event_id=point,
+                request_id=str(uuid.uuid4()),
+                reset_reapply_exclude_types=exclude,
+            )
+        )
+        new_run = response.run_id
+    return ResetResult(
+        lifetime_id=lifetime_id,
+        base_run_id=steps.run_id,
+        new_run_id=new_run,
+        step=seq,
+        event_id=point,
+        rerun=rerun,
+        answers=answers,
+        answers_dropped=drop_answers,
+    )
