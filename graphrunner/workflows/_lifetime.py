@@ -18,9 +18,10 @@ import asyncio
 import contextlib
 import hashlib
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 from temporalio import workflow
@@ -112,6 +113,7 @@ class _Upstream:
 
 
 _START = _Via([], None)
+_R = TypeVar("_R", TaskResult, PlanResult)
 
 
 @dataclass
@@ -698,6 +700,29 @@ class AgentLifetimeWorkflow:
         step.finished_at = workflow.now()
         step.next = nxt
 
+    async def _settled(
+        self, node: NodeSpec, step: StepRecord, start: Callable[[], Awaitable[_R]]
+    ) -> _R | Rejection:
+        """Run a node's activity: its result, or the rejection a guardrail gave it.
+
+        A failure ends the step and raises: the node's failure (NodeFailed), the lifetime's
+        cancellation, or a guardrail's abort as it is.
+        """
+        try:
+            return await start()
+        except GuardrailRejected as rejected:
+            self._finish(step, StepStatus.REJECTED, [])
+            return _rejection(rejected)
+        except ActivityError as err:
+            self._finish(step, StepStatus.FAILED, [])
+            if isinstance(err.cause, CancelledError):
+                raise asyncio.CancelledError() from err  # the lifetime was cancelled
+            failure = self._node_failed(node, step, err)
+            raise failure from failure.__cause__
+        except ApplicationError:  # a guardrail aborted the lifetime here
+            self._finish(step, StepStatus.FAILED, [])
+            raise
+
     async def _run_task(
         self,
         graph: AgentGraph,
@@ -714,27 +739,19 @@ class AgentLifetimeWorkflow:
         step = self._begin(graph, node)
         call = TaskCall(**self._call_fields(node, step, via, scope), data=data)
         call.with_execution_id(step.execution_id)
-        result: TaskResult
-        try:
-            result = await workflow.execute_activity(
+        result = await self._settled(
+            node,
+            step,
+            lambda: workflow.execute_activity(
                 RUN_TASK,
                 call,
                 result_type=TaskResult,
                 heartbeat_timeout=graph.heartbeat_timeout(node),
                 **self._options(graph, node, step, mark),
-            )
-        except GuardrailRejected as rejected:
-            self._finish(step, StepStatus.REJECTED, [])
-            return _rejection(rejected), step
-        except ActivityError as err:
-            self._finish(step, StepStatus.FAILED, [])
-            if isinstance(err.cause, CancelledError):
-                raise asyncio.CancelledError() from err  # the lifetime was cancelled
-            failure = self._node_failed(node, step, err)
-            raise failure from failure.__cause__
-        except ApplicationError:  # a guardrail aborted the lifetime here
-            self._finish(step, StepStatus.FAILED, [])
-            raise
+            ),
+        )
+        if isinstance(result, Rejection):
+            return result, step
         self._finish(step, StepStatus.COMPLETED, graph.task_next(node.name))
         self._spend(result.telemetry)
         return result, step
@@ -753,32 +770,23 @@ class AgentLifetimeWorkflow:
         call.with_execution_id(step.execution_id)
         successors = [e.target for e in out if e.target is not None]
         options = self._options(graph, node, step)
-        decision: PlanResult
-        try:
+
+        def start() -> Awaitable[PlanResult]:
             if node.local:
-                decision = await workflow.execute_local_activity(
+                return workflow.execute_local_activity(
                     RUN_PLAN, call, result_type=PlanResult, **options
                 )
-            else:
-                decision = await workflow.execute_activity(
-                    RUN_PLAN,
-                    call,
-                    result_type=PlanResult,
-                    heartbeat_timeout=graph.heartbeat_timeout(node),
-                    **options,
-                )
-        except GuardrailRejected as rejected:
-            self._finish(step, StepStatus.REJECTED, [])
-            return _rejection(rejected), step
-        except ActivityError as err:
-            self._finish(step, StepStatus.FAILED, [])
-            if isinstance(err.cause, CancelledError):
-                raise asyncio.CancelledError() from err  # the lifetime was cancelled
-            failure = self._node_failed(node, step, err)
-            raise failure from failure.__cause__
-        except ApplicationError:
-            self._finish(step, StepStatus.FAILED, [])
-            raise
+            return workflow.execute_activity(
+                RUN_PLAN,
+                call,
+                result_type=PlanResult,
+                heartbeat_timeout=graph.heartbeat_timeout(node),
+                **options,
+            )
+
+        decision = await self._settled(node, step, start)
+        if isinstance(decision, Rejection):
+            return decision, step
         # The activity checks this too; the workflow never trusts a result it routes on.
         undeclared = [t for t in decision.next_task_names if t not in successors]
         can_finish = any(e.type is EdgeType.FINAL for e in out)
@@ -878,8 +886,10 @@ class AgentLifetimeWorkflow:
             waited_ms=outcome.waited_ms,
         )
         call.with_execution_id(step.execution_id)
-        try:
-            await workflow.execute_local_activity(
+        recorded = await self._settled(
+            node,
+            step,
+            lambda: workflow.execute_local_activity(
                 RECORD_HUMAN,
                 call,
                 result_type=TaskResult,
@@ -888,19 +898,10 @@ class AgentLifetimeWorkflow:
                 # guardrail local activities do.
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
                 summary=step_summary(node.name, step.iteration, mark),
-            )
-        except GuardrailRejected as rejected:
-            self._finish(step, StepStatus.REJECTED, [])
-            return _rejection(rejected), step
-        except ActivityError as err:
-            self._finish(step, StepStatus.FAILED, [])
-            if isinstance(err.cause, CancelledError):
-                raise asyncio.CancelledError() from err
-            failure = self._node_failed(node, step, err)
-            raise failure from failure.__cause__
-        except ApplicationError:  # a guardrail aborted the lifetime here
-            self._finish(step, StepStatus.FAILED, [])
-            raise
+            ),
+        )
+        if isinstance(recorded, Rejection):
+            return recorded, step
         self._finish(step, StepStatus.COMPLETED, graph.task_next(node.name))
         update = {human.state: outcome.data} if human.state else None
         return TaskResult(output=outcome.data, update=update), step
