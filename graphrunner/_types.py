@@ -388,11 +388,81 @@ class ParentLink(_Model):
     guard: InheritedGuard | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
+MAX_CARRIED_REJECTIONS = 100
+"""Most rejected steps a lifetime carries into its next run (the newest; records keep all)."""
+
+
+class CarriedUpstream(_Model):
+    """The plan that chose the task the walk goes on with (it chooses again on a rejection)."""
+
+    plan: str
+    results: list[NodeOutput] = Field(default_factory=list)
+    parents: list[tuple[str, int]] = Field(default_factory=list)
+    edge: str | None = None
+
+
+class GeneratedGraph(_Model):
+    """A graph a plan generated, which the task the walk goes on with may run."""
+
+    node: str
+    iteration: int
+    graph: AgentGraph
+    graph_hash: str
+
+
+class Carry(_Model):
+    """What a lifetime takes into its next run when it continues as new.
+
+    Only what routing needs, never the steps: the records and the earlier runs' histories
+    hold those. A lifetime continues as new on its main path between two steps (never inside
+    a fan-out, never while a person, a child lifetime or a guardrail pause holds it), so no
+    execution is in flight and this is the whole walk.
+
+    Attributes:
+        runs: How many runs the lifetime had before this one.
+        seq: Steps begun in earlier runs (this run's first step has this number).
+        started_at: When the lifetime's first run started (elapsed-time rules count from it).
+        node: The node the walk goes on with.
+        data: The data that node gets (a task).
+        results: The results it gets (a plan).
+        parents: The executions that led there (node, iteration).
+        edge: The edge type that led there (or ``REJECTED``).
+        upstream: The plan that chose that task, to choose again on a rejection.
+        state: The lifetime state.
+        iterations: How many times each node ran.
+        spent: What the executions (children included) spent so far.
+        rejected: The newest `MAX_CARRIED_REJECTIONS` steps a guardrail rejected.
+        generated: The generated graph the next task may run.
+        answers: Human answers held for requests not asked yet (`HumanOutcome` dicts).
+        refused: Signalled answers refused lately (`RefusedAnswer` dicts).
+        guard: The guardrails' pinned policy and lifetime totals (the interceptor sets it).
+    """
+
+    runs: int = Field(ge=1, le=10_000_000)
+    seq: int = Field(ge=0, le=2**53)
+    started_at: datetime
+    node: str
+    data: Any = None
+    results: list[NodeOutput] = Field(default_factory=list)
+    parents: list[tuple[str, int]] = Field(default_factory=list)
+    edge: str | None = None
+    upstream: CarriedUpstream | None = None
+    state: dict[str, Any] | None = None
+    iterations: dict[str, int] = Field(default_factory=dict)
+    spent: Telemetry | None = None
+    rejected: list[StepRecord] = Field(default_factory=list, max_length=MAX_CARRIED_REJECTIONS)
+    generated: list[GeneratedGraph] = Field(default_factory=list, max_length=1)
+    answers: list[dict[str, Any]] = Field(default_factory=list, max_length=10_000)
+    refused: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
+    guard: InheritedGuard | None = Field(default=None, exclude_if=lambda v: v is None)
+
+
 class LifetimeInput(_Model):
     """Input of an AgentLifetime workflow: the pinned graph and the user's input.
 
     ``format`` says which graphrunner wrote the input; see `check_format`. ``parent`` is
-    set on a child lifetime (a sub-graph task's).
+    set on a child lifetime (a sub-graph task's); ``carry`` on every run after a lifetime's
+    first, when it continued as new.
     """
 
     graph: AgentGraph
@@ -402,6 +472,7 @@ class LifetimeInput(_Model):
     tenant: str = Field(default="default", min_length=1, max_length=255)
     format: int = 1
     parent: ParentLink | None = Field(default=None, exclude_if=lambda v: v is None)
+    carry: Carry | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 INPUT_FORMAT = 2
@@ -455,10 +526,13 @@ class FirstQuestion(_Model):
         phase: ``waiting`` when the lifetime waits for a person; else the phase it ended in
             (completed, failed, aborted, cancelled) without asking anyone.
         question: What the lifetime asks, when a human-input step provides it.
+        continued: The lifetime continued as new before asking anyone: ask its next run
+            (`GraphrunnerClient.start_and_ask` does).
     """
 
     phase: LifetimePhase
     question: Any = None
+    continued: bool = False
 
 
 class StepStatus(StrEnum):

@@ -100,3 +100,10 @@ class TwiceThenStop(Plan):
         if ctx.state["n"] < 2:
             return PlanResult.goto(ctx.successors[0])
         return PlanResult.finish(len(ctx.state["text"]))
+
+
+class Tick(Task):
+    """Counts one more round in the state; outputs the round it ran in."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
+        return TaskResult(output=ctx.iteration, update={"count": 1})

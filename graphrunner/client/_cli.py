@@ -512,6 +512,14 @@ def status(
                 highlight=False,
                 soft_wrap=True,
             )
+        if info.runs > 1:
+            out.print(
+                _text(
+                    f"run {info.runs} (continued as new {info.runs - 1} times); steps "
+                    f"#0..#{info.earlier_steps - 1} are in earlier runs: graphrunner steps "
+                    f"{info.lifetime_id}"
+                )
+            )
         out.print(_steps_table(info.steps, "steps"))
         if info.state is not None:
             out.print(_state_table(info.state, None, "state"))

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -57,6 +57,7 @@ from graphrunner._values import BadValue, check_value
 from graphrunner.client import _human as human
 from graphrunner.client._control import BULK_LIMIT, BulkOutcome, matching_lifetimes, run_bulk
 from graphrunner.client._history import (
+    carried_from,
     failure_from_history,
     run_of,
     stall_from_history,
@@ -222,6 +223,11 @@ class LifetimeInfo:
     """Human-input requests the lifetime waits on (from its memo: no worker needed)."""
     refused: list[RefusedAnswer] = field(default_factory=list)
     """The newest signalled answers it refused (from its memo)."""
+    runs: int = 1
+    """How many runs the lifetime has had: more than one when it continued as new."""
+    earlier_steps: int = 0
+    """Steps taken in earlier runs (``steps`` holds the current run's, numbered after them;
+    `GraphrunnerClient.steps` lists them all)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -621,6 +627,14 @@ class GraphrunnerClient:
             return handle, FirstQuestion(phase=await self._final_phase(handle))
         except WorkflowUpdateFailedError as exc:
             raise GraphrunnerError(f"cannot ask {lifetime_id}: {_cause(exc)}") from None
+        # A lifetime that continued as new before asking anyone: its next run is asked.
+        while answer.continued:
+            try:
+                answer = await self.temporal.get_workflow_handle(lifetime_id).execute_update(
+                    FIRST_QUESTION, QuestionRequest(), result_type=FirstQuestion
+                )
+            except WorkflowUpdateFailedError as exc:
+                raise GraphrunnerError(f"cannot ask {lifetime_id}: {_cause(exc)}") from None
         handle = LifetimeHandle(
             self.temporal, lifetime_id, result_run_id=run_id, result_type=LifetimeResult
         )
@@ -715,6 +729,7 @@ class GraphrunnerClient:
         history = await handle.fetch_history()
         steps = await steps_from_history(history, self.temporal.data_converter, run_id=desc.run_id)
         own_steps(history, desc.run_id, steps)  # after a reset: the base run's, before it
+        carry = await carried_from(history, self.temporal.data_converter)
         status = desc.status or WorkflowExecutionStatus.RUNNING
         memo = await desc.memo()
         paused: list[PauseInfo] = []
@@ -740,7 +755,11 @@ class GraphrunnerClient:
             status=status.name.lower(),
             graph_name=str(memo["graph"]) if memo.get("graph") else None,
             tenant=str(memo["tenant"]) if memo.get("tenant") else None,
-            started_at=desc.start_time.isoformat() if desc.start_time else None,
+            started_at=datetime.fromisoformat(str(carry["started_at"])).isoformat()
+            if carry.get("started_at")
+            else desc.start_time.isoformat()
+            if desc.start_time
+            else None,
             closed_at=desc.close_time.isoformat() if desc.close_time else None,
             running=[f"{s.node}#{s.iteration}" for s in steps if s.status is StepStatus.RUNNING],
             steps=steps,
@@ -756,6 +775,8 @@ class GraphrunnerClient:
             if status is WorkflowExecutionStatus.RUNNING
             else [],
             refused=human.refused_of(memo),
+            runs=int(carry.get("runs", 0)) + 1,
+            earlier_steps=int(carry.get("seq", 0)),
         )
 
     # -- human input ----------------------------------------------------------------------

@@ -22,7 +22,13 @@ from graphrunner._types import (
 )
 from graphrunner.graph._model import AgentGraph, NodeKind
 
-__all__ = ["failure_from_history", "run_of", "stall_from_history", "steps_from_history"]
+__all__ = [
+    "carried_from",
+    "failure_from_history",
+    "run_of",
+    "stall_from_history",
+    "steps_from_history",
+]
 
 
 def _summary(event: HistoryEvent) -> tuple[str, int] | None:
@@ -49,12 +55,17 @@ async def steps_from_history(
     guardrail refused one before it ran just before).
     """
     steps: list[StepRecord] = []
+    before = -1  # the number of the step before this run's first
     by_event: dict[int, tuple[StepRecord, dict[str, Any]]] = {}
     successors: dict[str, str] = {}  # task -> where its one out-edge leads
     for event in history.events:
         if event.HasField("workflow_execution_started_event_attributes"):
             started = event.workflow_execution_started_event_attributes
-            successors = _task_successors(await _decoded(converter, started.input.payloads))
+            inp = await _decoded(converter, started.input.payloads)
+            successors = _task_successors(inp)
+            carry = inp.get("carry")
+            # A run after continue-as-new numbers its steps after the earlier runs' ones.
+            before = int(carry.get("seq", 0)) - 1 if isinstance(carry, dict) else -1
         elif event.HasField("workflow_execution_completed_event_attributes"):
             completed = event.workflow_execution_completed_event_attributes
             result = await _decoded(converter, completed.result.payloads)
@@ -99,7 +110,7 @@ async def steps_from_history(
                         started_at=finished - ran if ran is not None else finished,
                         finished_at=finished if ran is not None else None,
                         execution_id=execution_id(history.workflow_id, run_id, *named),
-                        seq=max((s.seq for s in steps), default=-1) + 1,
+                        seq=max((s.seq for s in steps), default=before) + 1,
                         next=[]
                         if failed
                         else [successors[named[0]]]
@@ -119,7 +130,7 @@ async def steps_from_history(
                 status=StepStatus.RUNNING,
                 started_at=_time(event),
                 execution_id=execution_id(history.workflow_id, run_id, *named),
-                seq=max((s.seq for s in steps), default=-1) + 1,
+                seq=max((s.seq for s in steps), default=before) + 1,
                 child=child.workflow_id,
             )
             by_event[event.event_id] = step, {}
@@ -191,6 +202,20 @@ async def _decoded(converter: DataConverter, payloads: Sequence[Payload]) -> dic
     except Exception:  # a step without its headers beats no status at all
         return {}
     return value if isinstance(value, dict) else {}
+
+
+async def carried_from(history: WorkflowHistory, converter: DataConverter) -> dict[str, Any]:
+    """What a run took over from the run before it (``LifetimeInput.carry``; {} if none).
+
+    A lifetime that continued as new starts each run after its first with the walk carried
+    over: ``runs`` before this one, ``seq`` (the steps begun in them), ``started_at``.
+    """
+    for event in history.events[:1]:
+        if event.HasField("workflow_execution_started_event_attributes"):
+            started = event.workflow_execution_started_event_attributes
+            carry = (await _decoded(converter, started.input.payloads)).get("carry")
+            return carry if isinstance(carry, dict) else {}
+    return {}
 
 
 def _task_successors(inp: dict[str, Any]) -> dict[str, str]:

@@ -103,11 +103,17 @@ def replay_query(graph: str | None, since: datetime | None) -> str:
 async def lifetimes_to_replay(
     temporal: Client, *, graph: str | None, since: datetime | None, limit: int
 ) -> list[str]:
-    """Ids of at most ``limit`` lifetimes (newest first) of ``graph`` started after ``since``."""
-    ids: list[str] = []
-    async for wf in temporal.list_workflows(replay_query(graph, since), limit=limit):
-        ids.append(wf.id)
-    return ids
+    """Ids of at most ``limit`` lifetimes (newest first) of ``graph`` started after ``since``.
+
+    Each lifetime once, however many runs it has (visibility lists every run of a lifetime
+    that continued as new or was reset); its current run is the one replayed.
+    """
+    ids: dict[str, None] = {}
+    async for wf in temporal.list_workflows(replay_query(graph, since)):
+        ids.setdefault(wf.id)
+        if len(ids) >= limit:
+            break
+    return list(ids)
 
 
 def _summary(event: HistoryEvent) -> str | None:
@@ -268,5 +274,9 @@ async def _first_mismatch(
 
 
 async def fetch_histories(temporal: Client, lifetime_ids: Sequence[str]) -> list[WorkflowHistory]:
-    """The current run's history of each lifetime, in order."""
+    """The current run's history of each lifetime, in order.
+
+    Only the current run: it is the one a worker replays again (the runs before a
+    continue-as-new or a reset are closed, and each starts from its own input).
+    """
     return [await temporal.get_workflow_handle(i).fetch_history() for i in lifetime_ids]

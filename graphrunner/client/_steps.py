@@ -69,6 +69,8 @@ class LifetimeStep(BaseModel):
         superseded_by: The run that replaced it (a reset), or None if it is on the
             lifetime's current path.
         child: A sub-graph task's child lifetime id.
+        history_run: The run whose history holds the step's events and ``reset_point``
+            (the executing run, or the run a reset made from it).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -87,6 +89,7 @@ class LifetimeStep(BaseModel):
     reset_point: int | None = None
     superseded_by: str | None = None
     child: str | None = None
+    history_run: str = ""
 
 
 class LifetimeSteps(BaseModel):
@@ -96,6 +99,8 @@ class LifetimeSteps(BaseModel):
         lifetime_id: The lifetime.
         run_id: Its current run.
         runs: Every run, oldest first.
+        chain: The runs of the current path, oldest first: the current run and the runs
+            it continued as new from (one, unless the lifetime continued as new).
         steps: Every step by number; a step run again after a reset follows the one it
             replaced.
     """
@@ -103,6 +108,7 @@ class LifetimeSteps(BaseModel):
     lifetime_id: str
     run_id: str
     runs: list[str]
+    chain: list[str] = []
     steps: list[LifetimeStep]
 
     @property
@@ -149,6 +155,7 @@ class _Walk:
     spans: dict[tuple[str, int], _Span] = field(default_factory=dict)
     resets: list[tuple[int, str, str]] = field(default_factory=list)  # event, base, new
     completed: list[int] = field(default_factory=list)  # workflow-task-completed events
+    continued_from: str = ""  # the run this one continued as new from
 
     def owner(self, event_id: int) -> str:
         """The run that produced ``event_id``."""
@@ -208,7 +215,10 @@ def _walk(history: WorkflowHistory, run_id: str) -> _Walk:
     asked: dict[tuple[str, int], int] = {}
     for event in history.events:
         eid = event.event_id
-        if event.HasField("workflow_task_completed_event_attributes"):
+        if event.HasField("workflow_execution_started_event_attributes"):
+            started = event.workflow_execution_started_event_attributes
+            walk.continued_from = started.continued_execution_run_id
+        elif event.HasField("workflow_task_completed_event_attributes"):
             walk.completed.append(eid)
         elif event.HasField("workflow_task_failed_event_attributes"):
             failed = event.workflow_task_failed_event_attributes
@@ -279,6 +289,7 @@ async def _run_steps(
                 closed_event_id=closed,
                 reset_point=walk.reset_point(span.begin) if span else None,
                 child=step.child,
+                history_run=run_id,
             )
         )
     return walk, found
@@ -291,18 +302,28 @@ async def lifetime_steps(temporal: Client, lifetime_id: str) -> LifetimeSteps:
     the workflow id, so a run reset a moment ago may show up a little later).
     """
     current = (await temporal.get_workflow_handle(lifetime_id).describe()).run_id
-    walk, live = await _run_steps(temporal, lifetime_id, current)
     runs: list[tuple[datetime, str]] = []
     async for found in temporal.list_workflows(f"WorkflowId='{lifetime_id}'"):
         runs.append((found.start_time, found.run_id))
     order = [r for _, r in sorted(runs)]
     if current not in order:
         order.append(current)
+    # The current path: this run, and the runs it continued as new from, back to the first.
+    chain: list[str] = []
+    live: list[LifetimeStep] = []
+    replaced: dict[str, str] = {}
+    run = current
+    while run and run not in chain and len(chain) <= len(order):
+        walk, steps = await _run_steps(temporal, lifetime_id, run)
+        chain.append(run)
+        live = steps + live
+        replaced.update({base: new for _, base, new in walk.resets if base not in replaced})
+        run = walk.continued_from
+    chain.reverse()
     seen = {s.execution_id for s in live}
-    replaced = {base: new for _, base, new in walk.resets}
     abandoned: list[LifetimeStep] = []
     for run in order:
-        if run == current:
+        if run in chain:
             continue
         other, steps = await _run_steps(temporal, lifetime_id, run)
         replaced.update({base: new for _, base, new in other.resets if base not in replaced})
@@ -320,7 +341,9 @@ async def lifetime_steps(temporal: Client, lifetime_id: str) -> LifetimeSteps:
         live + abandoned,
         key=lambda s: (s.seq, s.superseded_by is None, rank.get(s.run_id, len(rank))),
     )
-    return LifetimeSteps(lifetime_id=lifetime_id, run_id=current, runs=order, steps=everything)
+    return LifetimeSteps(
+        lifetime_id=lifetime_id, run_id=current, runs=order, chain=chain, steps=everything
+    )
 
 
 def superseded_records(records: list[ExecutionRecord], steps: LifetimeSteps) -> dict[str, str]:
@@ -359,20 +382,34 @@ def rerun_from(steps: LifetimeSteps, seq: int) -> tuple[LifetimeStep, list[Lifet
             "before it to reset to"
         )
     point = target.reset_point
-    # Everything that began after the boundary runs again, and so does anything begun
-    # before it that had not finished there (Temporal dispatches it again).
-    rerun = [
-        s
-        for s in live
-        if (s.event_id is not None and s.event_id > point)
-        or s.closed_event_id is None
-        or s.closed_event_id > point
-    ]
-    return target, rerun
+    position = {run: i for i, run in enumerate(steps.chain)}
+    at = position.get(target.history_run, len(position))
+
+    def runs_again(s: LifetimeStep) -> bool:
+        where = position.get(s.history_run, len(position))
+        if where != at:  # a later run of the chain is abandoned whole
+            return where > at
+        # Everything that began after the boundary runs again, and so does anything begun
+        # before it that had not finished there (Temporal dispatches it again).
+        return (
+            (s.event_id is not None and s.event_id > point)
+            or s.closed_event_id is None
+            or s.closed_event_id > point
+        )
+
+    return target, [s for s in live if runs_again(s)]
 
 
-async def _answers_after(temporal: Client, lifetime_id: str, run_id: str, point: int) -> int:
-    history = await temporal.get_workflow_handle(lifetime_id, run_id=run_id).fetch_history()
+async def _answers_after(temporal: Client, lifetime_id: str, runs: list[str], point: int) -> int:
+    """Answers the lifetime got after ``point`` of ``runs[0]``, and in the runs after it."""
+    count = 0
+    for i, run_id in enumerate(runs):
+        handle = temporal.get_workflow_handle(lifetime_id, run_id=run_id)
+        count += _answers_in(await handle.fetch_history(), point if i == 0 else 0)
+    return count
+
+
+def _answers_in(history: WorkflowHistory, point: int) -> int:
     count = 0
     for event in history.events:
         if event.event_id <= point:
@@ -408,7 +445,11 @@ async def reset_to_step(
     steps = await lifetime_steps(temporal, lifetime_id)
     target, rerun = rerun_from(steps, seq)
     point = target.reset_point or 0
-    answers = await _answers_after(temporal, lifetime_id, steps.run_id, point)
+    # A step in an earlier run of the chain (the lifetime continued as new since): that run
+    # is reset, and the current one ends (the server terminates it).
+    base = target.history_run or steps.run_id
+    later = steps.chain[steps.chain.index(base) :] if base in steps.chain else [base]
+    answers = await _answers_after(temporal, lifetime_id, later, point)
     new_run = ""
     if not dry_run:
         exclude = (
@@ -422,7 +463,7 @@ async def reset_to_step(
         response = await temporal.workflow_service.reset_workflow_execution(
             ResetWorkflowExecutionRequest(
                 namespace=temporal.namespace,
-                workflow_execution=WorkflowExecution(workflow_id=lifetime_id, run_id=steps.run_id),
+                workflow_execution=WorkflowExecution(workflow_id=lifetime_id, run_id=base),
                 reason=reason or f"graphrunner reset to step #{seq}",
                 workflow_task_finish_event_id=point,
                 request_id=str(uuid.uuid4()),
@@ -432,7 +473,7 @@ async def reset_to_step(
         new_run = response.run_id
     return ResetResult(
         lifetime_id=lifetime_id,
-        base_run_id=steps.run_id,
+        base_run_id=base,
         new_run_id=new_run,
         step=seq,
         event_id=point,

@@ -191,6 +191,16 @@ class GraphDefaults(_Strict):
         f"{DEFAULT_MAP_ITEMS}, at most 10,000).",
     )
 
+    # Left out of every dump when unset, so graphs without it hash as before.
+    continue_as_new_after: int | None = Field(
+        default=None,
+        ge=10,
+        le=100_000,
+        exclude_if=lambda value: value is None,
+        description="Continue as new after this many steps in one run (10 to 100,000), even "
+        "before Temporal suggests it; unset: only when Temporal suggests it.",
+    )
+
     def map_cap(self) -> int:
         """The most items one map fan-out may have."""
         return self.max_map_items or DEFAULT_MAP_ITEMS

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
@@ -101,6 +102,7 @@ class Gate:
         self._ledger = False
         # Tenant totals each reserve returned (without its execution), for the after check.
         self._seen: dict[str, dict[str, Tally]] = {}
+        self._origin: datetime | None = None  # when the lifetime's first run started
 
     # -- start ----------------------------------------------------------------------------
 
@@ -108,6 +110,13 @@ class Gate:
         """Pin the effective policy (see the module docstring) and start enforcing it."""
         self._input = self.io.input = inp
         graph_policy = inp.graph.guardrails
+        carry = inp.carry
+        if carry is not None:
+            self._origin = carry.started_at
+            if carry.guard is not None:
+                # A run after continue-as-new: the policy the first run pinned, its totals.
+                self._resume(carry.guard)
+                return
         inherited = inp.parent.guard if inp.parent is not None else None
         if inherited is not None:
             self._start_child(inherited, graph_policy, inp.graph.state)
@@ -171,15 +180,42 @@ class Gate:
         self._reserve = policy.reserve or _NO_RESERVE
         self.holds.active = True
 
+    def _resume(self, carried: InheritedGuard) -> None:
+        """Start a lifetime's next run under the guardrails its earlier runs pinned."""
+        guard = LifetimeGuard(carried.policy)
+        guard.seed(_tallies(carried.totals))
+        self._ledger = carried.ledger
+        self._guard = self.holds.guard = guard
+        self._reserve = carried.policy.reserve or _NO_RESERVE
+        self.holds.active = True
+
+    def carry(self, inp: LifetimeInput) -> LifetimeInput:
+        """The input of this lifetime's next run (continue-as-new), carrying its guardrails.
+
+        The pinned policy and lifetime totals go along, so the next run neither pins worker
+        layers again nor forgets what earlier runs spent.
+        """
+        guard, carry = self._guard, inp.carry
+        if guard is None or carry is None:
+            return inp
+        carried = InheritedGuard(
+            policy=guard.policy, totals=self._totals(guard), ledger=self._ledger
+        )
+        return inp.model_copy(update={"carry": carry.model_copy(update={"guard": carried})})
+
+    @staticmethod
+    def _totals(guard: LifetimeGuard) -> dict[str, TallyValue]:
+        return {
+            key: TallyValue(total=t.total, count=t.count, lo=t.lo, hi=t.hi)
+            for key, t in guard.lifetime_totals().items()
+        }
+
     def inherit(self, inp: LifetimeInput) -> LifetimeInput:
         """The input of a child lifetime this one starts, carrying its guardrails."""
         guard = self._guard
         if guard is None or inp.parent is None or not guard.policy.rules:
             return inp
-        totals = {
-            key: TallyValue(total=t.total, count=t.count, lo=t.lo, hi=t.hi)
-            for key, t in guard.lifetime_totals().items()
-        }
+        totals = self._totals(guard)
         link = inp.parent.model_copy(
             update={
                 "guard": InheritedGuard(policy=guard.policy, totals=totals, ledger=self._ledger)
@@ -433,6 +469,6 @@ class Gate:
             call.execution_id,
         )
 
-    @staticmethod
-    def _elapsed() -> float:
-        return (workflow.now() - workflow.info().start_time).total_seconds()
+    def _elapsed(self) -> float:
+        """Seconds since the lifetime started (its first run, if it continued as new)."""
+        return (workflow.now() - (self._origin or workflow.info().start_time)).total_seconds()

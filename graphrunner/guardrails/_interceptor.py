@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.worker import (
+    ContinueAsNewInput,
     ExecuteWorkflowInput,
     Interceptor,
     StartActivityInput,
@@ -88,6 +89,12 @@ class _Inbound(WorkflowInboundInterceptor):
         board = board_of(workflow.instance())
         try:
             result = await self._execute(input)
+        except workflow.ContinueAsNewError:
+            # The lifetime goes on in a new run: settle what it owes the tenant ledger, as
+            # any run's exit does (its guardrail totals ride in the new run's input).
+            await self._gate.finish()
+            await _handlers_finished()
+            raise
         # Not GeneratorExit: an evicted workflow's coroutine is closed outside the
         # workflow's event loop, where nothing may be awaited.
         except (Exception, asyncio.CancelledError) as exc:
@@ -148,6 +155,13 @@ class _Outbound(WorkflowOutboundInterceptor):
     def __init__(self, next: WorkflowOutboundInterceptor, gate: Gate) -> None:
         super().__init__(next)
         self._gate = gate
+
+    def continue_as_new(self, input: ContinueAsNewInput) -> NoReturn:
+        # A lifetime's next run starts under the guardrails this one pinned.
+        inp = input.args[0] if input.args else None
+        if isinstance(inp, LifetimeInput):
+            input.args = [self._gate.carry(inp), *input.args[1:]]
+        self.next.continue_as_new(input)
 
     def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
         if input.activity not in _NODE_ACTIVITIES or not self._gate.gates():

@@ -97,6 +97,15 @@ class HumanDesk:
         if request.request_id not in self.outcomes:
             self.pending[request.request_id] = _Waiting(request, spec)
 
+    def held(self) -> list[HumanOutcome]:
+        """Answers held for requests not asked yet (what a next run must take along)."""
+        asked = {w.request.request_id for w in self.pending.values()}
+        return [
+            outcome
+            for rid, outcome in self.outcomes.items()
+            if rid not in asked and outcome.iteration >= self.upcoming.get(outcome.node, (0,))[0]
+        ]
+
     def withdraw(self, request_id: str) -> None:
         """Stop waiting on a request nobody answered (the lifetime was cancelled)."""
         self.pending.pop(request_id, None)

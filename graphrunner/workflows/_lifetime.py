@@ -20,7 +20,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         HumanCall,
         HumanOutcome,
         HumanRequest,
+        RefusedAnswer,
     )
     from graphrunner._attributes import COST_KEY, GRAPH_KEY, STATUS_KEY, VERSION_KEY
     from graphrunner._pinned import pin
@@ -52,10 +53,14 @@ with workflow.unsafe.imports_passed_through():
         FIRST_QUESTION,
         GRAPH_KEY_LENGTH,
         INPUT_FORMAT,
+        MAX_CARRIED_REJECTIONS,
         MAX_CHILD_DEPTH,
         RUN_PLAN,
         RUN_TASK,
+        CarriedUpstream,
+        Carry,
         FirstQuestion,
+        GeneratedGraph,
         LifetimeInput,
         LifetimePhase,
         LifetimeResult,
@@ -90,6 +95,8 @@ INPUT = "__input__"  # node name under which a start plan sees the lifetime inpu
 _TOO_LARGE = "PayloadsTooLarge"  # ApplicationError type the SDK core gives an oversized result
 _MESSAGE_LIMIT = 8192  # characters of a failure message the workflow builds
 _PROBLEMS_SHOWN = 20  # problems of an invalid graph named in its failure
+CONTINUE_PATCH = "graphrunner-continue-as-new"
+"""Patch id of continuing a long lifetime as new (issue 13); older histories never did."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,21 @@ def _child_id(parent: str, node: str, iteration: int) -> str:
     return f"{head}/{node}-{iteration}-{workflow.uuid4().hex[:8]}"
 
 
+def _edge_text(edge: EdgeType | Literal["REJECTED"] | None) -> str | None:
+    return edge.value if isinstance(edge, EdgeType) else edge
+
+
+def _carried_via(parents: list[tuple[str, int]], edge: str | None) -> _Via:
+    how: EdgeType | Literal["REJECTED"] | None
+    if edge is None:
+        how = None
+    elif edge == "REJECTED":
+        how = "REJECTED"
+    else:
+        how = EdgeType(edge)
+    return _Via([(p[0], p[1]) for p in parents], how)
+
+
 def _rejected(step: StepRecord, rejection: Rejection) -> NodeOutput:
     # No execution id: the plan's activity derives it (see NodeOutput), history stays small.
     return NodeOutput(node=step.node, iteration=step.iteration, rejection=rejection)
@@ -213,6 +235,11 @@ class AgentLifetimeWorkflow:
         self._generated: dict[tuple[str, int], tuple[AgentGraph, str]] = {}
         # Human-input steps: what waits, what was answered, refused signals.
         self._desk = HumanDesk()
+        # Continued as new: steps begun and runs before this run, rejections carried.
+        self._seq0 = 0
+        self._runs = 0
+        self._carried_rejections: list[StepRecord] = []
+        self._started_at: datetime | None = None  # the first run's start
 
     @workflow.run
     async def run(self, inp: LifetimeInput) -> LifetimeResult:
@@ -263,26 +290,31 @@ class AgentLifetimeWorkflow:
         for node in graph.nodes:
             if node.human is not None:
                 self._desk.expect(node.name, 1, node.human)
-        start = graph.node(graph.start_node)
-        # A start task gets the input as its data; a start plan as its one upstream result.
-        results = (
-            []
-            if start.kind is NodeKind.TASK
-            else [NodeOutput(node=INPUT, iteration=0, output=inp.input)]
-        )
         # Failures graphrunner means (ApplicationErrors, GraphrunnerErrors) fail the lifetime.
         # Anything else, above all the SDK's NondeterminismError and a sandbox's
         # RestrictedWorkflowAccessError, fails only the workflow task: the lifetime stalls,
         # visibly (`graphrunner status`), until a fixed deploy or a reset lets it go on.
-        end = await self._walk(
-            graph,
-            start.name,
-            data=inp.input,
-            results=results,
-            via=_START,
-            depth=0,
-            scope=self._scope,
-        )
+        if inp.carry is not None:
+            end = await self._go_on(graph, inp.carry)
+        else:
+            self._started_at = info.start_time
+            start = graph.node(graph.start_node)
+            # A start task gets the input as its data; a start plan as its one upstream
+            # result.
+            results = (
+                []
+                if start.kind is NodeKind.TASK
+                else [NodeOutput(node=INPUT, iteration=0, output=inp.input)]
+            )
+            end = await self._walk(
+                graph,
+                start.name,
+                data=inp.input,
+                results=results,
+                via=_START,
+                depth=0,
+                scope=self._scope,
+            )
         if not isinstance(end, _Finished):  # only reachable through a bug in _walk
             raise _fail(f"lifetime ended at a JOIN into '{end.plan}'", FailureType.BAD_FAN_IN)
         workflow.set_current_details("finished")
@@ -294,10 +326,127 @@ class AgentLifetimeWorkflow:
             graph_name=graph.name,
             graph_version=graph.version,
             graph_hash=inp.graph_hash,
-            steps=[s for s in self._steps if s.status is StepStatus.REJECTED],
+            steps=self._rejections(),
             state=self._scope.state,
             telemetry=self._spent if self._spent != Telemetry() else None,
         )
+
+    def _rejections(self) -> list[StepRecord]:
+        """The steps a guardrail rejected: this run's, after the newest carried ones."""
+        rejected = [s for s in self._steps if s.status is StepStatus.REJECTED]
+        return [*self._carried_rejections, *rejected][-MAX_CARRIED_REJECTIONS:]
+
+    # -- continue-as-new ------------------------------------------------------------------
+
+    async def _go_on(self, graph: AgentGraph, carry: Carry) -> _Finished | _Joined:
+        """Go on where the run before this one continued as new (see `Carry`)."""
+        self._runs, self._seq0, self._started_at = carry.runs, carry.seq, carry.started_at
+        self._iterations = Counter(carry.iterations)
+        self._scope = _Scope(carry.state)
+        self._spent = carry.spent or Telemetry()
+        self.board.seed(self._spent.cost_usd)
+        self._carried_rejections = list(carry.rejected)
+        for made in carry.generated:
+            self._generated[made.node, made.iteration] = made.graph, made.graph_hash
+        for node in graph.nodes:
+            if node.human is not None:
+                self._desk.expect(node.name, self._iterations[node.name] + 1, node.human)
+        for held in carry.answers:
+            outcome = HumanOutcome.model_validate(held)
+            self._desk.outcomes[outcome.request_id] = outcome
+        self._desk.refused = [RefusedAnswer.model_validate(r) for r in carry.refused]
+        up = carry.upstream
+        return await self._walk(
+            graph,
+            carry.node,
+            data=carry.data,
+            results=carry.results,
+            via=_carried_via(carry.parents, carry.edge),
+            depth=0,
+            scope=self._scope,
+            upstream=(
+                _Upstream(up.plan, up.results, _carried_via(up.parents, up.edge)) if up else None
+            ),
+        )
+
+    def _continue_due(self, graph: AgentGraph) -> bool:
+        """Whether to continue as new now: between two steps of the main path, when due.
+
+        Due when Temporal suggests it (the history is getting long) or after
+        ``defaults.continue_as_new_after`` steps in this run; never while the lifetime is
+        paused or a person's answer is awaited (nothing may be in flight: see `Carry`).
+        """
+        if not self._steps:
+            return False
+        after = graph.defaults.continue_as_new_after
+        due = workflow.info().is_continue_as_new_suggested() or (
+            after is not None and len(self._steps) >= after
+        )
+        return due and self.board.phase is LifetimePhase.RUNNING and not self._desk.pending
+
+    async def _continue(
+        self,
+        graph: AgentGraph,
+        name: str,
+        *,
+        data: Any,
+        results: list[NodeOutput],
+        via: _Via,
+        upstream: _Upstream | None,
+    ) -> None:
+        """Continue as new, carrying the walk to ``name`` (returns if it must not, now).
+
+        A history written before continuing as new existed has no marker here, and replays
+        as it ran (on, in the same run).
+        """
+        if not workflow.patched(CONTINUE_PATCH):
+            return
+        # Running handlers (a pause, an answer, the first-question update) finish first.
+        self.board.moving = True
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self.board.moving = False
+        if not self._continue_due(graph):  # a pause came meanwhile: go on here
+            return
+        inp = self._input
+        if inp is None or self._started_at is None:
+            raise _fail("lifetime input missing", FailureType.INTERNAL)
+        chooser = via.parents[0] if via.parents else None
+        made = self._generated.get(chooser) if chooser else None
+        carry = Carry(
+            runs=self._runs + 1,
+            seq=self._seq0 + len(self._steps),
+            started_at=self._started_at,
+            node=name,
+            data=data,
+            results=results,
+            parents=via.parents,
+            edge=_edge_text(via.edge),
+            upstream=CarriedUpstream(
+                plan=upstream.plan,
+                results=upstream.results,
+                parents=upstream.via.parents,
+                edge=_edge_text(upstream.via.edge),
+            )
+            if upstream
+            else None,
+            state=self._scope.state,
+            iterations=dict(self._iterations),
+            spent=self._spent if self._spent != Telemetry() else None,
+            rejected=self._rejections(),
+            generated=[
+                GeneratedGraph(
+                    node=chooser[0], iteration=chooser[1], graph=made[0], graph_hash=made[1]
+                )
+            ]
+            if made and chooser
+            else [],
+            answers=[o.model_dump(mode="json") for o in self._desk.held()],
+            refused=[r.model_dump(mode="json") for r in self._desk.refused],
+        )
+        workflow.set_current_details(
+            f"continued as new after {carry.seq} steps (run {carry.runs + 1} goes on at **{name}**)"
+        )
+        workflow.continue_as_new(inp.model_copy(update={"carry": carry}))
 
     def _mark(self, phase: LifetimePhase) -> None:
         """Say where the lifetime is now (running, waiting for a person, ...).
@@ -318,7 +467,9 @@ class AgentLifetimeWorkflow:
         lifetime and gets its first question in one call.
         """
         board = self.board
-        await workflow.wait_condition(lambda: board.waiting or board.done)
+        await workflow.wait_condition(lambda: board.waiting or board.done or board.moving)
+        if board.moving and not board.waiting:  # asks nothing in this run: ask the next
+            return FirstQuestion(phase=LifetimePhase.RUNNING, continued=True)
         return FirstQuestion(phase=board.phase, question=self._question())
 
     def _question(self) -> object:
@@ -416,13 +567,18 @@ class AgentLifetimeWorkflow:
         depth: int,
         scope: _Scope,
         mark: str = "",
+        upstream: _Upstream | None = None,
     ) -> _Finished | _Joined:
         """Run nodes from ``name`` until a FINAL edge, or (inside a fan-out) a JOIN edge.
 
         ``mark`` (a map branch's ``[i/n]``) is shown with the first node's step summary.
+        On the main path (depth 0) the lifetime may continue as new before any step.
         """
-        upstream: _Upstream | None = None
         while True:
+            if depth == 0 and self._continue_due(graph):
+                await self._continue(
+                    graph, name, data=data, results=results, via=via, upstream=upstream
+                )
             node = graph.node(name)
             if node.kind is NodeKind.TASK:
                 task_result, step = await self._run_task(graph, node, data, via, scope, mark)
@@ -611,7 +767,7 @@ class AgentLifetimeWorkflow:
             status=StepStatus.RUNNING,
             started_at=workflow.now(),
             execution_id=execution_id(info.workflow_id, info.run_id, node.name, done + 1),
-            seq=len(self._steps),
+            seq=self._seq0 + len(self._steps),
         )
         self._steps.append(step)
         workflow.set_current_details(f"running **{node.name}** · iteration {done + 1}")
@@ -689,7 +845,7 @@ class AgentLifetimeWorkflow:
         if via.parents:
             fields["parents"] = via.parents
         if via.edge is not None:
-            fields["edge"] = via.edge.value if isinstance(via.edge, EdgeType) else via.edge
+            fields["edge"] = _edge_text(via.edge)
         if scope.state is not None:
             fields["state"] = scope.state
         return fields

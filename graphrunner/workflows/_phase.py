@@ -70,6 +70,7 @@ class PhaseBoard:
         self._cost = 0.0
         self.final: LifetimePhase | None = None  # how the lifetime ends, once it does
         self.done = False  # the lifetime's body has ended (with or without a phase)
+        self.moving = False  # about to continue as new: waiting handlers let go
         self._closed = False
         self._due = False  # an upsert is scheduled
         self._keys: set[str] | None = None  # attributes the lifetime started with
@@ -120,6 +121,10 @@ class PhaseBoard:
         if cost_usd != self._cost:
             self._cost = cost_usd
             self._changed()
+
+    def seed(self, cost_usd: float) -> None:
+        """What earlier runs spent (a lifetime that continued as new): shown already."""
+        self._cost = cost_usd
 
     def finish(self, phase: LifetimePhase | None) -> None:
         """The lifetime's body ended (``phase`` None: not for good, the task failed)."""

@@ -1,0 +1,136 @@
+"""Long lifetimes continue as new: bounded runs, the walk carried, status and steps across runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHistory
+
+from graphrunner import GraphrunnerClient, Settings
+from graphrunner.graph import AgentGraph
+from graphrunner.graph._loader import parse_graph
+from tests.conftest import assert_replays
+from tests.test_cli_lifetimes import cli_env, graphrunner
+from tests.test_guardrails import policy
+from tests.test_reset import assert_records_agree, recorded, settings, settled
+
+__all__ = ["recorded", "settings"]  # fixtures
+
+
+def loop(rounds: int, *, after: int | None = None, name: str = "long-loop") -> AgentGraph:
+    """A task that counts rounds in the state, and a routing plan that loops until done."""
+    defaults = f"\n  continue_as_new_after: {after}" if after else ""
+    return parse_graph(
+        f"""
+name: {name}
+version: 1.0.0
+defaults:
+  max_iterations: {rounds + 1}{defaults}
+state:
+  count: {{type: integer, reducer: add}}
+nodes:
+  - {{name: tick, kind: task, impl: "tests.state_nodes:Tick"}}
+  - {{name: route, kind: plan}}
+edges:
+  - {{from: tick, to: route}}
+  - {{from: route, to: tick, when: "state.count < {rounds}"}}
+  - {{from: route, type: FINAL}}
+"""
+    )
+
+
+async def runs_of(client: GraphrunnerClient, lifetime_id: str) -> list[WorkflowHistory]:
+    """Every run's history, oldest first (the continue-as-new chain)."""
+    histories = []
+    async for found in client.temporal.list_workflows(f"WorkflowId='{lifetime_id}'"):
+        handle = client.temporal.get_workflow_handle(lifetime_id, run_id=found.run_id)
+        histories.append((found.start_time, await handle.fetch_history()))
+    return [h for _, h in sorted(histories, key=lambda x: x[0])]
+
+
+async def test_a_loop_continues_as_new_and_reads_as_one_lifetime(
+    recorded: GraphrunnerClient, settings: Settings
+) -> None:
+    client = recorded
+    lid = f"can-{uuid.uuid4().hex[:8]}"
+    handle = await client.start(loop(60, after=25), {}, id=lid)
+    result = await handle.result()
+    assert result.state == {"count": 60}
+    histories = await runs_of(client, lid)
+    assert len(histories) == 5, "120 steps, 25 a run"
+    for history in histories[:-1]:
+        last = history.events[-1]
+        assert last.HasField("workflow_execution_continued_as_new_event_attributes")
+    for history in histories:
+        scheduled = [
+            e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        assert len(scheduled) <= 13, "a run holds its own steps only"
+
+    # steps: one numbering across the runs, nothing superseded, in run order.
+    steps = await client.steps(lid)
+    assert len(steps.chain) == 5 and steps.chain[-1] == steps.run_id
+    assert [s.seq for s in steps.live] == list(range(120))
+    assert [(s.node, s.iteration) for s in steps.live[:4]] == [
+        ("tick", 1),
+        ("route", 1),
+        ("tick", 2),
+        ("route", 2),
+    ]
+    assert steps.live[-1].node == "route" and steps.live[-1].iteration == 60
+    assert [s.history_run for s in steps.live[::25]] == steps.chain
+    assert all(s.superseded_by is None for s in steps.steps)
+    # records: one per step, none superseded; the state after any step, from its record.
+    await assert_records_agree(client, steps)
+    assert len(await client.history(lid)) == 120
+    assert (await client.state(lid, step=51)).state == {"count": 26}
+    # status: the current run's steps, numbered after the earlier runs'.
+    info = await client.status(lid)
+    assert (info.runs, info.earlier_steps) == (5, 100)
+    assert [s.seq for s in info.steps] == list(range(100, 120))
+    assert info.state == {"count": 60}
+    first, second = (h.events[0].event_time.ToDatetime(tzinfo=UTC) for h in histories[:2])
+    assert info.started_at is not None
+    assert first <= datetime.fromisoformat(info.started_at) < second, "the lifetime's start"
+    # every run replays against the current code
+    for found in steps.chain:
+        await assert_replays(
+            client.temporal, client.temporal.get_workflow_handle(lid, run_id=found)
+        )
+
+
+async def test_five_thousand_iterations_with_every_run_bounded(
+    client: GraphrunnerClient, worker: None
+) -> None:
+    lid = f"can-5k-{uuid.uuid4().hex[:8]}"
+    handle = await client.start(loop(5000), {}, id=lid)
+    result = await handle.result()
+    assert result.state == {"count": 5000}
+    histories = await runs_of(client, lid)
+    sizes = [(len(h.events), len(h.to_json())) for h in histories]
+    print("runs", len(histories), "largest", max(sizes))
+    assert len(histories) > 1
+
+
+async def test_guardrail_totals_and_the_policy_go_on_across_runs(
+    client: GraphrunnerClient, worker: None
+) -> None:
+    """A lifetime cap counts the ticks of every run: with totals forgotten it never fires."""
+    cap = policy(
+        '{name: forty-ticks, when: \'node == "tick" and count(where node == "tick") > 40\', '
+        "scope: lifetime, action: abort_lifetime}"
+    )
+    graph = loop(60, after=10).model_copy(update={"guardrails": cap})
+    lid = f"can-cap-{uuid.uuid4().hex[:8]}"
+    handle = await client.start(graph, {}, id=lid)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert "forty-ticks" in str(failed.value.cause)
+    steps = await client.steps(lid)
+    assert len(steps.chain) >= 8, "the cap fired in a later run"
+    # Aborted before the 41st tick was scheduled: 40 ran, 5 a run.
+    assert max(s.iteration for s in steps.live if s.node == "tick") == 40
