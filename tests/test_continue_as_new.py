@@ -16,7 +16,8 @@ from graphrunner.graph._loader import parse_graph
 from tests.conftest import assert_replays
 from tests.test_cli_lifetimes import cli_env, graphrunner
 from tests.test_guardrails import policy
-from tests.test_reset import assert_records_agree, recorded, settings, settled
+from tests.test_human import review_graph
+from tests.test_reset import asked, assert_records_agree, recorded, settings, settled
 
 __all__ = ["recorded", "settings"]  # fixtures
 
@@ -134,3 +135,60 @@ async def test_guardrail_totals_and_the_policy_go_on_across_runs(
     assert len(steps.chain) >= 8, "the cap fired in a later run"
     # Aborted before the 41st tick was scheduled: 40 ran, 5 a run.
     assert max(s.iteration for s in steps.live if s.node == "tick") == 40
+
+
+async def test_a_person_in_the_loop_is_answered_across_runs(
+    client: GraphrunnerClient, worker: None
+) -> None:
+    graph = review_graph()
+    graph = graph.model_copy(
+        update={"defaults": graph.defaults.model_copy(update={"continue_as_new_after": 10})}
+    )
+    lid = f"can-ask-{uuid.uuid4().hex[:8]}"
+    await client.start(graph, {"x": 1}, id=lid)
+    ids = []
+    for round_ in range(1, 7):
+        await asked(client, lid, round_)
+        request = (await client.pending(lid))[0]
+        ids.append(request.request_id)
+        outcome = await client.respond(lid, "review", {"ok": True, "again": round_ < 6})
+        assert outcome.request_id == request.request_id
+    result = await client.result(lid)
+    assert result.output["answer"] == {"ok": True, "again": False}
+    assert len(result.state["answers"]) == 6, "every answer reached the state, in every run"
+    assert len(set(ids)) == 6
+    steps = await client.steps(lid)
+    assert len(steps.chain) >= 3, "it continued as new between answers"
+    assert [s.iteration for s in steps.live if s.node == "review"] == [1, 2, 3, 4, 5, 6]
+
+
+ASK_AFTER_LOOP = """
+name: count-then-ask
+version: 1.0.0
+defaults: {continue_as_new_after: 10}
+state:
+  count: {type: integer, reducer: add}
+nodes:
+  - {name: tick, kind: task, impl: "tests.state_nodes:Tick"}
+  - {name: route, kind: plan}
+  - name: confirm
+    kind: task
+    human: {prompt: "Counted {count}. Done?", response: {type: boolean}}
+edges:
+  - {from: tick, to: route}
+  - {from: route, to: tick, when: "state.count < 12"}
+  - {from: route, to: confirm}
+  - {from: confirm, type: FINAL}
+"""
+
+
+async def test_start_and_ask_follows_the_lifetime_into_its_next_runs(
+    client: GraphrunnerClient, worker: None
+) -> None:
+    lid = f"can-first-{uuid.uuid4().hex[:8]}"
+    handle, first = await client.start_and_ask(parse_graph(ASK_AFTER_LOOP), {}, id=lid)
+    assert first.phase == "waiting" and not first.continued
+    assert first.question["node"] == "confirm"
+    assert len((await client.steps(lid)).chain) == 3, "it asked in its third run"
+    await client.respond(lid, "confirm", True)
+    assert (await handle.result()).output is True

@@ -16,6 +16,7 @@ from temporalio.client import WorkflowHistory
 from graphrunner.client._replay import replay_histories
 from graphrunner.guardrails._gate import POLICY_LAYERS
 from graphrunner.guardrails._holds import RECORD_CANCEL
+from graphrunner.workflows._lifetime import CONTINUE_PATCH
 from graphrunner.workflows._phase import BOARD_PATCH
 from tests.conftest import ROOT
 from tests.record_examples import workflow_id
@@ -28,6 +29,10 @@ GOLDEN = sorted(p.stem for p in HISTORIES.glob("*.json"))
 PATCH_HISTORIES = {
     BOARD_PATCH: "histories/patches/attributes-v1-before-upserts.json",
     RECORD_CANCEL: "histories/patches/cancelled-v1-before-cancel-records.json",
+    # Recorded by graphrunner 0e5fd67 on a dev server started with --dynamic-config-value
+    # limit.historyCount.suggestContinueAsNew=40: Temporal suggested continuing as new in
+    # its last workflow tasks, and the old code went on in the same run.
+    CONTINUE_PATCH: "histories/patches/long-loop-v1-before-continue-as-new.json",
     # The quiet start came with the format-2 guardrails (older formats are refused by name):
     # its old branch is a lifetime with no worker layers, so no marker and no policy snapshot.
     POLICY_LAYERS: "fixtures/histories/fan-count-v2.json",
@@ -55,6 +60,7 @@ async def test_a_golden_history_replays_on_the_current_code(name: str) -> None:
 def test_every_patch_in_the_code_has_an_old_version_history() -> None:
     constants = {"BOARD_PATCH": BOARD_PATCH, "POLICY_LAYERS": POLICY_LAYERS}
     constants["RECORD_CANCEL"] = RECORD_CANCEL
+    constants["CONTINUE_PATCH"] = CONTINUE_PATCH
     used = set()
     for source in (ROOT / "graphrunner").rglob("*.py"):
         for found in _PATCHED.findall(source.read_text()):
@@ -80,5 +86,11 @@ async def test_an_old_version_history_of_each_patch_replays(patch: str) -> None:
         )
         for e in history.events
     ), f"{patch}: this history has the marker, so it does not take the old branch"
+    if patch == CONTINUE_PATCH:  # the old branch is taken only where Temporal suggested it
+        assert any(
+            e.workflow_task_started_event_attributes.suggest_continue_as_new
+            for e in history.events
+            if e.HasField("workflow_task_started_event_attributes")
+        )
     [verdict] = await replay_histories([history])
     assert verdict.ok, f"{patch}: {verdict.error}"
