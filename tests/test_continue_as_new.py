@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
 
 from graphrunner import GraphrunnerClient, Settings
 from graphrunner.graph import AgentGraph
@@ -54,7 +55,7 @@ async def runs_of(client: GraphrunnerClient, lifetime_id: str) -> list[WorkflowH
 
 
 async def test_a_loop_continues_as_new_and_reads_as_one_lifetime(
-    recorded: GraphrunnerClient, settings: Settings
+    recorded: GraphrunnerClient, settings: Settings, env: WorkflowEnvironment
 ) -> None:
     client = recorded
     lid = f"can-{uuid.uuid4().hex[:8]}"
@@ -97,6 +98,23 @@ async def test_a_loop_continues_as_new_and_reads_as_one_lifetime(
     first, second = (h.events[0].event_time.ToDatetime(tzinfo=UTC) for h in histories[:2])
     assert info.started_at is not None
     assert first <= datetime.fromisoformat(info.started_at) < second, "the lifetime's start"
+    # the CLI: status says which run it is, steps and history list every run's steps
+    environ = cli_env(
+        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+        TEMPORAL_NAMESPACE=env.client.namespace,
+        GRAPHRUNNER_DATABASE_URL=settings.database_url or "",
+        GRAPHRUNNER_HOME=str(settings.home),
+    )
+    shown = await asyncio.to_thread(graphrunner, "status", lid, env=environ)
+    assert shown.returncode == 0, shown.stderr
+    assert "run 5 (continued as new 4 times); steps #0..#99 are in earlier runs" in shown.stdout
+    listed = await asyncio.to_thread(graphrunner, "steps", lid, "--json", env=environ)
+    assert [s["seq"] for s in json.loads(listed.stdout)["steps"]] == list(range(120))
+    rows = json.loads(
+        (await asyncio.to_thread(graphrunner, "history", lid, "--json", env=environ)).stdout
+    )["executions"]
+    assert sorted(r["seq"] for r in rows) == list(range(120))
+    assert not any(r["superseded_by"] for r in rows)
     # every run replays against the current code
     for found in steps.chain:
         await assert_replays(
@@ -192,3 +210,33 @@ async def test_start_and_ask_follows_the_lifetime_into_its_next_runs(
     assert len((await client.steps(lid)).chain) == 3, "it asked in its third run"
     await client.respond(lid, "confirm", True)
     assert (await handle.result()).output is True
+
+
+@pytest.mark.parametrize("step", [31, 111], ids=["in-an-earlier-run", "in-the-last-run"])
+async def test_reset_to_a_step_of_a_lifetime_that_continued_as_new(
+    recorded: GraphrunnerClient, step: int
+) -> None:
+    client = recorded
+    lid = f"can-reset-{uuid.uuid4().hex[:8]}"
+    await (await client.start(loop(60, after=25), {}, id=lid)).result()
+    before = await client.steps(lid)
+    target = before.live[step]
+    planned = await client.reset(lid, step=step, dry_run=True)
+    assert planned.base_run_id == target.history_run
+    # A route (a local plan) is decided in the workflow task after its tick: its boundary
+    # is before it and everything after.
+    assert [s.seq for s in planned.rerun] == list(range(step, 120)), "exactly step.. again"
+
+    done = await client.reset(lid, step=step, reason="test")
+    result = await client.result(lid)
+    assert result.state == {"count": 60}, "the walk and the state came back from the carry"
+    after = await settled(client, lid, superseded=120 - step)
+    assert [s.seq for s in after.live] == list(range(120))
+    assert (
+        after.chain[: before.chain.index(target.history_run)]
+        == before.chain[: before.chain.index(target.history_run)]
+    ), "the runs before the reset point stay on the path"
+    assert done.new_run_id in after.chain
+    gone = [s for s in after.steps if s.superseded_by]
+    assert sorted(s.seq for s in gone) == list(range(step, 120))
+    await assert_records_agree(client, after)
