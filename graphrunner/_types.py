@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -27,6 +27,8 @@ __all__ = [
     "RUN_TASK",
     "ExecutionHeader",
     "FirstQuestion",
+    "ForkMemo",
+    "ForkSeed",
     "InheritedGuard",
     "LifetimeInput",
     "LifetimePhase",
@@ -248,6 +250,11 @@ class ExecutionHeader(_Model):
     parent_ids: list[str] = Field(default_factory=list)
     edge: str | None = None
     scheduled_at: datetime | None = None
+    forked_from: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="A fork's parent lifetime and step, ``<parent id>#<step>``.",
+    )
 
 
 GRAPH_KEY_LENGTH = 32
@@ -278,6 +285,10 @@ class _Call(WireModel):
     edge: str | None = None
     state: dict[str, Any] | None = Field(
         default=None, description="The lifetime state as this execution sees it (if declared)."
+    )
+    forked_from: str | None = Field(
+        default=None,
+        description="Set in a fork only: its parent lifetime and step, ``<parent id>#<step>``.",
     )
     _execution_id: str = PrivateAttr(default="")
 
@@ -322,6 +333,7 @@ class _Call(WireModel):
             parent_ids=[execution_id(lifetime_id, run_id, n, i) for n, i in self.parents],
             edge=self.edge,
             scheduled_at=scheduled_at,
+            forked_from=self.forked_from,
         )
 
 
@@ -388,11 +400,73 @@ class ParentLink(_Model):
     guard: InheritedGuard | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
+class ForkMemo(WireModel):
+    """One step a fork takes from its parent lifetime instead of running it again.
+
+    Read from the parent's history by the client (`graphrunner.client.GraphrunnerClient.fork`):
+    the outcome the parent's workflow routed on, exactly. Telemetry is left out: the step
+    did not run in the fork, so it spends nothing there.
+
+    Attributes:
+        seq: The step's number in the parent (and in the fork).
+        node: Its node.
+        iteration: Its iteration.
+        kind: ``task``, ``plan``, ``human`` (a human-input task) or ``child`` (a sub-graph
+            task).
+        rank: Its place among the memos in the order the parent saw them complete; the fork
+            hands them over in that order, so concurrent branches begin their steps in the
+            parent's order.
+        task: A task's result (a child's output, a person's answer as its output).
+        plan: A plan's decision.
+        rejection: Why a guardrail rejected it, when one did.
+        child: A sub-graph task's child lifetime (reused, not run again).
+        lifetime_id: The lifetime that ran it, when not the fork's parent (a fork's fork).
+        run_id: The run that ran it, when not the parent's run the memos were read from.
+    """
+
+    seq: int = Field(ge=0)
+    node: str
+    iteration: int = Field(ge=1)
+    kind: Literal["task", "plan", "human", "child"]
+    rank: int = Field(ge=0)
+    task: TaskResult | None = None
+    plan: PlanResult | None = None
+    rejection: Rejection | None = None
+    child: str | None = None
+    lifetime_id: str = ""
+    run_id: str = ""
+
+
+class ForkSeed(_Model):
+    """What makes a lifetime a fork: its parent, the step it forks at, the steps it takes.
+
+    Attributes:
+        parent_id: The parent lifetime.
+        parent_run_id: The parent's run whose history the memos come from.
+        step: Steps numbered below it are taken from the parent; it and later ones run.
+        memos: Those steps, one per number below ``step``.
+    """
+
+    parent_id: str = Field(min_length=1, max_length=1000)
+    parent_run_id: str = ""
+    step: int = Field(ge=0)
+    memos: list[ForkMemo] = Field(default_factory=list)
+
+    @property
+    def mark(self) -> str:
+        """``<parent id>#<step>``: the fork's search attribute and records' ``forked_from``."""
+        return f"{self.parent_id}#{self.step}"
+
+    def ran(self, memo: ForkMemo) -> tuple[str, str]:
+        """The lifetime and run that ran a memoized step (its execution record's)."""
+        return memo.lifetime_id or self.parent_id, memo.run_id or self.parent_run_id
+
+
 class LifetimeInput(_Model):
     """Input of an AgentLifetime workflow: the pinned graph and the user's input.
 
     ``format`` says which graphrunner wrote the input; see `check_format`. ``parent`` is
-    set on a child lifetime (a sub-graph task's).
+    set on a child lifetime (a sub-graph task's), ``fork`` on a fork of another lifetime.
     """
 
     graph: AgentGraph
@@ -402,6 +476,7 @@ class LifetimeInput(_Model):
     tenant: str = Field(default="default", min_length=1, max_length=255)
     format: int = 1
     parent: ParentLink | None = Field(default=None, exclude_if=lambda v: v is None)
+    fork: ForkSeed | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 INPUT_FORMAT = 2

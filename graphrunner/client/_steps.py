@@ -27,7 +27,7 @@ from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHistory
 
 from graphrunner._types import StepRecord, StepStatus, execution_id, parse_step_summary
-from graphrunner.client._history import steps_from_history
+from graphrunner.client._history import fork_of, steps_from_history
 from graphrunner.errors import GraphrunnerError
 from graphrunner.graph._model import NodeKind
 from graphrunner.stores import ExecutionRecord
@@ -69,6 +69,9 @@ class LifetimeStep(BaseModel):
         superseded_by: The run that replaced it (a reset), or None if it is on the
             lifetime's current path.
         child: A sub-graph task's child lifetime id.
+        forked_from: In a fork, on a step before its fork point: ``<parent id>#<step>``.
+            The step was taken from the parent, not run: ``execution_id`` and ``run_id``
+            are the parent's (its record), and its times are when the fork started.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -87,6 +90,7 @@ class LifetimeStep(BaseModel):
     reset_point: int | None = None
     superseded_by: str | None = None
     child: str | None = None
+    forked_from: str | None = None
 
 
 class LifetimeSteps(BaseModel):
@@ -258,7 +262,24 @@ async def _run_steps(
     history = await handle.fetch_history()
     walk = _walk(history, run_id)
     found: list[LifetimeStep] = []
+    seed = await fork_of(history, temporal.data_converter)
+    taken = {m.seq: m for m in seed.memos} if seed is not None else {}
     for step in await steps_from_history(history, temporal.data_converter, run_id=run_id):
+        memo = taken.get(step.seq)
+        if seed is not None and memo is not None and memo.node == step.node:
+            found.append(
+                LifetimeStep(
+                    **step.model_dump(
+                        include={"seq", "node", "kind", "iteration", "status", "child"}
+                    ),
+                    started_at=step.started_at,
+                    finished_at=step.finished_at,
+                    execution_id=step.execution_id,
+                    run_id=seed.ran(memo)[1],
+                    forked_from=seed.mark,
+                )
+            )
+            continue
         span = walk.spans.get((step.node, step.iteration))
         closed = span.close if span else None
         # A step runs in the run that finished it: one still pending at a reset point is
