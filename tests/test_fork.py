@@ -240,7 +240,7 @@ async def test_a_fork_runs_a_compatible_new_graph_and_refuses_others(
         "2.0.0",
         target="third",
         more='  - {name: third, kind: task, impl: "tests.fork_nodes:stamp"}',
-        more_edges="  - {from: third, to: done}",
+        more_edges="  - {from: third, to: done}\n  - {from: done, to: second}",
     )
     with pytest.raises(GraphrunnerError, match=r"step #1 \(route#1\).*chose second"):
         await client.fork(parent, 2, graph=other)
@@ -371,18 +371,26 @@ async def test_answers_before_n_are_carried_and_a_person_is_asked_again_after(
     assert [(r.iteration, r.answered_by) for r in humans] == [(2, "dave (update)")]
 
 
-async def test_a_fork_refuses_a_step_that_is_not_there_or_not_done(
+async def test_a_fork_refuses_a_step_it_cannot_start_from_and_forks_a_waiting_lifetime(
     recorded: GraphrunnerClient,
 ) -> None:
     client = recorded
     parent = await finished(client, stamps(), "x")
     with pytest.raises(GraphrunnerError, match=r"no step #9 to fork from: its steps are #0..#3"):
         await client.fork(parent, 9)
+
+    # A lifetime waiting for a person forks too: its steps before N are done. The asked
+    # step is no step yet (it begins when answered), so the fork asks again.
     running = f"running-{uuid.uuid4().hex[:8]}"
     await client.start(review_graph(), {"x": 1}, id=running)
     await waiting(client, running, "review")
-    with pytest.raises(GraphrunnerError, match=r"step #2 \(review#1\) is still running"):
-        await client.fork(running, 3)
+    with pytest.raises(GraphrunnerError, match=r"no step #2 to fork from: its steps are #0..#1"):
+        await client.fork(running, 2)
+    fork = await client.fork(running, 1)
+    assert (await waiting(client, fork.lifetime_id, "review")).iteration == 1
+    await client.respond(fork.lifetime_id, "review", {"ok": True}, by="erin")
+    assert (await client.result(fork.lifetime_id)).output["answer"] == {"ok": True}
+    assert await ran(client, fork.lifetime_id) == [("ask", 1), ("review", 1), ("after", 1)]
     await client.temporal.get_workflow_handle(running).terminate()
 
 
