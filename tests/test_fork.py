@@ -23,7 +23,7 @@ from graphrunner import (
     load_graph,
 )
 from graphrunner._attributes import FORK_KEY
-from graphrunner.client._fork import ForkResult
+from graphrunner.client import ForkResult
 from graphrunner.graph import parse_graph
 from graphrunner.stores import LocalBlobStore, data_converter, open_records
 from tests.conftest import ROOT, activity_summaries, assert_replays

@@ -209,7 +209,7 @@ async def test_setup_registers_the_attributes_once_and_names_a_conflicting_type(
         assert "GraphrunnerCostUsd (Double): registered" in first.stdout
         again = await asyncio.to_thread(graphrunner, "setup", env=env)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.count("already registered") == 5
+        assert again.stdout.count("already registered") == 6
         await check_listed(bare.client)
 
 
