@@ -9,6 +9,9 @@ from typing import Annotated
 import typer
 from temporalio.client import WorkflowFailureError
 
+# The module, not its function: _cli imports this module and _cli_steps at its end, and
+# either may be imported first.
+from graphrunner.client import _cli_steps
 from graphrunner.client._cli import (
     AppDir,
     JsonFlag,
@@ -23,7 +26,6 @@ from graphrunner.client._cli import (
     app,
     out,
 )
-from graphrunner.client._cli_steps import steps_table
 from graphrunner.client._client import PARENT_INPUT, GraphrunnerClient, LostContact
 from graphrunner.client._runtime import add_app_dir
 from graphrunner.graph import load_graph
@@ -73,7 +75,9 @@ def fork(
                 f"[bold]{_esc(result.lifetime_id)}[/]\n{_esc(result.ui_url)}",
                 highlight=False,
             )
-            out.print(steps_table(result.memoized, "steps taken from the parent (not run)"))
+            out.print(
+                _cli_steps.steps_table(result.memoized, "steps taken from the parent (not run)")
+            )
             first = result.first
             runs = f"#{step} ({first.node}#{first.iteration})" if first else f"#{step}"
             graph_said = " on the new graph" if result.graph_changed else ""
