@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 bench: $(STAMP)  ## graphrunner vs hand-written temporalio, same server, same run
 	$(BIN)/python -m bench

@@ -21,6 +21,7 @@ from graphrunner._types import LifetimePhase
 
 __all__ = [
     "COST_KEY",
+    "FORK_KEY",
     "GRAPH_KEY",
     "SEARCH_ATTRIBUTES",
     "STATUS_KEY",
@@ -37,6 +38,8 @@ TENANT_KEY = SearchAttributeKey.for_keyword("GraphrunnerTenant")
 STATUS_KEY = SearchAttributeKey.for_keyword("GraphrunnerStatus")
 #: What the lifetime's executions (children included) reported spending so far, in USD.
 COST_KEY = SearchAttributeKey.for_float("GraphrunnerCostUsd")
+#: Set on a fork only: the lifetime and step it was forked from, ``<parent id>#<step>``.
+FORK_KEY = SearchAttributeKey.for_keyword("GraphrunnerForkOf")
 
 SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (
     GRAPH_KEY,
@@ -44,6 +47,7 @@ SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (
     TENANT_KEY,
     STATUS_KEY,
     COST_KEY,
+    FORK_KEY,
 )
 
 _TYPE_NAMES = {

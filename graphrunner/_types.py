@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -27,6 +27,8 @@ __all__ = [
     "RUN_TASK",
     "ExecutionHeader",
     "FirstQuestion",
+    "ForkMemo",
+    "ForkSeed",
     "InheritedGuard",
     "LifetimeInput",
     "LifetimePhase",
@@ -248,6 +250,11 @@ class ExecutionHeader(_Model):
     parent_ids: list[str] = Field(default_factory=list)
     edge: str | None = None
     scheduled_at: datetime | None = None
+    forked_from: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="A fork's parent lifetime and step, ``<parent id>#<step>``.",
+    )
 
 
 GRAPH_KEY_LENGTH = 32
@@ -278,6 +285,10 @@ class _Call(WireModel):
     edge: str | None = None
     state: dict[str, Any] | None = Field(
         default=None, description="The lifetime state as this execution sees it (if declared)."
+    )
+    forked_from: str | None = Field(
+        default=None,
+        description="Set in a fork only: its parent lifetime and step, ``<parent id>#<step>``.",
     )
     _execution_id: str = PrivateAttr(default="")
 
@@ -322,6 +333,7 @@ class _Call(WireModel):
             parent_ids=[execution_id(lifetime_id, run_id, n, i) for n, i in self.parents],
             edge=self.edge,
             scheduled_at=scheduled_at,
+            forked_from=self.forked_from,
         )
 
 
@@ -419,9 +431,11 @@ class Carry(_Model):
     execution is in flight and this is the whole walk.
 
     Attributes:
-        runs: How many runs the lifetime had before this one.
+        runs: How many runs the lifetime had before this one (0 for a fork that starts from
+            a carried walk: its runs are its own).
         seq: Steps begun in earlier runs (this run's first step has this number).
-        started_at: When the lifetime's first run started (elapsed-time rules count from it).
+        started_at: When the lifetime's first run started (elapsed-time rules count from it;
+            None: this run's start, as in a fork).
         node: The node the walk goes on with.
         data: The data that node gets (a task).
         results: The results it gets (a plan).
@@ -438,9 +452,9 @@ class Carry(_Model):
         guard: The guardrails' pinned policy and lifetime totals (the interceptor sets it).
     """
 
-    runs: int = Field(ge=1, le=10_000_000)
+    runs: int = Field(ge=0, le=10_000_000)
     seq: int = Field(ge=0, le=2**53)
-    started_at: datetime
+    started_at: datetime | None = None
     node: str
     data: Any = None
     results: list[NodeOutput] = Field(default_factory=list)
@@ -457,12 +471,88 @@ class Carry(_Model):
     guard: InheritedGuard | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
+class ForkMemo(WireModel):
+    """One step a fork takes from its parent lifetime instead of running it again.
+
+    Read from the parent's history by the client (`graphrunner.client.GraphrunnerClient.fork`):
+    the outcome the parent's workflow routed on, exactly. Telemetry is left out: the step
+    did not run in the fork, so it spends nothing there.
+
+    Attributes:
+        seq: The step's number in the parent (and in the fork).
+        node: Its node.
+        iteration: Its iteration.
+        kind: ``task``, ``plan``, ``human`` (a human-input task) or ``child`` (a sub-graph
+            task).
+        rank: Its place among the memos in the order the parent saw them complete; the fork
+            hands them over in that order, so concurrent branches begin their steps in the
+            parent's order.
+        task: A task's result (a child's output, a person's answer as its output).
+        plan: A plan's decision.
+        rejection: Why a guardrail rejected it, when one did.
+        child: A sub-graph task's child lifetime (reused, not run again).
+        lifetime_id: The lifetime that ran it, when not the fork's parent (a fork's fork).
+        run_id: The run that ran it, when not the parent's run the memos were read from.
+    """
+
+    seq: int = Field(ge=0)
+    node: str
+    iteration: int = Field(ge=1)
+    kind: Literal["task", "plan", "human", "child"]
+    rank: int = Field(ge=0)
+    task: TaskResult | None = None
+    plan: PlanResult | None = None
+    rejection: Rejection | None = None
+    child: str | None = None
+    lifetime_id: str = ""
+    run_id: str = ""
+
+
+class ForkSeed(_Model):
+    """What makes a lifetime a fork: its parent, the step it forks at, the steps it takes.
+
+    Attributes:
+        parent_id: The parent lifetime.
+        parent_run_id: The parent's run whose history the memos come from.
+        step: Steps numbered below it are taken from the parent; it and later ones run.
+        memos: Those steps, one per number below ``step``.
+    """
+
+    parent_id: str = Field(min_length=1, max_length=1000)
+    parent_run_id: str = ""
+    step: int = Field(ge=0)
+    memos: list[ForkMemo] = Field(default_factory=list)
+
+    @property
+    def mark(self) -> str:
+        """``<parent id>#<step>``: the fork's search attribute and records' ``forked_from``."""
+        return f"{self.parent_id}#{self.step}"
+
+    def forked(self, carry: Carry | None) -> Carry | None:
+        """The walk a fork starts from, given the carry of the parent's run with its step.
+
+        Where the walk is, the state, the iteration counts and held answers come along;
+        what belongs to the parent's own running does not: its spend, guardrail totals and
+        pinned policy (a fork pins its own at start), rejections, and its start time.
+        """
+        if carry is None:
+            return None
+        return carry.model_copy(
+            update={"runs": 0, "started_at": None, "spent": None, "guard": None, "rejected": []}
+        )
+
+    def ran(self, memo: ForkMemo) -> tuple[str, str]:
+        """The lifetime and run that ran a memoized step (its execution record's)."""
+        return memo.lifetime_id or self.parent_id, memo.run_id or self.parent_run_id
+
+
 class LifetimeInput(_Model):
     """Input of an AgentLifetime workflow: the pinned graph and the user's input.
 
     ``format`` says which graphrunner wrote the input; see `check_format`. ``parent`` is
     set on a child lifetime (a sub-graph task's); ``carry`` on every run after a lifetime's
-    first, when it continued as new.
+    first, when it continued as new (and on a fork of a step in such a run); ``fork`` on a
+    fork of another lifetime.
     """
 
     graph: AgentGraph
@@ -473,6 +563,7 @@ class LifetimeInput(_Model):
     format: int = 1
     parent: ParentLink | None = Field(default=None, exclude_if=lambda v: v is None)
     carry: Carry | None = Field(default=None, exclude_if=lambda v: v is None)
+    fork: ForkSeed | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 INPUT_FORMAT = 2

@@ -91,6 +91,7 @@ class FailureType(StrEnum):
     GUARDRAIL_REJECTED = "GuardrailRejected"
     GUARDRAIL_CONFIG = "GuardrailConfigError"
     SUBGRAPH_FAILED = "SubgraphFailed"
+    FORK_DIVERGED = "ForkDiverged"
 
 
 class GuardrailRejected(GraphrunnerError):

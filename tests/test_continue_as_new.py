@@ -122,6 +122,7 @@ async def test_a_loop_continues_as_new_and_reads_as_one_lifetime(
         )
 
 
+@pytest.mark.timeout(600)  # about 85 s here: 10,000 steps one after another
 async def test_five_thousand_iterations_with_every_run_bounded(
     client: GraphrunnerClient, worker: None
 ) -> None:
@@ -130,9 +131,19 @@ async def test_five_thousand_iterations_with_every_run_bounded(
     result = await handle.result()
     assert result.state == {"count": 5000}
     histories = await runs_of(client, lid)
-    sizes = [(len(h.events), len(h.to_json())) for h in histories]
-    print("runs", len(histories), "largest", max(sizes))
-    assert len(histories) > 1
+    events = [len(h.events) for h in histories]
+    sizes = [sum(e.ByteSize() for e in h.events) for h in histories]
+    # Reported in the README: runs, the largest run's events and stored (protobuf) bytes.
+    print(
+        f"5,000 iterations: {len(histories)} runs, largest {max(events)} events, "
+        f"{max(sizes):,} bytes"
+    )
+    assert len(histories) >= 5, "a 10,000-step lifetime in one run would pass 51,200 events"
+    assert max(events) < 10_240, "every run stays under the server's warning (10,240 events)"
+    assert max(sizes) < 10 * 2**20, "and under its 10 MiB history size warning"
+    steps = await client.steps(lid)
+    assert len(steps.live) == 10_000 and [s.seq for s in steps.live] == list(range(10_000))
+    assert not any(s.superseded_by for s in steps.steps)
 
 
 async def test_guardrail_totals_and_the_policy_go_on_across_runs(
@@ -240,3 +251,33 @@ async def test_reset_to_a_step_of_a_lifetime_that_continued_as_new(
     gone = [s for s in after.steps if s.superseded_by]
     assert sorted(s.seq for s in gone) == list(range(step, 120))
     await assert_records_agree(client, after)
+
+
+async def test_a_fork_of_a_step_in_a_later_run_starts_from_that_runs_carried_walk(
+    client: GraphrunnerClient, worker: None
+) -> None:
+    lid = f"can-fork-{uuid.uuid4().hex[:8]}"
+    parent = await (await client.start(loop(60, after=25), {}, id=lid)).result()
+    steps = await client.steps(lid)
+    assert steps.live[61].history_run == steps.chain[2], "step 61 is in the third run"
+
+    forked = await client.fork(lid, 61)
+    result = await client.result(forked.lifetime_id)
+    assert (result.output, result.state) == (parent.output, parent.state)
+    runs = await runs_of(client, forked.lifetime_id)
+    first = runs[0]
+    started = first.events[0].workflow_execution_started_event_attributes
+    assert b'"carry"' in started.input.payloads[0].data, "it starts from the carried walk"
+    # Steps 50..60 (the third run's before 61) are memos; 0..49 are in the carry: no
+    # activity runs for any of them. The fork runs ticks 62, 64, ..., 118.
+    scheduled = [
+        e for h in runs for e in h.events if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert len(scheduled) == 29
+    assert len(runs) >= 2, "the fork continued as new itself, without its memos"
+    later = runs[1].events[0].workflow_execution_started_event_attributes
+    assert b'"memos":[]' in later.input.payloads[0].data
+    listed = await client.steps(forked.lifetime_id)
+    assert [s.seq for s in listed.live] == list(range(120))
+    assert all(s.forked_from == f"{lid}#61" for s in listed.live[:61])
+    assert not any(s.forked_from for s in listed.live[61:])

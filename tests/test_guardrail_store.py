@@ -33,11 +33,11 @@ T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 SUM = 'sum(tokens_used where node == "write")'
 COUNT = "count(executions)"
 # gr_executions' columns as version 1 made them (version 4 added the state columns, 5
-# answered_by).
+# answered_by, 6 forked_from).
 V1_EXECUTION_COLUMNS = [
     c.name
     for c in executions.columns
-    if not c.name.startswith("state_") and c.name != "answered_by"
+    if not c.name.startswith("state_") and c.name not in ("answered_by", "forked_from")
 ]
 PEAK = "max(cost_usd)"
 
@@ -446,7 +446,7 @@ async def test_a_refused_check_reserves_nothing(records: RecordStore) -> None:
 async def test_a_version_1_database_upgrades_to_the_latest_and_keeps_its_records(
     state_db_url: str,
 ) -> None:
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     store = RecordStore(state_db_url)
     try:
         with store.engine.begin() as conn:
@@ -461,7 +461,7 @@ async def test_a_version_1_database_upgrades_to_the_latest_and_keeps_its_records
         with pytest.raises(SchemaError, match="graphrunner db upgrade"):
             store.ensure_schema()
 
-        assert store.upgrade() == (1, 5)
+        assert store.upgrade() == (1, 6)
 
         store.ensure_schema()
         tables = set(inspect(store.engine).get_table_names())

@@ -209,7 +209,7 @@ async def test_setup_registers_the_attributes_once_and_names_a_conflicting_type(
         assert "GraphrunnerCostUsd (Double): registered" in first.stdout
         again = await asyncio.to_thread(graphrunner, "setup", env=env)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.count("already registered") == 5
+        assert again.stdout.count("already registered") == 6
         await check_listed(bare.client)
 
 
@@ -223,7 +223,7 @@ async def check_listed(temporal: Client) -> None:
     }
 
 
-def test_graphrunner_dev_registers_all_five(tmp_path: Path) -> None:
+def test_graphrunner_dev_registers_all_six(tmp_path: Path) -> None:
     command = DevServer(home=tmp_path, port=1, ui_port=2).command()
     registered = [command[i + 1] for i, arg in enumerate(command) if arg == "--search-attribute"]
     assert registered == [
@@ -232,4 +232,5 @@ def test_graphrunner_dev_registers_all_five(tmp_path: Path) -> None:
         "GraphrunnerTenant=Keyword",
         "GraphrunnerStatus=Keyword",
         "GraphrunnerCostUsd=Double",
+        "GraphrunnerForkOf=Keyword",
     ]

@@ -10,6 +10,7 @@ from graphrunner.client._client import (
 )
 from graphrunner.client._control import BulkOutcome
 from graphrunner.client._devserver import DevServer, temporal_binary
+from graphrunner.client._fork import ForkResult
 from graphrunner.client._setup import AttributeSetup
 from graphrunner.client._state_view import StateAt
 
@@ -18,6 +19,7 @@ __all__ = [
     "BulkOutcome",
     "ControlRefused",
     "DevServer",
+    "ForkResult",
     "GraphrunnerClient",
     "LifetimeHandle",
     "LifetimeInfo",

@@ -1036,8 +1036,8 @@ def main() -> None:
 
 # Their own modules, which register their commands: pause, resume, abort, cancel (one
 # lifetime or --query) and setup; replay (would this code break running lifetimes?); steps
-# and reset (a lifetime's steps across runs).
-from graphrunner.client import _cli_control, _cli_replay, _cli_steps  # noqa: E402, F401
+# and reset (a lifetime's steps across runs); fork (a new lifetime from a step of another).
+from graphrunner.client import _cli_control, _cli_fork, _cli_replay, _cli_steps  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

@@ -25,6 +25,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
+    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -35,6 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from graphrunner._answers import HumanOutcome, HumanRequest, RefusedAnswer
 from graphrunner._attributes import (
+    FORK_KEY,
     GRAPH_KEY,
     SEARCH_ATTRIBUTES,
     STATUS_KEY,
@@ -56,6 +58,7 @@ from graphrunner._types import (
 from graphrunner._values import BadValue, check_value
 from graphrunner.client import _human as human
 from graphrunner.client._control import BULK_LIMIT, BulkOutcome, matching_lifetimes, run_bulk
+from graphrunner.client._fork import ForkResult, check_compatible, fork_id, plan_fork
 from graphrunner.client._history import (
     carried_from,
     failure_from_history,
@@ -132,6 +135,8 @@ _TRANSIENT = {
     RPCStatusCode.ABORTED,
 }
 _PROBE_TIMEOUT = timedelta(seconds=5)
+PARENT_INPUT: Any = object()
+"""`GraphrunnerClient.fork`'s default input: the parent's."""
 _QUERY_TIMEOUT = timedelta(seconds=10)  # a running lifetime's queries need a worker
 
 
@@ -1092,6 +1097,106 @@ class GraphrunnerClient:
             drop_answers=drop_answers,
             reason=reason,
             dry_run=dry_run,
+        )
+
+    async def fork(
+        self,
+        lifetime_id: str,
+        step: int,
+        *,
+        input: Any = PARENT_INPUT,
+        graph: AgentGraph | str | Path | None = None,
+        id: str | None = None,
+        task_queue: str | None = None,
+    ) -> ForkResult:
+        """Start a new lifetime that takes ``lifetime_id``'s steps before ``step`` and runs on.
+
+        DBOS's ``fork_workflow`` for graphrunner: the parent's steps numbered below ``step``
+        (``#`` in `steps`) are not run again (the fork's history has no activity, marker or
+        child for them); their recorded outcomes, read from the parent's history, are
+        handed over in the order the parent saw them complete, so the lifetime state at
+        ``step`` is rebuilt from the same updates. Human answers before ``step`` are
+        carried, later ones are not (the fork asks again); a child lifetime that finished
+        before it is reused, one at or after it runs again under a new id. From ``step`` on
+        the fork runs with the code the workers have now, on the parent's pinned graph or on
+        ``graph`` when that is compatible up to ``step``. The fork is marked
+        ``<parent>#<step>``: its ``GraphrunnerForkOf`` search attribute and every record
+        it writes (``forked_from``). The parent is untouched.
+
+        Args:
+            lifetime_id: The parent lifetime.
+            step: The first step the fork runs.
+            input: The fork's input (default: the parent's).
+            graph: A new version of the graph (a model or a YAML path), validated, and
+                checked to take the parent's steps before ``step``.
+            id: The fork's id (default ``<parent>-fork-<step>-<6 hex>``); must be new.
+            task_queue: Task queue of the workers (default from settings).
+
+        Raises:
+            GraphrunnerError: No such step; a step before it is running, failed or was
+                rejected; the parent is a child lifetime; ``graph`` cannot take the parent's
+                steps (naming the step); a lifetime with ``id`` exists.
+            GraphError: ``graph`` is invalid.
+            BadValue: ``input`` or ``id`` cannot be carried.
+        """
+        plan = await plan_fork(self.temporal, lifetime_id, step)
+        parent = plan.parent
+        model = parent.graph
+        if graph is not None:
+            model = graph if isinstance(graph, AgentGraph) else load_graph(graph)
+            check_compatible(model, plan.seed, f"'{model.name}' {model.version}")
+        data = parent.input if input is PARENT_INPUT else input
+        new_graph, arg, new_id = self._lifetime_input(
+            model, data, id=id or fork_id(lifetime_id, step), tenant=parent.tenant
+        )
+        arg.fork = plan.seed
+        arg.carry = plan.seed.forked(parent.carry)
+        if arg.carry is not None and arg.carry.node not in {n.name for n in model.nodes}:
+            raise GraphrunnerError(
+                f"cannot fork {lifetime_id} at step #{step} with graph '{model.name}' "
+                f"{model.version}: the parent's walk goes on at node '{arg.carry.node}', "
+                "which that graph lacks"
+            )
+        mark = plan.seed.mark
+        pairs = [
+            *self._start_attributes(new_graph, parent.tenant),
+            SearchAttributePair(FORK_KEY, mark),
+        ]
+        attrs = TypedSearchAttributes(
+            [p for p in pairs if self._attrs_present is None or p.key.name in self._attrs_present]
+        )
+        options = self._start_options(new_graph, parent.tenant, task_queue, attrs)
+        options["static_details"] = f"fork of {lifetime_id} from step #{step}"
+        # A fork is always new: an existing id is an error, never attached to.
+        options["id_conflict_policy"] = WorkflowIDConflictPolicy.FAIL
+
+        async def start(attrs: TypedSearchAttributes | None) -> str:
+            started = await self.temporal.start_workflow(
+                LIFETIME_WORKFLOW,
+                arg,
+                id=new_id,
+                result_type=LifetimeResult,
+                **{**options, "search_attributes": attrs},
+            )
+            return started.run_id or started.result_run_id or ""
+
+        try:
+            run_id = await self._with_attributes(start, attrs)
+        except WorkflowAlreadyStartedError:
+            raise GraphrunnerError(
+                f"a lifetime with id '{new_id}' already exists: choose another id for the fork"
+            ) from None
+        return ForkResult(
+            lifetime_id=new_id,
+            run_id=run_id,
+            parent_id=lifetime_id,
+            parent_run_id=plan.seed.parent_run_id,
+            step=step,
+            forked_from=mark,
+            memoized=plan.memoized,
+            first=plan.first,
+            graph_changed=new_graph.content_hash() != parent.graph_hash,
+            ui_url=self.ui_url(new_id),
         )
 
     async def attempts(self, lifetime_id: str) -> list[AttemptRecord]:

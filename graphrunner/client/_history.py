@@ -15,6 +15,7 @@ from temporalio.converter import DataConverter
 
 from graphrunner._types import (
     RUN_PLAN,
+    ForkSeed,
     StepRecord,
     StepStatus,
     execution_id,
@@ -25,6 +26,7 @@ from graphrunner.graph._model import AgentGraph, NodeKind
 __all__ = [
     "carried_from",
     "failure_from_history",
+    "fork_of",
     "run_of",
     "stall_from_history",
     "steps_from_history",
@@ -52,7 +54,8 @@ async def steps_from_history(
     so each step carries the numbers its execution record has. Local activities (plans with
     ``local: true``) keep no input in history: their ``seq`` is one past the highest seen
     before them (the workflow's own, unless executions were begun concurrently or a
-    guardrail refused one before it ran just before).
+    guardrail refused one before it ran just before). A fork's steps before its fork point,
+    taken from its parent, come from its input, with the parent's execution ids.
     """
     steps: list[StepRecord] = []
     before = -1  # the number of the step before this run's first
@@ -66,6 +69,7 @@ async def steps_from_history(
             carry = inp.get("carry")
             # A run after continue-as-new numbers its steps after the earlier runs' ones.
             before = int(carry.get("seq", 0)) - 1 if isinstance(carry, dict) else -1
+            steps = _forked(_seed(inp), successors, _time(event))
         elif event.HasField("workflow_execution_completed_event_attributes"):
             completed = event.workflow_execution_completed_event_attributes
             result = await _decoded(converter, completed.result.payloads)
@@ -143,6 +147,55 @@ async def steps_from_history(
                 step.finished_at = _time(event)
                 if step.status is StepStatus.COMPLETED:
                     step.next = await _next(converter, step, successors, event)
+    return steps
+
+
+def _seed(inp: dict[str, Any]) -> ForkSeed | None:
+    try:
+        return ForkSeed.model_validate(inp["fork"]) if inp.get("fork") else None
+    except ValueError:
+        return None
+
+
+async def fork_of(history: WorkflowHistory, converter: DataConverter) -> ForkSeed | None:
+    """What a fork took from its parent (None for a lifetime that is no fork)."""
+    for event in history.events:
+        if event.HasField("workflow_execution_started_event_attributes"):
+            started = event.workflow_execution_started_event_attributes
+            return _seed(await _decoded(converter, started.input.payloads))
+    return None
+
+
+def _forked(seed: ForkSeed | None, successors: dict[str, str], at: datetime) -> list[StepRecord]:
+    """A fork's memoized steps as steps of its path (taken when it started)."""
+    if seed is None:
+        return []
+    steps = []
+    for memo in seed.memos:
+        rejected = memo.rejection is not None
+        nxt = (
+            []
+            if rejected
+            else _plan_next(memo.plan.model_dump())
+            if memo.plan is not None
+            else [successors[memo.node]]
+            if memo.node in successors
+            else []
+        )
+        steps.append(
+            StepRecord(
+                node=memo.node,
+                kind=NodeKind.PLAN if memo.kind == "plan" else NodeKind.TASK,
+                iteration=memo.iteration,
+                status=StepStatus.REJECTED if rejected else StepStatus.COMPLETED,
+                started_at=at,
+                finished_at=at,
+                next=nxt,
+                execution_id=execution_id(*seed.ran(memo), memo.node, memo.iteration),
+                seq=memo.seq,
+                child=memo.child,
+            )
+        )
     return steps
 
 

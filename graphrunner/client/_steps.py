@@ -25,9 +25,10 @@ from temporalio.api.enums.v1 import ResetReapplyExcludeType, WorkflowTaskFailedC
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHistory
+from temporalio.service import RPCError
 
-from graphrunner._types import StepRecord, StepStatus, execution_id, parse_step_summary
-from graphrunner.client._history import steps_from_history
+from graphrunner._types import ForkSeed, StepRecord, StepStatus, execution_id, parse_step_summary
+from graphrunner.client._history import fork_of, steps_from_history
 from graphrunner.errors import GraphrunnerError
 from graphrunner.graph._model import NodeKind
 from graphrunner.stores import ExecutionRecord
@@ -71,6 +72,9 @@ class LifetimeStep(BaseModel):
         child: A sub-graph task's child lifetime id.
         history_run: The run whose history holds the step's events and ``reset_point``
             (the executing run, or the run a reset made from it).
+        forked_from: In a fork, on a step before its fork point: ``<parent id>#<step>``.
+            The step was taken from the parent, not run: ``execution_id`` and ``run_id``
+            are the parent's (its record), and its times are when the fork started.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -90,6 +94,7 @@ class LifetimeStep(BaseModel):
     superseded_by: str | None = None
     child: str | None = None
     history_run: str = ""
+    forked_from: str | None = None
 
 
 class LifetimeSteps(BaseModel):
@@ -156,6 +161,7 @@ class _Walk:
     resets: list[tuple[int, str, str]] = field(default_factory=list)  # event, base, new
     completed: list[int] = field(default_factory=list)  # workflow-task-completed events
     continued_from: str = ""  # the run this one continued as new from
+    fork: ForkSeed | None = None  # a fork's parent and fork point (its first run's input)
 
     def owner(self, event_id: int) -> str:
         """The run that produced ``event_id``."""
@@ -268,7 +274,24 @@ async def _run_steps(
     history = await handle.fetch_history()
     walk = _walk(history, run_id)
     found: list[LifetimeStep] = []
+    seed = walk.fork = await fork_of(history, temporal.data_converter)
+    taken = {m.seq: m for m in seed.memos} if seed is not None else {}
     for step in await steps_from_history(history, temporal.data_converter, run_id=run_id):
+        memo = taken.get(step.seq)
+        if seed is not None and memo is not None and memo.node == step.node:
+            found.append(
+                LifetimeStep(
+                    **step.model_dump(
+                        include={"seq", "node", "kind", "iteration", "status", "child"}
+                    ),
+                    started_at=step.started_at,
+                    finished_at=step.finished_at,
+                    execution_id=step.execution_id,
+                    run_id=seed.ran(memo)[1],
+                    forked_from=seed.mark,
+                )
+            )
+            continue
         span = walk.spans.get((step.node, step.iteration))
         closed = span.close if span else None
         # A step runs in the run that finished it: one still pending at a reset point is
@@ -320,6 +343,8 @@ async def lifetime_steps(temporal: Client, lifetime_id: str) -> LifetimeSteps:
         replaced.update({base: new for _, base, new in walk.resets if base not in replaced})
         run = walk.continued_from
     chain.reverse()
+    if walk.fork is not None:
+        live = await _from_parent(temporal, walk.fork, live) + live
     seen = {s.execution_id for s in live}
     abandoned: list[LifetimeStep] = []
     for run in order:
@@ -344,6 +369,28 @@ async def lifetime_steps(temporal: Client, lifetime_id: str) -> LifetimeSteps:
     return LifetimeSteps(
         lifetime_id=lifetime_id, run_id=current, runs=order, chain=chain, steps=everything
     )
+
+
+async def _from_parent(
+    temporal: Client, seed: ForkSeed, live: list[LifetimeStep]
+) -> list[LifetimeStep]:
+    """A fork's steps from before the run of its parent it started from (see `plan_fork`).
+
+    A fork of a step in a run its parent continued as new from starts with that run's
+    carried walk: the steps of the parent's earlier runs are the fork's too, taken.
+    """
+    first = min((s.seq for s in live), default=0)
+    if first == 0:
+        return []
+    try:
+        parent = await lifetime_steps(temporal, seed.parent_id)
+    except RPCError:  # the parent is gone (retention): its steps cannot be listed
+        return []
+    return [
+        s.model_copy(update={"forked_from": seed.mark, "reset_point": None})
+        for s in parent.live
+        if s.seq < first
+    ]
 
 
 def superseded_records(records: list[ExecutionRecord], steps: LifetimeSteps) -> dict[str, str]:

@@ -88,6 +88,8 @@ class ExecutionRecord(BaseModel):
     state_uri: str | None = None
     # a human-input step (kind "human"): who answered, e.g. "alice (update)" (version 5)
     answered_by: str | None = None
+    # an execution of a fork: the lifetime and step it was forked from, "<id>#<N>" (version 6)
+    forked_from: str | None = None
 
     @property
     def result_location(self) -> str:

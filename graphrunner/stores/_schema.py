@@ -96,6 +96,8 @@ executions = Table(
     Column("state_uri", Text),
     # Human input (version 5): who answered a human step, and how (update, signal, timeout).
     Column("answered_by", String(300)),
+    # Forks (version 6): the lifetime and step a fork's execution was forked from, "<id>#<N>".
+    Column("forked_from", Text),
     Index("ix_gr_executions_lifetime", "lifetime_id", "seq"),
     Index("ix_gr_executions_tenant", "tenant", "created_at"),
     Index("ix_gr_executions_graph", "graph_name", "created_at"),
@@ -347,6 +349,8 @@ _V4 = (
 
 _V5 = ("ALTER TABLE gr_executions ADD COLUMN answered_by VARCHAR(300)",)
 
+_V6 = ("ALTER TABLE gr_executions ADD COLUMN forked_from TEXT",)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -377,6 +381,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         summary="human input: who answered a human step (answered_by)",
         sqlite=_spelled("sqlite", *_V5),
         postgresql=_spelled("postgresql", *_V5),
+    ),
+    Migration(
+        version=6,
+        summary="forks: the lifetime and step a fork's execution was forked from (forked_from)",
+        sqlite=_spelled("sqlite", *_V6),
+        postgresql=_spelled("postgresql", *_V6),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

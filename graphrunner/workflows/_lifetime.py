@@ -46,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
         HumanRequest,
         RefusedAnswer,
     )
-    from graphrunner._attributes import COST_KEY, GRAPH_KEY, STATUS_KEY, VERSION_KEY
+    from graphrunner._attributes import COST_KEY, FORK_KEY, GRAPH_KEY, STATUS_KEY, VERSION_KEY
     from graphrunner._pinned import pin
     from graphrunner._state import StateError, apply_update, initial_state
     from graphrunner._types import (
@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         CarriedUpstream,
         Carry,
         FirstQuestion,
+        ForkMemo,
         GeneratedGraph,
         LifetimeInput,
         LifetimePhase,
@@ -85,6 +86,7 @@ with workflow.unsafe.imports_passed_through():
     from graphrunner.graph._human import render_prompt
     from graphrunner.graph._model import GENERATED, AgentGraph, EdgeType, NodeKind, NodeSpec
     from graphrunner.workflows._checks import graph_problems
+    from graphrunner.workflows._fork import ForkReplay
     from graphrunner.workflows._human import HumanDesk, Refused
     from graphrunner.workflows._phase import PhaseBoard, phase_of
 
@@ -240,6 +242,8 @@ class AgentLifetimeWorkflow:
         self._runs = 0
         self._carried_rejections: list[StepRecord] = []
         self._started_at: datetime | None = None  # the first run's start
+        # A fork's steps before its fork point, taken from the parent (see _fork.py).
+        self._fork: ForkReplay | None = None
 
     @workflow.run
     async def run(self, inp: LifetimeInput) -> LifetimeResult:
@@ -263,6 +267,7 @@ class AgentLifetimeWorkflow:
     async def _run(self, inp: LifetimeInput) -> LifetimeResult:
         check_format(inp)  # an input of another graphrunner stalls, visibly, until its worker
         self._input = inp
+        self._fork = ForkReplay(inp.fork) if inp.fork is not None else None
         graph = inp.graph
         if graph.content_hash() != inp.graph_hash:
             raise _fail(
@@ -340,7 +345,8 @@ class AgentLifetimeWorkflow:
 
     async def _go_on(self, graph: AgentGraph, carry: Carry) -> _Finished | _Joined:
         """Go on where the run before this one continued as new (see `Carry`)."""
-        self._runs, self._seq0, self._started_at = carry.runs, carry.seq, carry.started_at
+        self._runs, self._seq0 = carry.runs, carry.seq
+        self._started_at = carry.started_at or workflow.info().start_time
         self._iterations = Counter(carry.iterations)
         self._scope = _Scope(carry.state)
         self._spent = carry.spent or Telemetry()
@@ -378,6 +384,9 @@ class AgentLifetimeWorkflow:
         """
         if not self._steps:
             return False
+        fork = self._fork
+        if fork is not None and self._seq0 + len(self._steps) < fork.seed.step:
+            return False  # a fork takes its memoized steps in one run
         after = graph.defaults.continue_as_new_after
         due = workflow.info().is_continue_as_new_suggested() or (
             after is not None and len(self._steps) >= after
@@ -446,7 +455,9 @@ class AgentLifetimeWorkflow:
         workflow.set_current_details(
             f"continued as new after {carry.seq} steps (run {carry.runs + 1} goes on at **{name}**)"
         )
-        workflow.continue_as_new(inp.model_copy(update={"carry": carry}))
+        # A fork's next runs keep its mark (records, steps) but not the steps it took.
+        fork = inp.fork.model_copy(update={"memos": []}) if inp.fork is not None else None
+        workflow.continue_as_new(inp.model_copy(update={"carry": carry, "fork": fork}))
 
     def _mark(self, phase: LifetimePhase) -> None:
         """Say where the lifetime is now (running, waiting for a person, ...).
@@ -848,7 +859,22 @@ class AgentLifetimeWorkflow:
             fields["edge"] = _edge_text(via.edge)
         if scope.state is not None:
             fields["state"] = scope.state
+        if self._fork is not None:
+            fields["forked_from"] = self._fork.mark
         return fields
+
+    def _memo(self, step: StepRecord, kind: str) -> ForkMemo | None:
+        """In a fork, the parent's outcome a step before the fork point takes instead."""
+        return self._fork.memo(step, kind) if self._fork is not None else None
+
+    async def _replayed(self, step: StepRecord, memo: ForkMemo) -> TaskResult | Rejection:
+        """A fork's memoized task step: the parent's result (or rejection), in its turn."""
+        if self._fork is None:  # only reachable through a bug in _memo
+            raise _fail("a memo outside a fork", FailureType.INTERNAL)
+        outcome = await self._fork.task(memo)
+        if isinstance(outcome, Rejection):
+            self._finish(step, StepStatus.REJECTED, [])
+        return outcome
 
     @staticmethod
     def _finish(step: StepRecord, status: StepStatus, nxt: list[str]) -> None:
@@ -893,18 +919,23 @@ class AgentLifetimeWorkflow:
         if node.human is not None:
             return await self._run_human(graph, node, data, via, scope, mark)
         step = self._begin(graph, node)
+        memo = self._memo(step, "task")
         call = TaskCall(**self._call_fields(node, step, via, scope), data=data)
         call.with_execution_id(step.execution_id)
-        result = await self._settled(
-            node,
-            step,
-            lambda: workflow.execute_activity(
-                RUN_TASK,
-                call,
-                result_type=TaskResult,
-                heartbeat_timeout=graph.heartbeat_timeout(node),
-                **self._options(graph, node, step, mark),
-            ),
+        result = (
+            await self._replayed(step, memo)
+            if memo is not None
+            else await self._settled(
+                node,
+                step,
+                lambda: workflow.execute_activity(
+                    RUN_TASK,
+                    call,
+                    result_type=TaskResult,
+                    heartbeat_timeout=graph.heartbeat_timeout(node),
+                    **self._options(graph, node, step, mark),
+                ),
+            )
         )
         if isinstance(result, Rejection):
             return result, step
@@ -940,7 +971,13 @@ class AgentLifetimeWorkflow:
                 **options,
             )
 
-        decision = await self._settled(node, step, start)
+        memo = self._memo(step, "plan")
+        if memo is not None and self._fork is not None:
+            decision = await self._fork.plan(memo)
+            if isinstance(decision, Rejection):
+                self._finish(step, StepStatus.REJECTED, [])
+        else:
+            decision = await self._settled(node, step, start)
         if isinstance(decision, Rejection):
             return decision, step
         # The activity checks this too; the workflow never trusts a result it routes on.
@@ -982,6 +1019,15 @@ class AgentLifetimeWorkflow:
         if human is None:  # only reachable through a bug in _run_task
             raise _fail(f"node '{node.name}' asks no person", FailureType.INTERNAL)
         step = self._begin(graph, node)
+        memo = self._memo(step, "human")
+        if memo is not None:  # a fork before its fork point: the parent's answer, nobody asked
+            taken = await self._replayed(step, memo)
+            if isinstance(taken, Rejection):
+                return taken, step
+            self._desk.expect(node.name, step.iteration + 1, human)
+            self._finish(step, StepStatus.COMPLETED, graph.task_next(node.name))
+            update = {human.state: taken.output} if human.state else None
+            return TaskResult(output=taken.output, update=update), step
         # The request id outlives resets (see HumanDesk): a reset run replays the answers
         # its base run took and is handed the ones after the reset point; both name it.
         request_id = self._desk.request_id(node.name, step.iteration)
@@ -1154,6 +1200,14 @@ class AgentLifetimeWorkflow:
         """
         child_input = self._child_input(graph, node, data, via)
         step = self._begin(graph, node)
+        memo = self._memo(step, "child")
+        if memo is not None:  # a fork before its fork point: the parent's child, reused
+            step.child = memo.child
+            taken = await self._replayed(step, memo)
+            if isinstance(taken, Rejection):
+                return taken, step
+            self._finish(step, StepStatus.COMPLETED, graph.task_next(node.name))
+            return taken, step
         info = workflow.info()
         child_id = _child_id(info.workflow_id, node.name, step.iteration)
         step.child = child_id
@@ -1172,6 +1226,7 @@ class AgentLifetimeWorkflow:
         pairs = [
             SearchAttributePair(p.key, own[p.key.name]) if p.key.name in own else p
             for p in info.typed_search_attributes
+            if p.key.name != FORK_KEY.name  # a fork's child is no fork of anything
         ]
         try:
             result = await workflow.execute_child_workflow(
