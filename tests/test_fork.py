@@ -23,9 +23,11 @@ from graphrunner import (
     load_graph,
 )
 from graphrunner._attributes import FORK_KEY
+from graphrunner._types import LifetimeInput, LifetimeResult
 from graphrunner.client import ForkResult
 from graphrunner.graph import parse_graph
 from graphrunner.stores import LocalBlobStore, data_converter, open_records
+from graphrunner.workflows import LIFETIME_WORKFLOW
 from tests.conftest import ROOT, activity_summaries, assert_replays
 from tests.fork_nodes import TAG
 from tests.test_cli_lifetimes import cli_env, graphrunner
@@ -432,3 +434,33 @@ async def test_the_cli_forks_and_prints_what_it_took_and_what_runs(
     ]
     bad = await asyncio.to_thread(graphrunner, "fork", parent, "--step", "99", env=environ)
     assert bad.returncode == 2 and "no step #99" in bad.stderr
+
+
+async def test_a_fork_whose_next_memo_never_begins_fails_instead_of_waiting(
+    recorded: GraphrunnerClient,
+) -> None:
+    """A seed whose completion order no path of the graph can follow (the parent finished
+    route#1 before first#1): every running step waits for its turn, so none comes. The fork
+    fails naming the step that never began, rather than wait for ever."""
+    client = recorded
+    parent = await finished(client, stamps(), "x")
+    plan = await client.fork(parent, 2, id=f"ok-{uuid.uuid4().hex[:6]}")
+    await client.result(plan.lifetime_id)
+    history = await handle_of(client, plan.lifetime_id).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    [inp] = await client.temporal.data_converter.decode(started.input.payloads, [LifetimeInput])
+    assert inp.fork is not None and [m.rank for m in inp.fork.memos] == [0, 1]
+    for memo in inp.fork.memos:  # swap the order the parent saw them finish
+        memo.rank = 1 - memo.rank
+    swapped = await client.temporal.start_workflow(
+        LIFETIME_WORKFLOW,
+        inp,
+        id=f"swapped-{uuid.uuid4().hex[:6]}",
+        task_queue=client.settings.task_queue,
+        result_type=LifetimeResult,
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(swapped.result(), 30)
+    cause = str(failed.value.cause)
+    assert "fork diverged before its fork point #2" in cause
+    assert "finished step #1 (route#1) next, which this fork never began" in cause

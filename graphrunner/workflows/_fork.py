@@ -18,6 +18,8 @@ Pure workflow-side bookkeeping: everything derives from the workflow input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
@@ -43,10 +45,13 @@ def _diverged(message: str) -> ApplicationError:
 class ForkReplay:
     """The memoized steps of one fork, and how many have been handed over so far."""
 
-    def __init__(self, seed: ForkSeed) -> None:
+    def __init__(self, seed: ForkSeed, running: Callable[[], int]) -> None:
         self.seed = seed
         self._by_seq = {memo.seq: memo for memo in seed.memos}
+        self._by_rank = {memo.rank: memo for memo in seed.memos}
         self._released = 0
+        self._running = running  # how many of the lifetime's steps are running now
+        self._waiting: set[int] = set()  # ranks of the memos waiting for their turn
 
     @property
     def mark(self) -> str:
@@ -81,9 +86,29 @@ class ForkReplay:
         return memo
 
     async def _turn(self, memo: ForkMemo) -> None:
-        # The parent's completion order: a memo waits until every one before it is out.
-        await workflow.wait_condition(lambda: self._released == memo.rank)
+        """Wait until every memo before this one (the parent's completion order) is out.
+
+        If every running step waits for its turn and none is next, the step whose memo is
+        next never began: the fork took another path (a graph or plan that routes
+        differently in a way no begun step showed). It fails rather than wait for ever.
+        """
+        self._waiting.add(memo.rank)
+        try:
+            await workflow.wait_condition(lambda: self._released == memo.rank or self._stuck())
+        finally:
+            self._waiting.discard(memo.rank)
+        if self._released != memo.rank:
+            missing = self._by_rank.get(self._released)
+            named = f"step #{missing.seq} ({missing.node}#{missing.iteration})" if missing else "?"
+            raise _diverged(
+                f"fork diverged before its fork point #{self.seed.step}: the parent "
+                f"{self.seed.parent_id} finished {named} next, which this fork never began "
+                "(a graph or code that takes another path before the fork point)"
+            )
         self._released += 1
+
+    def _stuck(self) -> bool:
+        return self._released not in self._waiting and len(self._waiting) >= self._running()
 
     async def task(self, memo: ForkMemo) -> TaskResult | Rejection:
         """A task's (or child's, or person's) outcome in the parent, in its turn."""

@@ -267,7 +267,7 @@ class AgentLifetimeWorkflow:
     async def _run(self, inp: LifetimeInput) -> LifetimeResult:
         check_format(inp)  # an input of another graphrunner stalls, visibly, until its worker
         self._input = inp
-        self._fork = ForkReplay(inp.fork) if inp.fork is not None else None
+        self._fork = ForkReplay(inp.fork, self._running) if inp.fork is not None else None
         graph = inp.graph
         if graph.content_hash() != inp.graph_hash:
             raise _fail(
@@ -335,6 +335,10 @@ class AgentLifetimeWorkflow:
             state=self._scope.state,
             telemetry=self._spent if self._spent != Telemetry() else None,
         )
+
+    def _running(self) -> int:
+        """How many of this run's steps are running now."""
+        return sum(1 for s in self._steps if s.status is StepStatus.RUNNING)
 
     def _rejections(self) -> list[StepRecord]:
         """The steps a guardrail rejected: this run's, after the newest carried ones."""
