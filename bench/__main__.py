@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         "100 with --quick; 10,000 takes about 10 minutes per side on a 2-core box)",
     )
     parser.add_argument(
+        "--long-iterations",
+        type=int,
+        dest="long_iterations",
+        help="iterations of the long-loop lifetime per side, which continues as new when "
+        "Temporal suggests it (5,000 by default, 1,000 with --quick; 0: no long loop)",
+    )
+    parser.add_argument(
         "--budget", type=float, dest="budget_s", help="seconds all measurements may take"
     )
     args = parser.parse_args(argv)
@@ -61,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--idle-lifetimes must be between 1 and {ACTIVITY_SLOTS}")
     if args.waiting_lifetimes is not None and args.waiting_lifetimes < 1:
         parser.error("--waiting-lifetimes must be at least 1")
+    if args.long_iterations is not None and args.long_iterations < 0:
+        parser.error("--long-iterations must be at least 0")
 
     cfg = Config.quick() if args.quick else Config()
     names = (
@@ -71,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "guard_reps",
         "idle_lifetimes",
         "waiting_lifetimes",
+        "long_iterations",
         "budget_s",
     )
     overrides = {k: getattr(args, k) for k in names}
@@ -85,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: a lifetime failed: {cause or err}", file=sys.stderr)
         return 2
     except TimeoutError:
-        print("bench: lifetimes did not finish within 180 s; is a worker stuck?", file=sys.stderr)
+        print(
+            "bench: lifetimes did not finish within 180 s (the long loop: 0.1 s an iteration); "
+            "is a worker stuck?",
+            file=sys.stderr,
+        )
         return 2
     if args.json:
         print_json(report)

@@ -17,6 +17,8 @@ __all__ = [
     "Answer",
     "AskInput",
     "AskResult",
+    "LongLoopInput",
+    "LongLoopResult",
     "LoopInput",
     "LoopResult",
     "PlanInput",
@@ -28,11 +30,14 @@ __all__ = [
     "StateUpdate",
     "TaskInput",
     "TaskOutput",
+    "TickInput",
+    "TickOutput",
     "hold",
     "noop_plan",
     "noop_task",
     "state_plan",
     "state_task",
+    "tick",
 ]
 
 
@@ -88,6 +93,27 @@ class StatePlanInput(BaseModel):
     state: dict[str, Any]
 
 
+class LongLoopInput(BaseModel):
+    """The long loop's input; a run that continues as new carries ``count`` and ``runs``."""
+
+    iterations: int
+    count: int = 0
+    runs: int = 1  # this run's number in the chain
+
+
+class LongLoopResult(BaseModel):
+    count: int
+    runs: int
+
+
+class TickInput(BaseModel):
+    count: int
+
+
+class TickOutput(BaseModel):
+    add: int
+
+
 class AskInput(BaseModel):
     question: str
 
@@ -140,3 +166,9 @@ async def state_task(inp: StateTaskInput) -> StateUpdate:
 async def state_plan(inp: StatePlanInput) -> PlanOutput:
     """Routes on the state, as `bench.nodes.UntilCount` does."""
     return PlanOutput(done=inp.state["count"] >= inp.steps)
+
+
+@activity.defn(name="bench.tick")
+async def tick(inp: TickInput) -> TickOutput:
+    """One more round: the update `bench.nodes.Tick` returns (one added to the count)."""
+    return TickOutput(add=1)

@@ -19,6 +19,8 @@ with workflow.unsafe.imports_passed_through():
         Answer,
         AskInput,
         AskResult,
+        LongLoopInput,
+        LongLoopResult,
         LoopInput,
         LoopResult,
         PlanInput,
@@ -29,11 +31,13 @@ with workflow.unsafe.imports_passed_through():
         StateTaskInput,
         TaskInput,
         TaskOutput,
+        TickInput,
         hold,
         noop_plan,
         noop_task,
         state_plan,
         state_task,
+        tick,
     )
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "FanOutWorkflow",
     "HoldWorkflow",
     "LocalLoopWorkflow",
+    "LongLoopWorkflow",
     "LoopWorkflow",
     "StateLoopWorkflow",
 ]
@@ -168,6 +173,26 @@ class StateLoopWorkflow:
             )
             if plan.done:
                 return StateLoopResult(steps=step, state=state)
+
+
+@workflow.defn(name="BenchLongLoop")
+class LongLoopWorkflow:
+    """One activity per round and the decision in workflow code, ``iterations`` rounds;
+    continues as new, carrying its count, whenever Temporal suggests it between two rounds."""
+
+    @workflow.run
+    async def run(self, inp: LongLoopInput) -> LongLoopResult:
+        count = inp.count
+        while True:
+            out = await workflow.execute_activity(
+                tick, TickInput(count=count), start_to_close_timeout=TIMEOUT, retry_policy=RETRY
+            )
+            count += out.add
+            if count >= inp.iterations:
+                return LongLoopResult(count=count, runs=inp.runs)
+            if workflow.info().is_continue_as_new_suggested():
+                carried = LongLoopInput(iterations=inp.iterations, count=count, runs=inp.runs + 1)
+                workflow.continue_as_new(carried)
 
 
 @workflow.defn(name="BenchAsk")

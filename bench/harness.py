@@ -21,9 +21,14 @@ per side whose state holds a large field, for its history.
 Then the idle-memory section: graphrunner and the baseline each hold many lifetimes waiting on
 a running node (`bench.gate`) while `tracemalloc` measures the Python heap they take.
 
-Last, the waiting-lifetimes section (`bench.waiting`): each side's worker in a process of its
+Then the waiting-lifetimes section (`bench.waiting`): each side's worker in a process of its
 own, answer round trips of a lifetime waiting for a person, then many such lifetimes parked
 on that worker (its RSS before and after) and answered.
+
+Last, the long-loop section (`bench.long_loop`): one lifetime per side of thousands of iterations
+that continues as new whenever Temporal suggests it; its runs, the largest run's events and
+history bytes, its wall time per iteration. Last, so the histories it adds to the server's
+database weigh on no other section.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from bench.env import CoreWarnings, ProcessCpu, dev_server, log, quiet_runtime
 from bench.gate import GATE
 from bench.guardrails import GuardClock, GuardCost, guard_cost, policy, tenant_policy
 from bench.history import HistoryStats, activity_payloads, growth, history_stats, step_bytes
+from bench.long_loop import LongLoop, long_loop
 from bench.records import state_dbs
 from bench.sides import (
     ACTIVITY_SLOTS,
@@ -160,6 +166,9 @@ class Config:
     state_history_steps: int = 40
     state_big: int = 300_000
     state_big_steps: int = 5
+    # The long-loop section: iterations (a task and a routing decision each) of its one
+    # lifetime per side, which continues as new when Temporal suggests it (0: no section).
+    long_iterations: int = 5000
     # Seconds the measurements may take in all; a section that has spent its share stops
     # repeating (so a badly slow side still yields a report, on fewer rounds).
     budget_s: float = 285.0
@@ -181,6 +190,7 @@ class Config:
             state_steps=10,
             waiting_lifetimes=100,
             answer_reps=5,
+            long_iterations=1000,
             budget_s=46.0,
         )
 
@@ -314,6 +324,8 @@ class Report:
     # stateful loop (stateful minus stateless, step 1 first), by GRAPHRUNNER and BASELINE.
     state_history: dict[str, HistoryStats] = field(default_factory=dict)
     state_added_bytes: dict[str, list[int]] = field(default_factory=dict)
+    # The long-loop section's lifetime of each side (GRAPHRUNNER, BASELINE): its runs.
+    long_loop: dict[str, LongLoop] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # sides not run, and why
 
 
@@ -451,6 +463,8 @@ class _Run:
         self.one_step: dict[str, WorkflowHandle[Any, Any]] = {}
         # The state section's last lifetime of each of its sides, for its history.
         self.state_handles: dict[str, WorkflowHandle[Any, Any]] = {}
+        # The long-loop section's lifetime of each side.
+        self.long_loops: dict[str, LongLoop] = {}
 
     def budget(self, key: str) -> float:
         return self.cfg.budget_s * _SHARES[key]
@@ -527,6 +541,7 @@ class _Run:
         await self.throughput()
         await self.idle_memory()
         await self.waiting()
+        await self.long_loop()
         return self.results
 
     async def guardrails(self) -> None:
@@ -860,6 +875,67 @@ class _Run:
                 m.rounds = 1, 1
                 self.results.append(m)
 
+    async def long_loop(self) -> None:
+        """One lifetime per side of `Config.long_iterations` iterations, continuing as new when
+        Temporal suggests it: its runs, the largest run's events and bytes, time per iteration.
+
+        Outside the time budget: one lifetime per side (graphrunner first), too long to
+        alternate.
+        """
+        k = self.cfg.long_iterations
+        if k < 1:
+            return
+        log(f"long loop: 1 x {k:,}-iteration loop per side, continuing as new when suggested")
+        for side in self.pair:
+            found = await long_loop(side, k, self.cpu)
+            self.long_loops[side.name] = found
+            log(
+                f"  {side.name}: {found.seconds:.1f} s, {len(found.runs)} runs, "
+                f"largest {found.most_events:,} events, {found.most_bytes:,} B"
+            )
+        if len(self.long_loops) == 2:
+            self.results.extend(_long_rows(self.long_loops))
+
+
+def _long_rows(found: dict[str, LongLoop]) -> list[Measurement]:
+    """The long-loop section's rows, graphrunner against the baseline."""
+    k = found[GRAPHRUNNER].iterations
+    figures = (
+        ("long_runs", f"Runs of a {k:,}-iteration lifetime", "runs", lambda f: len(f.runs)),
+        ("long_events", "... its largest run: events", "events", lambda f: f.most_events),
+        ("long_bytes", "... its largest run: history bytes", "B", lambda f: f.most_bytes),
+        (
+            "long_bytes_iteration",
+            "History bytes per iteration (all runs)",
+            "B/iteration",
+            lambda f: f.bytes_per_iteration,
+        ),
+        (
+            "long_latency",
+            "Wall time per iteration (start to result)",
+            "ms/iteration",
+            lambda f: 1000 * f.seconds / f.iterations,
+        ),
+    )
+    rows = []
+    for key, title, unit, figure in figures:
+        m = Measurement(key, title, unit, higher_is_better=False, aim=None, group="long_loop")
+        m.samples = {name: [float(figure(f))] for name, f in found.items()}
+        m.rounds = 1, 1
+        rows.append(m)
+    by_key = {m.key: m for m in rows}
+    # The server warns at 10,240 events in one history (limit.historyCount.warn).
+    by_key["long_events"].limit = 10_240
+    by_key["long_bytes"].aim = 1.5  # the history aim of the other sections
+    by_key["long_latency"].cpu_ms_per_step = {
+        name: {
+            "worker_process": 1000 * f.worker_cpu_s / f.iterations,
+            "server": 1000 * f.server_cpu_s / f.iterations,
+        }
+        for name, f in found.items()
+    }
+    return rows
+
 
 async def _warm_up(cfg: Config, sides: list[Side], guarded: list[Side]) -> None:
     log("warm-up")
@@ -870,6 +946,7 @@ async def _warm_up(cfg: Config, sides: list[Side], guarded: list[Side]) -> None:
             await timed(side.loop(3, local=True))
             await timed(side.stateful(3))
             await timed(side.fan(2, cfg.branches))
+            await timed(side.long_loop(3))
             handles = [await side.hold()() for _ in range(2)]
             await GATE.until_waiting(len(handles))
             GATE.release()
@@ -1090,5 +1167,6 @@ async def run(cfg: Config) -> Report:
         guard_cost=guards,
         state_history=state_history,
         state_added_bytes=state_added,
+        long_loop=measured.long_loops,
         unavailable=unavailable,
     )

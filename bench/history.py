@@ -11,8 +11,16 @@ from dataclasses import dataclass
 
 from temporalio.api.common.v1 import Payload
 from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
 
-__all__ = ["HistoryStats", "activity_payloads", "growth", "history_stats", "step_bytes"]
+__all__ = [
+    "HistoryStats",
+    "activity_payloads",
+    "chain_events",
+    "growth",
+    "history_stats",
+    "step_bytes",
+]
 
 
 @dataclass(frozen=True)
@@ -104,3 +112,22 @@ def growth(added: list[int]) -> float:
     if len(inner) < 2:
         return 0.0
     return statistics.linear_regression(range(len(inner)), inner).slope
+
+
+async def chain_events(client: Client, workflow_id: str, run_id: str) -> list[list[HistoryEvent]]:
+    """The events of every run of a workflow that continued as new, from ``run_id`` on.
+
+    Follows each run's closing ``WorkflowExecutionContinuedAsNew`` event to the next run (no
+    visibility query, so nothing lags).
+    """
+    runs: list[list[HistoryEvent]] = []
+    following: str | None = run_id
+    while following:
+        history = await client.get_workflow_handle(workflow_id, run_id=following).fetch_history()
+        events = list(history.events)
+        runs.append(events)
+        following = None
+        if events and events[-1].HasField("workflow_execution_continued_as_new_event_attributes"):
+            continued = events[-1].workflow_execution_continued_as_new_event_attributes
+            following = continued.new_execution_run_id
+    return runs

@@ -1,7 +1,8 @@
 """No-op graphrunner nodes for the benchmark graphs (importable as bench.nodes:Name).
 
 `Tally` and `UntilCount` are the stateful loop's: the same no-op work, with a state update
-every step and a plan that routes on the state.
+every step and a plan that routes on the state. `Tick` is the long loop's task: one added to
+the state's count (its plan routes by an edge condition, without code).
 """
 
 from __future__ import annotations
@@ -74,3 +75,10 @@ class UntilCount(Plan):
         if ctx.state["count"] < int(ctx.config["steps"]):
             return PlanResult.goto(ctx.successors[0])
         return PlanResult.finish(ctx.state["count"])
+
+
+class Tick(Task):
+    """Adds one to the state's ``count`` (the long loop's task; its result stays as small)."""
+
+    async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
+        return TaskResult(update={"count": 1})

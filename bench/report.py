@@ -12,6 +12,7 @@ from rich.table import Table
 
 from bench.harness import BASELINE, GUARD_TITLE, Measurement, Report
 from bench.history import HistoryStats
+from bench.long_loop import LongLoop
 
 __all__ = ["print_json", "print_tables"]
 
@@ -150,6 +151,7 @@ def print_tables(report: Report, console: Console | None = None) -> None:
     console.print(_history_table(title, report.history))
     _print_state(report, console)
     _print_waiting(report, console)
+    _print_long_loop(report, console)
 
     for kind, count in sorted(report.core_warnings.items(), key=lambda kv: -kv[1]):
         console.print(f"[yellow]Temporal core warned {count} x:[/yellow] {kind}")
@@ -325,6 +327,76 @@ def _print_waiting(report: Report, console: Console) -> None:
     )
 
 
+def _count(m: Measurement, side: str) -> str:
+    """A cell of whole numbers (runs, events, bytes) without decimals; else as `_cell`."""
+    value = m.median(side)
+    return f"{value:,.0f}" if value == int(value) else _cell(m, side)
+
+
+def _print_long_loop(report: Report, console: Console) -> None:
+    """One long lifetime per side, continuing as new when Temporal suggests it."""
+    rows = [m for m in report.measurements if m.group == "long_loop"]
+    if not rows:
+        return
+    table = Table(
+        title="Long loop: one lifetime per side continuing as new when Temporal suggests it "
+        "(server defaults: 4,096 events or 4 MiB); ratio = graphrunner / baseline"
+    )
+    table.add_column("measurement")
+    table.add_column("unit")
+    table.add_column("graphrunner", justify="right")
+    table.add_column("baseline", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("aim", justify="right")
+    table.add_column("", justify="left")
+    for m in rows:
+        table.add_row(
+            m.title,
+            m.unit,
+            _count(m, m.side),
+            _count(m, m.against),
+            _ratio(m, m.side, m.against),
+            _aim(m),
+            _verdict(m),
+        )
+    console.print(table)
+    notes = []
+    for side, found in report.long_loop.items():
+        runs = ", ".join(f"{r.events:,} ({r.history_bytes / 1000:,.0f} kB)" for r in found.runs)
+        notes.append(f"{side}: {runs}")
+    markers = ", ".join(
+        f"{side} {found.marker_bytes:,.0f} B" for side, found in report.long_loop.items()
+    )
+    cpu = next((m.cpu_ms_per_step for m in rows if m.cpu_ms_per_step), {})
+    used = ", ".join(
+        f"{side} {c['worker_process']:.1f} + {c['server']:.1f}" for side, c in cpu.items()
+    )
+    console.print(
+        "[dim]graphrunner: Task tick (bench.nodes:Tick, one added to the state's count) and a "
+        "routing plan without code (a local activity: one marker event an iteration) back to "
+        "tick while state.count < K; the baseline (BenchLongLoop): one activity an iteration, "
+        "the same decision in workflow code, its count carried into the next run. One "
+        "lifetime per side, graphrunner first, after every other section. Events (history "
+        f"bytes, protobuf) of each run, first run first: {'; '.join(notes)}. Mean marker "
+        f"event in the largest run: {markers}. CPU ms per iteration, this process (client "
+        f"and workers) + the server: {used}.[/dim]"
+    )
+    title = "History of each side's largest run (steps: its iterations)"
+    console.print(_history_table(title, {s: f.largest for s, f in report.long_loop.items()}))
+
+
+def _long_loop_json(found: dict[str, LongLoop]) -> dict[str, dict[str, object]]:
+    return {
+        side: {
+            **asdict(f),
+            "most_events": f.most_events,
+            "most_bytes": f.most_bytes,
+            "bytes_per_iteration": f.bytes_per_iteration,
+        }
+        for side, f in found.items()
+    }
+
+
 def _cpu_by_side(report: Report) -> dict[str, dict[str, float]]:
     """CPU per step of every side, from its first throughput row."""
     out: dict[str, dict[str, float]] = {}
@@ -495,6 +567,7 @@ def print_json(report: Report) -> None:
         "guard_us_per_step": [asdict(cost) for cost in report.guard_cost],
         "state_history": _history_json(report.state_history),
         "state_added_bytes": report.state_added_bytes,
+        "long_loop": _long_loop_json(report.long_loop),
         "unavailable": report.unavailable,
         "core_warnings": report.core_warnings,
         "aims_met": all(m.met is not False for m in report.measurements),

@@ -1,12 +1,12 @@
 """The contestants: graphrunner (without records, or recording into a state DB) and the
 hand-written baseline, each on its own task queue.
 
-All hand out starters for the same five kinds of lifetime (a sequential Task+Plan loop, the
+All hand out starters for the same six kinds of lifetime (a sequential Task+Plan loop, the
 same loop holding a lifetime state, a fan-out loop, one node that waits on
-`bench.gate.GATE`, and one that waits for a person's answer, then a no-op plan), and answer
-the last; `timed` starts one or many and
-measures wall time from the client until every result is in. Workers for all run in this
-process for the whole benchmark.
+`bench.gate.GATE`, one that waits for a person's answer, then a no-op plan, and a long loop
+that continues as new when Temporal suggests it), and answer the fifth; `timed` starts one
+or many and measures wall time from the client until every result is in. Workers for all
+run in this process for the whole benchmark.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from bench.baseline_activities import (
     Answer,
     AskInput,
     AskResult,
+    LongLoopInput,
+    LongLoopResult,
     LoopInput,
     LoopResult,
     StateLoopInput,
@@ -34,16 +36,18 @@ from bench.baseline_activities import (
     noop_task,
     state_plan,
     state_task,
+    tick,
 )
 from bench.baseline_workflows import (
     AskWorkflow,
     FanOutWorkflow,
     HoldWorkflow,
     LocalLoopWorkflow,
+    LongLoopWorkflow,
     LoopWorkflow,
     StateLoopWorkflow,
 )
-from bench.nodes import FanOut, Hold, Loop, Noop, Tally, UntilCount
+from bench.nodes import FanOut, Hold, Loop, Noop, Tally, Tick, UntilCount
 from graphrunner import AgentGraph, GraphBuilder, GraphrunnerClient, Settings, StateField
 from graphrunner.activities import Recorder
 from graphrunner.graph import GraphDefaults
@@ -62,6 +66,7 @@ __all__ = [
     "fan_graph",
     "graphrunner_client",
     "hold_graph",
+    "long_loop_graph",
     "loop_graph",
     "state_graph",
     "timed",
@@ -106,6 +111,25 @@ def state_graph(*, steps: int, big: int = 0) -> AgentGraph:
         .edge("work", "loop")
         .edge("loop", "work")
         .final("loop")
+        .build()
+    )
+
+
+def long_loop_graph(iterations: int) -> AgentGraph:
+    """Task ``tick`` (`bench.nodes.Tick`: one added to the state's count) -> a Plan ``route``
+    without code, back to ``tick`` while ``state.count < iterations``, else FINAL.
+
+    No ``continue_as_new_after``: the lifetime continues as new when Temporal suggests it.
+    """
+    defaults = GraphDefaults(max_iterations=iterations + 1)  # counted over the whole lifetime
+    return (
+        GraphBuilder("bench-long-loop", defaults=defaults)
+        .state({"count": StateField(type="integer", reducer="add")})
+        .task("tick", Tick)
+        .plan("route")
+        .edge("tick", "route")
+        .edge("route", "tick", when=f"state.count < {iterations}")
+        .final("route")
         .build()
     )
 
@@ -158,6 +182,7 @@ class Side(Protocol):
     """One contestant."""
 
     name: str
+    client: Client
 
     def worker(self) -> Worker: ...
 
@@ -168,6 +193,8 @@ class Side(Protocol):
     def fan(self, rounds: int, branches: int) -> Starter: ...
 
     def hold(self) -> Starter: ...
+
+    def long_loop(self, iterations: int) -> Starter: ...
 
     def ask(self) -> Starter: ...
 
@@ -240,6 +267,7 @@ class Graphrunner:
         self.state_graphs: dict[tuple[int, int], AgentGraph] = {}
         self.fan_graphs: dict[tuple[int, int], AgentGraph] = {}
         self.hold_graph: AgentGraph | None = None
+        self.long_graphs: dict[int, AgentGraph] = {}
         self.ask_graph: AgentGraph | None = None
 
     def worker(self) -> Worker:
@@ -289,6 +317,12 @@ class Graphrunner:
         graph = self.hold_graph
         return lambda: self.runner.start(graph, None)
 
+    def long_loop(self, iterations: int) -> Starter:
+        if iterations not in self.long_graphs:
+            self.long_graphs[iterations] = long_loop_graph(iterations)
+        graph = self.long_graphs[iterations]
+        return lambda: self.runner.start(graph, None)
+
     def ask(self) -> Starter:
         if self.ask_graph is None:
             self.ask_graph = ask_graph()
@@ -327,8 +361,9 @@ class Baseline:
                 StateLoopWorkflow,
                 FanOutWorkflow,
                 HoldWorkflow,
+                LongLoopWorkflow,
             ],
-            activities=[noop_task, noop_plan, state_task, state_plan, hold],
+            activities=[noop_task, noop_plan, state_task, state_plan, hold, tick],
             max_concurrent_activities=ACTIVITY_SLOTS,
             max_eager_activity_reservations_per_workflow_task=10,
             **options,
@@ -360,6 +395,9 @@ class Baseline:
 
     def hold(self) -> Starter:
         return self._start("BenchHold", LoopInput(steps=1))
+
+    def long_loop(self, iterations: int) -> Starter:
+        return self._start("BenchLongLoop", LongLoopInput(iterations=iterations), LongLoopResult)
 
     def ask(self) -> Starter:
         return self._start("BenchAsk", AskInput(question="Approve?"), AskResult)
