@@ -5,34 +5,32 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from graphrunner import (
     AgentGraph,
     GraphrunnerClient,
     GraphrunnerError,
-    Recorder,
     Settings,
-    build_worker,
     load_graph,
 )
 from graphrunner._attributes import FORK_KEY
 from graphrunner._types import LifetimeInput, LifetimeResult
 from graphrunner.client import ForkResult
 from graphrunner.graph import parse_graph
-from graphrunner.stores import LocalBlobStore, data_converter, open_records
 from graphrunner.workflows import LIFETIME_WORKFLOW
 from tests.conftest import ROOT, activity_summaries, assert_replays
 from tests.fork_nodes import TAG
 from tests.test_cli_lifetimes import cli_env, graphrunner
 from tests.test_human import review_graph, waiting
-from tests.test_reset import asked
+from tests.test_reset import asked, recorded, settings
+
+__all__ = ["recorded", "settings"]  # fixtures
 
 GRAPHS = ROOT / "tests" / "fixtures" / "graphs"
 COUNTER = GRAPHS / "valid-state.yaml"
@@ -76,31 +74,6 @@ def stamps(
         more_edges=more_edges,
     )
     return parse_graph(text, file=str(ROOT / "tests" / "stamps.yaml"))
-
-
-@pytest.fixture
-def settings(tmp_path: Path, task_queue: str) -> Settings:
-    return Settings(
-        task_queue=task_queue, database_url=f"sqlite:///{tmp_path}/state.db", home=tmp_path
-    )
-
-
-@pytest.fixture
-async def recorded(
-    env: WorkflowEnvironment, settings: Settings
-) -> AsyncIterator[GraphrunnerClient]:
-    """A worker recording into a SQLite state DB, and a client reading it."""
-    records = open_records(settings)
-    blobs = LocalBlobStore(settings.home / "blobs")
-    temporal = Client(
-        env.client.service_client,
-        namespace=env.client.namespace,
-        data_converter=data_converter(settings, blobs),
-    )
-    recorder = Recorder(records, blobs, inline_limit=settings.inline_limit_bytes)
-    async with build_worker(temporal, task_queue=settings.task_queue, recorder=recorder):
-        yield GraphrunnerClient(temporal, settings=settings, records=records, blobs=blobs)
-    records.close()
 
 
 def handle_of(client: GraphrunnerClient, lifetime_id: str) -> WorkflowHandle[Any, Any]:
