@@ -108,3 +108,19 @@ def test_replay_query_and_since() -> None:
     assert (parse_since("2h", now=moment) - moment).total_seconds() == -7200
     with pytest.raises(ValueError, match="30m, 2h"):
         parse_since("yesterday")
+
+
+@pytest.mark.usefixtures("worker")
+async def test_replay_of_a_lifetime_replays_its_child_lifetimes_too(
+    client: GraphrunnerClient, server_env: dict[str, str]
+) -> None:
+    question = {"question": "replay children", "parts": ["a", "bb"]}
+    handle = await client.start(load_graph(EXAMPLES / "lead_agent.yaml"), question)
+    await handle.result()
+    shown = await asyncio.to_thread(graphrunner, "replay", handle.id, "--json", env=server_env)
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    ids = [row["lifetime_id"] for row in report["lifetimes"]]
+    assert ids[0] == handle.id and len(ids) == 3, "the lead agent and its two point agents"
+    assert all(i.startswith(f"{handle.id}/solve-") for i in ids[1:])
+    assert report["broken"] == 0

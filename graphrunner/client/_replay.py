@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHistory
 from temporalio.runtime import Runtime, TelemetryConfig
+from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from graphrunner._types import parse_step_summary
@@ -273,10 +274,40 @@ async def _first_mismatch(
     return commands[0].event_id
 
 
-async def fetch_histories(temporal: Client, lifetime_ids: Sequence[str]) -> list[WorkflowHistory]:
-    """The current run's history of each lifetime, in order.
+async def fetch_histories(
+    temporal: Client, lifetime_ids: Sequence[str], *, children: bool = True
+) -> list[WorkflowHistory]:
+    """The current run's history of each lifetime, in order, then its child lifetimes'.
 
     Only the current run: it is the one a worker replays again (the runs before a
-    continue-as-new or a reset are closed, and each starts from its own input).
+    continue-as-new or a reset are closed, and each starts from its own input). With
+    ``children``, the child lifetimes a history started (sub-graph tasks) follow their
+    parent, recursively (children run the same workflow code, so a deploy affects them
+    alike); each lifetime once.
     """
-    return [await temporal.get_workflow_handle(i).fetch_history() for i in lifetime_ids]
+    histories: list[WorkflowHistory] = []
+    seen: set[str] = set()
+    todo = list(lifetime_ids)
+    while todo:
+        lifetime_id = todo.pop(0)
+        if lifetime_id in seen:
+            continue
+        seen.add(lifetime_id)
+        try:
+            history = await temporal.get_workflow_handle(lifetime_id).fetch_history()
+        except RPCError:
+            if lifetime_id in lifetime_ids:
+                raise
+            continue  # a child never started, or gone past retention
+        histories.append(history)
+        if children:
+            todo.extend(_children(history))
+    return histories
+
+
+def _children(history: WorkflowHistory) -> list[str]:
+    return [
+        e.start_child_workflow_execution_initiated_event_attributes.workflow_id
+        for e in history.events
+        if e.HasField("start_child_workflow_execution_initiated_event_attributes")
+    ]
