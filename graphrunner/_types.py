@@ -348,6 +348,30 @@ class TaskCall(_Call):
         return "task"
 
 
+RECORD_CHILD = "graphrunner.record_child"
+"""The local activity that records a sub-graph task once its child lifetime has ended."""
+
+
+class ChildCall(TaskCall):
+    """Input of ``graphrunner.record_child``: a sub-graph task and how its child ended.
+
+    Attributes:
+        child: The child lifetime's id.
+        output: Its output (when it completed).
+        spent: What it spent (its executions', its children's included).
+        error: Why it failed, when it did.
+        started_at: When the child was started.
+        finished_at: When it ended.
+    """
+
+    child: str
+    output: Any = None
+    spent: Telemetry = Field(default_factory=Telemetry)
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
 class PlanCall(_Call):
     """Input of the plan activity."""
 

@@ -35,6 +35,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from graphrunner._converter import graphrunner_data_converter
 from graphrunner.activities import NodeActivities, Recorder
+from graphrunner.activities._children import ChildActivities
 from graphrunner.activities._guardrails import GuardrailActivities
 from graphrunner.activities._human import HumanActivities
 from graphrunner.guardrails._interceptor import GuardrailInterceptor
@@ -99,6 +100,7 @@ class GraphrunnerPlugin(SimplePlugin):
         )
         self.guards = GuardrailActivities(policies or PolicySource(), recorder)
         self.human = HumanActivities(recorder)
+        self.children = ChildActivities(recorder)
         self._closers: list[Callable[[], object]] = []
         self.interceptor = GuardrailInterceptor(policies, ledger=recorder is not None)
         super().__init__(
@@ -147,6 +149,7 @@ class GraphrunnerPlugin(SimplePlugin):
             self.guards.record_decision,
             self.guards.tenant_reserve,
             self.human.record_human,
+            self.children.record_child,
         ]
         kept: list[Callable[..., Any]] = [
             fn

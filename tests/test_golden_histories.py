@@ -16,7 +16,7 @@ from temporalio.client import WorkflowHistory
 from graphrunner.client._replay import replay_histories
 from graphrunner.guardrails._gate import POLICY_LAYERS
 from graphrunner.guardrails._holds import RECORD_CANCEL
-from graphrunner.workflows._lifetime import CONTINUE_PATCH
+from graphrunner.workflows._lifetime import CHILD_RECORD_PATCH, CONTINUE_PATCH
 from graphrunner.workflows._phase import BOARD_PATCH
 from tests.conftest import ROOT
 from tests.record_examples import workflow_id
@@ -33,6 +33,9 @@ PATCH_HISTORIES = {
     # limit.historyCount.suggestContinueAsNew=40: Temporal suggested continuing as new in
     # its last workflow tasks, and the old code went on in the same run.
     CONTINUE_PATCH: "histories/patches/long-loop-v1-before-continue-as-new.json",
+    # The lead agent's golden history before sub-graph tasks were recorded (0e5fd67), under
+    # its own name: its children's ids derive from it.
+    CHILD_RECORD_PATCH: "histories/patches/before-child-records/lead-agent.json",
     # The quiet start came with the format-2 guardrails (older formats are refused by name):
     # its old branch is a lifetime with no worker layers, so no marker and no policy snapshot.
     POLICY_LAYERS: "fixtures/histories/fan-count-v2.json",
@@ -61,6 +64,7 @@ def test_every_patch_in_the_code_has_an_old_version_history() -> None:
     constants = {"BOARD_PATCH": BOARD_PATCH, "POLICY_LAYERS": POLICY_LAYERS}
     constants["RECORD_CANCEL"] = RECORD_CANCEL
     constants["CONTINUE_PATCH"] = CONTINUE_PATCH
+    constants["CHILD_RECORD_PATCH"] = CHILD_RECORD_PATCH
     used = set()
     for source in (ROOT / "graphrunner").rglob("*.py"):
         for found in _PATCHED.findall(source.read_text()):

@@ -261,3 +261,31 @@ async def test_a_reset_into_a_fan_out_reruns_every_branch_begun_with_it(
     assert [s.run_id for s in after.live] == [done.base_run_id] * 2 + [done.new_run_id] * 4
     await assert_records_agree(client, after)
     await assert_replays(client.temporal, client.temporal.get_workflow_handle(lid))
+
+
+async def test_a_reset_to_a_sub_graph_step_runs_its_child_again_under_a_new_id(
+    recorded: GraphrunnerClient,
+) -> None:
+    client = recorded
+    lid = f"sreset-{uuid.uuid4().hex[:8]}"
+    question = {"question": "reset a child", "parts": ["a", "bb"]}
+    await client.start(load_graph(ROOT / "examples" / "lead_agent.yaml"), question, id=lid)
+    first = await client.result(lid)
+    before = await client.steps(lid)
+    solved = [s for s in before.live if s.child]
+    assert len(solved) == 2
+    target = solved[1]
+    done = await client.reset(lid, step=target.seq, reason="child again")
+    assert target.seq in [s.seq for s in done.rerun]
+    result = await client.result(lid)
+    assert result.output == first.output, "the same child graph and input: the same answer"
+    after = await settled(client, lid, superseded=len(done.rerun))
+    again = next(s for s in after.live if s.seq == target.seq)
+    assert again.child and again.child != target.child, "a new child id, no collision"
+    assert again.run_id == done.new_run_id
+    await assert_records_agree(client, after)
+    # Each sub-graph task's record names its child: the abandoned one and the new one.
+    records = {r.execution_id: r for r in await client.history(lid)}
+    assert records[target.execution_id].child_id == target.child
+    assert records[again.execution_id].child_id == again.child
+    assert records[again.execution_id].result_value()["answer"] == first.output["answers"]["bb"]

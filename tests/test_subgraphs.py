@@ -23,8 +23,11 @@ from tests.nodes import LoopThenFinish
 from tests.subgraph_nodes import first_then_finish, generate, slowly_first_then_finish
 from tests.test_cli_lifetimes import cli_env
 from tests.test_cli_lifetimes import graphrunner as run_cli
+from tests.test_reset import recorded, settings
 
 GRAPHS = Path(__file__).parent / "fixtures" / "graphs" / "subgraphs"
+
+__all__ = ["recorded", "settings"]  # fixtures
 
 
 async def _children(client: GraphrunnerClient, handle: WorkflowHandle[Any, Any]) -> list[str]:
@@ -379,3 +382,23 @@ async def test_cli_status_shows_the_child_steps_under_the_node(
     assert payload["children"][child_id]["ui_url"].endswith(
         "/workflows/" + child_id.replace("/", "%2F")
     )
+
+
+async def test_a_sub_graph_task_is_recorded_with_its_child_output_or_failure(
+    recorded: GraphrunnerClient,
+) -> None:
+    client = recorded
+    done = await client.start(GRAPHS / "parent.yaml", 7)
+    await done.result()
+    (child_id,) = await _children(client, done)
+    [record] = [r for r in await client.history(done.id) if r.node == "child"]
+    assert (record.kind, record.status, record.child_id) == ("task", "succeeded", child_id)
+    assert record.result_value() == 49 and record.tokens_in == 7, "the child's output and spend"
+
+    failing = await client.start(GRAPHS / "parent-failing-point.yaml", 3)
+    with pytest.raises(WorkflowFailureError):
+        await failing.result()
+    (failed_child,) = await _children(client, failing)
+    [record] = [r for r in await client.history(failing.id) if r.child_id]
+    assert (record.status, record.child_id) == ("failed", failed_child)
+    assert record.error and "point agent gave up on 3" in record.error

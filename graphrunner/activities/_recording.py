@@ -31,6 +31,7 @@ class Attempt:
     error: str | None = None
     state: dict[str, Any] | None = None  # {"seen": ..., "update": ...} in a stateful graph
     answered_by: str | None = None  # a human step: who answered, and how
+    child_id: str | None = None  # a sub-graph task: the child lifetime it ran
 
 
 class Recorder:
@@ -86,6 +87,7 @@ class Recorder:
             model=telemetry.model,
             error=attempt.error,
             answered_by=attempt.answered_by,
+            child_id=attempt.child_id,
             **result,
         )
         return await self.records.record(record)

@@ -90,6 +90,8 @@ class ExecutionRecord(BaseModel):
     answered_by: str | None = None
     # an execution of a fork: the lifetime and step it was forked from, "<id>#<N>" (version 6)
     forked_from: str | None = None
+    # a sub-graph task: the child lifetime it ran (version 7)
+    child_id: str | None = None
 
     @property
     def result_location(self) -> str:

@@ -55,10 +55,12 @@ with workflow.unsafe.imports_passed_through():
         INPUT_FORMAT,
         MAX_CARRIED_REJECTIONS,
         MAX_CHILD_DEPTH,
+        RECORD_CHILD,
         RUN_PLAN,
         RUN_TASK,
         CarriedUpstream,
         Carry,
+        ChildCall,
         FirstQuestion,
         ForkMemo,
         GeneratedGraph,
@@ -97,6 +99,8 @@ INPUT = "__input__"  # node name under which a start plan sees the lifetime inpu
 _TOO_LARGE = "PayloadsTooLarge"  # ApplicationError type the SDK core gives an oversized result
 _MESSAGE_LIMIT = 8192  # characters of a failure message the workflow builds
 _PROBLEMS_SHOWN = 20  # problems of an invalid graph named in its failure
+CHILD_RECORD_PATCH = "graphrunner-record-child"
+"""Patch id of recording a sub-graph task's execution (issue 13); older histories did not."""
 CONTINUE_PATCH = "graphrunner-continue-as-new"
 """Patch id of continuing a long lifetime as new (issue 13); older histories never did."""
 
@@ -919,7 +923,7 @@ class AgentLifetimeWorkflow:
         mark: str = "",
     ) -> tuple[TaskResult | Rejection, StepRecord]:
         if node.graph is not None:
-            return await self._run_child(graph, node, data, via, mark)
+            return await self._run_child(graph, node, data, via, scope, mark)
         if node.human is not None:
             return await self._run_human(graph, node, data, via, scope, mark)
         step = self._begin(graph, node)
@@ -1193,7 +1197,13 @@ class AgentLifetimeWorkflow:
         )
 
     async def _run_child(
-        self, graph: AgentGraph, node: NodeSpec, data: Any, via: _Via, mark: str = ""
+        self,
+        graph: AgentGraph,
+        node: NodeSpec,
+        data: Any,
+        via: _Via,
+        scope: _Scope,
+        mark: str = "",
     ) -> tuple[TaskResult | Rejection, StepRecord]:
         """Run a sub-graph task: its graph as a child lifetime, whose output is its result.
 
@@ -1255,6 +1265,18 @@ class AgentLifetimeWorkflow:
             if isinstance(err.cause, CancelledError) and current and current.cancelling():
                 raise asyncio.CancelledError() from err  # this lifetime was cancelled
             failure = self._child_failed(node, step, child_id, err)
+            await self._record_child(
+                ChildCall(
+                    **self._call_fields(node, step, via, scope),
+                    data=data,
+                    child=child_id,
+                    error=str(failure),
+                    started_at=step.started_at,
+                    finished_at=step.finished_at,
+                ),
+                step,
+                mark,
+            )
             raise failure from failure.__cause__
         except ApplicationError:  # a guardrail aborted the lifetime here
             self._finish(step, StepStatus.FAILED, [])
@@ -1264,8 +1286,41 @@ class AgentLifetimeWorkflow:
             raise
         self._finish(step, StepStatus.COMPLETED, graph.task_next(node.name))
         telemetry = result.telemetry or Telemetry()
+        await self._record_child(
+            ChildCall(
+                **self._call_fields(node, step, via, scope),
+                data=data,
+                child=child_id,
+                output=result.output,
+                spent=telemetry,
+                started_at=step.started_at,
+                finished_at=step.finished_at,
+            ),
+            step,
+            mark,
+        )
         self._spend(telemetry)
         return TaskResult(output=result.output, telemetry=telemetry), step
+
+    async def _record_child(self, call: ChildCall, step: StepRecord, mark: str) -> None:
+        """Write a sub-graph task's execution record (its child's id, output or failure).
+
+        A history written before sub-graph tasks were recorded has no marker here, and
+        replays as it ran (no record).
+        """
+        if not workflow.patched(CHILD_RECORD_PATCH):
+            return
+        call.with_execution_id(step.execution_id)
+        await workflow.execute_local_activity(
+            RECORD_CHILD,
+            call,
+            result_type=TaskResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            # The state DB may be away for a while: the lifetime waits for it, as the
+            # guardrail local activities do.
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+            summary=f"{step_summary(step.node, step.iteration, mark)} · record",
+        )
 
     @staticmethod
     def _child_failed(
