@@ -41,6 +41,7 @@ __all__ = [
     "decisions",
     "executions",
     "metadata",
+    "model_cooldowns",
     "schema_table",
     "tenant_charges",
     "tenant_reservations",
@@ -114,6 +115,25 @@ attempts = Table(
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("error", Text),
+    # What the attempt's model calls spent (version 7), failed attempts included: a later
+    # attempt replaces the execution row, so this is where an earlier attempt's spend stays.
+    Column("tokens_in", BigInteger, nullable=False, server_default=text("0")),
+    Column("tokens_out", BigInteger, nullable=False, server_default=text("0")),
+    Column("cost_usd", Numeric(20, 10), nullable=False, server_default=text("0")),
+    Column("model", String(255), nullable=False, server_default=text("''")),
+)
+
+# One row per LLM model that failed retryably (version 7), shared by every worker: failures
+# in a row, until when the model is skipped, and why. A success resets it.
+model_cooldowns = Table(
+    "gr_model_cooldowns",
+    metadata,
+    Column("model", String(255), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("cooling_until", DateTime(timezone=True)),
+    Column("last_error", String(32)),
+    Column("last_message", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 
@@ -351,6 +371,22 @@ _V5 = ("ALTER TABLE gr_executions ADD COLUMN answered_by VARCHAR(300)",)
 
 _V6 = ("ALTER TABLE gr_executions ADD COLUMN forked_from TEXT",)
 
+_V7 = (
+    "ALTER TABLE gr_attempts ADD COLUMN tokens_in BIGINT DEFAULT 0 NOT NULL",
+    "ALTER TABLE gr_attempts ADD COLUMN tokens_out BIGINT DEFAULT 0 NOT NULL",
+    "ALTER TABLE gr_attempts ADD COLUMN cost_usd NUMERIC(20, 10) DEFAULT 0 NOT NULL",
+    "ALTER TABLE gr_attempts ADD COLUMN model VARCHAR(255) DEFAULT '' NOT NULL",
+    """CREATE TABLE gr_model_cooldowns (
+    model VARCHAR(255) NOT NULL,
+    failures INTEGER NOT NULL,
+    cooling_until {timestamp},
+    last_error VARCHAR(32),
+    last_message TEXT,
+    updated_at {timestamp} NOT NULL,
+    PRIMARY KEY (model)
+)""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -387,6 +423,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         summary="forks: the lifetime and step a fork's execution was forked from (forked_from)",
         sqlite=_spelled("sqlite", *_V6),
         postgresql=_spelled("postgresql", *_V6),
+    ),
+    Migration(
+        version=7,
+        summary="LLM runtime: what each attempt's model calls spent (gr_attempts), and model "
+        "cooldowns shared by every worker (gr_model_cooldowns)",
+        sqlite=_spelled("sqlite", *_V7),
+        postgresql=_spelled("postgresql", *_V7),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
