@@ -8,6 +8,7 @@ attempt is visible in the lifetime's history.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -172,7 +173,9 @@ class AttemptLlm:
 
         runtime = self.runtime
         configured = runtime.config.chain(tier)
-        lm = litellm()  # first: it sets up litellm before anything else imports it
+        # First: it sets litellm up before anything else imports it. The first import takes
+        # seconds: in a thread, so that the worker's event loop (heartbeats) keeps running.
+        lm = await asyncio.to_thread(litellm)
         from graphrunner.llm._offline import CALL, OfflineCall
 
         chain = [runtime.resolve(m) for m in configured]
