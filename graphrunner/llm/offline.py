@@ -273,4 +273,7 @@ def load_script(path: Path) -> list[Script]:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise GraphrunnerError(f"invalid LLM script {path}: {where}: {first['msg']}") from None
-    return [Script(**spec.model_dump(), from_file=True) for spec in parsed.scripts]
+    return [
+        Script(**spec.model_dump(exclude={"fail"}), fail=list(spec.fail), from_file=True)
+        for spec in parsed.scripts
+    ]
