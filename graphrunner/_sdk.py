@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 from graphrunner._resources import Resource, Resources
 from graphrunner._types import NodeOutput, PlanResult, TaskResult
+from graphrunner.llm._runtime import NoLlm
+from graphrunner.llm._types import LlmClient
 
 __all__ = ["NodeContext", "Plan", "Task"]
 
@@ -41,6 +43,10 @@ class NodeContext:
         state: The lifetime state as this execution sees it (the graph's ``state`` fields;
             empty when the graph declares none). Read-only: return an ``update`` in the
             `TaskResult` or `PlanResult` to change it.
+        llm: Calls models by tier (``await ctx.llm.complete(messages, tier="fast")``), down
+            the tier's fallback chain, through litellm. Every call's tokens and cost add to
+            this attempt's telemetry (when the node reports none itself), failed attempts
+            included; see `graphrunner.llm`.
     """
 
     lifetime_id: str
@@ -56,6 +62,7 @@ class NodeContext:
     idempotency_key: str = ""
     resources: Resources = field(default_factory=Resources, repr=False)
     state: Mapping[str, Any] = field(default_factory=dict)
+    llm: LlmClient = field(default_factory=NoLlm, repr=False)
 
     async def resource(self, res: Resource[T]) -> T:
         """The worker's value of ``res`` (see `graphrunner.resource`), created on first use.

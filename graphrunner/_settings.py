@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -80,6 +80,21 @@ class Settings(BaseModel):
     tenant_policies: Path | None = Field(
         default=None,
         description="Directory of per-tenant guardrail overrides, one <tenant>.yaml each.",
+    )
+    models: Path | None = Field(
+        default=None,
+        description="Models file (YAML): each tier's fallback chain of litellm model ids and "
+        "the cooldowns; default: every tier on the offline provider.",
+    )
+    llm: Literal["auto", "offline", "live"] = Field(
+        default="auto",
+        description="'offline' answers every model call with the offline provider; 'live' "
+        "calls the providers; 'auto' is offline when no provider API key is set.",
+    )
+    llm_script: Path | None = Field(
+        default=None,
+        description="Offline provider script (YAML or JSON): per-node answers, tool calls and "
+        "injected failures.",
     )
 
     @classmethod

@@ -40,6 +40,7 @@ from graphrunner.activities._guardrails import GuardrailActivities
 from graphrunner.activities._human import HumanActivities
 from graphrunner.guardrails._interceptor import GuardrailInterceptor
 from graphrunner.guardrails._sources import PolicySource
+from graphrunner.llm._runtime import LlmRuntime
 from graphrunner.stores._blobs import BlobStore
 from graphrunner.stores._payloads import DEFAULT_PAYLOAD_THRESHOLD, with_external_storage
 from graphrunner.workflows import LIFETIME_WORKFLOW, AgentLifetimeWorkflow
@@ -79,6 +80,8 @@ class GraphrunnerPlugin(SimplePlugin):
         recorder: Writes an execution record per node attempt; None records nothing.
         policies: The worker's global and tenant guardrail layers.
         impl_modules: Module prefixes a graph's node ``impl`` may come from; None: any.
+        llm: The LLM runtime behind ``ctx.llm`` (models file, shared cooldowns, offline
+            mode); default: every tier offline, cooldowns in this process.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class GraphrunnerPlugin(SimplePlugin):
         recorder: Recorder | None = None,
         policies: PolicySource | None = None,
         impl_modules: Sequence[str] | None = None,
+        llm: LlmRuntime | None = None,
     ) -> None:
         converter = graphrunner_data_converter
         if blobs is not None:
@@ -96,7 +100,9 @@ class GraphrunnerPlugin(SimplePlugin):
         self.converter = converter
         self.recorder = recorder
         self.nodes = NodeActivities(
-            recorder, impl_modules=tuple(impl_modules) if impl_modules is not None else None
+            recorder,
+            impl_modules=tuple(impl_modules) if impl_modules is not None else None,
+            llm=llm,
         )
         self.guards = GuardrailActivities(policies or PolicySource(), recorder)
         self.human = HumanActivities(recorder)
@@ -180,7 +186,8 @@ class GraphrunnerPlugin(SimplePlugin):
         try:
             yield
         finally:
-            await self.nodes.aclose()  # the node resources (@resource) this worker opened
+            # The node resources (@resource) this worker opened, and litellm's HTTP clients.
+            await self.nodes.aclose()
             for close in self._closers:
                 close()
 

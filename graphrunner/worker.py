@@ -22,9 +22,12 @@ from graphrunner._settings import Settings
 from graphrunner.activities import Recorder
 from graphrunner.guardrails._interceptor import GuardrailInterceptor
 from graphrunner.guardrails._sources import PolicySource
+from graphrunner.llm._cooldowns import CooldownStore, MemoryCooldowns
+from graphrunner.llm._runtime import LlmRuntime
 from graphrunner.plugin import GraphrunnerPlugin
 from graphrunner.stores import open_blobs, open_records
 from graphrunner.stores._blobs import BlobStore
+from graphrunner.stores._cooldowns import SqlCooldowns
 
 if TYPE_CHECKING:
     from graphrunner.client import GraphrunnerClient
@@ -34,6 +37,7 @@ __all__ = [
     "GuardrailInterceptor",
     "build_worker",
     "load_policies",
+    "open_llm",
     "open_recorder",
 ]
 
@@ -65,6 +69,23 @@ def open_recorder(settings: Settings, *, blobs: BlobStore | None = None) -> Reco
     )
 
 
+def open_llm(settings: Settings, recorder: Recorder | None) -> LlmRuntime:
+    """The worker's LLM runtime: the settings' models file, offline mode and script.
+
+    Cooldowns go to the recorder's state DB, shared by every worker on it; without one
+    (``GRAPHRUNNER_RECORD=0``) they stay in this process.
+
+    Raises:
+        GraphrunnerError: The models file or the offline script is invalid.
+    """
+    cooldowns: CooldownStore = (
+        SqlCooldowns(recorder.records) if recorder is not None else MemoryCooldowns()
+    )
+    return LlmRuntime.from_settings(
+        models=settings.models, mode=settings.llm, script=settings.llm_script, cooldowns=cooldowns
+    )
+
+
 def load_policies(settings: Settings) -> PolicySource:
     """The worker's global and tenant guardrail policies (PolicyError if one is invalid)."""
     return PolicySource.load(settings.policy, settings.tenant_policies)
@@ -77,6 +98,7 @@ def build_worker(
     settings: Settings | None = None,
     recorder: Recorder | None | _FromSettings = FROM_SETTINGS,
     policies: PolicySource | None = None,
+    llm: LlmRuntime | None = None,
     interceptors: Sequence[Interceptor] = (),
     impl_modules: Sequence[str] | None = None,
     max_concurrent_activities: int = _MAX_ACTIVITIES,
@@ -96,6 +118,8 @@ def build_worker(
             their state DB); None records nothing.
         policies: The worker's global and tenant guardrail layers; default: the settings'
             files (``GRAPHRUNNER_POLICY``, ``GRAPHRUNNER_TENANT_POLICIES``).
+        llm: The LLM runtime behind ``ctx.llm``; default: the settings' (`open_llm`), with
+            cooldowns in the recorder's state DB.
         interceptors: More worker interceptors (the guardrail interceptor is always on).
         impl_modules: Module prefixes a graph's node ``impl`` may come from (importing a
             module runs its code); default: the settings' ``GRAPHRUNNER_IMPL_MODULES``, else
@@ -115,7 +139,11 @@ def build_worker(
         policies = load_policies(settings)
     if impl_modules is None:
         impl_modules = settings.impl_prefixes()
-    plugin = GraphrunnerPlugin(recorder=recorder, policies=policies, impl_modules=impl_modules)
+    if llm is None:
+        llm = open_llm(settings, recorder)
+    plugin = GraphrunnerPlugin(
+        recorder=recorder, policies=policies, impl_modules=impl_modules, llm=llm
+    )
     if opened is not None:
         plugin.on_shutdown(opened.records.close)
     if not issubclass(temporal.data_converter.payload_converter_class, GraphrunnerPayloadConverter):

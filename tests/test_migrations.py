@@ -384,6 +384,7 @@ LIVE_TABLES = [
     "decisions",
     "tenant_usage",
     "tenant_charges",
+    "model_cooldowns",
 ]
 
 

@@ -49,6 +49,8 @@ from graphrunner.errors import FailureType
 from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
 from graphrunner.graph._routing import Router
 from graphrunner.graph._validate import import_impl
+from graphrunner.llm._runtime import AttemptLlm, LlmRuntime
+from graphrunner.llm._types import LlmUsage
 from graphrunner.stores._records import ExecutionStatus
 
 __all__ = ["RUN_PLAN", "RUN_TASK", "NodeActivities"]
@@ -147,6 +149,33 @@ def _context(header: ExecutionHeader, spec: NodeSpec, successors: list[str]) -> 
         logger=logging.LoggerAdapter(_log, extra),
         successors=successors,
         idempotency_key=f"{header.lifetime_id}/{header.execution_id}",
+    )
+
+
+def _spent(usage: LlmUsage) -> Telemetry:
+    """The telemetry of what an attempt's model calls spent."""
+    return Telemetry(
+        tokens_in=usage.tokens_in,
+        tokens_out=usage.tokens_out,
+        cost_usd=round(usage.cost_usd, 10),
+        model=usage.model,
+    )
+
+
+def _with_spend(telemetry: Telemetry, usage: LlmUsage) -> Telemetry:
+    """``telemetry``, or what ``ctx.llm`` spent when the node reported nothing itself."""
+    if usage.calls == 0 or telemetry.tokens_in or telemetry.tokens_out or telemetry.cost_usd:
+        return telemetry
+    if telemetry.model:
+        return telemetry
+    spent = _spent(usage)
+    return telemetry.model_copy(
+        update={
+            "tokens_in": spent.tokens_in,
+            "tokens_out": spent.tokens_out,
+            "cost_usd": spent.cost_usd,
+            "model": spent.model,
+        }
     )
 
 
@@ -262,11 +291,17 @@ class NodeActivities:
     """The node activities of one worker, sharing its recorder (None: records are off)."""
 
     def __init__(
-        self, recorder: Recorder | None = None, *, impl_modules: tuple[str, ...] | None = None
+        self,
+        recorder: Recorder | None = None,
+        *,
+        impl_modules: tuple[str, ...] | None = None,
+        llm: LlmRuntime | None = None,
     ) -> None:
         self.recorder = recorder
         self.impl_modules = impl_modules
         self.resources = Resources()
+        # Default: offline, cooldowns in this process (build_worker passes the settings').
+        self.llm = llm or LlmRuntime()
         self._routers: dict[tuple[str, str], Router] = {}
 
     def _router(self, graph: AgentGraph, graph_hash: str, plan: str) -> Router:
@@ -288,8 +323,14 @@ class NodeActivities:
         return router
 
     async def aclose(self) -> None:
-        """Close the resources (`graphrunner.resource`) nodes created on this worker."""
-        await self.resources.aclose()
+        """Close the resources (`graphrunner.resource`) nodes created on this worker.
+
+        And litellm's cached HTTP clients, if a node ever called a model here.
+        """
+        try:
+            await self.resources.aclose()
+        finally:
+            await self.llm.aclose()
 
     async def _execute(
         self,
@@ -297,6 +338,7 @@ class NodeActivities:
         body: Callable[[], Awaitable[R]],
         describe: Callable[[R], tuple[Any, Telemetry, list[str]]],
         seen: dict[str, Any] | None = None,
+        llm: AttemptLlm | None = None,
     ) -> R:
         started_at = datetime.now(UTC)
         clock = time.monotonic()
@@ -311,6 +353,8 @@ class NodeActivities:
                     finished_at=datetime.now(UTC),
                     latency_ms=(time.monotonic() - clock) * 1000,
                     error=f"{type(exc).__name__}: {exc}",
+                    # What its model calls spent is spent, though the attempt failed.
+                    telemetry=_spent(llm.usage) if llm is not None else None,
                 )
                 await self.recorder.write(header, failed)
             if isinstance(exc, Exception):
@@ -326,7 +370,8 @@ class NodeActivities:
             raise
         latency_ms = (time.monotonic() - clock) * 1000
         # Guardrails read these from the result: the workflow cannot measure them itself.
-        result.telemetry = result.telemetry.model_copy(
+        telemetry = result.telemetry if llm is None else _with_spend(result.telemetry, llm.usage)
+        result.telemetry = telemetry.model_copy(
             update={"latency_ms": round(latency_ms, 3), "attempt": activity.info().attempt}
         )
         if self.recorder is not None:
@@ -352,10 +397,13 @@ class NodeActivities:
         header, graph = await _resolve(call, "task")
         spec = _spec(graph, header)
         nxt = graph.task_next(spec.name)
+        llm = self.llm.client(node=header.node, lifetime_id=header.lifetime_id)
 
         async def body() -> TaskResult:
             run = _load(spec.impl, NodeKind.TASK, self.impl_modules)
-            ctx = replace(_context(header, spec, []), resources=self.resources, state=_state(call))
+            ctx = replace(
+                _context(header, spec, []), resources=self.resources, state=_state(call), llm=llm
+            )
             returned: Any = await run(ctx, call.data)
             result = returned if isinstance(returned, TaskResult) else TaskResult(output=returned)
             where = f"task '{header.node}' (iteration {header.iteration})"
@@ -367,7 +415,7 @@ class NodeActivities:
         def describe(result: TaskResult) -> tuple[Any, Telemetry, list[str]]:
             return result.output, result.telemetry, nxt
 
-        return await self._execute(header, body, describe, call.state)
+        return await self._execute(header, body, describe, call.state, llm)
 
     @activity.defn(name=RUN_PLAN)
     async def run_plan(self, call: PlanCall) -> PlanResult:
@@ -377,6 +425,7 @@ class NodeActivities:
         out = graph.out_edges(spec.name)
         successors = [e.target for e in out if e.target is not None]
         can_finish = any(e.type is EdgeType.FINAL for e in out)
+        llm = self.llm.client(node=header.node, lifetime_id=header.lifetime_id)
 
         async def body() -> PlanResult:
             results = [_identified(r, header) for r in call.results]
@@ -395,6 +444,7 @@ class NodeActivities:
                 _context(header, spec, list(successors)),
                 resources=self.resources,
                 state=_state(call),
+                llm=llm,
             )
             decision = _check_decision(header, successors, can_finish, await decide(ctx, results))
             where = f"plan '{header.node}' (iteration {header.iteration})"
@@ -415,4 +465,4 @@ class NodeActivities:
                 }
             return shown, result.telemetry, result.next_task_names or ["END"]
 
-        return await self._execute(header, body, describe, call.state)
+        return await self._execute(header, body, describe, call.state, llm)

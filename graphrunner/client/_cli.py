@@ -1036,8 +1036,15 @@ def main() -> None:
 
 # Their own modules, which register their commands: pause, resume, abort, cancel (one
 # lifetime or --query) and setup; replay (would this code break running lifetimes?); steps
-# and reset (a lifetime's steps across runs); fork (a new lifetime from a step of another).
-from graphrunner.client import _cli_control, _cli_fork, _cli_replay, _cli_steps  # noqa: E402, F401
+# and reset (a lifetime's steps across runs); fork (a new lifetime from a step of another);
+# and models (LLM tiers and cooldowns).
+from graphrunner.client import (  # noqa: E402, F401
+    _cli_control,
+    _cli_fork,
+    _cli_llm,
+    _cli_replay,
+    _cli_steps,
+)
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy import func, select
@@ -26,6 +27,10 @@ class AttemptRecord(BaseModel):
             number ``graphrunner history`` and ``graphrunner status`` show).
         attempt: Temporal's attempt number, 1 on the first try.
         error: The failure, ``Type: message``, of a failed attempt.
+        tokens_in: Prompt tokens the attempt's model calls spent (failed attempts too).
+        tokens_out: Completion tokens they spent.
+        cost_usd: What they cost.
+        model: The model that answered last ("" when the attempt called none).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +47,10 @@ class AttemptRecord(BaseModel):
     finished_at: datetime
     latency_ms: float
     error: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: Decimal = Decimal(0)
+    model: str = ""
 
     @field_validator("started_at", "finished_at")
     @classmethod
@@ -77,6 +86,10 @@ async def lifetime_attempts(store: RecordStore, lifetime_id: str) -> list[Attemp
             a.finished_at,
             a.latency_ms,
             a.error,
+            a.tokens_in,
+            a.tokens_out,
+            a.cost_usd,
+            a.model,
         )
         .join(executions, e.execution_id == a.execution_id)
         .join(runs, runs.c.run_id == e.run_id)

@@ -147,6 +147,10 @@ class RecordStore(Ledger, Queries):
             "finished_at": row["finished_at"] or row["started_at"],
             "latency_ms": rec.latency_ms,
             "error": rec.error,
+            "tokens_in": rec.tokens_in,
+            "tokens_out": rec.tokens_out,
+            "cost_usd": rec.cost_usd,
+            "model": rec.model,
         }
         # RETURNING, not rowcount: drivers disagree on the rowcount of a skipped upsert.
         if self.dialect == "postgresql":

@@ -41,6 +41,7 @@ __all__ = [
     "decisions",
     "executions",
     "metadata",
+    "model_cooldowns",
     "schema_table",
     "tenant_charges",
     "tenant_reservations",
@@ -116,6 +117,25 @@ attempts = Table(
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("error", Text),
+    # What the attempt's model calls spent (version 8), failed attempts included: a later
+    # attempt replaces the execution row, so this is where an earlier attempt's spend stays.
+    Column("tokens_in", BigInteger, nullable=False, server_default=text("0")),
+    Column("tokens_out", BigInteger, nullable=False, server_default=text("0")),
+    Column("cost_usd", Numeric(20, 10), nullable=False, server_default=text("0")),
+    Column("model", String(255), nullable=False, server_default=text("''")),
+)
+
+# One row per LLM model that failed retryably (version 8), shared by every worker: failures
+# in a row, until when the model is skipped, and why. A success resets it.
+model_cooldowns = Table(
+    "gr_model_cooldowns",
+    metadata,
+    Column("model", String(255), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("cooling_until", DateTime(timezone=True)),
+    Column("last_error", String(32)),
+    Column("last_message", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 
@@ -355,6 +375,22 @@ _V6 = ("ALTER TABLE gr_executions ADD COLUMN forked_from TEXT",)
 
 _V7 = ("ALTER TABLE gr_executions ADD COLUMN child_id TEXT",)
 
+_V8 = (
+    "ALTER TABLE gr_attempts ADD COLUMN tokens_in BIGINT DEFAULT 0 NOT NULL",
+    "ALTER TABLE gr_attempts ADD COLUMN tokens_out BIGINT DEFAULT 0 NOT NULL",
+    "ALTER TABLE gr_attempts ADD COLUMN cost_usd NUMERIC(20, 10) DEFAULT 0 NOT NULL",
+    "ALTER TABLE gr_attempts ADD COLUMN model VARCHAR(255) DEFAULT '' NOT NULL",
+    """CREATE TABLE gr_model_cooldowns (
+    model VARCHAR(255) NOT NULL,
+    failures INTEGER NOT NULL,
+    cooling_until {timestamp},
+    last_error VARCHAR(32),
+    last_message TEXT,
+    updated_at {timestamp} NOT NULL,
+    PRIMARY KEY (model)
+)""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -397,6 +433,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         summary="sub-graphs: the child lifetime a sub-graph task's record names (child_id)",
         sqlite=_spelled("sqlite", *_V7),
         postgresql=_spelled("postgresql", *_V7),
+    ),
+    Migration(
+        version=8,
+        summary="LLM runtime: what each attempt's model calls spent (gr_attempts), and model "
+        "cooldowns shared by every worker (gr_model_cooldowns)",
+        sqlite=_spelled("sqlite", *_V8),
+        postgresql=_spelled("postgresql", *_V8),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
