@@ -37,6 +37,7 @@ from graphrunner._converter import graphrunner_data_converter
 from graphrunner.activities import NodeActivities, Recorder
 from graphrunner.activities._guardrails import GuardrailActivities
 from graphrunner.activities._human import HumanActivities
+from graphrunner.activities._tool_runs import ToolActivities
 from graphrunner.guardrails._interceptor import GuardrailInterceptor
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.stores._blobs import BlobStore
@@ -99,6 +100,7 @@ class GraphrunnerPlugin(SimplePlugin):
         )
         self.guards = GuardrailActivities(policies or PolicySource(), recorder)
         self.human = HumanActivities(recorder)
+        self.tools = ToolActivities(recorder, impl_modules=self.nodes.impl_modules)
         self._closers: list[Callable[[], object]] = []
         self.interceptor = GuardrailInterceptor(policies, ledger=recorder is not None)
         super().__init__(
@@ -147,6 +149,7 @@ class GraphrunnerPlugin(SimplePlugin):
             self.guards.record_decision,
             self.guards.tenant_reserve,
             self.human.record_human,
+            self.tools.run_tool,
         ]
         kept: list[Callable[..., Any]] = [
             fn

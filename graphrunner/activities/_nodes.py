@@ -44,6 +44,7 @@ from graphrunner._types import (
 from graphrunner._values import BadValue, check_value, clip
 from graphrunner.activities._generated import check_generated
 from graphrunner.activities._graphs import pinned_graph
+from graphrunner.activities._llm import LlmNodes, Notes
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
 from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
@@ -268,6 +269,7 @@ class NodeActivities:
         self.impl_modules = impl_modules
         self.resources = Resources()
         self._routers: dict[tuple[str, str], Router] = {}
+        self.llm = LlmNodes(recorder.blobs if recorder is not None else None)
 
     def _router(self, graph: AgentGraph, graph_hash: str, plan: str) -> Router:
         """The compiled routing of a plan without impl, once per worker, graph and plan."""
@@ -297,7 +299,13 @@ class NodeActivities:
         body: Callable[[], Awaitable[R]],
         describe: Callable[[R], tuple[Any, Telemetry, list[str]]],
         seen: dict[str, Any] | None = None,
+        *,
+        notes: Notes | None = None,
+        attempts_before: int = 0,
     ) -> R:
+        # A later round of an LLM task that calls tools counts its attempts on from the
+        # earlier rounds': the task's one record keeps its newest round.
+        number = attempts_before + activity.info().attempt if attempts_before else None
         started_at = datetime.now(UTC)
         clock = time.monotonic()
         try:
@@ -311,6 +319,8 @@ class NodeActivities:
                     finished_at=datetime.now(UTC),
                     latency_ms=(time.monotonic() - clock) * 1000,
                     error=f"{type(exc).__name__}: {exc}",
+                    notes=notes or None,
+                    attempt=number,
                 )
                 await self.recorder.write(header, failed)
             if isinstance(exc, Exception):
@@ -342,6 +352,8 @@ class NodeActivities:
                 state=None
                 if seen is None and result.update is None
                 else {"seen": seen, "update": result.update},
+                notes=notes or None,
+                attempt=number,
             )
             await self.recorder.write(header, done)
         return result
@@ -353,9 +365,14 @@ class NodeActivities:
         spec = _spec(graph, header)
         nxt = graph.task_next(spec.name)
 
+        notes: Notes = {}
+
         async def body() -> TaskResult:
-            run = _load(spec.impl, NodeKind.TASK, self.impl_modules)
             ctx = replace(_context(header, spec, []), resources=self.resources, state=_state(call))
+            if spec.impl is None and spec.llm is not None:
+                notes.clear()
+                return await self.llm.task(ctx, spec.llm, call.data, call.turn, notes)
+            run = _load(spec.impl, NodeKind.TASK, self.impl_modules)
             returned: Any = await run(ctx, call.data)
             result = returned if isinstance(returned, TaskResult) else TaskResult(output=returned)
             where = f"task '{header.node}' (iteration {header.iteration})"
@@ -365,9 +382,19 @@ class NodeActivities:
             return result
 
         def describe(result: TaskResult) -> tuple[Any, Telemetry, list[str]]:
+            if result.tools is not None:  # a round that asked for tools: the lifetime goes on
+                calls = [c.model_dump(mode="json") for c in result.tools.calls]
+                return {"tool_calls": calls}, result.telemetry, []
             return result.output, result.telemetry, nxt
 
-        return await self._execute(header, body, describe, call.state)
+        return await self._execute(
+            header,
+            body,
+            describe,
+            call.state,
+            notes=notes,
+            attempts_before=call.turn.attempts_before if call.turn is not None else 0,
+        )
 
     @activity.defn(name=RUN_PLAN)
     async def run_plan(self, call: PlanCall) -> PlanResult:
@@ -378,8 +405,27 @@ class NodeActivities:
         successors = [e.target for e in out if e.target is not None]
         can_finish = any(e.type is EdgeType.FINAL for e in out)
 
+        notes: Notes = {}
+
         async def body() -> PlanResult:
             results = [_identified(r, header) for r in call.results]
+            if spec.impl is None and spec.llm is not None:
+                notes.clear()
+                ctx = replace(
+                    _context(header, spec, list(successors)),
+                    resources=self.resources,
+                    state=_state(call),
+                )
+                decision = await self.llm.plan(
+                    ctx,
+                    spec.llm,
+                    results,
+                    joined=call.edge == EdgeType.JOIN.value,
+                    can_finish=can_finish,
+                    described={n.name: n.description for n in graph.nodes if n.description},
+                    notes=notes,
+                )
+                return _check_decision(header, successors, can_finish, decision)
             if spec.impl is None:
                 route = self._router(graph, header.graph_hash, spec.name).decide(
                     results, call.state
@@ -415,4 +461,4 @@ class NodeActivities:
                 }
             return shown, result.telemetry, result.next_task_names or ["END"]
 
-        return await self._execute(header, body, describe, call.state)
+        return await self._execute(header, body, describe, call.state, notes=notes)

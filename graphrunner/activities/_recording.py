@@ -31,6 +31,8 @@ class Attempt:
     error: str | None = None
     state: dict[str, Any] | None = None  # {"seen": ..., "update": ...} in a stateful graph
     answered_by: str | None = None  # a human step: who answered, and how
+    notes: dict[str, Any] | None = None  # an LLM node: its re-asks, a default taken
+    attempt: int | None = None  # the attempt recorded (default: Temporal's)
 
 
 class Recorder:
@@ -52,14 +54,14 @@ class Recorder:
 
         Returns False if a later attempt was already recorded.
         """
-        info = activity.info()
+        number = attempt.attempt or activity.info().attempt
         telemetry = attempt.telemetry or Telemetry()
         result: dict[str, Any] = {"result_size": 0}
         if attempt.status is ExecutionStatus.SUCCEEDED:
             data = pydantic_core.to_json(attempt.output)
             result["result_size"] = len(data)
             if len(data) > self.inline_limit:
-                key = f"results/{header.lifetime_id}/{header.execution_id}.{info.attempt}.json"
+                key = f"results/{header.lifetime_id}/{header.execution_id}.{number}.json"
                 ref = await self.blobs.put(key, data)
                 result.update(result_uri=ref.uri, result_sha256=ref.sha256)
             else:
@@ -67,13 +69,13 @@ class Recorder:
             if attempt.state is not None:
                 data = pydantic_core.to_json(attempt.state)
                 if len(data) > self.inline_limit:
-                    key = f"state/{header.lifetime_id}/{header.execution_id}.{info.attempt}.json"
+                    key = f"state/{header.lifetime_id}/{header.execution_id}.{number}.json"
                     result["state_uri"] = (await self.blobs.put(key, data)).uri
                 else:
                     result["state_inline"] = data.decode()
         record = ExecutionRecord(
             **header.model_dump(exclude={"scheduled_at"}),
-            attempt=info.attempt,
+            attempt=number,
             next=attempt.next or [],
             status=attempt.status,
             created_at=header.scheduled_at or attempt.started_at,
@@ -86,6 +88,7 @@ class Recorder:
             model=telemetry.model,
             error=attempt.error,
             answered_by=attempt.answered_by,
+            notes=attempt.notes,
             **result,
         )
         return await self.records.record(record)

@@ -90,6 +90,10 @@ class ExecutionRecord(BaseModel):
     answered_by: str | None = None
     # an execution of a fork: the lifetime and step it was forked from, "<id>#<N>" (version 6)
     forked_from: str | None = None
+    # LLM nodes (version 7): a tool call's tool (kind "tool"); an LLM node's notes, e.g.
+    # {"reasks": [{"answer": ..., "errors": [...]}], "default_taken": "..."}
+    tool: str | None = None
+    notes: dict[str, Any] | None = None
 
     @property
     def result_location(self) -> str:

@@ -98,6 +98,9 @@ executions = Table(
     Column("answered_by", String(300)),
     # Forks (version 6): the lifetime and step a fork's execution was forked from, "<id>#<N>".
     Column("forked_from", Text),
+    # LLM nodes (version 7): a tool call's tool (kind "tool"); an LLM node's notes (re-asks).
+    Column("tool", String(64)),
+    Column("notes", JSON),
     Index("ix_gr_executions_lifetime", "lifetime_id", "seq"),
     Index("ix_gr_executions_tenant", "tenant", "created_at"),
     Index("ix_gr_executions_graph", "graph_name", "created_at"),
@@ -351,6 +354,11 @@ _V5 = ("ALTER TABLE gr_executions ADD COLUMN answered_by VARCHAR(300)",)
 
 _V6 = ("ALTER TABLE gr_executions ADD COLUMN forked_from TEXT",)
 
+_V7 = (
+    "ALTER TABLE gr_executions ADD COLUMN tool VARCHAR(64)",
+    "ALTER TABLE gr_executions ADD COLUMN notes JSON",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -387,6 +395,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         summary="forks: the lifetime and step a fork's execution was forked from (forked_from)",
         sqlite=_spelled("sqlite", *_V6),
         postgresql=_spelled("postgresql", *_V6),
+    ),
+    Migration(
+        version=7,
+        summary="LLM nodes: a tool call's tool, an LLM node's notes (re-asks, default taken)",
+        sqlite=_spelled("sqlite", *_V7),
+        postgresql=_spelled("postgresql", *_V7),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
