@@ -22,6 +22,7 @@ from graphrunner._llm_wire import RUN_TOOL
 from graphrunner.activities import Recorder
 from graphrunner.errors import GraphError
 from graphrunner.graph import AgentGraph, GraphBuilder, load_graph, parse_graph
+from graphrunner.guardrails import Action, Policy, Rule, Scope
 from graphrunner.stores import LocalBlobStore, RecordStore, data_converter, open_records
 from graphrunner.worker import build_worker
 from tests.conftest import activity_summaries, assert_replays
@@ -555,3 +556,41 @@ async def test_history_grows_by_a_bounded_amount_per_round(
     later = round_inputs[2:]
     assert max(later) - min(later) < 256, round_inputs
     await assert_replays(setup.temporal, handle, blobs=setup.client.blobs)
+
+
+async def test_guardrails_see_tool_calls_as_kind_tool(setup: Setup, scripted_llm: Scripts) -> None:
+    scripted_llm.set(
+        "ask",
+        [tool_call("search", "c1", query="a"), tool_call("search", "c2", query="b")],
+        "answered",
+    )
+    policy = Policy(
+        rules=[
+            Rule(
+                name="one-tool-call",
+                when='count(where kind == "tool") > 1',
+                scope=Scope.LIFETIME,
+                action=Action.REJECT_EXECUTION,
+                message="one tool call per lifetime",
+            )
+        ]
+    )
+    graph = (
+        GraphBuilder("guarded-tools", version="1.0.0")
+        .llm_task("ask", tools=[search])
+        .plan("done", "tests.llm_tools:FinishWithLast")
+        .edge("ask", "done")
+        .final("done")
+        .guardrails(policy)
+        .build()
+    )
+
+    handle = await setup.client.start(graph, "x")
+
+    assert (await handle.result()).output == "answered"
+    told = [m for m in scripted_llm.calls["ask"][1]["messages"] if m["role"] == "tool"]
+    assert json.loads(told[0]["content"]) == ["a result 1", "a result 2"]
+    assert "rejected by guardrail: one tool call per lifetime" in told[1]["content"]
+    tools = [r for r in await setup.client.history(handle.id) if r.kind == "tool"]
+    assert [(r.tool, r.status) for r in tools] == [("search", "succeeded"), ("search", "rejected")]
+    await assert_replays(setup.temporal, handle)
