@@ -37,7 +37,8 @@ COUNT = "count(executions)"
 V1_EXECUTION_COLUMNS = [
     c.name
     for c in executions.columns
-    if not c.name.startswith("state_") and c.name not in ("answered_by", "forked_from")
+    if not c.name.startswith("state_")
+    and c.name not in ("answered_by", "forked_from", "tool", "notes")
 ]
 PEAK = "max(cost_usd)"
 
@@ -446,7 +447,7 @@ async def test_a_refused_check_reserves_nothing(records: RecordStore) -> None:
 async def test_a_version_1_database_upgrades_to_the_latest_and_keeps_its_records(
     state_db_url: str,
 ) -> None:
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
     store = RecordStore(state_db_url)
     try:
         with store.engine.begin() as conn:
@@ -461,7 +462,7 @@ async def test_a_version_1_database_upgrades_to_the_latest_and_keeps_its_records
         with pytest.raises(SchemaError, match="graphrunner db upgrade"):
             store.ensure_schema()
 
-        assert store.upgrade() == (1, 6)
+        assert store.upgrade() == (1, 7)
 
         store.ensure_schema()
         tables = set(inspect(store.engine).get_table_names())

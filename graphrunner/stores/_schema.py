@@ -100,7 +100,7 @@ executions = Table(
     Column("forked_from", Text),
     # LLM nodes (version 7): a tool call's tool (kind "tool"); an LLM node's notes (re-asks).
     Column("tool", String(64)),
-    Column("notes", JSON),
+    Column("notes", JSON(none_as_null=True)),  # SQL NULL, not JSON null, when unset
     Index("ix_gr_executions_lifetime", "lifetime_id", "seq"),
     Index("ix_gr_executions_tenant", "tenant", "created_at"),
     Index("ix_gr_executions_graph", "graph_name", "created_at"),
