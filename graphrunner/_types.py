@@ -15,6 +15,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from graphrunner._llm_wire import LlmTurn, ToolRound
 from graphrunner._rejection import Rejection
 from graphrunner.graph._model import AgentGraph, NodeKind
 from graphrunner.guardrails._policy import Policy
@@ -133,6 +134,11 @@ class TaskResult(WireModel):
     telemetry: Telemetry = Field(default_factory=Telemetry)
     update: dict[str, Any] | None = Field(
         default=None, description="A lifetime state update: field -> value for its reducer."
+    )
+    tools: ToolRound | None = Field(
+        default=None,
+        description="Set by graphrunner's built-in LLM task only: the model asked for these "
+        "tools; the lifetime runs them and asks it again.",
     )
 
 
@@ -255,6 +261,11 @@ class ExecutionHeader(_Model):
         exclude_if=lambda v: v is None,
         description="A fork's parent lifetime and step, ``<parent id>#<step>``.",
     )
+    tool: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="A tool call of an LLM task (kind ``tool``): the tool's name.",
+    )
 
 
 GRAPH_KEY_LENGTH = 32
@@ -341,6 +352,10 @@ class TaskCall(_Call):
     """Input of the task activity."""
 
     data: Any = None
+    turn: LlmTurn | None = Field(
+        default=None,
+        description="A later round of a built-in LLM task that calls tools (None: the first).",
+    )
 
     @property
     def record_kind(self) -> str:

@@ -38,6 +38,7 @@ from graphrunner.activities import NodeActivities, Recorder
 from graphrunner.activities._children import ChildActivities
 from graphrunner.activities._guardrails import GuardrailActivities
 from graphrunner.activities._human import HumanActivities
+from graphrunner.activities._tool_runs import ToolActivities
 from graphrunner.guardrails._interceptor import GuardrailInterceptor
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.llm._runtime import LlmRuntime
@@ -107,6 +108,7 @@ class GraphrunnerPlugin(SimplePlugin):
         self.guards = GuardrailActivities(policies or PolicySource(), recorder)
         self.human = HumanActivities(recorder)
         self.children = ChildActivities(recorder)
+        self.tools = ToolActivities(recorder, impl_modules=self.nodes.impl_modules)
         self._closers: list[Callable[[], object]] = []
         self.interceptor = GuardrailInterceptor(policies, ledger=recorder is not None)
         super().__init__(
@@ -156,6 +158,7 @@ class GraphrunnerPlugin(SimplePlugin):
             self.guards.tenant_reserve,
             self.human.record_human,
             self.children.record_child,
+            self.tools.run_tool,
         ]
         kept: list[Callable[..., Any]] = [
             fn

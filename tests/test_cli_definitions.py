@@ -204,6 +204,8 @@ def conforms(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> bool:
         return False
     if "maxItems" in schema and len(value) > schema["maxItems"]:
         return False
+    if "minItems" in schema and len(value) < schema["minItems"]:
+        return False
     if isinstance(value, list) and "items" in schema:
         return all(conforms(item, schema["items"], root) for item in value)
     if isinstance(value, dict):
@@ -260,7 +262,7 @@ def test_schema_is_a_json_schema_of_the_graph_format(graph_schema: dict[str, Any
 
 def test_schema_only_uses_keywords_this_test_checks(graph_schema: dict[str, Any]) -> None:
     checked = {"$ref", "anyOf", "type", "enum", "minimum", "exclusiveMinimum", "maximum"}
-    checked |= {"items", "maxItems", "maxLength", "minLength", "const"}
+    checked |= {"items", "maxItems", "minItems", "maxLength", "minLength", "const"}
     checked |= {"required", "properties", "additionalProperties"}
     assert keywords(graph_schema) <= checked | ANNOTATIONS
 

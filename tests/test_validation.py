@@ -609,8 +609,8 @@ def test_schema_problems_hide_no_graph_problem_and_each_is_reported_once() -> No
     assert str(misspelt) == (
         f"{path}:12:56: node 'polish': nodes.2.timout_s: unknown key 'timout_s'; expected one "
         "of: name, kind, impl, description, timeout_s, heartbeat_timeout_s, retry, local, "
-        "max_tokens, max_cost_usd, config, graph, task_queue, human; did you mean 'timeout_s'? "
-        "[schema]"
+        "max_tokens, max_cost_usd, config, graph, task_queue, human, llm; did you mean "
+        "'timeout_s'? [schema]"
     )
     [timeout] = [i for i in issues if i.rule == "bad-timeout"]
     assert (timeout.line, timeout.column, timeout.where) == (7, 67, "node 'gather'")

@@ -44,6 +44,7 @@ from graphrunner._types import (
 from graphrunner._values import BadValue, check_value, clip
 from graphrunner.activities._generated import check_generated
 from graphrunner.activities._graphs import pinned_graph
+from graphrunner.activities._llm import LlmNodes, Notes
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
 from graphrunner.graph._model import AgentGraph, EdgeType, NodeKind, NodeSpec
@@ -303,6 +304,7 @@ class NodeActivities:
         # Default: offline, cooldowns in this process (build_worker passes the settings').
         self.llm = llm or LlmRuntime()
         self._routers: dict[tuple[str, str], Router] = {}
+        self.llm_nodes = LlmNodes(recorder.blobs if recorder is not None else None)
 
     def _router(self, graph: AgentGraph, graph_hash: str, plan: str) -> Router:
         """The compiled routing of a plan without impl, once per worker, graph and plan."""
@@ -339,7 +341,13 @@ class NodeActivities:
         describe: Callable[[R], tuple[Any, Telemetry, list[str]]],
         seen: dict[str, Any] | None = None,
         llm: AttemptLlm | None = None,
+        *,
+        notes: Notes | None = None,
+        attempts_before: int = 0,
     ) -> R:
+        # A later round of an LLM task that calls tools counts its attempts on from the
+        # earlier rounds': the task's one record keeps its newest round.
+        number = attempts_before + activity.info().attempt if attempts_before else None
         started_at = datetime.now(UTC)
         clock = time.monotonic()
         try:
@@ -355,6 +363,8 @@ class NodeActivities:
                     error=f"{type(exc).__name__}: {exc}",
                     # What its model calls spent is spent, though the attempt failed.
                     telemetry=_spent(llm.usage) if llm is not None else None,
+                    notes=notes or None,
+                    attempt=number,
                 )
                 await self.recorder.write(header, failed)
             if isinstance(exc, Exception):
@@ -387,6 +397,8 @@ class NodeActivities:
                 state=None
                 if seen is None and result.update is None
                 else {"seen": seen, "update": result.update},
+                notes=notes or None,
+                attempt=number,
             )
             await self.recorder.write(header, done)
         return result
@@ -399,11 +411,16 @@ class NodeActivities:
         nxt = graph.task_next(spec.name)
         llm = self.llm.client(node=header.node, lifetime_id=header.lifetime_id)
 
+        notes: Notes = {}
+
         async def body() -> TaskResult:
-            run = _load(spec.impl, NodeKind.TASK, self.impl_modules)
             ctx = replace(
                 _context(header, spec, []), resources=self.resources, state=_state(call), llm=llm
             )
+            if spec.impl is None and spec.llm is not None:
+                notes.clear()
+                return await self.llm_nodes.task(ctx, spec.llm, call.data, call.turn, notes)
+            run = _load(spec.impl, NodeKind.TASK, self.impl_modules)
             returned: Any = await run(ctx, call.data)
             result = returned if isinstance(returned, TaskResult) else TaskResult(output=returned)
             where = f"task '{header.node}' (iteration {header.iteration})"
@@ -413,9 +430,20 @@ class NodeActivities:
             return result
 
         def describe(result: TaskResult) -> tuple[Any, Telemetry, list[str]]:
+            if result.tools is not None:  # a round that asked for tools: the lifetime goes on
+                calls = [c.model_dump(mode="json") for c in result.tools.calls]
+                return {"tool_calls": calls}, result.telemetry, []
             return result.output, result.telemetry, nxt
 
-        return await self._execute(header, body, describe, call.state, llm)
+        return await self._execute(
+            header,
+            body,
+            describe,
+            call.state,
+            llm,
+            notes=notes,
+            attempts_before=call.turn.attempts_before if call.turn is not None else 0,
+        )
 
     @activity.defn(name=RUN_PLAN)
     async def run_plan(self, call: PlanCall) -> PlanResult:
@@ -427,8 +455,28 @@ class NodeActivities:
         can_finish = any(e.type is EdgeType.FINAL for e in out)
         llm = self.llm.client(node=header.node, lifetime_id=header.lifetime_id)
 
+        notes: Notes = {}
+
         async def body() -> PlanResult:
             results = [_identified(r, header) for r in call.results]
+            if spec.impl is None and spec.llm is not None:
+                notes.clear()
+                ctx = replace(
+                    _context(header, spec, list(successors)),
+                    resources=self.resources,
+                    state=_state(call),
+                    llm=llm,
+                )
+                decision = await self.llm_nodes.plan(
+                    ctx,
+                    spec.llm,
+                    results,
+                    joined=call.edge == EdgeType.JOIN.value,
+                    can_finish=can_finish,
+                    described={n.name: n.description for n in graph.nodes if n.description},
+                    notes=notes,
+                )
+                return _check_decision(header, successors, can_finish, decision)
             if spec.impl is None:
                 route = self._router(graph, header.graph_hash, spec.name).decide(
                     results, call.state
@@ -465,4 +513,4 @@ class NodeActivities:
                 }
             return shown, result.telemetry, result.next_task_names or ["END"]
 
-        return await self._execute(header, body, describe, call.state, llm)
+        return await self._execute(header, body, describe, call.state, llm, notes=notes)

@@ -32,6 +32,8 @@ class Attempt:
     state: dict[str, Any] | None = None  # {"seen": ..., "update": ...} in a stateful graph
     answered_by: str | None = None  # a human step: who answered, and how
     child_id: str | None = None  # a sub-graph task: the child lifetime it ran
+    notes: dict[str, Any] | None = None  # an LLM node: its re-asks, a default taken
+    attempt: int | None = None  # the attempt recorded (default: Temporal's)
 
 
 class Recorder:
@@ -53,14 +55,14 @@ class Recorder:
 
         Returns False if a later attempt was already recorded.
         """
-        info = activity.info()
+        number = attempt.attempt or activity.info().attempt
         telemetry = attempt.telemetry or Telemetry()
         result: dict[str, Any] = {"result_size": 0}
         if attempt.status is ExecutionStatus.SUCCEEDED:
             data = pydantic_core.to_json(attempt.output)
             result["result_size"] = len(data)
             if len(data) > self.inline_limit:
-                key = f"results/{header.lifetime_id}/{header.execution_id}.{info.attempt}.json"
+                key = f"results/{header.lifetime_id}/{header.execution_id}.{number}.json"
                 ref = await self.blobs.put(key, data)
                 result.update(result_uri=ref.uri, result_sha256=ref.sha256)
             else:
@@ -68,13 +70,13 @@ class Recorder:
             if attempt.state is not None:
                 data = pydantic_core.to_json(attempt.state)
                 if len(data) > self.inline_limit:
-                    key = f"state/{header.lifetime_id}/{header.execution_id}.{info.attempt}.json"
+                    key = f"state/{header.lifetime_id}/{header.execution_id}.{number}.json"
                     result["state_uri"] = (await self.blobs.put(key, data)).uri
                 else:
                     result["state_inline"] = data.decode()
         record = ExecutionRecord(
             **header.model_dump(exclude={"scheduled_at"}),
-            attempt=info.attempt,
+            attempt=number,
             next=attempt.next or [],
             status=attempt.status,
             created_at=header.scheduled_at or attempt.started_at,
@@ -88,6 +90,7 @@ class Recorder:
             error=attempt.error,
             answered_by=attempt.answered_by,
             child_id=attempt.child_id,
+            notes=attempt.notes,
             **result,
         )
         return await self.records.record(record)

@@ -2,6 +2,7 @@
 
 from graphrunner.graph._builder import GraphBuilder
 from graphrunner.graph._human import HumanSpec
+from graphrunner.graph._llm import LlmSpec, Rubric
 from graphrunner.graph._loader import load_graph, parse_graph
 from graphrunner.graph._model import (
     AgentGraph,
@@ -24,9 +25,11 @@ __all__ = [
     "GraphBuilder",
     "GraphDefaults",
     "HumanSpec",
+    "LlmSpec",
     "NodeKind",
     "NodeSpec",
     "RetrySpec",
+    "Rubric",
     "StateField",
     "graph_json_schema",
     "load_graph",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -141,6 +141,117 @@ class GraphBuilder:
             if value is not None:
                 human[key] = value
         self._nodes.append({"name": name, "kind": NodeKind.TASK, "human": human, **options})
+        return self
+
+    def llm_task(
+        self,
+        name: str,
+        *,
+        prompt: str = "{}",
+        system: str | None = None,
+        output: type[BaseModel] | dict[str, Any] | str | None = None,
+        tier: str = "standard",
+        tools: list[Callable[..., Any] | str] | None = None,
+        **llm: Any,
+    ) -> Self:
+        """Add an ``llm_task``: a task that asks a model instead of running code.
+
+        Args:
+            name: The task's name.
+            prompt: The user message, a template over the task's input (``{key.sub}``).
+            system: The system message, a template too.
+            output: The answer's shape: a pydantic model (named by its import path, which a
+                worker imports), a JSON Schema, or ``package.module:Model``; None: text.
+            tier: The model tier.
+            tools: Functions the model may call (or their ``package.module:function``).
+            llm: Other ``llm`` fields (``max_reasks``, ``temperature``, ``max_tokens``,
+                ``max_tool_rounds``) and NodeSpec fields (``timeout_s``, ``retry`` ...).
+        """
+        spec: dict[str, Any] = {"tier": tier, "prompt": prompt}
+        if system is not None:
+            spec["system"] = system
+        if output is not None:
+            spec["output"] = _impl_path(output) if isinstance(output, type) else output
+        if tools is not None:
+            spec["tools"] = [
+                tool if isinstance(tool, str) else f"{tool.__module__}:{tool.__qualname__}"
+                for tool in tools
+            ]
+        return self._llm_node(name, NodeKind.TASK, spec, llm)
+
+    def llm_plan(
+        self,
+        name: str,
+        *,
+        prompt: str = "{}",
+        system: str | None = None,
+        tier: str = "standard",
+        default: str | None = None,
+        **llm: Any,
+    ) -> Self:
+        """Add an ``llm_plan``: the model chooses one of the plan's declared successors.
+
+        Args:
+            name: The plan's name.
+            prompt: The user message, a template over the plan's input (the last result's
+                output; a JOIN's list of outputs).
+            system: The system message.
+            tier: The model tier.
+            default: The successor (or ``finish``) taken when the model keeps choosing one
+                the plan does not have; None: the plan fails then.
+            llm: Other ``llm`` fields (``max_reasks``, ``temperature`` ...) and NodeSpec fields.
+        """
+        spec: dict[str, Any] = {"tier": tier, "prompt": prompt}
+        if system is not None:
+            spec["system"] = system
+        if default is not None:
+            spec["default"] = default
+        return self._llm_node(name, NodeKind.PLAN, spec, llm)
+
+    def llm_judge(
+        self,
+        name: str,
+        *,
+        dimensions: list[str],
+        passing: str,
+        grades: list[str] | None = None,
+        prompt: str = "{}",
+        system: str | None = None,
+        tier: str = "standard",
+        **llm: Any,
+    ) -> Self:
+        """Add an ``llm_judge``: a task that grades its input on each rubric dimension.
+
+        Its output is ``{"grades": {dimension: grade}, "overall": grade, "passed": bool,
+        "notes": str}``; a routing plan after it can gate on ``output.passed``.
+
+        Args:
+            name: The task's name.
+            dimensions: What is graded (e.g. coverage, consistency).
+            passing: The lowest passing grade (``pass`` in YAML).
+            grades: The grades, best first (default S, A, B, C, D, F).
+            prompt: The user message, a template over the input.
+            system: The system message.
+            tier: The model tier.
+            llm: Other ``llm`` fields and NodeSpec fields.
+        """
+        rubric: dict[str, Any] = {"dimensions": dimensions, "pass": passing}
+        if grades is not None:
+            rubric["grades"] = grades
+        spec: dict[str, Any] = {"tier": tier, "prompt": prompt, "rubric": rubric}
+        if system is not None:
+            spec["system"] = system
+        return self._llm_node(name, NodeKind.TASK, spec, llm)
+
+    def _llm_node(
+        self, name: str, kind: NodeKind, spec: dict[str, Any], options: dict[str, Any]
+    ) -> Self:
+        from graphrunner.graph._llm import LlmSpec
+
+        llm_fields = set(LlmSpec.model_fields) - {"rubric"}
+        for key in [key for key in options if key in llm_fields]:
+            spec[key] = options.pop(key)
+        self._nodes.append({"name": name, "kind": kind, "llm": spec, **options})
         return self
 
     def subgraph(self, name: str, graph: AgentGraph | str | Path, **options: Any) -> Self:

@@ -451,6 +451,8 @@ def _rule_for(loc: Loc) -> str:
         return "bad-retry"
     if "human" in names:
         return "human"
+    if "llm" in names:
+        return "llm"
     if any(name.endswith("timeout_s") for name in names):
         return "bad-timeout"
     if "max_iterations" in names:
@@ -473,7 +475,11 @@ def _schema_issues(
         elif error["type"] == "missing":
             node = doc.nearest(loc[:-1])
             message = f"missing required key {loc[-1]!r}"
-        elif error["type"] in _OUT_OF_RANGE and str(loc[-1]) in BOUNDS and "human" not in loc:
+        elif (
+            error["type"] in _OUT_OF_RANGE
+            and str(loc[-1]) in BOUNDS
+            and not {"human", "llm"} & set(map(str, loc))
+        ):
             node = doc.nearest(loc)
             shown = str(error["input"])
             message = f"is {shown}; allowed: {BOUNDS[str(loc[-1])].text}"
@@ -481,7 +487,8 @@ def _schema_issues(
             node = doc.nearest(loc)
             expected = error["msg"].replace("Input should be", "expected")
             message = f"{expected.replace('Value error, ', '')}, found {_found(error['input'])}"
-            bound = BOUNDS.get(str(loc[-1])) if "human" not in loc else None
+            plain = not {"human", "llm"} & set(map(str, loc))
+            bound = BOUNDS.get(str(loc[-1])) if plain else None
             message += f"; allowed: {bound.text}" if bound else ""
         line, column = node_position(node) if node is not None else (None, None)
         field = ".".join(str(part) for part in loc) or "graph"

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Final
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from graphrunner.graph._human import HumanSpec
+from graphrunner.graph._llm import LlmSpec
 from graphrunner.guardrails._policy import Policy
 
 __all__ = [
@@ -275,6 +276,15 @@ class NodeSpec(_Strict):
         "graphrunner.answer signal) that fits 'response', and goes on with it as this task's "
         "output.",
     )
+    # Built-in LLM nodes (left out of every dump when unset, so graphs without it hash as
+    # before).
+    llm: LlmSpec | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Call a model instead of running code: a task answers (llm_task), a "
+        "plan chooses one of its successors (llm_plan), a task with a 'rubric' grades its "
+        "input (llm_judge).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -285,6 +295,7 @@ class NodeSpec(_Strict):
         if (
             isinstance(data, dict)
             and data.get("impl") is None
+            and data.get("llm") is None  # a model call is neither pure nor quick
             and str(data.get("kind")) == NodeKind.PLAN.value
             and "local" not in data
         ):

@@ -309,6 +309,8 @@ def validate_graph(
             _check_subgraph_node(graph, node, i, out, unknown)
         if node.human is not None:
             _check_human(graph, node, i, out)
+        if node.llm is not None and i not in unknown.kinds:
+            _check_llm(graph, node, i, out, check_imports=check_imports)
     known_kind = {name for name, i in node_index.items() if i not in unknown.kinds | unknown.names}
 
     start = graph.start_node
@@ -491,7 +493,7 @@ def _check_no_impl(node: NodeSpec, i: int, out: _Collector, *, routed: bool) -> 
     A plan whose edges have ``when`` conditions routes by them (`graphrunner.graph._routing`
     checks those); a task with ``graph`` runs its graph (see `_check_subgraph_node`).
     """
-    if node.kind is NodeKind.PLAN and routed:
+    if node.kind is NodeKind.PLAN and routed or node.llm is not None:
         return
     if node.kind is NodeKind.TASK and (node.graph is not None or node.human is not None):
         return
@@ -544,6 +546,47 @@ def _check_human(graph: AgentGraph, node: NodeSpec, i: int, out: _Collector) -> 
     if human.state is not None and human.state not in (graph.state or {}):
         declared = ", ".join(sorted(graph.state or {})) or "none"
         add(f"state field '{human.state}' is not declared (declared: {declared})")
+
+
+def _check_llm(
+    graph: AgentGraph, node: NodeSpec, i: int, out: _Collector, *, check_imports: bool
+) -> None:
+    """A built-in LLM node: no code of its own, a consistent ``llm`` section."""
+    from graphrunner.graph._llm import llm_import_problems, llm_problems
+
+    spec = node.llm
+    if spec is None:
+        return
+    where = f"node '{_shorten(node.name)}'"
+    loc = ("nodes", i, "llm")
+    others = [name for name in ("impl", "human", "graph") if getattr(node, name) is not None]
+    if others:
+        out.add(
+            "llm-conflict",
+            f"a node with 'llm' runs a model, not {' / '.join(others)}: remove "
+            f"{'it' if len(others) == 1 else 'them'} or the 'llm' section",
+            loc=loc,
+            where=where,
+        )
+    out_edges = graph.out_edges(node.name)
+    if node.kind is NodeKind.PLAN and any(edge.when is not None for edge in out_edges):
+        out.add(
+            "llm-conflict",
+            "an llm plan lets the model choose; 'when' conditions route plans without one "
+            "(remove the 'when' conditions or the 'llm' section)",
+            loc=loc,
+            where=where,
+        )
+    problems = llm_problems(
+        spec,
+        kind=node.kind.value,
+        successors=[edge.target for edge in out_edges if edge.target is not None],
+        can_finish=any(edge.type is EdgeType.FINAL for edge in out_edges),
+    )
+    if check_imports:
+        problems += llm_import_problems(spec)
+    for rule, message in problems:
+        out.add(rule, message, loc=loc, where=where)
 
 
 #: Levels of sub-graphs pinned inside a graph, and how many a graph may pin in all.

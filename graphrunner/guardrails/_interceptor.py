@@ -35,6 +35,7 @@ from temporalio.worker import (
 )
 
 from graphrunner._answers import RECORD_HUMAN
+from graphrunner._llm_wire import RUN_TOOL
 from graphrunner._types import RUN_PLAN, RUN_TASK, LifetimeInput, LifetimeResult, check_format
 from graphrunner.guardrails._gate import Gate, WorkerLayers
 from graphrunner.guardrails._sources import PolicySource
@@ -43,8 +44,9 @@ from graphrunner.workflows._phase import ENDS_LIFETIME, board_of, phase_of
 
 __all__ = ["GuardrailInterceptor"]
 
-# A human step is gated when its answer is recorded (kind "human", latency the wait).
-_NODE_ACTIVITIES = (RUN_TASK, RUN_PLAN, RECORD_HUMAN)
+# A human step is gated when its answer is recorded (kind "human", latency the wait); a
+# tool call of an LLM task like any node (kind "tool").
+_NODE_ACTIVITIES = (RUN_TASK, RUN_PLAN, RECORD_HUMAN, RUN_TOOL)
 
 
 class GuardrailInterceptor(Interceptor):

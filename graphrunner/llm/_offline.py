@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from graphrunner.llm.offline import SCRIPTS, Failure
+from graphrunner.llm.offline import SCRIPTS, Failure, ToolRound
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before the import: no fetch
 # Any: litellm exports its names without __all__; this module only builds its objects.
@@ -140,6 +140,22 @@ def _schema_of(response_format: Any) -> dict[str, Any] | None:
     return None
 
 
+def _tool_calls(wanted: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI-style tool calls; ids given, or derived from the call (deterministic)."""
+    calls = []
+    for index, one in enumerate(wanted):
+        arguments = json.dumps(one.get("arguments", {}), sort_keys=True)
+        digest = hashlib.sha256(f"{index}:{one.get('name')}:{arguments}".encode())
+        calls.append(
+            {
+                "id": str(one.get("id") or f"call_{digest.hexdigest()[:16]}"),
+                "type": "function",
+                "function": {"name": str(one.get("name", "")), "arguments": arguments},
+            }
+        )
+    return calls
+
+
 def answer(model: str, messages: list[dict[str, Any]], optional_params: dict[str, Any]) -> Any:
     """The offline provider's `litellm.ModelResponse` to one call (or its injected failure)."""
     call = CALL.get()
@@ -159,19 +175,13 @@ def answer(model: str, messages: list[dict[str, Any]], optional_params: dict[str
         and tools
         and not any(m.get("role") == "tool" for m in messages)
     ):
-        for index, wanted in enumerate(script.tool_calls):
-            arguments = json.dumps(wanted.get("arguments", {}), sort_keys=True)
-            digest = hashlib.sha256(f"{index}:{wanted.get('name')}:{arguments}".encode())
-            tool_calls.append(
-                {
-                    "id": f"call_{digest.hexdigest()[:16]}",
-                    "type": "function",
-                    "function": {"name": str(wanted.get("name", "")), "arguments": arguments},
-                }
-            )
+        tool_calls = _tool_calls(script.tool_calls)
         content = None
     else:
         scripted = script.next_answer(messages) if script is not None else None
+        if isinstance(scripted, ToolRound):
+            tool_calls = _tool_calls(scripted.calls)
+            scripted = ""
         if scripted is None:
             scripted = example(schema) if schema is not None else _default_answer(full, messages)
         content = scripted if isinstance(scripted, str) else json.dumps(scripted)

@@ -37,7 +37,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graphrunner.errors import GraphrunnerError
 
-__all__ = ["Failure", "FailureKind", "Script", "Scripts", "clear", "load_script", "script"]
+__all__ = [
+    "Failure",
+    "FailureKind",
+    "Script",
+    "Scripts",
+    "ToolRound",
+    "clear",
+    "load_script",
+    "script",
+]
 
 FailureKind = Literal[
     "rate_limit",
@@ -49,7 +58,21 @@ FailureKind = Literal[
     "context_window",
     "content_policy",
 ]
-Answer = str | dict[str, Any] | list[Any]
+
+
+@dataclass(frozen=True)
+class ToolRound:
+    """An answer (from ``answers`` or ``fn``) that calls tools instead of answering.
+
+    ``calls`` are ``{"name": ..., "arguments": {...}}`` (an ``"id"`` is optional): unlike
+    ``tool_calls`` (the first round only), a sequence of answers can call tools in any round,
+    as a model in a tool loop does.
+    """
+
+    calls: list[dict[str, Any]]
+
+
+Answer = str | dict[str, Any] | list[Any] | ToolRound
 
 
 class Failure(BaseModel):

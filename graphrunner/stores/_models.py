@@ -92,6 +92,10 @@ class ExecutionRecord(BaseModel):
     forked_from: str | None = None
     # a sub-graph task: the child lifetime it ran (version 7)
     child_id: str | None = None
+    # LLM nodes (version 9): a tool call's tool (kind "tool"); an LLM node's notes, e.g.
+    # {"reasks": [{"answer": ..., "errors": [...]}], "default_taken": "..."}
+    tool: str | None = None
+    notes: dict[str, Any] | None = None
 
     @property
     def result_location(self) -> str:

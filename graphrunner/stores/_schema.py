@@ -101,6 +101,9 @@ executions = Table(
     Column("forked_from", Text),
     # Sub-graphs (version 7): the child lifetime a sub-graph task ran.
     Column("child_id", Text),
+    # LLM nodes (version 9): a tool call's tool (kind "tool"); an LLM node's notes (re-asks).
+    Column("tool", String(64)),
+    Column("notes", JSON(none_as_null=True)),  # SQL NULL, not JSON null, when unset
     Index("ix_gr_executions_lifetime", "lifetime_id", "seq"),
     Index("ix_gr_executions_tenant", "tenant", "created_at"),
     Index("ix_gr_executions_graph", "graph_name", "created_at"),
@@ -391,6 +394,11 @@ _V8 = (
 )""",
 )
 
+_V9 = (
+    "ALTER TABLE gr_executions ADD COLUMN tool VARCHAR(64)",
+    "ALTER TABLE gr_executions ADD COLUMN notes JSON",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -440,6 +448,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "cooldowns shared by every worker (gr_model_cooldowns)",
         sqlite=_spelled("sqlite", *_V8),
         postgresql=_spelled("postgresql", *_V8),
+    ),
+    Migration(
+        version=9,
+        summary="LLM nodes: a tool call's tool, an LLM node's notes (re-asks, default taken)",
+        sqlite=_spelled("sqlite", *_V9),
+        postgresql=_spelled("postgresql", *_V9),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,8 +48,10 @@ with workflow.unsafe.imports_passed_through():
         RefusedAnswer,
     )
     from graphrunner._attributes import COST_KEY, FORK_KEY, GRAPH_KEY, STATUS_KEY, VERSION_KEY
+    from graphrunner._llm_wire import MAX_TOOL_RESULT_CHARS, LlmTurn, ToolOutcome, ToolRequest
     from graphrunner._pinned import pin
     from graphrunner._state import StateError, apply_update, initial_state
+    from graphrunner._tool_call import RUN_TOOL, ToolCallInput, tool_execution_id
     from graphrunner._types import (
         FIRST_QUESTION,
         GRAPH_KEY_LENGTH,
@@ -86,6 +89,7 @@ with workflow.unsafe.imports_passed_through():
     from graphrunner._values import clip
     from graphrunner.errors import FailureType, GraphrunnerError, GuardrailRejected
     from graphrunner.graph._human import render_prompt
+    from graphrunner.graph._llm import tool_name
     from graphrunner.graph._model import GENERATED, AgentGraph, EdgeType, NodeKind, NodeSpec
     from graphrunner.workflows._checks import graph_problems
     from graphrunner.workflows._fork import ForkReplay
@@ -947,9 +951,133 @@ class AgentLifetimeWorkflow:
         )
         if isinstance(result, Rejection):
             return result, step
+        if result.tools is not None:  # only a built-in LLM task with tools asks for them
+            result = await self._tool_rounds(graph, node, step, call, result, mark)
+            if isinstance(result, Rejection):
+                return result, step
         self._finish(step, StepStatus.COMPLETED, graph.task_next(node.name))
         self._spend(result.telemetry)
         return result, step
+
+    async def _tool_rounds(
+        self,
+        graph: AgentGraph,
+        node: NodeSpec,
+        step: StepRecord,
+        call: TaskCall,
+        result: TaskResult,
+        mark: str,
+    ) -> TaskResult | Rejection:
+        """Run the tool calls an LLM task's model asks for, round after round.
+
+        Each call is a ``graphrunner.run_tool`` activity (summary ``task · iteration ·
+        tool``), in the order the model gave them; then the LLM activity runs again (summary
+        ``task · iteration · round N``) with their results, until the model answers without
+        tools, or fails the task after ``max_tool_rounds`` rounds.
+        """
+        spec = node.llm
+        if spec is None:  # only reachable through a bug in the activity
+            raise _fail(f"node '{node.name}' is no LLM task", FailureType.INTERNAL)
+        tools = {tool_name(path): path for path in spec.tools or []}
+        attempts = result.telemetry.attempt or 1
+        round_no = 1
+        while result.tools is not None:
+            self._spend(result.telemetry)
+            if round_no > spec.max_tool_rounds:
+                self._finish(step, StepStatus.FAILED, [])
+                raise ApplicationError(
+                    f"node '{node.name}' (task, iteration {step.iteration}) failed: the model "
+                    f"still asked for tools after max_tool_rounds={spec.max_tool_rounds} rounds",
+                    {"node": node.name, "iteration": step.iteration},
+                    type=FailureType.NODE_FAILED,
+                    non_retryable=True,
+                )
+            outcomes = []
+            for index, request in enumerate(result.tools.calls, start=1):
+                content = await self._tool(graph, node, step, call, tools, request, round_no, index)
+                outcomes.append(ToolOutcome(id=request.id, name=request.name, content=content))
+            round_no += 1
+            turn = LlmTurn(
+                round=round_no,
+                attempts_before=attempts,
+                messages=result.tools.messages,
+                messages_ref=result.tools.messages_ref,
+                results=outcomes,
+            )
+            again = call.model_copy(update={"turn": turn}).with_execution_id(step.execution_id)
+            options = self._options(graph, node, step, mark)
+            options["summary"] = f"{options['summary']} · round {round_no}"
+            settled = await self._settled(
+                node, step, self._round_start(graph, node, again, options)
+            )
+            if isinstance(settled, Rejection):
+                return settled
+            result = settled
+            attempts += result.telemetry.attempt or 1
+        return result
+
+    @staticmethod
+    def _round_start(
+        graph: AgentGraph, node: NodeSpec, call: TaskCall, options: dict[str, Any]
+    ) -> Callable[[], Awaitable[TaskResult]]:
+        def start() -> Awaitable[TaskResult]:
+            return workflow.execute_activity(
+                RUN_TASK,
+                call,
+                result_type=TaskResult,
+                heartbeat_timeout=graph.heartbeat_timeout(node),
+                **options,
+            )
+
+        return start
+
+    async def _tool(
+        self,
+        graph: AgentGraph,
+        node: NodeSpec,
+        step: StepRecord,
+        call: TaskCall,
+        tools: dict[str, str],
+        request: ToolRequest,
+        round_no: int,
+        index: int,
+    ) -> str:
+        """Run one tool call as its own activity; what the model is told of it (JSON text)."""
+        path = tools.get(request.name)
+        if path is None:
+            known = ", ".join(tools) or "none"
+            return json.dumps({"error": f"there is no tool {request.name!r} (tools: {known})"})
+        info = workflow.info()
+        tool_call = ToolCallInput(
+            **call.model_dump(exclude={"data", "turn"}, exclude_defaults=True),
+            tool=path,
+            name=request.name,
+            call_id=request.id,
+            arguments=request.arguments,
+            round=round_no,
+            index=index,
+        ).with_execution_id(
+            tool_execution_id(
+                info.workflow_id, info.run_id, node.name, step.iteration, round_no, index
+            )
+        )
+        options = self._options(graph, node, step)
+        options["summary"] = f"{options['summary']} · {request.name}"
+        try:
+            done = await workflow.execute_activity(
+                RUN_TOOL, tool_call, result_type=TaskResult, **options
+            )
+        except GuardrailRejected as rejected:
+            return json.dumps({"error": f"rejected by guardrail: {_rejection(rejected).message}"})
+        except ActivityError as err:
+            self._finish(step, StepStatus.FAILED, [])
+            if isinstance(err.cause, CancelledError):
+                raise asyncio.CancelledError() from err
+            failure = self._node_failed(node, step, err)
+            raise failure from failure.__cause__
+        self._spend(done.telemetry)
+        text = json.dumps(done.output, ensure_ascii=False, default=str)
+        return text if len(text) <= MAX_TOOL_RESULT_CHARS else clip(text, MAX_TOOL_RESULT_CHARS)
 
     async def _run_plan(
         self,
