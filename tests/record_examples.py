@@ -41,11 +41,11 @@ async def research(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
     return [client.temporal.get_workflow_handle(handle.id)]
 
 
-async def coding_agent(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
+async def parallel_edits(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
     """A map over files, each branch with its validate loop (one lints twice)."""
     request = {"request": "rename fetch to load", "files": ["api.py", "cli2.py", "docs.md"]}
     handle = await client.start(
-        load_graph(EXAMPLES / "coding_agent.yaml"), request, id="coding-agent"
+        load_graph(EXAMPLES / "parallel_edits.yaml"), request, id="parallel-edits"
     )
     await handle.result()
     return [client.temporal.get_workflow_handle(handle.id)]
@@ -93,7 +93,7 @@ def workflow_id(path: Path) -> str:
 
 RECORDINGS: dict[str, Recording] = {
     "research": research,
-    "coding-agent": coding_agent,
+    "parallel-edits": parallel_edits,
     "lead-agent": lead_agent,
     "approval": approval,
 }
