@@ -181,3 +181,57 @@ async def test_the_coding_agent_clarifies_plans_writes_validates_and_asks_to_acc
     tools = [r for r in records if r.kind == "tool"]
     assert len(tools) == 9 and {r.tool for r in tools} == {"write_file"}
     await assert_replays(client.temporal, handle)
+
+
+@pytest.mark.parametrize("example_script", ["code_review"], indirect=True)
+@pytest.mark.usefixtures("example_script", "example_worker")
+async def test_code_review_runs_both_reviews_in_parallel_and_joins_them_into_a_report(
+    client: GraphrunnerClient,
+) -> None:
+    handle = await client.start(load_graph(EXAMPLES / "code_review" / "graph.yaml"), {})
+    result = await handle.result()
+    report = result.output
+    assert report.startswith("# Review\n\n## Architecture: changes requested")
+    assert "- [high] unit 1 (app/orders.py): SQL built with an f-string" in report
+    assert report.index("## Architecture") < report.index("## Quality"), "in the JOIN's order"
+    summaries = await activity_summaries(handle)
+    assert summaries[0] == "parse · 1"
+    assert sorted(summaries[2:4]) == ["architecture · 1", "quality · 1"]
+    assert summaries[-2:] == ["collect · 1", "report · 1"]
+    await assert_replays(client.temporal, handle)
+
+
+@pytest.mark.parametrize("example_script", ["iterative_review"], indirect=True)
+@pytest.mark.usefixtures("example_script", "example_worker")
+async def test_iterative_review_revises_until_the_judge_passes_the_draft(
+    client: GraphrunnerClient,
+) -> None:
+    topic = {"topic": "How durable execution survives crashes"}
+    handle = await client.start(load_graph(EXAMPLES / "iterative_review" / "graph.yaml"), topic)
+    result = await handle.result()
+    out = result.output
+    assert out["passed"] is True and out["overall"] == "B" and out["rounds"] == 3
+    assert "[source: Temporal docs" in out["text"] and "(as of 2025" in out["text"]
+    assert result.state is not None
+    assert [v["overall"] for v in result.state["verdicts"]] == ["D", "C", "B"]
+    summaries = await activity_summaries(handle)
+    assert summaries.count("revise · 2") == 1 and "revise · 3" not in summaries
+    await assert_replays(client.temporal, handle)
+
+
+@pytest.mark.parametrize("example_script", ["iterative_review"], indirect=True)
+@pytest.mark.usefixtures("example_script", "example_worker")
+async def test_iterative_review_stops_at_the_cap_when_the_judge_never_passes(
+    client: GraphrunnerClient,
+) -> None:
+    harsh = {"grades": dict.fromkeys(["coverage", "source_quality"], "D"), "notes": "no"}
+    harsh["grades"] |= dict.fromkeys(["consistency", "verifiability", "timeliness"], "C")
+    offline.script("review", answer=harsh)  # a Python script wins over the file's
+    try:
+        topic = {"topic": "anything"}
+        graph = load_graph(EXAMPLES / "iterative_review" / "graph.yaml")
+        result = await (await client.start(graph, topic)).result()
+    finally:
+        offline.clear()
+    assert result.output["passed"] is False and result.output["rounds"] == 4, "the cap"
+    assert result.state is not None and len(result.state["verdicts"]) == 4
