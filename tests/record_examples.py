@@ -10,6 +10,8 @@ recorded by older graphrunners (one per ``workflow.patched`` id): never re-recor
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ from graphrunner import GraphrunnerClient, Settings, load_graph
 from graphrunner._attributes import SEARCH_ATTRIBUTES
 from graphrunner.client import temporal_binary
 from graphrunner.client._devserver import TUNING_ARGS
+from graphrunner.llm import offline
 from graphrunner.worker import build_worker
 from tests.test_human import waiting
 
@@ -41,11 +44,11 @@ async def research(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
     return [client.temporal.get_workflow_handle(handle.id)]
 
 
-async def coding_agent(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
+async def parallel_edits(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
     """A map over files, each branch with its validate loop (one lints twice)."""
     request = {"request": "rename fetch to load", "files": ["api.py", "cli2.py", "docs.md"]}
     handle = await client.start(
-        load_graph(EXAMPLES / "coding_agent.yaml"), request, id="coding-agent"
+        load_graph(EXAMPLES / "parallel_edits.yaml"), request, id="parallel-edits"
     )
     await handle.result()
     return [client.temporal.get_workflow_handle(handle.id)]
@@ -77,6 +80,55 @@ async def approval(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
     return [client.temporal.get_workflow_handle(handle.id)]
 
 
+def _scripted(example: str) -> None:
+    """Script the offline model from the example's offline.yaml (the worker is in-process)."""
+    offline.SCRIPTS.load_file(EXAMPLES / example / "offline.yaml")
+
+
+async def coding_agent(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
+    """Human input, a clarify round, a map of LLM writers with tools and a judge loop."""
+    _scripted("coding_agent")
+    # The sandbox the tool writes into: a temporary GRAPHRUNNER_HOME, not the repository's.
+    os.environ["GRAPHRUNNER_HOME"] = tempfile.mkdtemp(prefix="graphrunner-golden-")
+    graph = load_graph(EXAMPLES / "coding_agent" / "graph.yaml")
+    handle = await client.start(graph, {"question": "What app should I build?"}, id="coding-agent")
+    for node, iteration, answer in [
+        ("describe", 1, {"answer": "a todo list for the terminal"}),
+        ("describe", 2, {"answer": "in a JSON file in my home folder"}),
+        ("accept", 1, {"decision": "accept"}),
+    ]:
+        for _ in range(600):
+            if [
+                r
+                for r in await client.pending(handle.id)
+                if r.iteration == iteration and r.node == node
+            ]:
+                break
+            await asyncio.sleep(0.05)
+        await client.respond(handle.id, node, answer)
+    await handle.result()
+    return [client.temporal.get_workflow_handle(handle.id)]
+
+
+async def code_review(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
+    """Two llm_tasks in PARALLEL over a parsed diff, JOINed into an LLM-written report."""
+    _scripted("code_review")
+    graph = load_graph(EXAMPLES / "code_review" / "graph.yaml")
+    handle = await client.start(graph, {}, id="code-review")
+    await handle.result()
+    return [client.temporal.get_workflow_handle(handle.id)]
+
+
+async def iterative_review(client: GraphrunnerClient) -> list[WorkflowHandle[Any, Any]]:
+    """Write, judge, revise until the llm_judge passes (third draft), routed by `when`."""
+    _scripted("iterative_review")
+    graph = load_graph(EXAMPLES / "iterative_review" / "graph.yaml")
+    topic = {"topic": "How durable execution survives crashes"}
+    handle = await client.start(graph, topic, id="iterative-review")
+    await handle.result()
+    return [client.temporal.get_workflow_handle(handle.id)]
+
+
 def file_name(workflow_id: str) -> str:
     """The file of a lifetime's history: its id (a child's ``/`` as ``__``), which replay needs.
 
@@ -93,9 +145,12 @@ def workflow_id(path: Path) -> str:
 
 RECORDINGS: dict[str, Recording] = {
     "research": research,
-    "coding-agent": coding_agent,
+    "parallel-edits": parallel_edits,
     "lead-agent": lead_agent,
     "approval": approval,
+    "coding-agent": coding_agent,
+    "code-review": code_review,
+    "iterative-review": iterative_review,
 }
 
 

@@ -48,7 +48,10 @@ def _history(path: Path) -> WorkflowHistory:
 
 
 def test_every_example_graph_has_a_golden_history() -> None:
-    examples = {p.stem.replace("_", "-") for p in (ROOT / "examples").glob("*.yaml")}
+    folder = ROOT / "examples"
+    examples = {p.stem.replace("_", "-") for p in folder.glob("*.yaml")}
+    # A package example (examples/<name>/graph.yaml) is named by its folder.
+    examples |= {p.parent.name.replace("_", "-") for p in folder.glob("*/graph.yaml")}
     # point_agent runs as lead_agent's child: its histories are lead-agent__solve-*.
     assert examples - {"point-agent"} <= set(GOLDEN), "run python -m tests.record_examples"
     assert any(name.startswith("lead-agent__solve-") for name in GOLDEN)

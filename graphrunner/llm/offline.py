@@ -18,6 +18,8 @@ CLI are scripted)::
         answers: [draft one, draft two]
       - node: "*"
         fail: [{error: rate_limit, model: offline/standard, times: 2}]
+      - node: review
+        fn: myagents.offline:review    # fn(messages) -> answer, imported when the file loads
 
 Scripts live in the process (like litellm's own provider registry): a worker process reads
 the file when it starts; Python scripts apply to workers of the same process. Sequences and
@@ -27,6 +29,7 @@ they are classified exactly as a provider's would be.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +115,7 @@ class _ScriptSpec(BaseModel):
     answers: list[Answer] | None = Field(default=None, min_length=1)
     tool_calls: list[dict[str, Any]] | None = None
     fail: list[Failure] = Field(default_factory=list)
+    fn: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
 
 
 class _ScriptFile(BaseModel):
@@ -297,6 +301,29 @@ def load_script(path: Path) -> list[Script]:
         where = ".".join(str(p) for p in first["loc"])
         raise GraphrunnerError(f"invalid LLM script {path}: {where}: {first['msg']}") from None
     return [
-        Script(**spec.model_dump(exclude={"fail"}), fail=list(spec.fail), from_file=True)
+        Script(
+            **spec.model_dump(exclude={"fail", "fn"}),
+            fail=list(spec.fail),
+            fn=_import_fn(path, spec.node, spec.fn) if spec.fn else None,
+            from_file=True,
+        )
         for spec in parsed.scripts
     ]
+
+
+def _import_fn(path: Path, node: str, name: str) -> Callable[[list[dict[str, Any]]], Answer]:
+    """The ``fn`` a script file names (``package.module:function``), imported."""
+    module_name, _, attr = name.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise GraphrunnerError(
+            f"invalid LLM script {path}: node {node!r}: cannot import fn {name!r}: {exc}"
+        ) from None
+    if not callable(target):
+        raise GraphrunnerError(
+            f"invalid LLM script {path}: node {node!r}: {name!r} is not callable"
+        )
+    return target  # type: ignore[no-any-return]

@@ -1,4 +1,4 @@
-"""Nodes of the coding-agent example (examples/coding_agent.yaml), offline and deterministic.
+"""Nodes of the coding-agent example (examples/parallel_edits.yaml), offline and deterministic.
 
 A real agent would ask a model for the tool calls and run a linter; here the "model" plans
 one edit per file and the "linter" fails a file's first attempt when its name is longer
