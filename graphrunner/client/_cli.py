@@ -199,9 +199,23 @@ def _history_table(
     # After a reset (more than one run), each row says its run and whether it was abandoned.
     runs = len({r.run_id for r in records}) > 1
     extra = ["run", "superseded by"] if runs else []
+    # Lifetimes that call models: the model each step used (a tool call: its tool).
+    models = any(r.model or r.tool for r in records)
     table = _table(
         title,
-        ["#", "node", "iter", "attempt", "status", "tokens", "cost $", "latency", "result", *extra],
+        [
+            "#",
+            "node",
+            "iter",
+            "attempt",
+            "status",
+            *(["model"] if models else []),
+            "tokens",
+            "cost $",
+            "latency",
+            "result",
+            *extra,
+        ],
         right=("#", "iter", "attempt", "tokens", "cost $", "latency"),
     )
     for rec in records:
@@ -217,6 +231,7 @@ def _history_table(
             str(rec.iteration),
             str(rec.attempt),
             rec.status.value,
+            *([rec.model or (f"tool {rec.tool}" if rec.tool else "-")] if models else []),
             f"{rec.tokens_in}/{rec.tokens_out}",
             f"{rec.cost_usd:.4f}",
             f"{rec.latency_ms:.0f} ms",
