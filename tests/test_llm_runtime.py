@@ -34,6 +34,7 @@ from graphrunner.stores._cooldowns import SqlCooldowns
 from graphrunner.worker import build_worker
 from tests.conftest import ROOT
 from tests.llm_nodes import Ask, AskThenFail, Finish
+from tests.test_cli_lifetimes import cli_env, graphrunner
 from tests.test_crash import start_worker, wait_polling, worker_output
 
 # Offline prices per token (USD), as documented.
@@ -161,6 +162,16 @@ async def test_telemetry_of_several_calls_is_summed_on_the_record(setup: Setup) 
     assert ask.model == "offline/standard"
     costs = await setup.records.costs("graph")
     assert [(c.key, c.tokens_in) for c in costs] == [("sum", ask.tokens_in)]
+    # `graphrunner history` shows the model beside the tokens and cost of each step.
+    environ = cli_env(
+        GRAPHRUNNER_DATABASE_URL=setup.client.settings.database_url or "",
+        GRAPHRUNNER_HOME=str(setup.client.settings.home),
+        COLUMNS="200",
+    )
+    shown = await asyncio.to_thread(graphrunner, "history", handle.id, env=environ)
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if " ask " in line)
+    assert "offline/standard" in row and f"{ask.tokens_in}/{ask.tokens_out}" in row
 
 
 async def test_a_rejected_request_fails_the_node_at_once(setup: Setup) -> None:
