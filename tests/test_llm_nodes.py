@@ -498,6 +498,18 @@ async def test_each_tool_call_is_an_activity_and_a_record(
     assert [(s.node, s.iteration) for s in steps.steps] == [("ask", 1), ("done", 1)]
     await assert_replays(setup.temporal, handle)
 
+    # A fork after the task takes its final answer (its last round), runs no tool again.
+    forked = await setup.client.fork(handle.id, 1)
+    again = await setup.client.result(forked.lifetime_id)
+    assert again.output == "done: temporal result 1"
+    fork_history = await setup.temporal.get_workflow_handle(forked.lifetime_id).fetch_history()
+    ran = [
+        e.user_metadata.summary.data.decode().strip('"')
+        for e in fork_history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert ran == ["done · 1"], "no round and no tool of the memoized task ran again"
+
 
 async def test_bad_tool_arguments_and_unknown_tools_go_back_to_the_model(
     setup: Setup, scripted_llm: Scripts

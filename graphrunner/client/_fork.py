@@ -12,6 +12,7 @@ the steps that were memoized there.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,10 +101,19 @@ def memo_kind(node: NodeSpec) -> str:
     return "human" if node.human is not None else "task"
 
 
+_ROUND = re.compile(r" · round \d+$")
+
+
 def _summary(event: HistoryEvent) -> tuple[str, int] | None:
+    """The step an activity belongs to (None: a tool call's own activity, or none).
+
+    ``node · iteration``, or a later round of an LLM task that calls tools (``node ·
+    iteration · round N``): the same step, whose last round holds its result.
+    """
     if not event.user_metadata.HasField("summary"):
         return None
-    return parse_step_summary(event.user_metadata.summary.data.decode(errors="replace").strip('"'))
+    text = event.user_metadata.summary.data.decode(errors="replace").strip('"')
+    return parse_step_summary(_ROUND.sub("", text))
 
 
 @dataclass
