@@ -31,12 +31,16 @@ from bench.baseline_activities import (
     LoopResult,
     StateLoopInput,
     StateLoopResult,
+    TalkInput,
+    TalkResult,
     hold,
     noop_plan,
     noop_task,
     state_plan,
     state_task,
     tick,
+    tool_bulky,
+    turn,
 )
 from bench.baseline_workflows import (
     AskWorkflow,
@@ -46,6 +50,7 @@ from bench.baseline_workflows import (
     LongLoopWorkflow,
     LoopWorkflow,
     StateLoopWorkflow,
+    ToolTalkWorkflow,
 )
 from bench.nodes import FanOut, Hold, Loop, Noop, Tally, Tick, UntilCount
 from graphrunner import AgentGraph, GraphBuilder, GraphrunnerClient, Settings, StateField
@@ -69,6 +74,7 @@ __all__ = [
     "long_loop_graph",
     "loop_graph",
     "state_graph",
+    "talk_graph",
     "timed",
 ]
 
@@ -130,6 +136,29 @@ def long_loop_graph(iterations: int) -> AgentGraph:
         .edge("tick", "route")
         .edge("route", "tick", when=f"state.count < {iterations}")
         .final("route")
+        .build()
+    )
+
+
+TALK_PROMPT = "Read every chunk the tool gives you, then say 'finished'."
+
+
+def talk_graph(rounds: int) -> AgentGraph:
+    """An llm_task ``chat`` whose model calls the tool `bench.nodes.bulky` (~2 KiB a result)
+    ``rounds`` times (as `bench.llm_turns` scripts the offline model), then a routing plan
+    ``done`` that ends the lifetime with its answer."""
+    return (
+        GraphBuilder("bench-tool-talk", defaults=DEFAULTS)
+        .llm_task(
+            "chat",
+            tier="fast",
+            prompt=TALK_PROMPT,
+            tools=["bench.nodes:bulky"],
+            max_tool_rounds=rounds,
+        )
+        .plan("done")
+        .edge("chat", "done")
+        .final("done")
         .build()
     )
 
@@ -197,6 +226,8 @@ class Side(Protocol):
     def long_loop(self, iterations: int) -> Starter: ...
 
     def ask(self) -> Starter: ...
+
+    def talk(self, rounds: int) -> Starter: ...
 
     async def respond(self, lifetime_id: str) -> object:
         """Answer the lifetime's waiting ``ask`` with `ANSWER`, as a client would."""
@@ -269,6 +300,7 @@ class Graphrunner:
         self.hold_graph: AgentGraph | None = None
         self.long_graphs: dict[int, AgentGraph] = {}
         self.ask_graph: AgentGraph | None = None
+        self.talk_graphs: dict[int, AgentGraph] = {}
 
     def worker(self) -> Worker:
         options: dict[str, Any] = {} if self.cache is None else {"max_cached_workflows": self.cache}
@@ -329,6 +361,12 @@ class Graphrunner:
         graph = self.ask_graph
         return lambda: self.runner.start(graph, None)
 
+    def talk(self, rounds: int) -> Starter:
+        if rounds not in self.talk_graphs:
+            self.talk_graphs[rounds] = talk_graph(rounds)
+        graph = self.talk_graphs[rounds]
+        return lambda: self.runner.start(graph, None)
+
     async def respond(self, lifetime_id: str) -> object:
         return await self.runner.respond(lifetime_id, "ask", ANSWER, by=ANSWERED_BY)
 
@@ -362,8 +400,9 @@ class Baseline:
                 FanOutWorkflow,
                 HoldWorkflow,
                 LongLoopWorkflow,
+                ToolTalkWorkflow,
             ],
-            activities=[noop_task, noop_plan, state_task, state_plan, hold, tick],
+            activities=[noop_task, noop_plan, state_task, state_plan, hold, tick, turn, tool_bulky],
             max_concurrent_activities=ACTIVITY_SLOTS,
             max_eager_activity_reservations_per_workflow_task=10,
             **options,
@@ -401,6 +440,10 @@ class Baseline:
 
     def ask(self) -> Starter:
         return self._start("BenchAsk", AskInput(question="Approve?"), AskResult)
+
+    def talk(self, rounds: int) -> Starter:
+        inp = TalkInput(prompt=TALK_PROMPT, rounds=rounds)
+        return self._start("BenchToolTalk", inp, TalkResult)
 
     async def respond(self, lifetime_id: str) -> object:
         handle = self.client.get_workflow_handle(lifetime_id)
