@@ -917,8 +917,8 @@ class _Run:
         """One tool conversation of `Config.talk_rounds` rounds per side: history bytes per
         round at `Config.talk_turns`, and their growth.
 
-        Outside the time budget: one lifetime per side, after a 2-round warm-up each (the
-        first imports litellm in this process).
+        Outside the time budget: one lifetime per side, after one 1-round conversation on
+        graphrunner (it imports litellm in this process, a few seconds, once).
         """
         rounds = self.cfg.talk_rounds
         by_name = {side.name: side for side in self.sides}
@@ -926,16 +926,15 @@ class _Run:
         if rounds < 1 or TALK_BY_REF not in by_name:
             return
         log(f"LLM turns: 1 x {rounds}-round tool conversation per side (~2 KiB a round)")
-        script_model(rounds)
+        script_model()
         try:
-            for name in names:
-                await timed(by_name[name].talk(2))
+            await timed(by_name[TALK_BY_REF].talk(1))
             for name in names:
                 found = await talk(by_name[name], rounds)
                 self.talks[name] = found
                 log(
                     f"  {name}: {found.seconds:.1f} s, {found.events:,} events, "
-                    f"{found.history_bytes:,} B, rounds "
+                    f"{found.history_bytes:,} B in {found.runs} run(s), rounds "
                     + ", ".join(f"{t}: {found.at(t):,} B" for t in self._talk_turns())
                 )
         finally:

@@ -10,12 +10,14 @@ the whole message list to every model activity.
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass
 from typing import Any
 
 from temporalio.api.history.v1 import HistoryEvent
 
+from bench.history import chain_events
 from bench.sides import Side, timed
 from graphrunner.llm import offline
 
@@ -31,8 +33,9 @@ class Talk:
 
     rounds: int
     per_round: list[int]  # round 1 first
-    history_bytes: int
+    history_bytes: int  # of all its runs
     events: int
+    runs: int  # 2: it continued as new after the task (its history passed 4 MiB)
     seconds: float
 
     def at(self, turn: int) -> int:
@@ -48,11 +51,14 @@ class Talk:
         return statistics.linear_regression(range(len(tail)), tail).slope
 
 
-def script_model(rounds: int) -> offline.Script:
-    """Script the offline model of node ``chat``: ``rounds`` tool calls, one a round, then
-    an answer (a function of the messages, so every lifetime gets the same)."""
+def script_model() -> offline.Script:
+    """Script the offline model of node ``chat``: as many tool calls as its prompt asks for
+    (`bench.sides.TALK_PROMPT`), one a round, then an answer; a function of the messages,
+    like the baseline's stand-in model, so every lifetime of a size gets the same."""
 
     def respond(messages: list[dict[str, Any]]) -> offline.Answer:
+        asked = re.search(r"Call the tool (\d+) times", str(messages[0].get("content")))
+        rounds = int(asked.group(1)) if asked else 0
         done = sum(m.get("role") == "tool" for m in messages)
         if done >= rounds:
             return "finished"
@@ -102,7 +108,11 @@ async def talk(side: Side, rounds: int) -> Talk:
         return handle
 
     seconds = await timed(start)
-    events = list((await handles[0].fetch_history()).events)
+    # From the first run: past 4 MiB of history graphrunner continues as new after the task.
+    handle = handles[0]
+    first = handle.first_execution_run_id or handle.result_run_id
+    runs = await chain_events(side.client, handle.id, first)
+    events = [event for run in runs for event in run]
     per_round = round_bytes(events)
     if len(per_round) != rounds:
         raise RuntimeError(f"{side.name}: {len(per_round)} tool rounds in history, not {rounds}")
@@ -111,5 +121,6 @@ async def talk(side: Side, rounds: int) -> Talk:
         per_round=per_round,
         history_bytes=sum(e.ByteSize() for e in events),
         events=len(events),
+        runs=len(runs),
         seconds=seconds,
     )

@@ -140,13 +140,14 @@ def long_loop_graph(iterations: int) -> AgentGraph:
     )
 
 
-TALK_PROMPT = "Read every chunk the tool gives you, then say 'finished'."
+# A template over the lifetime's input ({"rounds": N}); the offline model reads N from it.
+TALK_PROMPT = "Call the tool {rounds} times, read every chunk it gives you, then say 'finished'."
 
 
 def talk_graph(rounds: int) -> AgentGraph:
     """An llm_task ``chat`` whose model calls the tool `bench.nodes.bulky` (~2 KiB a result)
-    ``rounds`` times (as `bench.llm_turns` scripts the offline model), then a routing plan
-    ``done`` that ends the lifetime with its answer."""
+    ``rounds`` times (as `bench.llm_turns` scripts the offline model), then a no-op Plan
+    ``done`` (`bench.nodes.Loop`, a local activity) that ends the lifetime."""
     return (
         GraphBuilder("bench-tool-talk", defaults=DEFAULTS)
         .llm_task(
@@ -156,7 +157,7 @@ def talk_graph(rounds: int) -> AgentGraph:
             tools=["bench.nodes:bulky"],
             max_tool_rounds=rounds,
         )
-        .plan("done")
+        .plan("done", Loop, local=True, config={"steps": 1})
         .edge("chat", "done")
         .final("done")
         .build()
@@ -365,7 +366,7 @@ class Graphrunner:
         if rounds not in self.talk_graphs:
             self.talk_graphs[rounds] = talk_graph(rounds)
         graph = self.talk_graphs[rounds]
-        return lambda: self.runner.start(graph, None)
+        return lambda: self.runner.start(graph, {"rounds": rounds})
 
     async def respond(self, lifetime_id: str) -> object:
         return await self.runner.respond(lifetime_id, "ask", ANSWER, by=ANSWERED_BY)
@@ -442,7 +443,7 @@ class Baseline:
         return self._start("BenchAsk", AskInput(question="Approve?"), AskResult)
 
     def talk(self, rounds: int) -> Starter:
-        inp = TalkInput(prompt=TALK_PROMPT, rounds=rounds)
+        inp = TalkInput(prompt=TALK_PROMPT.format(rounds=rounds), rounds=rounds)
         return self._start("BenchToolTalk", inp, TalkResult)
 
     async def respond(self, lifetime_id: str) -> object:
