@@ -25,6 +25,11 @@ Then the waiting-lifetimes section (`bench.waiting`): each side's worker in a pr
 own, answer round trips of a lifetime waiting for a person, then many such lifetimes parked
 on that worker (its RSS before and after) and answered.
 
+Then the LLM-turns section (`bench.llm_turns`): one tool conversation per side that grows
+~2 KiB a round, graphrunner with and without a blob store (its conversation by reference, or
+inline) and the baseline passing the whole message list to every model activity; history
+bytes per round.
+
 Last, the long-loop section (`bench.long_loop`): one lifetime per side of thousands of iterations
 that continues as new whenever Temporal suggests it; its runs, the largest run's events and
 history bytes, its wall time per iteration. Last, so the histories it adds to the server's

@@ -1,10 +1,11 @@
 """The contestants: graphrunner (without records, or recording into a state DB) and the
 hand-written baseline, each on its own task queue.
 
-All hand out starters for the same six kinds of lifetime (a sequential Task+Plan loop, the
+All hand out starters for the same seven kinds of lifetime (a sequential Task+Plan loop, the
 same loop holding a lifetime state, a fan-out loop, one node that waits on
 `bench.gate.GATE`, one that waits for a person's answer, then a no-op plan, and a long loop
-that continues as new when Temporal suggests it), and answer the fifth; `timed` starts one
+that continues as new when Temporal suggests it, and an LLM tool conversation), and answer
+the fifth; `timed` starts one
 or many and measures wall time from the client until every result is in. Workers for all
 run in this process for the whole benchmark.
 """
