@@ -6,6 +6,7 @@ step, one pydantic model in and one out.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -32,12 +33,20 @@ __all__ = [
     "TaskOutput",
     "TickInput",
     "TickOutput",
+    "TalkInput",
+    "TalkResult",
+    "ToolInput",
+    "ToolOutput",
+    "TurnInput",
+    "TurnOutput",
     "hold",
     "noop_plan",
     "noop_task",
     "state_plan",
     "state_task",
     "tick",
+    "tool_bulky",
+    "turn",
 ]
 
 
@@ -172,3 +181,58 @@ async def state_plan(inp: StatePlanInput) -> PlanOutput:
 async def tick(inp: TickInput) -> TickOutput:
     """One more round: the update `bench.nodes.Tick` returns (one added to the count)."""
     return TickOutput(add=1)
+
+
+class TalkInput(BaseModel):
+    """A tool conversation of ``rounds`` rounds, each tool result about 2 KiB."""
+
+    prompt: str
+    rounds: int
+
+
+class TalkResult(BaseModel):
+    answer: str
+    rounds: int
+
+
+class TurnInput(BaseModel):
+    """One model call: the whole conversation so far, as anchors users write it."""
+
+    messages: list[dict[str, Any]]
+    rounds: int
+
+
+class TurnOutput(BaseModel):
+    message: dict[str, Any]  # the assistant's message, with its tool calls if any
+
+
+class ToolInput(BaseModel):
+    n: int
+
+
+class ToolOutput(BaseModel):
+    content: str
+
+
+@activity.defn(name="bench.turn")
+async def turn(inp: TurnInput) -> TurnOutput:
+    """The model, a stand-in: a tool call while fewer than ``rounds`` results came back.
+
+    Asks what graphrunner's offline model is scripted to ask (`bench.llm_turns`); no
+    litellm here, since only what crosses history is compared.
+    """
+    done = sum(m.get("role") == "tool" for m in inp.messages)
+    if done >= inp.rounds:
+        return TurnOutput(message={"role": "assistant", "content": "finished"})
+    call = {
+        "id": f"call_{done}",
+        "type": "function",
+        "function": {"name": "bulky", "arguments": json.dumps({"n": done})},
+    }
+    return TurnOutput(message={"role": "assistant", "content": None, "tool_calls": [call]})
+
+
+@activity.defn(name="bench.tool_bulky")
+async def tool_bulky(inp: ToolInput) -> ToolOutput:
+    """The tool: about 2 KiB of text (`bench.nodes.bulky`'s), as JSON, as the model sees it."""
+    return ToolOutput(content=json.dumps(f"chunk {inp.n} " + "x" * 2048))

@@ -7,6 +7,7 @@ policy, typed pydantic input and result, activity models imported through the sa
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -29,15 +30,21 @@ with workflow.unsafe.imports_passed_through():
         StateLoopResult,
         StatePlanInput,
         StateTaskInput,
+        TalkInput,
+        TalkResult,
         TaskInput,
         TaskOutput,
         TickInput,
+        ToolInput,
+        TurnInput,
         hold,
         noop_plan,
         noop_task,
         state_plan,
         state_task,
         tick,
+        tool_bulky,
+        turn,
     )
 
 __all__ = [
@@ -48,6 +55,7 @@ __all__ = [
     "LongLoopWorkflow",
     "LoopWorkflow",
     "StateLoopWorkflow",
+    "ToolTalkWorkflow",
 ]
 
 # The same settings graphrunner's graph defaults give every node.
@@ -235,3 +243,41 @@ class AskWorkflow:
         data = answer.data
         if not isinstance(data, dict) or not isinstance(data.get("ok"), bool) or len(data) != 1:
             raise ApplicationError("the answer must be {ok: boolean}", non_retryable=True)
+
+
+@workflow.defn(name="BenchToolTalk")
+class ToolTalkWorkflow:
+    """A model that calls a tool, round after round, the whole conversation in each call.
+
+    What users of the SDK's agent anchors write (temporalio/sdk-python#1890): the message
+    list lives in the workflow and goes to every model activity, so each round's input holds
+    the whole conversation so far.
+    """
+
+    @workflow.run
+    async def run(self, inp: TalkInput) -> TalkResult:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": inp.prompt}]
+        rounds = 0
+        while True:
+            reply = await workflow.execute_activity(
+                turn,
+                TurnInput(messages=messages, rounds=inp.rounds),
+                start_to_close_timeout=TIMEOUT,
+                retry_policy=RETRY,
+            )
+            messages.append(reply.message)
+            calls = reply.message.get("tool_calls") or []
+            if not calls:
+                return TalkResult(answer=str(reply.message.get("content")), rounds=rounds)
+            rounds += 1
+            for call in calls:
+                arguments = json.loads(call["function"]["arguments"])
+                result = await workflow.execute_activity(
+                    tool_bulky,
+                    ToolInput(n=arguments["n"]),
+                    start_to_close_timeout=TIMEOUT,
+                    retry_policy=RETRY,
+                )
+                messages.append(
+                    {"role": "tool", "tool_call_id": call["id"], "content": result.content}
+                )

@@ -25,6 +25,11 @@ Then the waiting-lifetimes section (`bench.waiting`): each side's worker in a pr
 own, answer round trips of a lifetime waiting for a person, then many such lifetimes parked
 on that worker (its RSS before and after) and answered.
 
+Then the LLM-turns section (`bench.llm_turns`): one tool conversation per side that grows
+~2 KiB a round, graphrunner with and without a blob store (its conversation by reference, or
+inline) and the baseline passing the whole message list to every model activity; history
+bytes per round.
+
 Last, the long-loop section (`bench.long_loop`): one lifetime per side of thousands of iterations
 that continues as new whenever Temporal suggests it; its runs, the largest run's events and
 history bytes, its wall time per iteration. Last, so the histories it adds to the server's
@@ -53,6 +58,7 @@ from bench.env import CoreWarnings, ProcessCpu, dev_server, log, quiet_runtime
 from bench.gate import GATE
 from bench.guardrails import GuardClock, GuardCost, guard_cost, policy, tenant_policy
 from bench.history import HistoryStats, activity_payloads, growth, history_stats, step_bytes
+from bench.llm_turns import Talk, script_model, talk
 from bench.long_loop import LongLoop, long_loop
 from bench.records import state_dbs
 from bench.sides import (
@@ -74,6 +80,7 @@ from bench.waiting import (
 )
 from graphrunner import Settings
 from graphrunner.guardrails import PolicySource
+from graphrunner.llm import offline
 
 __all__ = [
     "ACTIVITY_SLOTS",
@@ -129,6 +136,10 @@ BASELINE_STATEFUL = "baseline+state"
 BIG_STATE = "graphrunner+bigstate"
 BASELINE_BIG_STATE = "baseline+bigstate"
 STATE_SIDES = (GRAPHRUNNER, STATEFUL, BASELINE, BASELINE_STATEFUL)
+# The LLM-turns section's graphrunner contestants: the recording worker, whose blob store keeps
+# the conversation between rounds (by reference), and the worker without records (inline).
+TALK_BY_REF = "graphrunner+sqlite"
+TALK_INLINE = GRAPHRUNNER
 
 
 @dataclass(frozen=True)
@@ -169,6 +180,10 @@ class Config:
     # The long-loop section: iterations (a task and a routing decision each) of its one
     # lifetime per side, which continues as new when Temporal suggests it (0: no section).
     long_iterations: int = 5000
+    # The LLM-turns section: tool rounds of its one conversation per side (each ~2 KiB more),
+    # and the rounds whose history bytes it reports (0 rounds: no section).
+    talk_rounds: int = 100
+    talk_turns: tuple[int, ...] = (10, 50, 100)
     # Seconds the measurements may take in all; a section that has spent its share stops
     # repeating (so a badly slow side still yields a report, on fewer rounds).
     budget_s: float = 285.0
@@ -191,6 +206,8 @@ class Config:
             waiting_lifetimes=100,
             answer_reps=5,
             long_iterations=1000,
+            talk_rounds=30,
+            talk_turns=(10, 20, 30),
             budget_s=46.0,
         )
 
@@ -326,6 +343,8 @@ class Report:
     state_added_bytes: dict[str, list[int]] = field(default_factory=dict)
     # The long-loop section's lifetime of each side (GRAPHRUNNER, BASELINE): its runs.
     long_loop: dict[str, LongLoop] = field(default_factory=dict)
+    # The LLM-turns section's conversation of each side (TALK_BY_REF, TALK_INLINE, BASELINE).
+    llm_turns: dict[str, Talk] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # sides not run, and why
 
 
@@ -465,6 +484,8 @@ class _Run:
         self.state_handles: dict[str, WorkflowHandle[Any, Any]] = {}
         # The long-loop section's lifetime of each side.
         self.long_loops: dict[str, LongLoop] = {}
+        # The LLM-turns section's conversation of each side.
+        self.talks: dict[str, Talk] = {}
 
     def budget(self, key: str) -> float:
         return self.cfg.budget_s * _SHARES[key]
@@ -541,6 +562,7 @@ class _Run:
         await self.throughput()
         await self.idle_memory()
         await self.waiting()
+        await self.llm_turns()
         await self.long_loop()
         return self.results
 
@@ -896,6 +918,93 @@ class _Run:
         if len(self.long_loops) == 2:
             self.results.extend(_long_rows(self.long_loops))
 
+    async def llm_turns(self) -> None:
+        """One tool conversation of `Config.talk_rounds` rounds per side: history bytes per
+        round at `Config.talk_turns`, and their growth.
+
+        Outside the time budget: one lifetime per side, after one 1-round conversation on
+        graphrunner (it imports litellm in this process, a few seconds, once).
+        """
+        rounds = self.cfg.talk_rounds
+        by_name = {side.name: side for side in self.sides}
+        names = [n for n in (TALK_BY_REF, TALK_INLINE, BASELINE) if n in by_name]
+        if rounds < 1 or TALK_BY_REF not in by_name:
+            return
+        log(f"LLM turns: 1 x {rounds}-round tool conversation per side (~2 KiB a round)")
+        script_model()
+        try:
+            await timed(by_name[TALK_BY_REF].talk(1))
+            for name in names:
+                found = await talk(by_name[name], rounds)
+                self.talks[name] = found
+                log(
+                    f"  {name}: {found.seconds:.1f} s, {found.events:,} events, "
+                    f"{found.history_bytes:,} B in {found.runs} run(s), rounds "
+                    + ", ".join(f"{t}: {found.at(t):,} B" for t in self._talk_turns())
+                )
+        finally:
+            offline.clear()
+        self.results.extend(_talk_rows(self.talks, self._talk_turns()))
+
+    def _talk_turns(self) -> list[int]:
+        rounds = self.cfg.talk_rounds
+        return sorted({t for t in self.cfg.talk_turns if t < rounds} | {rounds})
+
+
+def _talk_rows(found: dict[str, Talk], turns: list[int]) -> list[Measurement]:
+    """The LLM-turns section's rows: graphrunner by reference against the baseline (and the
+    same against graphrunner inline, as the reference)."""
+    first, last = turns[0], turns[-1]
+    figures: list[tuple[str, str, str, Callable[[Talk], float]]] = [
+        (f"talk_turn_{t}", f"History bytes of tool round {t}", "B", lambda f, t=t: f.at(t))
+        for t in turns
+    ]
+    figures += [
+        (
+            "talk_flat",
+            f"... round {last} / round {first}",
+            "x",
+            lambda f: f.at(last) / f.at(first),
+        ),
+        (
+            "talk_growth",
+            "... growth per round (slope, rounds 4 on)",
+            "B/round per round",
+            lambda f: f.growth,
+        ),
+        (
+            "talk_total",
+            f"History bytes of the whole {last}-round lifetime",
+            "B",
+            lambda f: f.history_bytes,
+        ),
+        (
+            "talk_latency",
+            "Wall time per round (start to result)",
+            "ms/round",
+            lambda f: 1000 * f.seconds / f.rounds,
+        ),
+    ]
+    rows = []
+    for key, title, unit, figure in figures:
+        m = Measurement(
+            key,
+            title,
+            unit,
+            higher_is_better=False,
+            aim=None,
+            side=TALK_BY_REF,
+            reference=TALK_INLINE if TALK_INLINE in found else None,
+            group="llm_turns",
+        )
+        m.samples = {name: [float(figure(f))] for name, f in found.items()}
+        m.rounds = 1, 1
+        rows.append(m)
+    # graphrunner's bytes per round stay flat: within 10% from the first reported round to
+    # the last, however long the conversation grows.
+    next(m for m in rows if m.key == "talk_flat").limit = 1.1
+    return rows
+
 
 def _long_rows(found: dict[str, LongLoop]) -> list[Measurement]:
     """The long-loop section's rows, graphrunner against the baseline."""
@@ -1168,5 +1277,6 @@ async def run(cfg: Config) -> Report:
         state_history=state_history,
         state_added_bytes=state_added,
         long_loop=measured.long_loops,
+        llm_turns=measured.talks,
         unavailable=unavailable,
     )

@@ -82,3 +82,8 @@ class Tick(Task):
 
     async def run(self, ctx: NodeContext, data: Any) -> TaskResult:
         return TaskResult(update={"count": 1})
+
+
+def bulky(n: int) -> str:
+    """The tool conversation's tool (`bench.llm_turns`): about 2 KiB of text."""
+    return f"chunk {n} " + "x" * 2048

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import BASELINE, GUARD_TITLE, Measurement, Report
+from bench.harness import BASELINE, GUARD_TITLE, TALK_INLINE, Measurement, Report
 from bench.history import HistoryStats
 from bench.long_loop import LongLoop
 
@@ -151,6 +151,7 @@ def print_tables(report: Report, console: Console | None = None) -> None:
     console.print(_history_table(title, report.history))
     _print_state(report, console)
     _print_waiting(report, console)
+    _print_llm_turns(report, console)
     _print_long_loop(report, console)
 
     for kind, count in sorted(report.core_warnings.items(), key=lambda kv: -kv[1]):
@@ -385,6 +386,53 @@ def _print_long_loop(report: Report, console: Console) -> None:
     console.print(_history_table(title, {s: f.largest for s, f in report.long_loop.items()}))
 
 
+def _print_llm_turns(report: Report, console: Console) -> None:
+    """One growing tool conversation per side: history bytes per round."""
+    rows = [m for m in report.measurements if m.group == "llm_turns"]
+    if not rows:
+        return
+    by_ref = rows[0].side
+    table = Table(
+        title="LLM turns: one tool conversation per side, each round ~2 KiB more; "
+        f"ratio = graphrunner ({by_ref}: conversation by reference) / baseline"
+    )
+    table.add_column("measurement")
+    table.add_column("unit")
+    table.add_column("graphrunner, by reference", justify="right")
+    table.add_column("graphrunner, inline", justify="right")
+    table.add_column("baseline", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("aim", justify="right")
+    table.add_column("", justify="left")
+    for m in rows:
+        inline = _count(m, TALK_INLINE) if TALK_INLINE in m.samples else "—"
+        table.add_row(
+            m.title,
+            m.unit,
+            _count(m, m.side),
+            inline,
+            _count(m, m.against),
+            _ratio(m, m.side, m.against),
+            _aim(m),
+            _verdict(m),
+        )
+    console.print(table)
+    shown = []
+    for side, found in report.llm_turns.items():
+        rounds = found.per_round
+        picks = sorted({1, 2, 3, 4, *range(10, found.rounds + 1, 10)})
+        shown.append(f"{side}: " + ", ".join(f"{t}: {rounds[t - 1]:,}" for t in picks))
+    console.print(
+        "[dim]graphrunner: an llm_task 'chat' (offline model scripted to call the tool "
+        "bench.nodes:bulky, ~2 KiB a result, once a round) and a routing plan; by reference: "
+        "the recording worker, whose blob store keeps the conversation between rounds once over "
+        "4 KiB; inline: the worker without records. Baseline (BenchToolTalk): the message list "
+        "in the workflow, all of it in every model activity's input. A round's bytes run to its "
+        "tool activity's completion (round 1 also holds the start). History bytes by round: "
+        f"{'; '.join(shown)}.[/dim]"
+    )
+
+
 def _long_loop_json(found: dict[str, LongLoop]) -> dict[str, dict[str, object]]:
     return {
         side: {
@@ -568,6 +616,7 @@ def print_json(report: Report) -> None:
         "state_history": _history_json(report.state_history),
         "state_added_bytes": report.state_added_bytes,
         "long_loop": _long_loop_json(report.long_loop),
+        "llm_turns": {side: asdict(t) for side, t in report.llm_turns.items()},
         "unavailable": report.unavailable,
         "core_warnings": report.core_warnings,
         "aims_met": all(m.met is not False for m in report.measurements),

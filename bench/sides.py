@@ -1,10 +1,11 @@
 """The contestants: graphrunner (without records, or recording into a state DB) and the
 hand-written baseline, each on its own task queue.
 
-All hand out starters for the same six kinds of lifetime (a sequential Task+Plan loop, the
+All hand out starters for the same seven kinds of lifetime (a sequential Task+Plan loop, the
 same loop holding a lifetime state, a fan-out loop, one node that waits on
 `bench.gate.GATE`, one that waits for a person's answer, then a no-op plan, and a long loop
-that continues as new when Temporal suggests it), and answer the fifth; `timed` starts one
+that continues as new when Temporal suggests it, and an LLM tool conversation), and answer
+the fifth; `timed` starts one
 or many and measures wall time from the client until every result is in. Workers for all
 run in this process for the whole benchmark.
 """
@@ -31,12 +32,16 @@ from bench.baseline_activities import (
     LoopResult,
     StateLoopInput,
     StateLoopResult,
+    TalkInput,
+    TalkResult,
     hold,
     noop_plan,
     noop_task,
     state_plan,
     state_task,
     tick,
+    tool_bulky,
+    turn,
 )
 from bench.baseline_workflows import (
     AskWorkflow,
@@ -46,6 +51,7 @@ from bench.baseline_workflows import (
     LongLoopWorkflow,
     LoopWorkflow,
     StateLoopWorkflow,
+    ToolTalkWorkflow,
 )
 from bench.nodes import FanOut, Hold, Loop, Noop, Tally, Tick, UntilCount
 from graphrunner import AgentGraph, GraphBuilder, GraphrunnerClient, Settings, StateField
@@ -69,6 +75,7 @@ __all__ = [
     "long_loop_graph",
     "loop_graph",
     "state_graph",
+    "talk_graph",
     "timed",
 ]
 
@@ -130,6 +137,30 @@ def long_loop_graph(iterations: int) -> AgentGraph:
         .edge("tick", "route")
         .edge("route", "tick", when=f"state.count < {iterations}")
         .final("route")
+        .build()
+    )
+
+
+# A template over the lifetime's input ({"rounds": N}); the offline model reads N from it.
+TALK_PROMPT = "Call the tool {rounds} times, read every chunk it gives you, then say 'finished'."
+
+
+def talk_graph(rounds: int) -> AgentGraph:
+    """An llm_task ``chat`` whose model calls the tool `bench.nodes.bulky` (~2 KiB a result)
+    ``rounds`` times (as `bench.llm_turns` scripts the offline model), then a no-op Plan
+    ``done`` (`bench.nodes.Loop`, a local activity) that ends the lifetime."""
+    return (
+        GraphBuilder("bench-tool-talk", defaults=DEFAULTS)
+        .llm_task(
+            "chat",
+            tier="fast",
+            prompt=TALK_PROMPT,
+            tools=["bench.nodes:bulky"],
+            max_tool_rounds=rounds,
+        )
+        .plan("done", Loop, local=True, config={"steps": 1})
+        .edge("chat", "done")
+        .final("done")
         .build()
     )
 
@@ -197,6 +228,8 @@ class Side(Protocol):
     def long_loop(self, iterations: int) -> Starter: ...
 
     def ask(self) -> Starter: ...
+
+    def talk(self, rounds: int) -> Starter: ...
 
     async def respond(self, lifetime_id: str) -> object:
         """Answer the lifetime's waiting ``ask`` with `ANSWER`, as a client would."""
@@ -269,6 +302,7 @@ class Graphrunner:
         self.hold_graph: AgentGraph | None = None
         self.long_graphs: dict[int, AgentGraph] = {}
         self.ask_graph: AgentGraph | None = None
+        self.talk_graphs: dict[int, AgentGraph] = {}
 
     def worker(self) -> Worker:
         options: dict[str, Any] = {} if self.cache is None else {"max_cached_workflows": self.cache}
@@ -329,6 +363,12 @@ class Graphrunner:
         graph = self.ask_graph
         return lambda: self.runner.start(graph, None)
 
+    def talk(self, rounds: int) -> Starter:
+        if rounds not in self.talk_graphs:
+            self.talk_graphs[rounds] = talk_graph(rounds)
+        graph = self.talk_graphs[rounds]
+        return lambda: self.runner.start(graph, {"rounds": rounds})
+
     async def respond(self, lifetime_id: str) -> object:
         return await self.runner.respond(lifetime_id, "ask", ANSWER, by=ANSWERED_BY)
 
@@ -362,8 +402,9 @@ class Baseline:
                 FanOutWorkflow,
                 HoldWorkflow,
                 LongLoopWorkflow,
+                ToolTalkWorkflow,
             ],
-            activities=[noop_task, noop_plan, state_task, state_plan, hold, tick],
+            activities=[noop_task, noop_plan, state_task, state_plan, hold, tick, turn, tool_bulky],
             max_concurrent_activities=ACTIVITY_SLOTS,
             max_eager_activity_reservations_per_workflow_task=10,
             **options,
@@ -401,6 +442,10 @@ class Baseline:
 
     def ask(self) -> Starter:
         return self._start("BenchAsk", AskInput(question="Approve?"), AskResult)
+
+    def talk(self, rounds: int) -> Starter:
+        inp = TalkInput(prompt=TALK_PROMPT.format(rounds=rounds), rounds=rounds)
+        return self._start("BenchToolTalk", inp, TalkResult)
 
     async def respond(self, lifetime_id: str) -> object:
         handle = self.client.get_workflow_handle(lifetime_id)

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "DEFAULT_GRADES",
     "MAX_TOOLS",
+    "MAX_TOOL_ROUNDS",
     "LlmSpec",
     "Rubric",
     "tool_name",
@@ -34,6 +35,9 @@ __all__ = [
 MAX_TEMPLATE: Final = 16 * 1024
 """Characters of a ``system`` or ``prompt`` template."""
 MAX_TOOLS: Final = 32
+MAX_TOOL_ROUNDS: Final = 100
+"""Most tool rounds of one LLM task: ~12 events and, with the conversation by reference, a
+few KiB of history each, so 100 rounds stay far below Temporal's history limits."""
 MAX_OUTPUT_TOKENS: Final = 200_000
 DEFAULT_GRADES: Final = ("S", "A", "B", "C", "D", "F")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -139,8 +143,8 @@ class LlmSpec(_Strict):
     max_tool_rounds: int = Field(
         default=5,
         ge=1,
-        le=20,
-        description="Most rounds of tool calls before the task fails (1 to 20).",
+        le=MAX_TOOL_ROUNDS,
+        description=f"Most rounds of tool calls before the task fails (1 to {MAX_TOOL_ROUNDS}).",
     )
     default: str | None = Field(
         default=None,
