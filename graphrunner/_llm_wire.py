@@ -61,6 +61,14 @@ class ToolRound(_Wire):
     messages_ref: str | None = None
 
 
+class Spent(_Wire):
+    """Tokens and cost of model calls (bounded as `graphrunner.Telemetry` is)."""
+
+    tokens_in: int = Field(default=0, ge=0, le=2**53)
+    tokens_out: int = Field(default=0, ge=0, le=2**53)
+    cost_usd: float = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False)
+
+
 class LlmTurn(_Wire):
     """A later round of an LLM task: the conversation so far and the tools' results.
 
@@ -68,12 +76,16 @@ class LlmTurn(_Wire):
         round: This round's number (the first, which has no turn, is 1).
         attempts_before: Attempts the earlier rounds took: this round's record counts on
             from them, so the task's one execution record keeps its newest round.
+        spent_before: What the earlier rounds' model calls spent: the task's record adds
+            this round's to it, so it shows the whole task's tokens and cost (the workflow
+            and the guardrails counted each round as it came back).
         messages: The conversation, inline; or ``messages_ref``, its blob URI.
         results: The results of the tool calls the previous round asked for, in order.
     """
 
     round: int = Field(ge=2)
     attempts_before: int = Field(default=0, ge=0)
+    spent_before: Spent | None = None
     messages: list[dict[str, Any]] | None = None
     messages_ref: str | None = None
     results: list[ToolOutcome] = Field(default_factory=list)

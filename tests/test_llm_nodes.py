@@ -493,6 +493,13 @@ async def test_each_tool_call_is_an_activity_and_a_record(
     assert all(r.parent_ids == [task.execution_id] for r in tools)
     assert len({r.execution_id for r in tools}) == 3
     assert task.result_value() == "done: temporal result 1" and task.attempt == 3
+    # The task's record counts every round's model calls: what the lifetime spent.
+    assert result.telemetry is not None and result.telemetry.tokens_in > 0
+    assert (task.tokens_in, task.tokens_out) == (
+        result.telemetry.tokens_in,
+        result.telemetry.tokens_out,
+    )
+    assert float(task.cost_usd) == pytest.approx(result.telemetry.cost_usd, abs=1e-9)
     assert all(r.latency_ms >= 0 and r.status == "succeeded" for r in tools)
     steps = await setup.client.steps(handle.id)
     assert [(s.node, s.iteration) for s in steps.steps] == [("ask", 1), ("done", 1)]

@@ -430,10 +430,20 @@ class NodeActivities:
             return result
 
         def describe(result: TaskResult) -> tuple[Any, Telemetry, list[str]]:
+            telemetry = result.telemetry
+            before = call.turn.spent_before if call.turn is not None else None
+            if before is not None:  # the task's record: every round's model calls so far
+                telemetry = telemetry.model_copy(
+                    update={
+                        "tokens_in": telemetry.tokens_in + before.tokens_in,
+                        "tokens_out": telemetry.tokens_out + before.tokens_out,
+                        "cost_usd": telemetry.cost_usd + before.cost_usd,
+                    }
+                )
             if result.tools is not None:  # a round that asked for tools: the lifetime goes on
                 calls = [c.model_dump(mode="json") for c in result.tools.calls]
-                return {"tool_calls": calls}, result.telemetry, []
-            return result.output, result.telemetry, nxt
+                return {"tool_calls": calls}, telemetry, []
+            return result.output, telemetry, nxt
 
         return await self._execute(
             header,

@@ -48,7 +48,13 @@ with workflow.unsafe.imports_passed_through():
         RefusedAnswer,
     )
     from graphrunner._attributes import COST_KEY, FORK_KEY, GRAPH_KEY, STATUS_KEY, VERSION_KEY
-    from graphrunner._llm_wire import MAX_TOOL_RESULT_CHARS, LlmTurn, ToolOutcome, ToolRequest
+    from graphrunner._llm_wire import (
+        MAX_TOOL_RESULT_CHARS,
+        LlmTurn,
+        Spent,
+        ToolOutcome,
+        ToolRequest,
+    )
     from graphrunner._pinned import pin
     from graphrunner._state import StateError, apply_update, initial_state
     from graphrunner._tool_call import RUN_TOOL, ToolCallInput, tool_execution_id
@@ -198,6 +204,15 @@ def _child_id(parent: str, node: str, iteration: int) -> str:
     """
     head = parent if len(parent) <= _MAX_ID - 100 else hashlib.sha256(parent.encode()).hexdigest()
     return f"{head}/{node}-{iteration}-{workflow.uuid4().hex[:8]}"
+
+
+def _summed(before: Spent, more: Telemetry) -> Spent:
+    """A round's spend added to the earlier rounds' (bounded as `Telemetry` is)."""
+    return Spent(
+        tokens_in=min(before.tokens_in + more.tokens_in, 2**53),
+        tokens_out=min(before.tokens_out + more.tokens_out, 2**53),
+        cost_usd=min(before.cost_usd + more.cost_usd, 1e9),
+    )
 
 
 def _edge_text(edge: EdgeType | Literal["REJECTED"] | None) -> str | None:
@@ -981,8 +996,10 @@ class AgentLifetimeWorkflow:
         tools = {tool_name(path): path for path in spec.tools or []}
         attempts = result.telemetry.attempt or 1
         round_no = 1
+        spent = Spent()  # the rounds' model calls so far, for the task's record
         while result.tools is not None:
             self._spend(result.telemetry)
+            spent = _summed(spent, result.telemetry)
             if round_no > spec.max_tool_rounds:
                 self._finish(step, StepStatus.FAILED, [])
                 raise ApplicationError(
@@ -1000,6 +1017,7 @@ class AgentLifetimeWorkflow:
             turn = LlmTurn(
                 round=round_no,
                 attempts_before=attempts,
+                spent_before=spent,
                 messages=result.tools.messages,
                 messages_ref=result.tools.messages_ref,
                 results=outcomes,
