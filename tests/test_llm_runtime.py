@@ -210,6 +210,11 @@ async def test_a_failed_attempt_keeps_what_its_calls_spent(setup: Setup) -> None
     assert failed["tokens_in"] > 0 and failed["tokens_out"] > 0
     assert failed["cost_usd"] > 0 and failed["model"] == "offline/standard"
     assert (ask.attempt, ask.tokens_in, ask.model) == (2, tried[1]["tokens_in"], "offline/standard")
+    # `costs` counts both attempts' model calls: the failed one's spend is not lost.
+    [row] = [r for r in await setup.records.costs("graph") if r.key == "spent"]
+    assert row.tokens_in == ask.tokens_in + failed["tokens_in"]
+    assert row.tokens_out == ask.tokens_out + failed["tokens_out"]
+    assert row.cost_usd == ask.cost_usd + Decimal(str(failed["cost_usd"]))
 
 
 async def test_a_whole_chain_failing_is_retried_by_temporal(setup: Setup, tmp_path: Path) -> None:

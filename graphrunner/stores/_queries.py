@@ -146,11 +146,28 @@ class Queries(Database):
         return await asyncio.to_thread(read)
 
     async def costs(self, by: str = "tenant") -> list[CostRow]:
-        """Token and cost totals grouped by ``tenant`` or ``graph``."""
+        """Token and cost totals grouped by ``tenant`` or ``graph``.
+
+        Each execution's record holds its newest attempt's spend; what earlier attempts
+        that failed spent (model calls made before the failure) is added from
+        ``gr_attempts``, so nothing spent is lost to a retry.
+        """
         c = executions.c
         key = {"tenant": c.tenant, "graph": c.graph_name}.get(by)
         if key is None:
             raise ValueError(f"costs can be grouped by 'tenant' or 'graph', not {by!r}")
+        a = attempts.c
+        failed_before = (
+            select(
+                key.label("key"),
+                func.sum(a.tokens_in).label("tokens_in"),
+                func.sum(a.tokens_out).label("tokens_out"),
+                func.sum(a.cost_usd).label("cost_usd"),
+            )
+            .select_from(attempts.join(executions, a.execution_id == c.execution_id))
+            .where(a.attempt != c.attempt, a.status == "failed")
+            .group_by(key)
+        )
         query = (
             select(
                 key.label("key"),
@@ -167,9 +184,17 @@ class Queries(Database):
         def read() -> list[CostRow]:
             with self.engine.connect() as conn:
                 rows = [dict(row._mapping) for row in conn.execute(query)]
-            return [
-                CostRow.model_validate({**r, "cost_usd": Decimal(r["cost_usd"] or 0)}) for r in rows
-            ]
+                extra = {row.key: row for row in conn.execute(failed_before)}
+            found = []
+            for r in rows:
+                more = extra.get(r["key"])
+                cost = Decimal(r["cost_usd"] or 0)
+                if more is not None:
+                    r["tokens_in"] = (r["tokens_in"] or 0) + (more.tokens_in or 0)
+                    r["tokens_out"] = (r["tokens_out"] or 0) + (more.tokens_out or 0)
+                    cost += Decimal(more.cost_usd or 0)
+                found.append(CostRow.model_validate({**r, "cost_usd": cost}))
+            return found
 
         return await asyncio.to_thread(read)
 
