@@ -201,7 +201,7 @@ async def test_a_rejected_request_fails_the_node_at_once(setup: Setup) -> None:
 
 async def test_a_failed_attempt_keeps_what_its_calls_spent(setup: Setup) -> None:
     handle = await setup.client.start(ask_graph("spent", task=AskThenFail).build(), "go")
-    await handle.result()
+    result = await handle.result()
 
     ask = next(r for r in await setup.client.history(handle.id) if r.node == "ask")
     tried = await setup.records.attempts(ask.execution_id)
@@ -215,6 +215,10 @@ async def test_a_failed_attempt_keeps_what_its_calls_spent(setup: Setup) -> None
     assert row.tokens_in == ask.tokens_in + failed["tokens_in"]
     assert row.tokens_out == ask.tokens_out + failed["tokens_out"]
     assert row.cost_usd == ask.cost_usd + Decimal(str(failed["cost_usd"]))
+    # And the lifetime (what its guardrails and GraphrunnerCostUsd count) spent both too.
+    assert result.telemetry is not None
+    assert result.telemetry.tokens_in == row.tokens_in
+    assert result.telemetry.tokens_out == row.tokens_out
 
 
 async def test_a_whole_chain_failing_is_retried_by_temporal(setup: Setup, tmp_path: Path) -> None:

@@ -30,6 +30,8 @@ from graphrunner._resources import Resources
 from graphrunner._sdk import NodeContext
 from graphrunner._state import StateError, apply_update, initial_state
 from graphrunner._types import (
+    MAX_COST_USD,
+    MAX_TOKENS,
     RUN_PLAN,
     RUN_TASK,
     ExecutionHeader,
@@ -160,6 +162,17 @@ def _spent(usage: LlmUsage) -> Telemetry:
         tokens_out=usage.tokens_out,
         cost_usd=round(usage.cost_usd, 10),
         model=usage.model,
+    )
+
+
+def _added(telemetry: Telemetry, usage: LlmUsage) -> Telemetry:
+    """``telemetry`` with ``usage``'s tokens and cost added (bounded as `Telemetry` is)."""
+    return telemetry.model_copy(
+        update={
+            "tokens_in": min(telemetry.tokens_in + usage.tokens_in, MAX_TOKENS),
+            "tokens_out": min(telemetry.tokens_out + usage.tokens_out, MAX_TOKENS),
+            "cost_usd": min(telemetry.cost_usd + usage.cost_usd, MAX_COST_USD),
+        }
     )
 
 
@@ -401,7 +414,28 @@ class NodeActivities:
                 attempt=number,
             )
             await self.recorder.write(header, done)
+            # What this activity's earlier, failed attempts' model calls spent reaches the
+            # workflow with this result, so the lifetime's totals and the guardrails count
+            # it too (the record keeps this attempt's; `costs` adds gr_attempts' failed ones).
+            if activity.info().attempt > 1:
+                earlier = await self._failed_before(
+                    header.execution_id, attempts_before, number or activity.info().attempt
+                )
+                if earlier is not None:
+                    result.telemetry = _added(result.telemetry, earlier)
         return result
+
+    async def _failed_before(self, execution_id: str, after: int, before: int) -> LlmUsage | None:
+        """What the failed attempts numbered between ``after`` and ``before`` spent, if any."""
+        if self.recorder is None:
+            return None
+        spent = LlmUsage()
+        for row in await self.recorder.records.attempts(execution_id):
+            if row["status"] == "failed" and after < row["attempt"] < before:
+                spent.tokens_in += int(row.get("tokens_in") or 0)
+                spent.tokens_out += int(row.get("tokens_out") or 0)
+                spent.cost_usd += float(row.get("cost_usd") or 0)
+        return spent if spent.tokens_in or spent.tokens_out or spent.cost_usd else None
 
     @activity.defn(name=RUN_TASK)
     async def run_task(self, call: TaskCall) -> TaskResult:
