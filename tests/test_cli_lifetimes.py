@@ -252,3 +252,24 @@ def test_state_db_of_another_version_is_one_clear_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "schema version 99" in done.stderr and "upgrade graphrunner" in done.stderr
+
+
+def test_demo_runs_an_llm_example_offline_in_one_command(tmp_path: Path) -> None:
+    port, ui_port = free_port(), free_port()
+    env = cli_env(
+        GRAPHRUNNER_HOME=str(tmp_path / "state"),
+        GRAPHRUNNER_DEV_PORT=str(port),
+        GRAPHRUNNER_DEV_UI_PORT=str(ui_port),
+        GRAPHRUNNER_LLM_SCRIPT=str(ROOT / "examples" / "code_review" / "offline.yaml"),
+        COLUMNS="200",
+    )
+    done = graphrunner(
+        "demo", "--graph", "examples/code_review/graph.yaml", "--input", "{}", env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for node in ("parse", "architecture", "quality", "collect", "report"):
+        assert node in done.stdout
+    assert "## Architecture: changes requested" in done.stdout
+    assert "open to injection" in done.stdout
+    bad = graphrunner("demo", "--input", "{nope", env=env, timeout=60)
+    assert bad.returncode == 1 and "--input is not JSON" in bad.stderr

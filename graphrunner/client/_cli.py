@@ -735,11 +735,28 @@ def dev(app_dir: AppDir = Path(".")) -> None:
 @app.command()
 def demo(
     graph: Annotated[Path, typer.Option(help="Graph to run.")] = Path("examples/research.yaml"),
+    input_text: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            help="The lifetime's input as JSON (default: the research example's topic).",
+        ),
+    ] = None,
     app_dir: AppDir = Path("."),
 ) -> None:
-    """Run an example lifetime end to end on the embedded server and show its path."""
+    """Run an example lifetime end to end on the embedded server and show its path.
+
+    With ``GRAPHRUNNER_LLM_SCRIPT`` naming an example's offline script, its LLM nodes
+    follow it (e.g. ``examples/code_review/offline.yaml``).
+    """
     add_app_dir(app_dir)
     settings = _settings()
+    data: Any = {"topic": "durable agent workflows"}
+    try:
+        if input_text is not None:
+            data = json.loads(input_text)
+    except ValueError as exc:
+        _fail(f"--input is not JSON: {exc}")
 
     async def go() -> LifetimeResult:
         model = load_graph(graph)
@@ -762,7 +779,7 @@ def demo(
                 impl_modules=settings.impl_prefixes(),
             )
             async with worker:
-                handle = await client.start(model, {"topic": "durable agent workflows"})
+                handle = await client.start(model, data)
                 out.print(f"lifetime [bold]{_esc(handle.id)}[/] started", highlight=False)
                 result = await handle.result()
             out.print(_steps_table(result.steps, f"path of lifetime {handle.id}"))
