@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist worksteal
 
 bench: $(STAMP)  ## graphrunner vs hand-written temporalio, same server, same run
 	$(BIN)/python -m bench
