@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from temporalio import activity
 
 from graphrunner._types import RECORD_CHILD, ChildCall, TaskResult
-from graphrunner.activities._graphs import pinned_graph
+from graphrunner.activities._graphs import resolve_call
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.stores._records import ExecutionStatus
 
@@ -37,16 +37,7 @@ class ChildActivities:
         """Record the sub-graph task; return nothing the workflow needs but an ack."""
         if self.recorder is None:
             return TaskResult()
-        graph, graph_hash = await pinned_graph(call.graph)
-        info = activity.info()
-        header = call.header(
-            lifetime_id=info.workflow_id or "",
-            run_id=info.workflow_run_id or "",
-            graph=graph,
-            graph_hash=graph_hash,
-            kind=call.record_kind,
-            scheduled_at=call.started_at,
-        )
+        header, graph = await resolve_call(call, call.record_kind, call.started_at)
         now = datetime.now(UTC)
         started, finished = call.started_at or now, call.finished_at or now
         failed = call.error is not None

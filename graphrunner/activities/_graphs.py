@@ -9,16 +9,17 @@ pinned graph, and its content hash must match the call's. One read per graph and
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from graphrunner import _pinned
-from graphrunner._types import LifetimeInput
+from graphrunner._types import ExecutionHeader, LifetimeInput, PlanCall, TaskCall
 from graphrunner.errors import FailureType
 from graphrunner.graph._model import AgentGraph
 
-__all__ = ["pinned_graph"]
+__all__ = ["pinned_graph", "resolve_call"]
 
 _locks: dict[str, asyncio.Lock] = {}
 
@@ -63,3 +64,24 @@ async def _from_history(key: str) -> AgentGraph:
         type=FailureType.GRAPH_MISMATCH,
         non_retryable=True,
     )
+
+
+async def resolve_call(
+    call: TaskCall | PlanCall, kind: str, scheduled_at: datetime | None = None
+) -> tuple[ExecutionHeader, AgentGraph]:
+    """The record header of ``call`` and its pinned graph (looked up by hash).
+
+    ``scheduled_at`` defaults to when Temporal scheduled this activity (a step the workflow
+    ran itself, a human answer or a child lifetime, says when it began).
+    """
+    graph, graph_hash = await pinned_graph(call.graph)
+    info = activity.info()
+    header = call.header(
+        lifetime_id=info.workflow_id or "",
+        run_id=info.workflow_run_id or "",
+        graph=graph,
+        graph_hash=graph_hash,
+        kind=kind,
+        scheduled_at=scheduled_at or info.scheduled_time,
+    )
+    return header, graph

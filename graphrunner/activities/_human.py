@@ -15,7 +15,7 @@ from temporalio import activity
 
 from graphrunner._answers import RECORD_HUMAN, HumanCall
 from graphrunner._types import TaskResult, Telemetry
-from graphrunner.activities._graphs import pinned_graph
+from graphrunner.activities._graphs import resolve_call
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.stores._records import ExecutionStatus
 
@@ -38,16 +38,7 @@ class HumanActivities:
         telemetry = Telemetry(latency_ms=round(call.waited_ms, 3), attempt=1)
         if self.recorder is None:
             return TaskResult(telemetry=telemetry)
-        graph, graph_hash = await pinned_graph(call.graph)
-        info = activity.info()
-        header = call.header(
-            lifetime_id=info.workflow_id or "",
-            run_id=info.workflow_run_id or "",
-            graph=graph,
-            graph_hash=graph_hash,
-            kind=call.record_kind,
-            scheduled_at=call.asked_at,
-        )
+        header, graph = await resolve_call(call, call.record_kind, call.asked_at)
         node = graph.node(call.node)
         human = node.human
         update = {human.state: call.data} if human is not None and human.state else None

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic_core import to_jsonable_python
 from temporalio import activity
@@ -45,7 +45,7 @@ from graphrunner._types import (
 )
 from graphrunner._values import BadValue, check_value, clip
 from graphrunner.activities._generated import check_generated
-from graphrunner.activities._graphs import pinned_graph
+from graphrunner.activities._graphs import resolve_call
 from graphrunner.activities._llm import LlmNodes, Notes
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
@@ -104,21 +104,6 @@ def _load(impl: str | None, kind: NodeKind, allowed: tuple[str, ...] | None = No
         ) from None
 
 
-async def _resolve(call: TaskCall | PlanCall, kind: str) -> tuple[ExecutionHeader, AgentGraph]:
-    """The record header of ``call`` and its pinned graph (looked up by hash)."""
-    graph, graph_hash = await pinned_graph(call.graph)
-    info = activity.info()
-    header = call.header(
-        lifetime_id=info.workflow_id or "",
-        run_id=info.workflow_run_id or "",
-        graph=graph,
-        graph_hash=graph_hash,
-        kind=kind,
-        scheduled_at=info.scheduled_time,
-    )
-    return header, graph
-
-
 def _identified(result: NodeOutput, header: ExecutionHeader) -> NodeOutput:
     """``result`` with its execution id, which the workflow leaves out of the call."""
     if result.execution_id or result.iteration < 1:  # iteration 0: the lifetime's input
@@ -165,7 +150,13 @@ def _spent(usage: LlmUsage) -> Telemetry:
     )
 
 
-def _added(telemetry: Telemetry, usage: LlmUsage) -> Telemetry:
+class _Spend(Protocol):
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+
+
+def _added(telemetry: Telemetry, usage: _Spend) -> Telemetry:
     """``telemetry`` with ``usage``'s tokens and cost added (bounded as `Telemetry` is)."""
     return telemetry.model_copy(
         update={
@@ -182,14 +173,8 @@ def _with_spend(telemetry: Telemetry, usage: LlmUsage) -> Telemetry:
         return telemetry
     if telemetry.model:
         return telemetry
-    spent = _spent(usage)
     return telemetry.model_copy(
-        update={
-            "tokens_in": spent.tokens_in,
-            "tokens_out": spent.tokens_out,
-            "cost_usd": spent.cost_usd,
-            "model": spent.model,
-        }
+        update=_spent(usage).model_dump(include={"tokens_in", "tokens_out", "cost_usd", "model"})
     )
 
 
@@ -440,7 +425,7 @@ class NodeActivities:
     @activity.defn(name=RUN_TASK)
     async def run_task(self, call: TaskCall) -> TaskResult:
         """Run one Task node execution."""
-        header, graph = await _resolve(call, "task")
+        header, graph = await resolve_call(call, "task")
         spec = _spec(graph, header)
         nxt = graph.task_next(spec.name)
         llm = self.llm.client(node=header.node, lifetime_id=header.lifetime_id)
@@ -467,13 +452,7 @@ class NodeActivities:
             telemetry = result.telemetry
             before = call.turn.spent_before if call.turn is not None else None
             if before is not None:  # the task's record: every round's model calls so far
-                telemetry = telemetry.model_copy(
-                    update={
-                        "tokens_in": telemetry.tokens_in + before.tokens_in,
-                        "tokens_out": telemetry.tokens_out + before.tokens_out,
-                        "cost_usd": telemetry.cost_usd + before.cost_usd,
-                    }
-                )
+                telemetry = _added(telemetry, before)
             if result.tools is not None:  # a round that asked for tools: the lifetime goes on
                 calls = [c.model_dump(mode="json") for c in result.tools.calls]
                 return {"tool_calls": calls}, telemetry, []
@@ -492,7 +471,7 @@ class NodeActivities:
     @activity.defn(name=RUN_PLAN)
     async def run_plan(self, call: PlanCall) -> PlanResult:
         """Run one Plan node execution and check its choice against the declared successors."""
-        header, graph = await _resolve(call, "plan")
+        header, graph = await resolve_call(call, "plan")
         spec = _spec(graph, header)
         out = graph.out_edges(spec.name)
         successors = [e.target for e in out if e.target is not None]

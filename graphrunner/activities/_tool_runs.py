@@ -20,7 +20,7 @@ from graphrunner._tool_call import RUN_TOOL, ToolCallInput
 from graphrunner._tools import load_tool
 from graphrunner._types import TaskResult, Telemetry
 from graphrunner._values import BadValue, check_value
-from graphrunner.activities._nodes import _resolve
+from graphrunner.activities._graphs import resolve_call
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
 from graphrunner.stores._records import ExecutionStatus
@@ -45,7 +45,7 @@ class ToolActivities:
     @activity.defn(name=RUN_TOOL)
     async def run_tool(self, call: ToolCallInput) -> TaskResult:
         """Run one tool call; its output is what the tool returned (or the argument error)."""
-        header, _ = await _resolve(call, call.record_kind)
+        header, _ = await resolve_call(call, call.record_kind)
         started_at = datetime.now(UTC)
         clock = time.monotonic()
         where = f"tool '{call.name}' of task '{call.node}' (iteration {call.iteration})"
