@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from graphrunner.errors import GraphrunnerError
 
@@ -95,6 +95,70 @@ class Settings(BaseModel):
         default=None,
         description="Offline provider script (YAML or JSON): per-node answers, tool calls and "
         "injected failures.",
+    )
+
+    tenant: str | None = Field(
+        default=None,
+        max_length=255,
+        description="Bind the client, CLI and worker to this tenant: they start lifetimes only "
+        "as it and refuse to read or act on another tenant's lifetimes (soft isolation); with "
+        "'isolation: hard' it also picks the tenant's namespace.",
+    )
+    isolation: Literal["soft", "hard"] = Field(
+        default="soft",
+        description="'soft': tenants share a namespace, a tenant-bound client refuses other "
+        "tenants' lifetimes; 'hard': each tenant has its own Temporal namespace "
+        "(tenant_namespace), kept apart by Temporal's own authorization.",
+    )
+    tenant_namespace: str = Field(
+        default="{tenant}",
+        min_length=1,
+        max_length=255,
+        description="Hard isolation: the namespace of a tenant; '{tenant}' is replaced by "
+        "its name (e.g. 'agents-{tenant}').",
+    )
+    tenant_task_queues: bool = Field(
+        default=False,
+        description="Give each tenant its own task queue, '<task_queue>-<tenant>', served by "
+        "workers started with that tenant.",
+    )
+    fairness_weights: str | None = Field(
+        default=None,
+        description="Fairness weight per tenant ('acme=2,globex=0.5'; default 1) for "
+        "Temporal's fair task dispatch, keyed by tenant.",
+    )
+    codec_keys: SecretStr | None = Field(
+        default=None,
+        description="Encrypt every payload (history and blobs) with AES-256-GCM: "
+        "comma-separated '<key id>=<base64 32-byte key>' pairs; the first encrypts, all "
+        "decrypt (rotation). Default: payloads are not encrypted.",
+    )
+    encrypt_records: bool = Field(
+        default=False,
+        description="Also encrypt the results, inputs and notes of execution records in the "
+        "state DB with the codec keys (needs codec_keys).",
+    )
+    codec_port: int = Field(
+        default=8081, ge=1, le=65535, description="Port of 'graphrunner codec-server'."
+    )
+    codec_cors_origins: str = Field(
+        default="http://localhost:8233",
+        description="Comma-separated origins (the Web UI's) the codec server answers.",
+    )
+    codec_url: str | None = Field(
+        default=None,
+        description="The codec server's URL, given to the dev server's UI and printed for "
+        "'temporal --codec-endpoint'.",
+    )
+    metrics_bind: str | None = Field(
+        default=None,
+        description="host:port of the worker's Prometheus endpoint (Temporal's runtime "
+        "metrics and graphrunner's); default: no endpoint.",
+    )
+    tracing: Literal["none", "otlp", "console"] = Field(
+        default="none",
+        description="OpenTelemetry traces of lifetimes and node executions: 'otlp' exports "
+        "to OTEL_EXPORTER_OTLP_ENDPOINT, 'console' prints spans.",
     )
 
     @classmethod
