@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from graphrunner.errors import GraphrunnerError
 
 __all__ = ["Settings"]
 
 _ENV_PREFIX = "GRAPHRUNNER_"
+
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
+"""A tenant a client or worker is bound to: it can name a namespace and a task queue."""
+
+_FAIRNESS_KEY_BYTES = 64  # Temporal's limit on a fairness key
+MAX_FAIRNESS_WEIGHT = 1000.0  # the server clamps weights to [0.001, 1000]
+MIN_FAIRNESS_WEIGHT = 0.001
 
 
 class Settings(BaseModel):
@@ -161,6 +178,41 @@ class Settings(BaseModel):
         "to OTEL_EXPORTER_OTLP_ENDPOINT, 'console' prints spans.",
     )
 
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_name(cls, value: str | None) -> str | None:
+        if value is not None and not TENANT_NAME.match(value):
+            raise ValueError(
+                "a tenant is 1-255 letters, digits, '.', '_', '@' or '-', starting with a "
+                f"letter or digit, not {value[:100]!r}"
+            )
+        return value
+
+    @field_validator("tenant_namespace")
+    @classmethod
+    def _namespace_template(cls, value: str) -> str:
+        if "{tenant}" not in value:
+            raise ValueError(
+                f"must contain '{{tenant}}' (each tenant gets its own namespace), not {value!r}"
+            )
+        return value
+
+    @field_validator("fairness_weights")
+    @classmethod
+    def _weights(cls, value: str | None) -> str | None:
+        if value is not None:
+            _parse_weights(value)
+        return value
+
+    @model_validator(mode="after")
+    def _hard_needs_tenant(self) -> Settings:
+        if self.isolation == "hard" and self.tenant is None:
+            raise ValueError(
+                "GRAPHRUNNER_ISOLATION=hard needs a tenant (GRAPHRUNNER_TENANT or --tenant): "
+                "each tenant's lifetimes live in its own namespace"
+            )
+        return self
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``GRAPHRUNNER_<FIELD>`` variables, then ``overrides``.
@@ -179,8 +231,11 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             first = exc.errors()[0]
+            message = str(first["msg"]).removeprefix("Value error, ")
+            if not first["loc"]:  # a rule across settings names its variables itself
+                raise GraphrunnerError(f"bad settings: {message}") from None
             var = _ENV_PREFIX + str(first["loc"][0]).upper()
-            raise GraphrunnerError(f"bad setting {var}: {first['msg']}") from None
+            raise GraphrunnerError(f"bad setting {var}: {message}") from None
 
     def impl_prefixes(self) -> tuple[str, ...] | None:
         """The allowed impl module prefixes; None when any module may be imported."""
@@ -199,3 +254,56 @@ class Settings(BaseModel):
     def web_ui(self) -> str:
         """Base URL of the Temporal Web UI."""
         return (self.ui_url or f"http://localhost:{self.dev_ui_port}").rstrip("/")
+
+    # -- tenants ----------------------------------------------------------------------------
+
+    def namespace_for(self, tenant: str) -> str:
+        """The Temporal namespace of ``tenant`` under hard isolation."""
+        return self.tenant_namespace.replace("{tenant}", tenant)
+
+    def task_queue_for(self, tenant: str | None) -> str:
+        """The task queue lifetimes of ``tenant`` run on (its own with tenant_task_queues).
+
+        A worker with no tenant polls the shared queue.
+        """
+        if tenant and self.tenant_task_queues:
+            return f"{self.task_queue}-{tenant}"
+        return self.task_queue
+
+    def fairness_weight(self, tenant: str) -> float | None:
+        """The tenant's fairness weight, if ``fairness_weights`` sets one."""
+        if self.fairness_weights is None:
+            return None
+        return _parse_weights(self.fairness_weights).get(tenant)
+
+
+def fairness_key(tenant: str) -> str:
+    """The tenant as a Temporal fairness key (at most 64 bytes; longer ones are hashed)."""
+    if len(tenant.encode()) <= _FAIRNESS_KEY_BYTES:
+        return tenant
+    digest = hashlib.sha256(tenant.encode()).hexdigest()[:16]
+    head = tenant.encode()[: _FAIRNESS_KEY_BYTES - 17].decode(errors="ignore")
+    return f"{head}~{digest}"
+
+
+def _parse_weights(text: str) -> dict[str, float]:
+    """``acme=2,globex=0.5`` as a mapping; ValueError naming the bad part."""
+    weights: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        tenant, eq, raw = part.partition("=")
+        tenant = tenant.strip()
+        try:
+            weight = float(raw) if eq else float("nan")
+        except ValueError:
+            weight = float("nan")
+        if not tenant or not MIN_FAIRNESS_WEIGHT <= weight <= MAX_FAIRNESS_WEIGHT:
+            raise ValueError(
+                f"{part[:100]!r} is not '<tenant>=<weight>' with a weight from "
+                f"{MIN_FAIRNESS_WEIGHT} to {MAX_FAIRNESS_WEIGHT:g}"
+            )
+        if tenant in weights:
+            raise ValueError(f"tenant {tenant[:100]!r} has two weights")
+        weights[tenant] = weight
+    return weights

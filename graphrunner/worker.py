@@ -112,7 +112,8 @@ def build_worker(
         client: A `GraphrunnerClient` (its settings, state DB and blob store are used), or a
             Temporal client connected with graphrunner's converter
             (`graphrunner.client.connect_temporal` or ``plugins=[GraphrunnerPlugin(...)]``).
-        task_queue: Default: the settings' (``GRAPHRUNNER_TASK_QUEUE``).
+        task_queue: Default: the settings' (``GRAPHRUNNER_TASK_QUEUE``; a tenant-bound
+            worker with ``GRAPHRUNNER_TENANT_TASK_QUEUES`` polls its tenant's own queue).
         settings: Default: the GraphrunnerClient's, else from the environment.
         recorder: Where execution records go; by default as the settings say (on, into
             their state DB); None records nothing.
@@ -162,7 +163,7 @@ def build_worker(
         warnings.filterwarnings("ignore", message="The same plugin type")
         return Worker(
             temporal,
-            task_queue=task_queue or settings.task_queue,
+            task_queue=task_queue or settings.task_queue_for(settings.tenant),
             interceptors=list(interceptors),
             plugins=[plugin],
             max_concurrent_activities=max_concurrent_activities,

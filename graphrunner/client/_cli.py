@@ -32,6 +32,7 @@ from graphrunner.client._client import (
     LifetimeInfo,
     LostContact,
     connect_temporal,
+    own_rows,
 )
 from graphrunner.client._runtime import (
     add_app_dir,
@@ -75,6 +76,15 @@ AppDir = Annotated[
     Path, typer.Option("--app-dir", help="Directory added to sys.path to import node code.")
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+TenantOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tenant",
+        help="Act as this tenant (default: GRAPHRUNNER_TENANT): its lifetimes only; with "
+        "GRAPHRUNNER_ISOLATION=hard, in its namespace.",
+        show_default=False,
+    ),
+]
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -154,9 +164,21 @@ def _db_error(exc: SQLAlchemyError) -> str:
     return f"state DB error: {first}"
 
 
-def _settings() -> Settings:
+def _settings(tenant: str | None = None) -> Settings:
+    """The settings from the environment; ``tenant`` (``--tenant``) binds them to a tenant.
+
+    A shell (or service account) bound by ``GRAPHRUNNER_TENANT`` cannot be rebound to
+    another tenant by ``--tenant``.
+    """
+    bound = os.environ.get("GRAPHRUNNER_TENANT") or None
+    if tenant is not None and bound is not None and tenant != bound:
+        _fail(
+            f"GRAPHRUNNER_TENANT binds this command to tenant '{bound}': --tenant '{tenant}' "
+            "is refused",
+            2,
+        )
     try:
-        return Settings.from_env()
+        return Settings.from_env(tenant=tenant)
     except GraphrunnerError as exc:
         _fail(str(exc), 2)
 
@@ -371,15 +393,15 @@ def run(
         ),
     ] = "null",
     lifetime_id: Annotated[str | None, typer.Option("--id", help="Lifetime id.")] = None,
-    tenant: Annotated[str, typer.Option(help="Tenant owning the lifetime.")] = "default",
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result.")] = False,
     app_dir: AppDir = Path("."),
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Start a lifetime of GRAPH; print its id and Temporal UI link."""
     add_app_dir(app_dir)
     data = _input(input)
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         model = load_graph(graph)
@@ -462,9 +484,10 @@ def _cause(exc: BaseException) -> str:
 def status(
     lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Show a lifetime's status and the steps it has taken."""
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         client = await GraphrunnerClient.connect(settings)
@@ -579,13 +602,13 @@ def pending(
     lifetime_id: Annotated[
         str | None, typer.Argument(help="Only this lifetime's requests (default: all).")
     ] = None,
-    tenant: Annotated[str | None, typer.Option(help="Only lifetimes of this tenant.")] = None,
     graph: Annotated[str | None, typer.Option(help="Only lifetimes of this graph.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 200,
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """List the human-input requests waiting for an answer (no worker needed)."""
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         client = await GraphrunnerClient.connect(settings)
@@ -644,9 +667,10 @@ def respond(
         ),
     ] = False,
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Answer a lifetime's human-input step (validated by the lifetime before it is taken)."""
-    settings = _settings()
+    settings = _settings(tenant)
     answer = _input(data, "--data")
     who = by if by is not None else f"{os.environ.get('USER') or 'cli'}@{os.uname().nodename}"
 
@@ -672,10 +696,13 @@ def respond(
 
 
 @app.command()
-def worker(app_dir: AppDir = Path(".")) -> None:
+def worker(
+    app_dir: AppDir = Path("."),
+    tenant: TenantOpt = None,
+) -> None:
     """Run a worker (lifetime workflow + node activities) until Ctrl-C."""
     add_app_dir(app_dir)
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         policies = load_policies(settings)  # a bad policy stops the worker before it connects
@@ -685,7 +712,8 @@ def worker(app_dir: AppDir = Path(".")) -> None:
             client,
             settings,
             policies=policies,
-            ready=f"worker polling task queue '{settings.task_queue}' on {target}; Ctrl-C stops",
+            ready=f"worker polling task queue '{settings.task_queue_for(settings.tenant)}' on "
+            f"{target} (namespace {client.namespace}); Ctrl-C stops",
         )
 
     _run(go())
@@ -710,10 +738,13 @@ class _DevCommand(TyperCommand):
 
 
 @app.command(cls=_DevCommand)
-def dev(app_dir: AppDir = Path(".")) -> None:
+def dev(
+    app_dir: AppDir = Path("."),
+    tenant: TenantOpt = None,
+) -> None:
     """Start the embedded Temporal dev server and a worker; Ctrl-C stops both."""
     add_app_dir(app_dir)
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         policies = load_policies(settings)
@@ -724,7 +755,8 @@ def dev(app_dir: AppDir = Path(".")) -> None:
                 settings,
                 policies=policies,
                 ready=f"Temporal dev server on {server.address if server else '?'}, UI {ui}\n"
-                f"state in {settings.home}/; worker on task queue '{settings.task_queue}'. "
+                f"state in {settings.home}/; worker on task queue "
+                f"'{settings.task_queue_for(settings.tenant)}' (namespace {client.namespace}). "
                 "Ctrl-C stops both.",
             )
         out.print("stopped worker and dev server")
@@ -810,15 +842,17 @@ def history(
         typer.Option("--attempts", help="Also every finished attempt, failed ones with the error."),
     ] = False,
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Every recorded execution of a lifetime: telemetry and where its result is."""
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         store = open_records(settings)
-        records = await store.executions(lifetime_id)
-        decisions = await store.decisions(lifetime_id)
-        tried = await lifetime_attempts(store, lifetime_id) if attempts else []
+        # A tenant-bound CLI shows its own tenant's rows only (OtherTenant for another's).
+        records = own_rows(settings.tenant, lifetime_id, await store.executions(lifetime_id))
+        decisions = own_rows(settings.tenant, lifetime_id, await store.decisions(lifetime_id))
+        tried = await lifetime_attempts(store, lifetime_id) if attempts and records else []
         superseded = await _superseded(settings, lifetime_id, records)
         if as_json:
             payload = {
@@ -855,9 +889,10 @@ def state(
         ),
     ] = None,
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """A lifetime's state: now (or at its end), or after one step."""
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         client = await GraphrunnerClient.connect(settings)
@@ -898,15 +933,15 @@ def _state_table(state: dict[str, Any], update: dict[str, Any] | None, title: st
 @app.command("list")
 def list_cmd(
     graph: Annotated[str | None, typer.Option(help="Only this graph.")] = None,
-    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
     status: Annotated[
         str | None, typer.Option(help="Only this status: running, completed, failed ...")
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Lifetimes, newest first, with their record totals."""
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         client = await GraphrunnerClient.connect(settings)
@@ -939,13 +974,14 @@ def list_cmd(
 def costs(
     by: Annotated[str, typer.Option(help="Group by 'tenant' or 'graph'.")] = "tenant",
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Token and cost totals per tenant or per graph."""
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         try:
-            rows = await open_records(settings).costs(by)
+            rows = await open_records(settings).costs(by, tenant=settings.tenant)
         except ValueError as exc:
             _fail(str(exc))
         if as_json:
@@ -975,14 +1011,17 @@ def result(
     node: Annotated[str, typer.Argument(help="Node name.")],
     iteration: Annotated[int | None, typer.Option(help="Iteration (default: the last).")] = None,
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+    tenant: TenantOpt = None,
 ) -> None:
     """Print (or save) one execution's result as JSON; large results stream from the blob store."""
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         records = [
             r
-            for r in await open_records(settings).executions(lifetime_id)
+            for r in own_rows(
+                settings.tenant, lifetime_id, await open_records(settings).executions(lifetime_id)
+            )
             if r.node == node and (iteration is None or r.iteration == iteration)
         ]
         if not records:

@@ -12,7 +12,17 @@ from typing import Annotated
 
 import typer
 
-from graphrunner.client._cli import JsonFlag, _esc, _fail, _run, _settings, _text, app, out
+from graphrunner.client._cli import (
+    JsonFlag,
+    TenantOpt,
+    _esc,
+    _fail,
+    _run,
+    _settings,
+    _text,
+    app,
+    out,
+)
 from graphrunner.client._client import GraphrunnerClient
 from graphrunner.client._control import BULK_LIMIT, BulkOutcome
 
@@ -44,12 +54,13 @@ def _bulk(
     limit: int,
     as_json: bool,
     one: Callable[[GraphrunnerClient, str], Awaitable[None]],
+    tenant: str | None = None,
     **options: str | None,
 ) -> None:
     """Run ``one`` on the lifetime, or ``verb`` on every lifetime ``query`` matches."""
     if (lifetime_id is None) == (query is None):
         _fail(f"{verb}: give a lifetime ID or --query, not {'both' if query else 'neither'}")
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         client = await GraphrunnerClient.connect(settings)
@@ -109,6 +120,7 @@ def pause(
     reason: Annotated[str, typer.Option(help="Why; shown in status and the UI.")] = "",
     limit: Limit = BULK_LIMIT,
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Pause a lifetime by hand (or every one --query matches): no node starts until resume."""
 
@@ -124,7 +136,7 @@ def pause(
             )
         )
 
-    _bulk("pause", lifetime_id, query, limit, as_json, one, reason=reason)
+    _bulk("pause", lifetime_id, query, limit, as_json, one, reason=reason, tenant=tenant)
 
 
 @app.command()
@@ -141,6 +153,7 @@ def resume(
     reason: Annotated[str, typer.Option(help="Why; kept in the decision record.")] = "",
     limit: Limit = BULK_LIMIT,
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Resume a paused lifetime (or every one --query matches), optionally raising the limit."""
 
@@ -153,7 +166,18 @@ def resume(
         for name, condition in result.replaced.items():
             out.print(_text(f"rule {name} is now: {condition}"))
 
-    _bulk("resume", lifetime_id, query, limit, as_json, one, reason=reason, when=when, rule=rule)
+    _bulk(
+        "resume",
+        lifetime_id,
+        query,
+        limit,
+        as_json,
+        one,
+        reason=reason,
+        when=when,
+        rule=rule,
+        tenant=tenant,
+    )
 
 
 @app.command()
@@ -163,6 +187,7 @@ def abort(
     reason: Annotated[str, typer.Option(help="Why; recorded and shown as the failure.")] = "",
     limit: Limit = BULK_LIMIT,
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """End a lifetime (or every one --query matches) now, as a failure that is not retried."""
 
@@ -173,7 +198,7 @@ def abort(
             return
         out.print(_text(f"aborted {lifetime_id}: {reason or 'no reason given'}"))
 
-    _bulk("abort", lifetime_id, query, limit, as_json, one, reason=reason)
+    _bulk("abort", lifetime_id, query, limit, as_json, one, reason=reason, tenant=tenant)
 
 
 @app.command()
@@ -183,6 +208,7 @@ def cancel(
     reason: Annotated[str, typer.Option(help="Why; recorded with the cancellation.")] = "",
     limit: Limit = BULK_LIMIT,
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Cancel a lifetime (or every one --query matches): Temporal cancellation, recorded."""
 
@@ -198,13 +224,16 @@ def cancel(
             )
         )
 
-    _bulk("cancel", lifetime_id, query, limit, as_json, one, reason=reason)
+    _bulk("cancel", lifetime_id, query, limit, as_json, one, reason=reason, tenant=tenant)
 
 
 @app.command()
-def setup(as_json: JsonFlag = False) -> None:
+def setup(
+    as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
+) -> None:
     """Register graphrunner's search attributes on the server (TEMPORAL_ADDRESS); idempotent."""
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         client = await GraphrunnerClient.connect(settings)

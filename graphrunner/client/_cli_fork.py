@@ -15,6 +15,7 @@ from graphrunner.client import _cli_steps
 from graphrunner.client._cli import (
     AppDir,
     JsonFlag,
+    TenantOpt,
     _cause,
     _esc,
     _fail,
@@ -56,11 +57,12 @@ def fork(
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the fork's result.")] = False,
     app_dir: AppDir = Path("."),
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Start a new lifetime that takes ID's steps before N and runs from N with today's code."""
     add_app_dir(app_dir)
     data = PARENT_INPUT if input is None else _input(input)
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         model = load_graph(graph) if graph is not None else None

@@ -13,7 +13,18 @@ from typing import Annotated
 
 import typer
 
-from graphrunner.client._cli import AppDir, JsonFlag, _esc, _fail, _run, _settings, _text, app, out
+from graphrunner.client._cli import (
+    AppDir,
+    JsonFlag,
+    TenantOpt,
+    _esc,
+    _fail,
+    _run,
+    _settings,
+    _text,
+    app,
+    out,
+)
 from graphrunner.client._client import GraphrunnerClient
 from graphrunner.client._replay import (
     ReplayVerdict,
@@ -62,6 +73,7 @@ def replay(
     ] = None,
     app_dir: AppDir = Path("."),
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Replay lifetimes' histories against this code; exit 1 if any would break."""
     if bool(lifetime_ids) == (graph is not None):
@@ -74,13 +86,18 @@ def replay(
         _fail(str(exc))
     add_app_dir(app_dir)
     workflows = [_workflow_class(workflow)] if workflow else None
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> list[ReplayVerdict]:
         client = await GraphrunnerClient.connect(settings)
         ids = list(lifetime_ids or [])
         if graph is not None:
-            ids = await lifetimes_to_replay(client.temporal, graph=graph, since=after, limit=limit)
+            found = await lifetimes_to_replay(
+                client.temporal, graph=graph, since=after, limit=limit
+            )
+            ids = [i for i in found if await client.owns(i)]  # a bound CLI: its tenant's only
+        for lifetime_id in ids:
+            await client.check_owner(lifetime_id)  # a bound CLI refuses another tenant's
         histories = await fetch_histories(client.temporal, ids)
         return await replay_histories(
             histories, blobs=client.blobs, workflows=workflows, quiet=True

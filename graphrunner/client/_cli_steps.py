@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from graphrunner.client._cli import JsonFlag, _row, _run, _settings, _table, _text, app, out
+from graphrunner.client._cli import (
+    JsonFlag,
+    TenantOpt,
+    _row,
+    _run,
+    _settings,
+    _table,
+    _text,
+    app,
+    out,
+)
 from graphrunner.client._client import GraphrunnerClient
 from graphrunner.client._steps import LifetimeStep, ResetResult
 
@@ -48,9 +58,10 @@ def steps_table(steps: list[LifetimeStep], title: str) -> Table:
 def steps(
     lifetime_id: Annotated[str, typer.Argument(help="Lifetime id.")],
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Every step of a lifetime across its runs, with the event to reset to before each."""
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         client = await GraphrunnerClient.connect(settings)
@@ -108,9 +119,10 @@ def reset(
         bool, typer.Option("--dry-run", help="Only show which steps would run again.")
     ] = False,
     as_json: JsonFlag = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """Reset a lifetime to just before step N: steps N.. run again with the current code."""
-    settings = _settings()
+    settings = _settings(tenant)
 
     async def go() -> None:
         client = await GraphrunnerClient.connect(settings)

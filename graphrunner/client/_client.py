@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
@@ -25,6 +25,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
+    Priority,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -43,7 +44,7 @@ from graphrunner._attributes import (
     TENANT_KEY,
     start_attributes,
 )
-from graphrunner._settings import Settings
+from graphrunner._settings import TENANT_NAME, Settings, fairness_key
 from graphrunner._types import (
     FIRST_QUESTION,
     INPUT_FORMAT,
@@ -68,6 +69,7 @@ from graphrunner.client._history import (
 )
 from graphrunner.client._setup import (
     AttributeSetup,
+    ensure_namespace,
     present_attributes,
     setup_search_attributes,
 )
@@ -99,6 +101,7 @@ from graphrunner.guardrails._wire import (
 from graphrunner.stores import (
     BlobStore,
     CostRow,
+    DecisionRecord,
     ExecutionRecord,
     LifetimeSummary,
     RecordStore,
@@ -138,6 +141,46 @@ _PROBE_TIMEOUT = timedelta(seconds=5)
 PARENT_INPUT: Any = object()
 """`GraphrunnerClient.fork`'s default input: the parent's."""
 _QUERY_TIMEOUT = timedelta(seconds=10)  # a running lifetime's queries need a worker
+
+
+class OtherTenant(GraphrunnerError):
+    """A tenant-bound client was asked about a lifetime that is not its tenant's.
+
+    The message is the same whether the lifetime belongs to another tenant or does not
+    exist, so a tenant cannot learn which lifetimes others have.
+
+    Attributes:
+        lifetime_id: The lifetime asked about (None: a request across lifetimes).
+        tenant: The tenant the client is bound to.
+    """
+
+    def __init__(self, lifetime_id: str | None, tenant: str, message: str | None = None) -> None:
+        super().__init__(message or f"no lifetime '{lifetime_id}' of tenant '{tenant}'")
+        self.lifetime_id = lifetime_id
+        self.tenant = tenant
+
+
+class _HasTenant(Protocol):
+    @property
+    def tenant(self) -> str: ...
+
+
+_Owned = TypeVar("_Owned", bound=_HasTenant)
+_OWNERS_KEPT = 10_000
+
+
+def own_rows(tenant: str | None, lifetime_id: str, rows: list[_Owned]) -> list[_Owned]:
+    """The state-DB rows (records, decisions) of ``tenant``; all of them when it is None.
+
+    Raises:
+        OtherTenant: There were rows but none of them is ``tenant``'s.
+    """
+    if tenant is None:
+        return rows
+    mine = [r for r in rows if r.tenant == tenant]
+    if rows and not mine:
+        raise OtherTenant(lifetime_id, tenant)
+    return mine  # lifetime -> tenant answers a client remembers (a tenant never changes)
 
 
 class ControlRefused(GraphrunnerError):
@@ -184,6 +227,9 @@ async def connect_temporal(
         config["target_host"] = target_host
     if namespace:
         config["namespace"] = namespace
+    elif settings.isolation == "hard" and settings.tenant is not None:
+        # Hard isolation: the tenant's own namespace, whatever TEMPORAL_NAMESPACE says.
+        config["namespace"] = settings.namespace_for(settings.tenant)
     config.setdefault("target_host", f"localhost:{settings.dev_port}")
     plugin = GraphrunnerPlugin(
         blobs=blobs or open_blobs(settings), payload_threshold=settings.payload_threshold_bytes
@@ -373,6 +419,73 @@ class GraphrunnerClient:
         # The attributes lifetimes start with (None: all; fewer where the server lacks some
         # and refused to register them).
         self._attrs_present: set[str] | None = None
+        self._owners: dict[str, str] = {}
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant this client is bound to (``GRAPHRUNNER_TENANT``), or None: any tenant."""
+        return self.settings.tenant
+
+    def _tenant_to_start(self, tenant: str | None) -> str:
+        """The owner of a new lifetime: the bound tenant, else ``tenant`` or ``default``."""
+        bound = self.settings.tenant
+        if bound is None:
+            return tenant or "default"
+        if tenant is not None and tenant != bound:
+            raise OtherTenant(
+                None,
+                bound,
+                f"this client is bound to tenant '{bound}': it cannot start lifetimes of "
+                f"tenant '{tenant}'",
+            )
+        return bound
+
+    def _tenant_filter(self, tenant: str | None) -> str | None:
+        """The tenant a query across lifetimes is narrowed to (the bound one, if any)."""
+        bound = self.settings.tenant
+        if bound is None:
+            return tenant
+        if tenant is not None and tenant != bound:
+            raise OtherTenant(
+                None,
+                bound,
+                f"this client is bound to tenant '{bound}': it cannot read tenant '{tenant}'",
+            )
+        return bound
+
+    async def check_owner(self, lifetime_id: str) -> None:
+        """Refuse (`OtherTenant`) a lifetime not of the bound tenant; nothing when unbound.
+
+        The owner is the lifetime's ``GraphrunnerTenant`` search attribute, else its memo.
+        """
+        bound = self.settings.tenant
+        if bound is None or self._owners.get(lifetime_id) == bound:
+            return
+        try:
+            desc = await self.temporal.get_workflow_handle(lifetime_id).describe()
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                raise OtherTenant(lifetime_id, bound) from None
+            raise
+        owner = desc.typed_search_attributes.get(TENANT_KEY)
+        if owner is None:
+            owner = (await desc.memo()).get("tenant")
+        if owner != bound:
+            raise OtherTenant(lifetime_id, bound)
+        if len(self._owners) >= _OWNERS_KEPT:
+            self._owners.clear()
+        self._owners[lifetime_id] = owner
+
+    async def owns(self, lifetime_id: str) -> bool:
+        """Whether this client may act on the lifetime (always, when it is not bound)."""
+        try:
+            await self.check_owner(lifetime_id)
+        except OtherTenant:
+            return False
+        return True
+
+    def _own_records(self, lifetime_id: str, rows: list[_Owned]) -> list[_Owned]:
+        return own_rows(self.settings.tenant, lifetime_id, rows)
 
     @property
     def records(self) -> RecordStore:
@@ -421,7 +534,7 @@ class GraphrunnerClient:
         input: Any = None,
         *,
         id: str | None = None,
-        tenant: str = "default",
+        tenant: str | None = None,
         task_queue: str | None = None,
         search_attributes: bool = True,
     ) -> LifetimeHandle:
@@ -445,8 +558,10 @@ class GraphrunnerClient:
             input: JSON input (see `graphrunner._values`: finite numbers, integers of at most
                 4,000 digits, nesting at most 100 deep); the start task receives it as ``data``.
             id: Lifetime id (the workflow id); generated from the graph name if omitted.
-            tenant: Owner of the lifetime.
-            task_queue: Task queue of the workers (default from settings).
+            tenant: Owner of the lifetime (default: the tenant the client is bound to, else
+                ``default``); a bound client refuses any other (`OtherTenant`).
+            task_queue: Task queue of the workers (default from settings: the tenant's own
+                with ``tenant_task_queues``).
             search_attributes: Tag the lifetime with graphrunner's search attributes
                 (GraphrunnerGraph, GraphrunnerVersion, GraphrunnerTenant, GraphrunnerStatus,
                 GraphrunnerCostUsd); the server must have them registered (``graphrunner
@@ -459,6 +574,7 @@ class GraphrunnerClient:
                 holds control characters; nothing was started.
             GraphrunnerError: A lifetime with this id exists and runs another graph.
         """
+        tenant = self._tenant_to_start(tenant)
         graph, arg, lifetime_id = self._lifetime_input(graph, input, id=id, tenant=tenant)
         attrs = self._start_attributes(graph, tenant) if search_attributes else None
 
@@ -482,7 +598,7 @@ class GraphrunnerClient:
             # (the SDK keeps the response, it does not say it).
             response = getattr(started, "_start_workflow_response", None)
             if response is not None and not getattr(response, "started", True):
-                await self._attach(handle, graph)
+                await self._attach(handle, graph, tenant)
             return handle
 
         try:
@@ -491,7 +607,7 @@ class GraphrunnerClient:
             handle = LifetimeHandle(
                 self.temporal, lifetime_id, run_id=exc.run_id, result_type=LifetimeResult
             )
-            await self._attach(handle, graph)
+            await self._attach(handle, graph, tenant)
             return handle
 
     def _lifetime_input(
@@ -523,7 +639,13 @@ class GraphrunnerClient:
     ) -> dict[str, Any]:
         """Options of every lifetime start (plain, or with an update)."""
         return {
-            "task_queue": task_queue or self.settings.task_queue,
+            "task_queue": task_queue or self.settings.task_queue_for(tenant),
+            # Fair dispatch between tenants on a shared queue; activities and child
+            # lifetimes inherit it (servers without fairness ignore it).
+            "priority": Priority(
+                fairness_key=fairness_key(tenant),
+                fairness_weight=self.settings.fairness_weight(tenant),
+            ),
             "static_summary": f"{graph.name} {graph.version}",
             "static_details": graph.description or None,
             "search_attributes": attrs,
@@ -567,10 +689,14 @@ class GraphrunnerClient:
         pairs = [p for p in attrs if p.key.name in self._attrs_present]
         return await start(TypedSearchAttributes(pairs) if pairs else None)
 
-    async def _attach(self, handle: LifetimeHandle, graph: AgentGraph) -> None:
-        """Mark ``handle`` as attached to an existing lifetime, if it runs ``graph``."""
+    async def _attach(self, handle: LifetimeHandle, graph: AgentGraph, tenant: str) -> None:
+        """Mark ``handle`` as attached to an existing lifetime of ``tenant`` running ``graph``."""
         desc = await handle.describe()
         memo = await desc.memo()
+        if memo.get("tenant") != tenant:  # never hand out another tenant's lifetime
+            raise GraphrunnerError(
+                f"a lifetime with id '{handle.id}' already exists: choose another id"
+            )
         found = (memo.get("graph"), memo.get("version"))
         if found != (graph.name, graph.version):
             raise GraphrunnerError(
@@ -586,7 +712,7 @@ class GraphrunnerClient:
         input: Any = None,
         *,
         id: str,
-        tenant: str = "default",
+        tenant: str | None = None,
         task_queue: str | None = None,
     ) -> tuple[LifetimeHandle, FirstQuestion]:
         """Start a lifetime and wait, in the same call, until it first waits for a person.
@@ -601,6 +727,7 @@ class GraphrunnerClient:
             GraphError, BadValue: As `start`; nothing was started.
             GraphrunnerError: The lifetime with this id is closed, or runs another graph.
         """
+        tenant = self._tenant_to_start(tenant)
         graph, arg, lifetime_id = self._lifetime_input(graph, input, id=id, tenant=tenant)
         attrs = self._start_attributes(graph, tenant)
 
@@ -628,7 +755,7 @@ class GraphrunnerClient:
             handle = LifetimeHandle(
                 self.temporal, lifetime_id, run_id=exc.run_id, result_type=LifetimeResult
             )
-            await self._attach(handle, graph)
+            await self._attach(handle, graph, tenant)
             return handle, FirstQuestion(phase=await self._final_phase(handle))
         except WorkflowUpdateFailedError as exc:
             raise GraphrunnerError(f"cannot ask {lifetime_id}: {_cause(exc)}") from None
@@ -673,6 +800,8 @@ class GraphrunnerClient:
         Raises:
             GraphrunnerError: One exists with another type, or the server refused.
         """
+        if self.settings.isolation == "hard":  # the tenant's own namespace, made if missing
+            await ensure_namespace(self.temporal)
         return await setup_search_attributes(self.temporal)
 
     async def result(self, lifetime_id: str, *, reconnect_s: float | None = None) -> LifetimeResult:
@@ -687,6 +816,7 @@ class GraphrunnerClient:
             LostContact: The server could not be reached for ``reconnect_s``; the lifetime
                 itself may still be running.
         """
+        await self.check_owner(lifetime_id)
         patience = self.settings.wait_reconnect_s if reconnect_s is None else reconnect_s
         handle = self.temporal.get_workflow_handle(lifetime_id, result_type=LifetimeResult)
         lost_since: float | None = None
@@ -729,6 +859,7 @@ class GraphrunnerClient:
         ``children``, the status of every child lifetime its sub-graph tasks started is in
         ``children`` (recursively).
         """
+        await self.check_owner(lifetime_id)
         handle = self.temporal.get_workflow_handle(lifetime_id)
         desc: WorkflowExecutionDescription = await handle.describe()
         history = await handle.fetch_history()
@@ -802,12 +933,14 @@ class GraphrunnerClient:
 
         Args:
             lifetime_id: Only this lifetime's requests.
-            tenant: Only lifetimes of this tenant.
+            tenant: Only lifetimes of this tenant (a bound client: its own, always).
             graph: Only lifetimes of this graph.
             limit: At most this many requests.
         """
         if lifetime_id is not None:
+            await self.check_owner(lifetime_id)
             return (await human.pending_of(self.temporal, lifetime_id))[:limit]
+        tenant = self._tenant_filter(tenant)
         return await human.pending_across(self.temporal, tenant=tenant, graph=graph, limit=limit)
 
     async def respond(
@@ -838,6 +971,7 @@ class GraphrunnerClient:
         Raises:
             GraphrunnerError: The answer was refused, or the lifetime cannot be reached.
         """
+        await self.check_owner(lifetime_id)
         who = by if by is not None else self.temporal.identity
         return await human.respond(
             self.temporal, lifetime_id, node, data, request_id=request_id, by=who
@@ -858,6 +992,7 @@ class GraphrunnerClient:
         (``status(...).refused``, the Web UI's current details) and the lifetime keeps
         waiting. Prefer `respond`, which tells the caller.
         """
+        await self.check_owner(lifetime_id)
         who = by if by is not None else self.temporal.identity
         await human.answer(self.temporal, lifetime_id, node, data, request_id=request_id, by=who)
 
@@ -878,6 +1013,7 @@ class GraphrunnerClient:
         Needs a worker (it is a query). Decisions are also kept in the state DB
         (`RecordStore.decisions`), which needs none.
         """
+        await self.check_owner(lifetime_id)
         found = await self._guardrails(lifetime_id, quick=False)
         if found is None:
             raise GraphrunnerError(f"lifetime {lifetime_id} did not answer the guardrail query")
@@ -951,6 +1087,7 @@ class GraphrunnerClient:
         Raises:
             ControlRefused: The lifetime is closed or unknown.
         """
+        await self.check_owner(lifetime_id)
         request = _request(AbortRequest, "cancel", reason=reason)  # the same bounds
         handle = self.temporal.get_workflow_handle(lifetime_id)
         try:
@@ -997,6 +1134,8 @@ class GraphrunnerClient:
         act = acts.get(action)
         if act is None:
             raise GraphrunnerError(f"unknown action {action!r}: use one of {', '.join(acts)}")
+        if self.settings.tenant is not None:  # a bound client acts on its tenant's only
+            query = f"({query}) AND {TENANT_KEY.name} = '{self.settings.tenant}'"
         ids = await matching_lifetimes(self.temporal, query, limit=limit)
         return await run_bulk(ids, act)
 
@@ -1009,6 +1148,7 @@ class GraphrunnerClient:
         self, verb: str, lifetime_id: str, update: str, request: object, result: type[_R]
     ) -> _R:
         """Run one of the guardrail updates; a refusal or a closed lifetime is one clear error."""
+        await self.check_owner(lifetime_id)
         handle = self.temporal.get_workflow_handle(lifetime_id)
         try:
             answer: _R = await handle.execute_update(update, request, result_type=result)
@@ -1030,6 +1170,7 @@ class GraphrunnerClient:
             GraphrunnerError: The graph declares no state, there is no such step, or no
                 worker answered the query of a running lifetime.
         """
+        await self.check_owner(lifetime_id)
         handle = self.temporal.get_workflow_handle(lifetime_id)
         try:
             history = await handle.fetch_history()
@@ -1057,8 +1198,16 @@ class GraphrunnerClient:
         return StateAt(lifetime_id=lifetime_id, state=now)
 
     async def history(self, lifetime_id: str) -> list[ExecutionRecord]:
-        """Every recorded execution of a lifetime, in the order the workflow scheduled them."""
-        return await self.records.executions(lifetime_id)
+        """Every recorded execution of a lifetime, in the order the workflow scheduled them.
+
+        A tenant-bound client gets its tenant's records only (`OtherTenant` for another's).
+        """
+        return self._own_records(lifetime_id, await self.records.executions(lifetime_id))
+
+    async def decisions(self, lifetime_id: str) -> list[DecisionRecord]:
+        """The guardrail decisions taken on a lifetime (a bound client: its tenant's only)."""
+        await self.history(lifetime_id)  # refuses another tenant's lifetime
+        return self._own_records(lifetime_id, await self.records.decisions(lifetime_id))
 
     async def superseded(self, lifetime_id: str, records: list[ExecutionRecord]) -> dict[str, str]:
         """Which of ``records`` a reset abandoned: execution id -> the run that replaced it."""
@@ -1070,6 +1219,7 @@ class GraphrunnerClient:
         Steps a reset abandoned are kept, marked ``superseded_by`` the run that replaced
         them; resets made in the Web UI or with ``temporal workflow reset`` count too.
         """
+        await self.check_owner(lifetime_id)
         return await lifetime_steps(self.temporal, lifetime_id)
 
     async def reset(
@@ -1090,6 +1240,7 @@ class GraphrunnerClient:
         Raises:
             GraphrunnerError: The lifetime has no such step.
         """
+        await self.check_owner(lifetime_id)
         return await reset_to_step(
             self.temporal,
             lifetime_id,
@@ -1139,6 +1290,7 @@ class GraphrunnerClient:
             GraphError: ``graph`` is invalid.
             BadValue: ``input`` or ``id`` cannot be carried.
         """
+        await self.check_owner(lifetime_id)
         plan = await plan_fork(self.temporal, lifetime_id, step)
         parent = plan.parent
         model = parent.graph
@@ -1205,6 +1357,7 @@ class GraphrunnerClient:
         Temporal keeps only an activity's last failure; the state DB keeps each attempt, in
         the order the workflow scheduled the executions (``seq``), then by attempt.
         """
+        await self.history(lifetime_id)  # refuses another tenant's lifetime
         return await lifetime_attempts(self.records, lifetime_id)
 
     async def list_lifetimes(
@@ -1219,13 +1372,16 @@ class GraphrunnerClient:
 
         Args:
             graph: Only lifetimes of this graph.
-            tenant: Only lifetimes of this tenant.
+            tenant: Only lifetimes of this tenant (a bound client: its own, always).
             status: Only lifetimes in this Temporal status (running, completed, failed, ...).
             limit: At most this many.
         """
+        tenant = self._tenant_filter(tenant)
         clauses = [f"WorkflowType = '{LIFETIME_WORKFLOW}'"]
         if status:
             clauses.append(f"ExecutionStatus = '{_status_name(status)}'")
+        if tenant and TENANT_NAME.match(tenant) and self._has_attribute(TENANT_KEY.name):
+            clauses.append(f"{TENANT_KEY.name} = '{tenant}'")  # the server narrows, not us
         rows: list[LifetimeRow] = []
         async for wf in self.temporal.list_workflows(" AND ".join(clauses), limit=limit * 4):
             memo = await wf.memo()
@@ -1250,12 +1406,19 @@ class GraphrunnerClient:
         return [r.with_totals(totals.get(r.lifetime_id)) for r in rows]
 
     async def costs(self, by: str = "tenant") -> list[CostRow]:
-        """Token and cost totals per tenant or per graph, from the records."""
-        return await self.records.costs(by)
+        """Token and cost totals per tenant or per graph, from the records.
+
+        A tenant-bound client sees its own tenant's totals only.
+        """
+        return await self.records.costs(by, tenant=self.settings.tenant)
 
     def stream_result(self, record: ExecutionRecord) -> AsyncIterator[bytes]:
         """The JSON bytes of an execution's result; a large one is streamed from the blob store."""
+        self._own_records(record.lifetime_id, [record])
         return stream_result(record, self.blobs)
+
+    def _has_attribute(self, name: str) -> bool:
+        return self._attrs_present is None or name in self._attrs_present
 
     def ui_url(self, lifetime_id: str) -> str:
         """Link to the lifetime in the Temporal Web UI.

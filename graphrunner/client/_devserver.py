@@ -23,6 +23,10 @@ __all__ = ["TUNING_ARGS", "DevServer", "search_attribute_args", "temporal_binary
 TUNING_ARGS: tuple[str, ...] = (
     "--dynamic-config-value",
     "history.transferProcessorMaxPollRPS=1000",
+    # Fair dispatch by fairness key (graphrunner keys lifetimes by tenant): one tenant's
+    # burst does not queue another's lifetimes behind it. Off by default in the server.
+    "--dynamic-config-value",
+    "matching.enableFairness=true",
     "--sqlite-pragma",
     "journal_mode=wal",
     "--sqlite-pragma",

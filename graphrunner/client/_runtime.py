@@ -73,8 +73,16 @@ async def embedded_server(
             )
         yield client, None
         return
+    hard = settings.isolation == "hard" and settings.tenant is not None
     server = DevServer(
-        home=settings.home, port=settings.dev_port, ui_port=settings.dev_ui_port, headless=headless
+        home=settings.home,
+        port=settings.dev_port,
+        ui_port=settings.dev_ui_port,
+        headless=headless,
+        # Hard isolation: the tenant's namespace, created with the search attributes.
+        namespace=settings.namespace_for(settings.tenant)
+        if hard and settings.tenant
+        else "default",
     )
     if not headless and port_open("127.0.0.1", settings.dev_ui_port):
         server.headless = True  # the UI port is taken; run without a UI rather than fail

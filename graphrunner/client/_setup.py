@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
+)
+from temporalio.api.workflowservice.v1 import (
+    DescribeNamespaceRequest,
+    RegisterNamespaceRequest,
 )
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -15,7 +21,18 @@ from temporalio.service import RPCError, RPCStatusCode
 from graphrunner._attributes import SEARCH_ATTRIBUTES, type_name
 from graphrunner.errors import GraphrunnerError
 
-__all__ = ["AttributeSetup", "present_attributes", "setup_search_attributes"]
+__all__ = [
+    "NAMESPACE_RETENTION",
+    "AttributeSetup",
+    "ensure_namespace",
+    "present_attributes",
+    "setup_search_attributes",
+]
+
+NAMESPACE_RETENTION = timedelta(days=7)
+"""How long a namespace `ensure_namespace` creates keeps closed lifetimes."""
+
+_NEW_NAMESPACE_WAIT_S = 30.0  # the frontend's namespace cache learns of a new one in ~10 s
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,49 @@ class AttributeSetup:
     name: str
     type: str
     outcome: str
+
+
+async def ensure_namespace(temporal: Client) -> bool:
+    """Create the client's namespace if the server lacks it; True if it was created.
+
+    For hard tenant isolation on a self-hosted cluster or the dev server. Temporal Cloud
+    namespaces are created in its UI or with ``tcld``; there this only checks.
+
+    Raises:
+        GraphrunnerError: The namespace is missing and the server refused to create it.
+    """
+    name = temporal.namespace
+    service = temporal.workflow_service
+    try:
+        await service.describe_namespace(DescribeNamespaceRequest(namespace=name))
+        return False
+    except RPCError as exc:
+        if exc.status is not RPCStatusCode.NOT_FOUND:
+            raise GraphrunnerError(f"cannot describe namespace {name}: {exc.message}") from None
+    request = RegisterNamespaceRequest(namespace=name, description="graphrunner tenant")
+    request.workflow_execution_retention_period.FromTimedelta(NAMESPACE_RETENTION)
+    try:
+        await service.register_namespace(request)
+    except RPCError as refused:
+        if refused.status is not RPCStatusCode.ALREADY_EXISTS:
+            raise GraphrunnerError(
+                f"namespace {name} does not exist and the server refused to create it: "
+                f"{refused.message} (create it with 'temporal operator namespace create' or in "
+                "Temporal Cloud, then run 'graphrunner setup' again)"
+            ) from None
+    # A new namespace reaches every frontend's cache within seconds: wait until it answers.
+    deadline = asyncio.get_running_loop().time() + _NEW_NAMESPACE_WAIT_S
+    while True:
+        try:
+            await present_attributes(temporal)
+            return True
+        except RPCError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise GraphrunnerError(
+                    f"namespace {name} was created but does not answer yet; run "
+                    "'graphrunner setup' again in a minute"
+                ) from None
+            await asyncio.sleep(0.5)
 
 
 async def present_attributes(temporal: Client) -> dict[str, int]:

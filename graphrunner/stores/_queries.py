@@ -145,8 +145,8 @@ class Queries(Database):
 
         return await asyncio.to_thread(read)
 
-    async def costs(self, by: str = "tenant") -> list[CostRow]:
-        """Token and cost totals grouped by ``tenant`` or ``graph``.
+    async def costs(self, by: str = "tenant", *, tenant: str | None = None) -> list[CostRow]:
+        """Token and cost totals grouped by ``tenant`` or ``graph`` (of ``tenant`` only, if set).
 
         Each execution's record holds its newest attempt's spend; what earlier attempts
         that failed spent (model calls made before the failure) is added from
@@ -180,6 +180,9 @@ class Queries(Database):
             .group_by(key)
             .order_by(key)
         )
+        if tenant is not None:
+            failed_before = failed_before.where(c.tenant == tenant)
+            query = query.where(c.tenant == tenant)
 
         def read() -> list[CostRow]:
             with self.engine.connect() as conn:
