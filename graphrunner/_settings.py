@@ -178,6 +178,13 @@ class Settings(BaseModel):
         "to OTEL_EXPORTER_OTLP_ENDPOINT, 'console' prints spans.",
     )
 
+    eager_activities: bool = Field(
+        default=True,
+        description="Let a worker start the activities its own workflow tasks schedule "
+        "without a round trip through the task queue (faster steps); 'false' sends every "
+        "node through the queue, where fair dispatch between tenants applies to it too.",
+    )
+
     @field_validator("tenant")
     @classmethod
     def _tenant_name(cls, value: str | None) -> str | None:

@@ -155,7 +155,10 @@ def build_worker(
         config = temporal.config()
         config["data_converter"] = plugin.converter_for(temporal.data_converter)
         temporal = Client(**config)
-    options.setdefault("max_eager_activity_reservations_per_workflow_task", 10)
+    if settings.eager_activities:
+        options.setdefault("max_eager_activity_reservations_per_workflow_task", 10)
+    else:  # every node through the task queue, so fair dispatch by tenant applies to it
+        options.setdefault("disable_eager_activity_execution", True)
     options.setdefault("default_heartbeat_throttle_interval", _HEARTBEAT_THROTTLE)
     with warnings.catch_warnings():
         # A client connected with the plugin hands it to the worker too; the worker's own

@@ -20,7 +20,7 @@ from graphrunner import GraphrunnerClient, Settings
 from graphrunner._attributes import SEARCH_ATTRIBUTES
 from graphrunner._types import parse_step_summary
 from graphrunner.client import temporal_binary
-from graphrunner.client._devserver import TUNING_ARGS
+from graphrunner.client._devserver import FAIRNESS_ARGS, TUNING_ARGS
 from graphrunner.plugin import GraphrunnerPlugin
 from graphrunner.stores import BlobStore
 from graphrunner.worker import build_worker
@@ -37,7 +37,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary(),
         data_converter=pydantic_data_converter,
         search_attributes=list(SEARCH_ATTRIBUTES),
-        dev_server_extra_args=list(TUNING_ARGS),
+        dev_server_extra_args=[*TUNING_ARGS, *FAIRNESS_ARGS],
     )
     try:
         yield environment

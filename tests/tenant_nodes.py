@@ -1,4 +1,4 @@
-"""Node code for the tenant tests (tests/test_tenants.py): draft -> ask -> review (a person) -> done."""
+"""Node code for the tenant tests (tests/test_tenants.py)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from graphrunner._attributes import SEARCH_ATTRIBUTES, type_name
 from graphrunner.errors import GraphrunnerError
 
-__all__ = ["TUNING_ARGS", "DevServer", "search_attribute_args", "temporal_binary"]
+__all__ = ["FAIRNESS_ARGS", "TUNING_ARGS", "DevServer", "search_attribute_args", "temporal_binary"]
 
 # Measured on a 2-core box: the dev server's transfer-queue reader polls 20 times a second by
 # default, adding up to 50 ms to every step; WAL with synchronous=normal removes the fsync
@@ -23,15 +23,16 @@ __all__ = ["TUNING_ARGS", "DevServer", "search_attribute_args", "temporal_binary
 TUNING_ARGS: tuple[str, ...] = (
     "--dynamic-config-value",
     "history.transferProcessorMaxPollRPS=1000",
-    # Fair dispatch by fairness key (graphrunner keys lifetimes by tenant): one tenant's
-    # burst does not queue another's lifetimes behind it. Off by default in the server.
-    "--dynamic-config-value",
-    "matching.enableFairness=true",
     "--sqlite-pragma",
     "journal_mode=wal",
     "--sqlite-pragma",
     "synchronous=normal",
 )
+
+
+FAIRNESS_ARGS: tuple[str, ...] = ("--dynamic-config-value", "matching.enableFairness=true")
+"""Fair dispatch by fairness key (graphrunner keys lifetimes by tenant): one tenant's burst
+does not queue another's lifetimes behind it. Off by default in the server."""
 
 
 def search_attribute_args() -> list[str]:
@@ -73,12 +74,14 @@ class DevServer:
         ui_port: int,
         headless: bool = False,
         namespace: str = "default",
+        fairness: bool = True,
     ) -> None:
         self.home = home
         self.port = port
         self.ui_port = ui_port
         self.headless = headless
         self.namespace = namespace
+        self.fairness = fairness
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -106,6 +109,7 @@ class DevServer:
             "--log-level",
             "warn",
             *TUNING_ARGS,
+            *(FAIRNESS_ARGS if self.fairness else ()),
         ]
         cmd += search_attribute_args()
         if self.headless:
