@@ -43,8 +43,14 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    home: Path = Field(default=Path(".graphrunner"), description="Local state directory.")
-    task_queue: str = Field(default="graphrunner", description="Task queue of lifetimes.")
+    home: Path = Field(
+        default=Path(".graphrunner"),
+        description="Local state: the dev server's database and log, and the default state DB "
+        "and blob store.",
+    )
+    task_queue: str = Field(
+        default="graphrunner", description="Task queue of lifetimes and workers."
+    )
     dev_port: int = Field(
         default=7233, ge=1, le=65535, description="gRPC port of the embedded dev server."
     )
@@ -52,61 +58,76 @@ class Settings(BaseModel):
         default=8233, ge=1, le=65535, description="Web UI port of the embedded dev server."
     )
     ui_url: str | None = Field(
-        default=None, description="Temporal Web UI base URL (default: the dev server's)."
+        default=None,
+        description="Temporal Web UI base URL for printed links; default "
+        "`http://localhost:<dev ui port>`.",
     )
     connect_timeout_s: float = Field(
-        default=5.0, gt=0, le=600, description="Server connect timeout."
+        default=5.0, gt=0, le=600, description="Server connect timeout, in seconds."
     )
     database_url: str | None = Field(
         default=None,
-        description="State DB URL (SQLAlchemy): sqlite:///path.db or postgresql://user@host/db; "
-        "default sqlite under home.",
+        description="State DB (SQLAlchemy URL): `sqlite:///path.db` or "
+        "`postgresql://user:password@host/db` (psycopg 3); default `sqlite:///<home>/state.db`.",
     )
     blob_url: str | None = Field(
         default=None,
-        description="Blob store: a directory, file:///dir, or s3://bucket/prefix?endpoint=host:port"
-        "&secure=false; default home/blobs.",
+        description="Blob store: a directory, `file:///dir`, or "
+        "`s3://bucket/prefix?endpoint=host:9000&secure=false`; default `<home>/blobs`.",
     )
-    s3_access_key: str | None = Field(default=None, description="S3 access key (else AWS_*).")
-    s3_secret_key: str | None = Field(default=None, description="S3 secret key (else AWS_*).")
+    s3_access_key: str | None = Field(
+        default=None, description="S3/MinIO access key; default `AWS_ACCESS_KEY_ID`."
+    )
+    s3_secret_key: str | None = Field(
+        default=None, description="S3/MinIO secret key; default `AWS_SECRET_ACCESS_KEY`."
+    )
     inline_limit_bytes: int = Field(
-        default=1024 * 1024, ge=0, description="Largest result kept inline in a record."
+        default=1024 * 1024,
+        ge=0,
+        description="Largest result kept inline in a record; larger ones go to the blob store.",
     )
     payload_threshold_bytes: int = Field(
         default=256 * 1024,
         ge=0,
-        description="Payloads larger than this go to the blob store; history keeps a reference.",
+        description="Payloads larger than this go to the blob store and history keeps a "
+        "reference; above 2 MiB the server refuses a payload and the node fails at once "
+        "(`PayloadsTooLarge`).",
     )
-    record: bool = Field(default=True, description="Write execution records.")
+    record: bool = Field(
+        default=True,
+        description="Write execution records (and keep guardrail decisions and tenant totals).",
+    )
     policy: Path | None = Field(
         default=None,
-        description="Global guardrail policy file, enforced by the worker on every lifetime.",
+        description="Global guardrail policy file, enforced by the worker on every lifetime it "
+        "runs.",
     )
     wait_reconnect_s: float = Field(
         default=300.0,
         ge=0,
         le=86400,
-        description="How long 'run --wait' (and GraphrunnerClient.result) keeps trying to reach "
-        "a server it lost before it reports lost contact.",
+        description="How long `run --wait` (and `GraphrunnerClient.result`) keep trying to "
+        "reach a server they lost before they report lost contact, in seconds.",
     )
     impl_modules: str | None = Field(
         default=None,
         description="Comma-separated module prefixes a graph's impl may import (e.g. "
-        "'myagents,tools.safe'); default: any module. A graph's impl is code the worker runs.",
+        "`myagents,tools.safe`); default: any module. A graph's impl is code the worker runs.",
     )
     tenant_policies: Path | None = Field(
         default=None,
-        description="Directory of per-tenant guardrail overrides, one <tenant>.yaml each.",
+        description="Directory of per-tenant guardrail overrides, one `<tenant>.yaml` each; "
+        "read when the worker starts.",
     )
     models: Path | None = Field(
         default=None,
-        description="Models file (YAML): each tier's fallback chain of litellm model ids and "
-        "the cooldowns; default: every tier on the offline provider.",
+        description="Models file (YAML): each tier's fallback chain of litellm model ids, the "
+        "cooldowns and the call timeout; default: every tier on the offline provider.",
     )
     llm: Literal["auto", "offline", "live"] = Field(
         default="auto",
-        description="'offline' answers every model call with the offline provider; 'live' "
-        "calls the providers; 'auto' is offline when no provider API key is set.",
+        description="`offline`: every model call goes to the offline provider; `live`: to the "
+        "providers; `auto`: offline when no provider API key is set.",
     )
     llm_script: Path | None = Field(
         default=None,
@@ -136,7 +157,7 @@ class Settings(BaseModel):
     )
     tenant_task_queues: bool = Field(
         default=False,
-        description="Give each tenant its own task queue, '<task_queue>-<tenant>', served by "
+        description="Give each tenant its own task queue, `<task_queue>-<tenant>`, served by "
         "workers started with that tenant.",
     )
     fairness_weights: str | None = Field(
@@ -147,7 +168,7 @@ class Settings(BaseModel):
     codec_keys: SecretStr | None = Field(
         default=None,
         description="Encrypt every payload (history and blobs) with AES-256-GCM: "
-        "comma-separated '<key id>=<base64 32-byte key>' pairs; the first encrypts, all "
+        "comma-separated `<key id>=<base64 32-byte key>` pairs; the first encrypts, all "
         "decrypt (rotation). Default: payloads are not encrypted.",
     )
     encrypt_records: bool = Field(
