@@ -140,20 +140,20 @@ class Settings(BaseModel):
         max_length=255,
         description="Bind the client, CLI and worker to this tenant: they start lifetimes only "
         "as it and refuse to read or act on another tenant's lifetimes (soft isolation); with "
-        "'isolation: hard' it also picks the tenant's namespace.",
+        "`GRAPHRUNNER_ISOLATION=hard` it also picks the tenant's namespace.",
     )
     isolation: Literal["soft", "hard"] = Field(
         default="soft",
-        description="'soft': tenants share a namespace, a tenant-bound client refuses other "
-        "tenants' lifetimes; 'hard': each tenant has its own Temporal namespace "
-        "(tenant_namespace), kept apart by Temporal's own authorization.",
+        description="`soft`: tenants share a namespace, a tenant-bound client refuses other "
+        "tenants' lifetimes; `hard`: each tenant has its own Temporal namespace "
+        "(`GRAPHRUNNER_TENANT_NAMESPACE`), kept apart by Temporal's own authorization.",
     )
     tenant_namespace: str = Field(
         default="{tenant}",
         min_length=1,
         max_length=255,
-        description="Hard isolation: the namespace of a tenant; '{tenant}' is replaced by "
-        "its name (e.g. 'agents-{tenant}').",
+        description="Hard isolation: the namespace of a tenant; `{tenant}` is replaced by "
+        "its name (e.g. `agents-{tenant}`).",
     )
     tenant_task_queues: bool = Field(
         default=False,
@@ -162,7 +162,7 @@ class Settings(BaseModel):
     )
     fairness_weights: str | None = Field(
         default=None,
-        description="Fairness weight per tenant ('acme=2,globex=0.5'; default 1) for "
+        description="Fairness weight per tenant (`acme=2,globex=0.5`; default 1, range 0.001–1000) for "
         "Temporal's fair task dispatch, keyed by tenant.",
     )
     codec_keys: SecretStr | None = Field(
@@ -174,10 +174,10 @@ class Settings(BaseModel):
     encrypt_records: bool = Field(
         default=False,
         description="Also encrypt the results, inputs and notes of execution records in the "
-        "state DB with the codec keys (needs codec_keys).",
+        "state DB with the codec keys (needs `GRAPHRUNNER_CODEC_KEYS`).",
     )
     codec_port: int = Field(
-        default=8081, ge=1, le=65535, description="Port of 'graphrunner codec-server'."
+        default=8081, ge=1, le=65535, description="Port of `graphrunner codec-server`."
     )
     codec_cors_origins: str = Field(
         default="http://localhost:8233",
@@ -186,7 +186,7 @@ class Settings(BaseModel):
     codec_url: str | None = Field(
         default=None,
         description="The codec server's URL, given to the dev server's UI and printed for "
-        "'temporal --codec-endpoint'.",
+        "`temporal --codec-endpoint`.",
     )
     metrics_bind: str | None = Field(
         default=None,
@@ -195,14 +195,14 @@ class Settings(BaseModel):
     )
     tracing: Literal["none", "otlp", "console"] = Field(
         default="none",
-        description="OpenTelemetry traces of lifetimes and node executions: 'otlp' exports "
-        "to OTEL_EXPORTER_OTLP_ENDPOINT, 'console' prints spans.",
+        description="OpenTelemetry traces of lifetimes and node executions: `otlp` exports "
+        "to `OTEL_EXPORTER_OTLP_ENDPOINT`, `console` prints spans.",
     )
 
     eager_activities: bool = Field(
         default=True,
         description="Let a worker start the activities its own workflow tasks schedule "
-        "without a round trip through the task queue (faster steps); 'false' sends every "
+        "without a round trip through the task queue (faster steps); `false` sends every "
         "node through the queue, where fair dispatch between tenants applies to it too.",
     )
 
