@@ -162,8 +162,8 @@ class Settings(BaseModel):
     )
     fairness_weights: str | None = Field(
         default=None,
-        description="Fairness weight per tenant (`acme=2,globex=0.5`; default 1, range 0.001–1000) for "
-        "Temporal's fair task dispatch, keyed by tenant.",
+        description="Fairness weight per tenant (`acme=2,globex=0.5`; default 1, range "
+        "0.001–1000) for Temporal's fair task dispatch, keyed by tenant.",
     )
     codec_keys: SecretStr | None = Field(
         default=None,
