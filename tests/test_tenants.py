@@ -343,3 +343,14 @@ async def test_one_tenants_burst_does_not_starve_another_tenants_lifetimes(
         f"the small tenant finished only after {burst_done_when_small_done} of the burst's "
         f"{len(burst_ids)} lifetimes: order {finished}"
     )
+
+
+async def test_a_hard_tenant_without_its_namespace_is_told_to_run_setup(
+    env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    tenant = f"nowhere-{uuid.uuid4().hex[:6]}"
+    settings = _settings("hard", tenant, task_queue, f"sqlite:///{tmp_path / 'state.db'}")
+    address = env.client.service_client.config.target_host
+    client = await GraphrunnerClient.connect(settings, address=address)
+    with pytest.raises(GraphrunnerError, match=f"graphrunner setup --tenant {tenant}"):
+        await client.status("anything")

@@ -464,6 +464,11 @@ class GraphrunnerClient:
         try:
             desc = await self.temporal.get_workflow_handle(lifetime_id).describe()
         except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND and "amespace" in exc.message:
+                raise GraphrunnerError(
+                    f"namespace {self.temporal.namespace} does not exist: create it with "
+                    f"'graphrunner setup --tenant {bound}' ({exc.message})"
+                ) from None
             if exc.status is RPCStatusCode.NOT_FOUND:
                 raise OtherTenant(lifetime_id, bound) from None
             raise
