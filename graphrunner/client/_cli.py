@@ -717,15 +717,26 @@ def dev(app_dir: AppDir = Path(".")) -> None:
 
     async def go() -> None:
         policies = load_policies(settings)
-        async with embedded_server(settings, headless=False, reuse=False) as (client, server):
+        async with contextlib.AsyncExitStack() as stack:
+            codec = ""
+            if settings.codec_keys is not None:  # the UI shows plaintext through it
+                from graphrunner.codec._server import serve_codec  # aiohttp: ~0.3 s to import
+
+                url = await stack.enter_async_context(
+                    serve_codec(settings, origins=[settings.web_ui()])
+                )
+                codec = f"; codec server on {url}"
+            client, server = await stack.enter_async_context(
+                embedded_server(settings, headless=False, reuse=False)
+            )
             ui = settings.web_ui() if server and not server.headless else "(no UI: port in use)"
             await serve_worker(
                 client,
                 settings,
                 policies=policies,
-                ready=f"Temporal dev server on {server.address if server else '?'}, UI {ui}\n"
-                f"state in {settings.home}/; worker on task queue '{settings.task_queue}'. "
-                "Ctrl-C stops both.",
+                ready=f"Temporal dev server on {server.address if server else '?'}, UI {ui}"
+                f"{codec}\nstate in {settings.home}/; worker on task queue "
+                f"'{settings.task_queue}'. Ctrl-C stops both.",
             )
         out.print("stopped worker and dev server")
 
@@ -980,9 +991,10 @@ def result(
     settings = _settings()
 
     async def go() -> None:
+        store = open_records(settings)
         records = [
             r
-            for r in await open_records(settings).executions(lifetime_id)
+            for r in await store.executions(lifetime_id)
             if r.node == node and (iteration is None or r.iteration == iteration)
         ]
         if not records:
@@ -990,7 +1002,7 @@ def result(
         blobs = open_blobs(settings)
         if output is None:
             try:
-                async for chunk in stream_result(records[-1], blobs):
+                async for chunk in stream_result(records[-1], blobs, store.cipher):
                     sys.stdout.buffer.write(chunk)
             finally:
                 sys.stdout.buffer.flush()
@@ -1000,7 +1012,7 @@ def result(
         partial = output.with_name(output.name + ".part")
         try:
             with partial.open("wb") as sink:
-                async for chunk in stream_result(records[-1], blobs):
+                async for chunk in stream_result(records[-1], blobs, store.cipher):
                     sink.write(chunk)
             partial.replace(output)
         finally:
@@ -1071,6 +1083,7 @@ def main() -> None:
 # and reset (a lifetime's steps across runs); fork (a new lifetime from a step of another);
 # and models (LLM tiers and cooldowns).
 from graphrunner.client import (  # noqa: E402, F401
+    _cli_codec,
     _cli_control,
     _cli_fork,
     _cli_llm,

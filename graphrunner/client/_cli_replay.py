@@ -83,7 +83,11 @@ def replay(
             ids = await lifetimes_to_replay(client.temporal, graph=graph, since=after, limit=limit)
         histories = await fetch_histories(client.temporal, ids)
         return await replay_histories(
-            histories, blobs=client.blobs, workflows=workflows, quiet=True
+            histories,
+            blobs=client.blobs,
+            workflows=workflows,
+            quiet=True,
+            codec=client.temporal.data_converter.payload_codec,
         )
 
     verdicts = _run(go())

@@ -172,11 +172,13 @@ async def connect_temporal(
 
     The client carries a `GraphrunnerPlugin`: its data converter keeps payloads over the
     threshold in the blob store (``blobs``, default: the one settings name), so workers and
-    clients must share that store.
+    clients must share that store; with ``GRAPHRUNNER_CODEC_KEYS`` it encrypts every payload
+    (`graphrunner.codec`).
 
     Raises:
         ServerUnreachable: Nothing answered at the address, with the address in the message.
     """
+    from graphrunner.codec import codec_from_settings
     from graphrunner.plugin import GraphrunnerPlugin  # the plugin imports the activities
 
     config = ClientConfig.load_client_connect_config()
@@ -186,7 +188,9 @@ async def connect_temporal(
         config["namespace"] = namespace
     config.setdefault("target_host", f"localhost:{settings.dev_port}")
     plugin = GraphrunnerPlugin(
-        blobs=blobs or open_blobs(settings), payload_threshold=settings.payload_threshold_bytes
+        blobs=blobs or open_blobs(settings),
+        payload_threshold=settings.payload_threshold_bytes,
+        codec=codec_from_settings(settings),
     )
     try:
         return await Client.connect(**config, plugins=[plugin])
@@ -1044,7 +1048,9 @@ class GraphrunnerClient:
             )
         if step is not None:
             records = await self.records.executions(lifetime_id)
-            return await state_after(lifetime_id, step, records, self.blobs, graph)
+            return await state_after(
+                lifetime_id, step, records, self.blobs, graph, cipher=self.records.cipher
+            )
         if completed:
             return StateAt(lifetime_id=lifetime_id, state=final)
         try:
@@ -1255,7 +1261,7 @@ class GraphrunnerClient:
 
     def stream_result(self, record: ExecutionRecord) -> AsyncIterator[bytes]:
         """The JSON bytes of an execution's result; a large one is streamed from the blob store."""
-        return stream_result(record, self.blobs)
+        return stream_result(record, self.blobs, self.records.cipher)
 
     def ui_url(self, lifetime_id: str) -> str:
         """Link to the lifetime in the Temporal Web UI.
