@@ -159,14 +159,15 @@ class PolicyError(GraphrunnerError):
         return f"{self.message}:\n{lines}"
 
 
-class DecryptionError(GraphrunnerError):
+class DecryptionError(Exception):
     """Encrypted data (a payload, a record) could not be decrypted; nothing was returned.
 
     Raised when the key it names is not among the codec keys (``GRAPHRUNNER_CODEC_KEYS``),
     when the key under that name is not the one that encrypted it, when the data was
-    altered, or when a process without keys reads an encrypted record. Never a workflow
-    failure: a worker that cannot decrypt fails only the workflow task, which Temporal retries
-    until a worker with the key takes it.
+    altered, or when a process without keys reads encrypted data. Deliberately not a
+    `GraphrunnerError`: those end a lifetime when raised in workflow code, and a worker that
+    cannot decrypt must fail only the workflow task, which Temporal retries until a worker
+    with the key takes it.
 
     Attributes:
         key_id: The id of the key the data was encrypted with.

@@ -40,7 +40,7 @@ from graphrunner.client._runtime import (
     open_recorder,
     serve_worker,
 )
-from graphrunner.errors import GraphError, GraphrunnerError
+from graphrunner.errors import DecryptionError, GraphError, GraphrunnerError
 from graphrunner.graph import graph_json_schema, load_graph, to_mermaid
 from graphrunner.guardrails import MANUAL_PAUSE, policy_json_schema
 from graphrunner.stores import (
@@ -137,7 +137,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         _report(exc)
     except BadValue as exc:  # bad input, found before anything was sent
         _fail(str(exc), 1)
-    except GraphrunnerError as exc:
+    except (GraphrunnerError, DecryptionError) as exc:
         _fail(str(exc), 2)
     except SQLAlchemyError as exc:
         _fail(_db_error(exc), 2)
