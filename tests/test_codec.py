@@ -759,3 +759,17 @@ def test_dev_serves_the_codec_server_and_points_its_ui_at_it(tmp_path: Path) -> 
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+
+
+def test_graphrunner_imports_no_crypto_or_http_server_until_asked() -> None:
+    # A user's sandboxed workflow that imports graphrunner re-imports it in the sandbox,
+    # where cryptography fails (SystemError); the CLI must not pay aiohttp's import on
+    # every command.
+    code = (
+        "import sys, graphrunner, graphrunner.stores, graphrunner.plugin, graphrunner.client._cli;"
+        "print(sorted(m for m in ('cryptography', 'aiohttp') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stderr

@@ -20,8 +20,6 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     DataConverter,
@@ -62,6 +60,10 @@ class Cipher:
     """
 
     def __init__(self, keys: KeyRing) -> None:
+        # Imported here: a workflow sandbox that re-imports graphrunner cannot import
+        # cryptography (SystemError), and a process without keys never needs it.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self.keys = keys
         self._aead = {key_id: AESGCM(key) for key_id, key in keys.items()}
 
@@ -100,6 +102,8 @@ class Cipher:
                 "truncated or altered",
                 key_id=key_id,
             )
+        from cryptography.exceptions import InvalidTag
+
         try:
             return aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
         except InvalidTag:
