@@ -722,9 +722,9 @@ def dev(app_dir: AppDir = Path(".")) -> None:
             if settings.codec_keys is not None:  # the UI shows plaintext through it
                 from graphrunner.codec._server import serve_codec  # aiohttp: ~0.3 s to import
 
-                url = await stack.enter_async_context(
-                    serve_codec(settings, origins=[settings.web_ui()])
-                )
+                ui = settings.web_ui()  # the browser's origin is whichever host was typed
+                origins = [ui, ui.replace("//localhost:", "//127.0.0.1:")]
+                url = await stack.enter_async_context(serve_codec(settings, origins=origins))
                 codec = f"; codec server on {url}"
             client, server = await stack.enter_async_context(
                 embedded_server(settings, headless=False, reuse=False)
