@@ -17,11 +17,13 @@ from temporalio.converter import (
     CompositePayloadConverter,
     DataConverter,
     DefaultPayloadConverter,
+    EncodingPayloadConverter,
     JSONPlainPayloadConverter,
     SerializationContext,
 )
 
 from graphrunner._types import WireModel
+from graphrunner.errors import DecryptionError
 
 __all__ = ["GraphrunnerPayloadConverter", "graphrunner_data_converter"]
 
@@ -32,6 +34,25 @@ class _CompactJSON(PydanticJSONPlainPayloadConverter):
             data = value.__pydantic_serializer__.to_json(value, exclude_defaults=True)
             return Payload(metadata={"encoding": b"json/plain"}, data=data)
         return super().to_payload(value)
+
+
+class _Encrypted(EncodingPayloadConverter):
+    """Reads no encrypted payload: it says which key it needs (this process has no codec)."""
+
+    @property
+    def encoding(self) -> str:
+        return "binary/encrypted"
+
+    def to_payload(self, value: Any) -> Payload | None:
+        return None
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        key_id = payload.metadata.get("encryption-key-id", b"?").decode(errors="replace")
+        raise DecryptionError(
+            f"a payload is encrypted (key '{key_id}') and this process has no codec keys: "
+            "set GRAPHRUNNER_CODEC_KEYS as the workers have it",
+            key_id=key_id,
+        )
 
 
 class GraphrunnerPayloadConverter(CompositePayloadConverter):
@@ -69,7 +90,8 @@ class GraphrunnerPayloadConverter(CompositePayloadConverter):
             *(
                 compact if isinstance(c, JSONPlainPayloadConverter) else c
                 for c in DefaultPayloadConverter.default_encoding_payload_converters
-            )
+            ),
+            _Encrypted(),
         )
 
 

@@ -15,9 +15,11 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from graphrunner.errors import GraphrunnerError
 
@@ -198,6 +200,42 @@ class Settings(BaseModel):
         description="OpenTelemetry traces of lifetimes and node executions: `otlp` exports "
         "to `OTEL_EXPORTER_OTLP_ENDPOINT`, `console` prints spans.",
     )
+
+    codec_bind: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address 'graphrunner codec-server' listens on ('0.0.0.0' in a "
+        "container); anyone who reaches it can decrypt payloads.",
+    )
+    codec_token: SecretStr | None = Field(
+        default=None,
+        description="When set, 'graphrunner codec-server' answers only requests with "
+        "'Authorization: Bearer <token>' (temporal --codec-auth, the UI's codec settings).",
+    )
+
+    @field_validator("codec_keys")
+    @classmethod
+    def _valid_codec_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        from graphrunner.codec._keys import parse_keys  # cryptography only when keys are set
+
+        try:
+            parse_keys(value.get_secret_value())
+        except ValueError as exc:
+            # The message names the key's position and id, never its material.
+            raise PydanticCustomError("codec_keys", str(exc)) from None
+        return value
+
+    @field_validator("encrypt_records")
+    @classmethod
+    def _records_need_keys(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("codec_keys") is None:
+            raise PydanticCustomError(
+                "encrypt_records",
+                "needs GRAPHRUNNER_CODEC_KEYS: records are encrypted with the codec keys",
+            )
+        return value
 
     eager_activities: bool = Field(
         default=True,

@@ -13,6 +13,7 @@ from enum import StrEnum
 from graphrunner._rejection import Rejection
 
 __all__ = [
+    "DecryptionError",
     "FailureType",
     "GraphError",
     "GraphIssue",
@@ -156,3 +157,22 @@ class PolicyError(GraphrunnerError):
             return f"{self.place}: {self.message}"
         lines = "\n".join(f"  {issue.place}: {issue.message}" for issue in self._issues)
         return f"{self.message}:\n{lines}"
+
+
+class DecryptionError(Exception):
+    """Encrypted data (a payload, a record) could not be decrypted; nothing was returned.
+
+    Raised when the key it names is not among the codec keys (``GRAPHRUNNER_CODEC_KEYS``),
+    when the key under that name is not the one that encrypted it, when the data was
+    altered, or when a process without keys reads encrypted data. Deliberately not a
+    `GraphrunnerError`: those end a lifetime when raised in workflow code, and a worker that
+    cannot decrypt must fail only the workflow task, which Temporal retries until a worker
+    with the key takes it.
+
+    Attributes:
+        key_id: The id of the key the data was encrypted with.
+    """
+
+    def __init__(self, message: str, *, key_id: str) -> None:
+        super().__init__(message)
+        self.key_id = key_id

@@ -4,7 +4,11 @@ Like the SDK's own integrations, graphrunner is a `temporalio.plugin.SimplePlugi
 to a `Worker`, a `Replayer` or `Client.connect` and it brings:
 
 - the data converter: pydantic, with payloads over a threshold kept in a blob store (history
-  keeps a reference); a payload codec already on the client's converter is kept;
+  keeps a reference); with a ``codec`` (encryption, `graphrunner.codec.EncryptionCodec`) every
+  payload is encoded by it before it goes to history or the blob store, failure messages
+  and stack traces too, and a client's fetched histories come with clear step summaries and
+  failure texts (`graphrunner.codec.HistoryDecoder`); without one, a payload codec already
+  on the client's converter is kept;
 - the `AgentLifetimeWorkflow` and the node activities (with the worker's `Recorder`, when
   records are on) and the guardrail local activities;
 - the `GuardrailInterceptor`, so no lifetime runs, or replays, without its guardrails;
@@ -28,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from temporalio.client import ClientConfig
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, PayloadCodec
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ReplayerConfig, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
@@ -39,6 +43,8 @@ from graphrunner.activities._children import ChildActivities
 from graphrunner.activities._guardrails import GuardrailActivities
 from graphrunner.activities._human import HumanActivities
 from graphrunner.activities._tool_runs import ToolActivities
+from graphrunner.codec._codec import EncryptionCodec, with_codec
+from graphrunner.codec._history import HistoryDecoder
 from graphrunner.guardrails._interceptor import GuardrailInterceptor
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.llm._runtime import LlmRuntime
@@ -83,6 +89,9 @@ class GraphrunnerPlugin(SimplePlugin):
         impl_modules: Module prefixes a graph's node ``impl`` may come from; None: any.
         llm: The LLM runtime behind ``ctx.llm`` (models file, shared cooldowns, offline
             mode); default: every tier offline, cooldowns in this process.
+        codec: Encodes every payload before history and the blob store see it (encryption:
+            `graphrunner.codec.codec_from_settings`); failure messages are encoded too. Every
+            client, worker and replayer of the lifetimes needs the same keys.
     """
 
     def __init__(
@@ -94,8 +103,9 @@ class GraphrunnerPlugin(SimplePlugin):
         policies: PolicySource | None = None,
         impl_modules: Sequence[str] | None = None,
         llm: LlmRuntime | None = None,
+        codec: PayloadCodec | None = None,
     ) -> None:
-        converter = graphrunner_data_converter
+        converter = with_codec(graphrunner_data_converter, codec)
         if blobs is not None:
             converter = with_external_storage(converter, blobs, threshold=payload_threshold)
         self.converter = converter
@@ -111,13 +121,16 @@ class GraphrunnerPlugin(SimplePlugin):
         self.tools = ToolActivities(recorder, impl_modules=self.nodes.impl_modules)
         self._closers: list[Callable[[], object]] = []
         self.interceptor = GuardrailInterceptor(policies, ledger=recorder is not None)
+        interceptors: list[Any] = [self.interceptor]
+        if isinstance(codec, EncryptionCodec):
+            interceptors.append(HistoryDecoder(codec))
         super().__init__(
             _PLUGIN_NAME,
             data_converter=self.converter_for,
             activities=self._activities,
             workflows=self._workflows,
             workflow_runner=self._runner,
-            interceptors=[self.interceptor],
+            interceptors=interceptors,
             run_context=self._running,
         )
 
@@ -136,8 +149,12 @@ class GraphrunnerPlugin(SimplePlugin):
             ours = dataclasses.replace(ours, payload_codec=existing.payload_codec)
         if existing.external_storage is not None and ours.external_storage is None:
             ours = dataclasses.replace(ours, external_storage=existing.external_storage)
-        if existing.failure_converter_class is not ours.failure_converter_class:
+        if (
+            existing.failure_converter_class is not ours.failure_converter_class
+            and ours.payload_codec is existing.payload_codec
+        ):
             # e.g. DefaultFailureConverterWithEncodedAttributes: failure text encrypted too
+            # (a codec of this plugin's brings its own)
             ours = dataclasses.replace(
                 ours, failure_converter_class=existing.failure_converter_class
             )
@@ -198,6 +215,10 @@ class GraphrunnerPlugin(SimplePlugin):
 
     def configure_client(self, config: ClientConfig) -> ClientConfig:
         """Set graphrunner's data converter (keeping the client's payload codec)."""
+        if any(isinstance(i, HistoryDecoder) for i in self.interceptors or []):
+            config["interceptors"] = [  # an earlier plugin's decoder: ours replaces it
+                i for i in config.get("interceptors") or [] if not isinstance(i, HistoryDecoder)
+            ]
         return super().configure_client(config)
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:

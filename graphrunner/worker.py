@@ -20,6 +20,7 @@ from temporalio.worker import Interceptor, Worker
 from graphrunner._converter import GraphrunnerPayloadConverter
 from graphrunner._settings import Settings
 from graphrunner.activities import Recorder
+from graphrunner.codec import codec_from_settings
 from graphrunner.guardrails._interceptor import GuardrailInterceptor
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.llm._cooldowns import CooldownStore, MemoryCooldowns
@@ -66,6 +67,7 @@ def open_recorder(settings: Settings, *, blobs: BlobStore | None = None) -> Reco
         open_records(settings),
         blobs or open_blobs(settings),
         inline_limit=settings.inline_limit_bytes,
+        encrypt=settings.encrypt_records,
     )
 
 
@@ -142,15 +144,19 @@ def build_worker(
         impl_modules = settings.impl_prefixes()
     if llm is None:
         llm = open_llm(settings, recorder)
+    codec = codec_from_settings(settings)
     plugin = GraphrunnerPlugin(
-        recorder=recorder, policies=policies, impl_modules=impl_modules, llm=llm
+        recorder=recorder, policies=policies, impl_modules=impl_modules, llm=llm, codec=codec
     )
     if opened is not None:
         plugin.on_shutdown(opened.records.close)
-    if not issubclass(temporal.data_converter.payload_converter_class, GraphrunnerPayloadConverter):
+    if not issubclass(
+        temporal.data_converter.payload_converter_class, GraphrunnerPayloadConverter
+    ) or (codec is not None and not isinstance(temporal.data_converter.payload_codec, type(codec))):
         # A worker's converter is its client's: share the connection under graphrunner's
-        # converter (keeping the client's codec, failure converter and external storage)
-        # rather than trust whoever connected it to have set it. From the initial config, so
+        # converter (keeping the client's codec, failure converter and external storage;
+        # with codec keys, encrypting with them) rather than trust whoever connected it to
+        # have set it. From the initial config, so
         # the client's plugins configure it once, as they did the first time.
         config = temporal.config()
         config["data_converter"] = plugin.converter_for(temporal.data_converter)

@@ -11,7 +11,7 @@ import pydantic_core
 from temporalio import activity
 
 from graphrunner._types import ExecutionHeader, Telemetry
-from graphrunner.stores._blobs import BlobStore
+from graphrunner.stores._blobs import BlobRef, BlobStore
 from graphrunner.stores._records import ExecutionRecord, ExecutionStatus, RecordStore
 
 __all__ = ["Attempt", "Recorder"]
@@ -43,12 +43,27 @@ class Recorder:
         records: The state DB.
         blobs: Where large results go.
         inline_limit: Largest result (JSON bytes) kept inline in the record.
+        encrypt: Seal results, state, errors and notes (inline and blobs) with the state
+            DB's cipher (``records.cipher``, the codec keys); see `graphrunner.codec`.
+
+    Raises:
+        ValueError: ``encrypt`` without a cipher on ``records``.
     """
 
-    def __init__(self, records: RecordStore, blobs: BlobStore, *, inline_limit: int) -> None:
+    def __init__(
+        self, records: RecordStore, blobs: BlobStore, *, inline_limit: int, encrypt: bool = False
+    ) -> None:
+        if encrypt and records.cipher is None:
+            raise ValueError("encrypted records need a state DB opened with the codec keys")
         self.records = records
         self.blobs = blobs
         self.inline_limit = inline_limit
+        self.cipher = records.cipher if encrypt else None
+
+    async def _put(self, key: str, data: bytes, execution_id: str, column: str) -> BlobRef:
+        if self.cipher is not None:
+            data = self.cipher.seal_bytes(data, execution_id=execution_id, column=column)
+        return await self.blobs.put(key, data)
 
     async def write(self, header: ExecutionHeader, attempt: Attempt) -> bool:
         """Record ``attempt`` of the execution ``header`` names.
@@ -63,7 +78,7 @@ class Recorder:
             result["result_size"] = len(data)
             if len(data) > self.inline_limit:
                 key = f"results/{header.lifetime_id}/{header.execution_id}.{number}.json"
-                ref = await self.blobs.put(key, data)
+                ref = await self._put(key, data, header.execution_id, "result")
                 result.update(result_uri=ref.uri, result_sha256=ref.sha256)
             else:
                 result["result_inline"] = data.decode()
@@ -71,7 +86,8 @@ class Recorder:
                 data = pydantic_core.to_json(attempt.state)
                 if len(data) > self.inline_limit:
                     key = f"state/{header.lifetime_id}/{header.execution_id}.{number}.json"
-                    result["state_uri"] = (await self.blobs.put(key, data)).uri
+                    ref = await self._put(key, data, header.execution_id, "state")
+                    result["state_uri"] = ref.uri
                 else:
                     result["state_inline"] = data.decode()
         record = ExecutionRecord(
@@ -87,10 +103,11 @@ class Recorder:
             cost_usd=Decimal(str(telemetry.cost_usd)),
             latency_ms=attempt.latency_ms,
             model=telemetry.model,
-            error=attempt.error,
             answered_by=attempt.answered_by,
             child_id=attempt.child_id,
-            notes=attempt.notes,
-            **result,
+            **self._sealed(header.execution_id, error=attempt.error, notes=attempt.notes, **result),
         )
         return await self.records.record(record)
+
+    def _sealed(self, execution_id: str, **fields: Any) -> dict[str, Any]:
+        return fields if self.cipher is None else self.cipher.seal_fields(execution_id, fields)

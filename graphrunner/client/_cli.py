@@ -41,7 +41,7 @@ from graphrunner.client._runtime import (
     open_recorder,
     serve_worker,
 )
-from graphrunner.errors import GraphError, GraphrunnerError
+from graphrunner.errors import DecryptionError, GraphError, GraphrunnerError
 from graphrunner.graph import graph_json_schema, load_graph, to_mermaid
 from graphrunner.guardrails import MANUAL_PAUSE, policy_json_schema
 from graphrunner.stores import (
@@ -147,7 +147,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         _report(exc)
     except BadValue as exc:  # bad input, found before anything was sent
         _fail(str(exc), 1)
-    except GraphrunnerError as exc:
+    except (GraphrunnerError, DecryptionError) as exc:
         _fail(str(exc), 2)
     except SQLAlchemyError as exc:
         _fail(_db_error(exc), 2)
@@ -748,14 +748,25 @@ def dev(
 
     async def go() -> None:
         policies = load_policies(settings)
-        async with embedded_server(settings, headless=False, reuse=False) as (client, server):
+        async with contextlib.AsyncExitStack() as stack:
+            codec = ""
+            if settings.codec_keys is not None:  # the UI shows plaintext through it
+                from graphrunner.codec._server import serve_codec  # aiohttp: ~0.3 s to import
+
+                ui = settings.web_ui()  # the browser's origin is whichever host was typed
+                origins = [ui, ui.replace("//localhost:", "//127.0.0.1:")]
+                url = await stack.enter_async_context(serve_codec(settings, origins=origins))
+                codec = f"; codec server on {url}"
+            client, server = await stack.enter_async_context(
+                embedded_server(settings, headless=False, reuse=False)
+            )
             ui = settings.web_ui() if server and not server.headless else "(no UI: port in use)"
             await serve_worker(
                 client,
                 settings,
                 policies=policies,
-                ready=f"Temporal dev server on {server.address if server else '?'}, UI {ui}\n"
-                f"state in {settings.home}/; worker on task queue "
+                ready=f"Temporal dev server on {server.address if server else '?'}, UI {ui}"
+                f"{codec}\nstate in {settings.home}/; worker on task queue "
                 f"'{settings.task_queue_for(settings.tenant)}' (namespace {client.namespace}). "
                 "Ctrl-C stops both.",
             )
@@ -1017,11 +1028,10 @@ def result(
     settings = _settings(tenant)
 
     async def go() -> None:
+        store = open_records(settings)
         records = [
             r
-            for r in own_rows(
-                settings.tenant, lifetime_id, await open_records(settings).executions(lifetime_id)
-            )
+            for r in own_rows(settings.tenant, lifetime_id, await store.executions(lifetime_id))
             if r.node == node and (iteration is None or r.iteration == iteration)
         ]
         if not records:
@@ -1029,7 +1039,7 @@ def result(
         blobs = open_blobs(settings)
         if output is None:
             try:
-                async for chunk in stream_result(records[-1], blobs):
+                async for chunk in stream_result(records[-1], blobs, store.cipher):
                     sys.stdout.buffer.write(chunk)
             finally:
                 sys.stdout.buffer.flush()
@@ -1039,7 +1049,7 @@ def result(
         partial = output.with_name(output.name + ".part")
         try:
             with partial.open("wb") as sink:
-                async for chunk in stream_result(records[-1], blobs):
+                async for chunk in stream_result(records[-1], blobs, store.cipher):
                     sink.write(chunk)
             partial.replace(output)
         finally:
@@ -1110,6 +1120,7 @@ def main() -> None:
 # and reset (a lifetime's steps across runs); fork (a new lifetime from a step of another);
 # and models (LLM tiers and cooldowns).
 from graphrunner.client import (  # noqa: E402, F401
+    _cli_codec,
     _cli_control,
     _cli_fork,
     _cli_llm,

@@ -100,7 +100,11 @@ def replay(
             await client.check_owner(lifetime_id)  # a bound CLI refuses another tenant's
         histories = await fetch_histories(client.temporal, ids)
         return await replay_histories(
-            histories, blobs=client.blobs, workflows=workflows, quiet=True
+            histories,
+            blobs=client.blobs,
+            workflows=workflows,
+            quiet=True,
+            codec=client.temporal.data_converter.payload_codec,
         )
 
     verdicts = _run(go())

@@ -215,11 +215,13 @@ async def connect_temporal(
 
     The client carries a `GraphrunnerPlugin`: its data converter keeps payloads over the
     threshold in the blob store (``blobs``, default: the one settings name), so workers and
-    clients must share that store.
+    clients must share that store; with ``GRAPHRUNNER_CODEC_KEYS`` it encrypts every payload
+    (`graphrunner.codec`).
 
     Raises:
         ServerUnreachable: Nothing answered at the address, with the address in the message.
     """
+    from graphrunner.codec import codec_from_settings
     from graphrunner.plugin import GraphrunnerPlugin  # the plugin imports the activities
 
     config = ClientConfig.load_client_connect_config()
@@ -232,7 +234,9 @@ async def connect_temporal(
         config["namespace"] = settings.namespace_for(settings.tenant)
     config.setdefault("target_host", f"localhost:{settings.dev_port}")
     plugin = GraphrunnerPlugin(
-        blobs=blobs or open_blobs(settings), payload_threshold=settings.payload_threshold_bytes
+        blobs=blobs or open_blobs(settings),
+        payload_threshold=settings.payload_threshold_bytes,
+        codec=codec_from_settings(settings),
     )
     try:
         return await Client.connect(**config, plugins=[plugin])
@@ -1190,7 +1194,9 @@ class GraphrunnerClient:
             )
         if step is not None:
             records = await self.records.executions(lifetime_id)
-            return await state_after(lifetime_id, step, records, self.blobs, graph)
+            return await state_after(
+                lifetime_id, step, records, self.blobs, graph, cipher=self.records.cipher
+            )
         if completed:
             return StateAt(lifetime_id=lifetime_id, state=final)
         try:
@@ -1420,7 +1426,7 @@ class GraphrunnerClient:
     def stream_result(self, record: ExecutionRecord) -> AsyncIterator[bytes]:
         """The JSON bytes of an execution's result; a large one is streamed from the blob store."""
         self._own_records(record.lifetime_id, [record])
-        return stream_result(record, self.blobs)
+        return stream_result(record, self.blobs, self.records.cipher)
 
     def _has_attribute(self, name: str) -> bool:
         return self._attrs_present is None or name in self._attrs_present

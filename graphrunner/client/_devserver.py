@@ -75,8 +75,10 @@ class DevServer:
         headless: bool = False,
         namespace: str = "default",
         fairness: bool = True,
+        ui_codec_endpoint: str | None = None,
     ) -> None:
         self.home = home
+        self.ui_codec_endpoint = ui_codec_endpoint  # the UI decodes payloads through it
         self.port = port
         self.ui_port = ui_port
         self.headless = headless
@@ -114,6 +116,8 @@ class DevServer:
         cmd += search_attribute_args()
         if self.headless:
             cmd.append("--headless")
+        elif self.ui_codec_endpoint:
+            cmd += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         return cmd
 
     async def start(self, timeout: float = 30.0) -> None:

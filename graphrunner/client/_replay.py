@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHistory
+from temporalio.converter import PayloadCodec
 from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
@@ -203,6 +204,7 @@ async def replay_histories(
     blobs: BlobStore | None = None,
     workflows: Sequence[type] | None = None,
     quiet: bool = False,
+    codec: PayloadCodec | None = None,
 ) -> list[ReplayVerdict]:
     """Replay each history with the current code, the way a worker would take it over.
 
@@ -212,13 +214,15 @@ async def replay_histories(
         workflows: The lifetime workflow class to replay with (default: this graphrunner's).
         quiet: Keep the SDK core from logging each failing workflow task to stdout (the CLI's
             report says it once, and ``--json`` output must stay JSON).
+        codec: The payload codec the histories were written with (encryption: the client's,
+            ``client.data_converter.payload_codec``).
     """
     from graphrunner.plugin import GraphrunnerPlugin  # the plugin imports the activities
     from graphrunner.workflows import AgentLifetimeWorkflow
 
     replayer = Replayer(
         workflows=list(workflows or [AgentLifetimeWorkflow]),
-        plugins=[GraphrunnerPlugin(blobs=blobs)],
+        plugins=[GraphrunnerPlugin(blobs=blobs, codec=codec)],
         runtime=Runtime(telemetry=TelemetryConfig(logging=None)) if quiet else None,
     )
     verdicts = []

@@ -18,7 +18,14 @@ from graphrunner.errors import ServerUnreachable
 from graphrunner.guardrails._sources import PolicySource
 from graphrunner.worker import build_worker, load_policies, open_recorder
 
-__all__ = ["add_app_dir", "embedded_server", "load_policies", "open_recorder", "serve_worker"]
+__all__ = [
+    "add_app_dir",
+    "embedded_server",
+    "load_policies",
+    "open_recorder",
+    "serve_worker",
+    "ui_codec_endpoint",
+]
 
 
 def add_app_dir(app_dir: Path) -> None:
@@ -83,6 +90,7 @@ async def embedded_server(
         namespace=settings.namespace_for(settings.tenant)
         if hard and settings.tenant
         else "default",
+        ui_codec_endpoint=ui_codec_endpoint(settings),
     )
     if not headless and port_open("127.0.0.1", settings.dev_ui_port):
         server.headless = True  # the UI port is taken; run without a UI rather than fail
@@ -91,6 +99,13 @@ async def embedded_server(
         yield await _connect_when_ready(settings, server.address), server
     finally:
         server.stop()
+
+
+def ui_codec_endpoint(settings: Settings) -> str | None:
+    """The codec server the dev server's UI decodes payloads with (None: no codec keys)."""
+    if settings.codec_keys is None:
+        return None
+    return settings.codec_url or f"http://127.0.0.1:{settings.codec_port}"
 
 
 async def _connect_when_ready(settings: Settings, address: str, timeout: float = 30.0) -> Client:

@@ -19,6 +19,7 @@ from temporalio.converter import DataConverter
 
 from graphrunner._state import apply_update
 from graphrunner.client._history import _decoded
+from graphrunner.codec import RecordCipher, open_blob
 from graphrunner.errors import GraphrunnerError
 from graphrunner.graph._model import AgentGraph
 from graphrunner.stores._blobs import BlobStore
@@ -50,10 +51,14 @@ class StateAt(BaseModel):
     state: dict[str, Any] | None = Field(default=None)
 
 
-async def _recorded(record: ExecutionRecord, blobs: BlobStore) -> dict[str, Any]:
+async def _recorded(
+    record: ExecutionRecord, blobs: BlobStore, cipher: RecordCipher | None
+) -> dict[str, Any]:
     if record.state_uri is not None:
         data = b"".join([chunk async for chunk in blobs.stream(record.state_uri)])
-        found = json.loads(data)
+        found = json.loads(
+            open_blob(cipher, data, execution_id=record.execution_id, column="state")
+        )
     else:
         found = json.loads(record.state_inline or "null")
     return found if isinstance(found, dict) else {}
@@ -65,8 +70,12 @@ async def state_after(
     records: list[ExecutionRecord],
     blobs: BlobStore,
     graph: AgentGraph,
+    *,
+    cipher: RecordCipher | None = None,
 ) -> StateAt:
     """The state after step ``step`` (its ``seq``), from the lifetime's records.
+
+    ``cipher`` opens an encrypted state blob (the state DB's, `RecordStore.cipher`).
 
     Raises:
         GraphrunnerError: No such step, or it left no state (the graph declares none, or
@@ -86,7 +95,7 @@ async def state_after(
             f"step {step} ({record.node}, iteration {record.iteration}) of {lifetime_id} "
             f"recorded no state: its execution {record.status.value}"
         )
-    kept = await _recorded(record, blobs)
+    kept = await _recorded(record, blobs, cipher)
     seen = kept.get("seen") or {}
     update = kept.get("update")
     return StateAt(

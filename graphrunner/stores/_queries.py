@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, func, select
 
+from graphrunner.codec._records import RecordCipher, open_fields
 from graphrunner.stores._db import Database
 from graphrunner.stores._models import (
     CostRow,
@@ -27,7 +28,13 @@ __all__ = ["Queries"]
 
 
 class Queries(Database):
-    """The read part of `graphrunner.stores.RecordStore`."""
+    """The read part of `graphrunner.stores.RecordStore`.
+
+    Sealed (encrypted) results, state, errors and notes are opened with ``cipher`` as they
+    are read; without one, reading a sealed record raises `DecryptionError`.
+    """
+
+    cipher: RecordCipher | None = None
 
     def _build_query_statements(self) -> None:
         d = decisions.c
@@ -88,7 +95,7 @@ class Queries(Database):
                 .order_by(attempts.c.attempt)
             )
             with self.engine.connect() as conn:
-                rows = [dict(row._mapping) for row in conn.execute(query)]
+                rows = [open_fields(self.cipher, dict(row._mapping)) for row in conn.execute(query)]
             for row in rows:
                 row["started_at"], row["finished_at"] = (
                     utc(row["started_at"]),
@@ -201,9 +208,8 @@ class Queries(Database):
 
         return await asyncio.to_thread(read)
 
-    @staticmethod
-    def _to_record(row: Any) -> ExecutionRecord:
-        data = dict(row)
+    def _to_record(self, row: Any) -> ExecutionRecord:
+        data = open_fields(self.cipher, dict(row))
         for name in ("created_at", "started_at", "finished_at"):
             data[name] = utc(data[name])
         return ExecutionRecord.model_validate(data)

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
+from graphrunner.codec._records import RecordCipher
 from graphrunner.stores._db import SchemaError
 from graphrunner.stores._ledger import Ledger
 from graphrunner.stores._models import (
@@ -61,10 +62,13 @@ class RecordStore(Ledger, Queries):
 
     Args:
         url: SQLAlchemy URL: ``sqlite:///path.db`` or ``postgresql://user@host/db`` (psycopg 3).
+        cipher: Opens encrypted records as they are read (the codec keys); the worker's
+            `Recorder` seals with it when records are encrypted.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, cipher: RecordCipher | None = None) -> None:
         super().__init__(url)
+        self.cipher = cipher
         # Built once: compiling these per write cost more than the write itself (bench/).
         dialect: Any = sqlite if self.dialect == "sqlite" else postgresql
         self._insert_attempt = dialect.insert(attempts).on_conflict_do_nothing()
