@@ -254,6 +254,7 @@ async def test_rotation_new_key_encrypts_old_keys_decrypt() -> None:
         (f"k1={K1},k1={K2}", "key #2 ('k1') repeats a key id"),
         (f"k 1={K1}", "key #1 has key id 'k 1'"),
     ],
+    ids=["no-equals", "empty-id", "bad-base64", "short", "repeated-id", "space-in-id"],
 )
 def test_bad_keys_fail_the_settings_without_echoing_key_material(value: str, message: str) -> None:
     with pytest.raises(GraphrunnerError) as caught:

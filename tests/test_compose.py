@@ -360,6 +360,8 @@ def test_the_ui_decrypts_through_the_codec_servers_published_port(
     endpoint = urlsplit(compose.environment(ui)["TEMPORAL_CODEC_ENDPOINT"])
     published = {p.container: p for p in compose.ports(codec)}
     assert codec_settings.codec_port in published, "the codec server's port is not published"
+    # In its container it must listen on every interface, or the published port reaches nothing.
+    assert codec_settings.codec_bind == "0.0.0.0", codec_settings.codec_bind
     assert endpoint.port == published[codec_settings.codec_port].host
     # The browser calls it: a service name (codec-server:8081) would not resolve there.
     assert endpoint.hostname not in compose.services
