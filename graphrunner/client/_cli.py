@@ -24,7 +24,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 from typer.core import TyperCommand
 
+from graphrunner._metrics import metrics_runtime
 from graphrunner._settings import Settings
+from graphrunner._tracing import flush_traces
 from graphrunner._types import LifetimeResult, StepRecord
 from graphrunner._values import BadValue, clip, parse_json
 from graphrunner.client._client import (
@@ -679,16 +681,24 @@ def worker(app_dir: AppDir = Path(".")) -> None:
 
     async def go() -> None:
         policies = load_policies(settings)  # a bad policy stops the worker before it connects
-        client = await connect_temporal(settings)
+        runtime = metrics_runtime(settings)  # a bad metrics address too
+        client = await connect_temporal(settings, runtime=runtime)
         target = client.service_client.config.target_host
         await serve_worker(
             client,
             settings,
             policies=policies,
-            ready=f"worker polling task queue '{settings.task_queue}' on {target}; Ctrl-C stops",
+            ready=f"worker polling task queue '{settings.task_queue}' on {target}"
+            f"{_metrics_note(settings)}; Ctrl-C stops",
         )
 
     _run(go())
+
+
+def _metrics_note(settings: Settings) -> str:
+    if settings.metrics_bind is None:
+        return ""
+    return f"; metrics on http://{settings.metrics_bind}/metrics"
 
 
 class _DevCommand(TyperCommand):
@@ -717,15 +727,19 @@ def dev(app_dir: AppDir = Path(".")) -> None:
 
     async def go() -> None:
         policies = load_policies(settings)
-        async with embedded_server(settings, headless=False, reuse=False) as (client, server):
+        runtime = metrics_runtime(settings)
+        async with embedded_server(settings, headless=False, reuse=False, runtime=runtime) as (
+            client,
+            server,
+        ):
             ui = settings.web_ui() if server and not server.headless else "(no UI: port in use)"
             await serve_worker(
                 client,
                 settings,
                 policies=policies,
                 ready=f"Temporal dev server on {server.address if server else '?'}, UI {ui}\n"
-                f"state in {settings.home}/; worker on task queue '{settings.task_queue}'. "
-                "Ctrl-C stops both.",
+                f"state in {settings.home}/; worker on task queue '{settings.task_queue}'"
+                f"{_metrics_note(settings)}. Ctrl-C stops both.",
             )
         out.print("stopped worker and dev server")
 
@@ -1061,6 +1075,7 @@ def main() -> None:
     except BaseException:
         traceback.print_exc()
         code = 1
+    flush_traces()  # os._exit skips the tracer provider's own flush at exit
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
