@@ -41,7 +41,7 @@ def tracer_provider(
     Args:
         settings: ``tracing``: ``otlp`` exports to ``OTEL_EXPORTER_OTLP_ENDPOINT`` (OTLP over
             HTTP; service name ``OTEL_SERVICE_NAME``, default ``graphrunner``), ``console``
-            prints spans, ``none`` traces nothing unless ``given``.
+            prints spans on stderr, ``none`` traces nothing unless ``given``.
         given: A provider the caller built (``create_tracer_provider()`` with its own span
             processors, e.g. an in-memory exporter); used whatever the settings say.
 
@@ -98,7 +98,7 @@ def _new_provider(settings: Settings) -> ReplaySafeTracerProvider:
 
         exporter = OTLPSpanExporter()  # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS ...
     else:
-        exporter = ConsoleSpanExporter()
+        exporter = ConsoleSpanExporter(out=sys.stderr)  # stdout may be a command's JSON
     # Flushed at exit (shutdown_on_exit), so a short CLI command's spans are sent too.
     provider = create_tracer_provider(resource=resource, shutdown_on_exit=True)
     provider.add_span_processor(BatchSpanProcessor(exporter))
