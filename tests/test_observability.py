@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from graphrunner import AgentGraph, GraphBuilder, GraphrunnerClient, Settings
+from graphrunner._metrics import metrics_runtime
 from graphrunner.client import connect_temporal
 from graphrunner.worker import build_worker
 from tests.conftest import ROOT, assert_replays
@@ -448,3 +449,38 @@ async def test_a_lifetime_is_one_trace_from_the_clients_start_to_each_node_attem
     assert plan_nodes == [1, 2, 3, 4]
     # Tracing left no trace in the history: it replays without it.
     await assert_replays(env.client, handle)
+
+
+@pytest.mark.timeout(120)
+async def test_counts_stay_exact_when_the_worker_replays_every_workflow_task(
+    env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    # No workflow cache: every workflow task replays the lifetime from its first event, so
+    # workflow code that counted on replay would count its start and its wait again.
+    settings = Settings(
+        task_queue=task_queue, home=tmp_path, metrics_bind=f"127.0.0.1:{free_port()}"
+    )
+    temporal = await connect_temporal(
+        settings,
+        target_host=env.client.service_client.config.target_host,
+        namespace=env.client.namespace,
+        runtime=metrics_runtime(settings),
+    )
+    client = GraphrunnerClient(temporal, settings=settings)
+    async with build_worker(temporal, settings=settings, recorder=None, max_cached_workflows=0):
+        handle = await client.start(asking("replayed"), "go", tenant="acme")
+        while not await client.pending(handle.id):
+            await asyncio.sleep(0.1)
+        await client.respond(handle.id, "approve", {"ok": True})
+        await handle.result()
+        series = parse_metrics(
+            await asyncio.to_thread(scrape, f"http://{settings.metrics_bind}/metrics")
+        )
+    assert total(series, "temporal_sticky_cache_hit") == 0, "nothing was kept in a cache"
+    replays = "temporal_workflow_task_replay_latency_count"
+    assert total(series, replays, workflow_type="AgentLifetime") >= 3, "the lifetime replayed"
+    assert total(series, "graphrunner_lifetimes_started_total", graph="replayed") == 1
+    assert total(series, "graphrunner_lifetimes_ended_total", status="completed") == 1
+    assert total(series, "graphrunner_human_waits_started_total", node="approve") == 1
+    assert total(series, "graphrunner_human_waits_ended_total", via="update") == 1
+    assert total(series, "graphrunner_node_executions_total", node="loop", outcome="ok") == 2
