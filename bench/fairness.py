@@ -95,7 +95,7 @@ async def measure(
         await server.start()
         try:
             settings = Settings(task_queue="fairness", record=False, eager_activities=eager)
-            temporal = await _connect_when_ready(settings, server.address)
+            temporal = await _connect_when_ready(settings, server.address, None)
             small_client = GraphrunnerClient(
                 temporal, settings=settings.model_copy(update={"tenant": "small"})
             )

@@ -12,6 +12,8 @@ to a `Worker`, a `Replayer` or `Client.connect` and it brings:
 - the `AgentLifetimeWorkflow` and the node activities (with the worker's `Recorder`, when
   records are on) and the guardrail local activities;
 - the `GuardrailInterceptor`, so no lifetime runs, or replays, without its guardrails;
+- the `LifetimeObserver`: lifetimes started and ended in the worker's metrics, and
+  graphrunner's attributes on the lifetime's span when tracing is on;
 - a workflow sandbox that passes graphrunner's modules (and pydantic) through, for any
   sandboxed workflow of the worker (the lifetime workflow itself runs unsandboxed, see
   `graphrunner.workflows._lifetime`): they are imported once per process, not per run.
@@ -51,6 +53,7 @@ from graphrunner.llm._runtime import LlmRuntime
 from graphrunner.stores._blobs import BlobStore
 from graphrunner.stores._payloads import DEFAULT_PAYLOAD_THRESHOLD, with_external_storage
 from graphrunner.workflows import LIFETIME_WORKFLOW, AgentLifetimeWorkflow
+from graphrunner.workflows._observer import LifetimeObserver
 
 __all__ = ["PASSTHROUGH_MODULES", "GraphrunnerPlugin"]
 
@@ -121,7 +124,9 @@ class GraphrunnerPlugin(SimplePlugin):
         self.tools = ToolActivities(recorder, impl_modules=self.nodes.impl_modules)
         self._closers: list[Callable[[], object]] = []
         self.interceptor = GuardrailInterceptor(policies, ledger=recorder is not None)
-        interceptors: list[Any] = [self.interceptor]
+        # Outside the guardrails, to see a lifetime aborted by hand end.
+        self.observer = LifetimeObserver()
+        interceptors: list[Any] = [self.observer, self.interceptor]
         if isinstance(codec, EncryptionCodec):
             interceptors.append(HistoryDecoder(codec))
         super().__init__(
@@ -233,4 +238,6 @@ class GraphrunnerPlugin(SimplePlugin):
 
 
 def _without_guardrails(interceptors: Sequence[Any] | None) -> list[Any]:
-    return [i for i in interceptors or [] if not isinstance(i, GuardrailInterceptor)]
+    return [
+        i for i in interceptors or [] if not isinstance(i, GuardrailInterceptor | LifetimeObserver)
+    ]

@@ -19,6 +19,7 @@ from temporalio.worker import Interceptor, Worker
 
 from graphrunner._converter import GraphrunnerPayloadConverter
 from graphrunner._settings import Settings
+from graphrunner._tracing import worker_tracing
 from graphrunner.activities import Recorder
 from graphrunner.codec import codec_from_settings
 from graphrunner.guardrails._interceptor import GuardrailInterceptor
@@ -31,6 +32,8 @@ from graphrunner.stores._blobs import BlobStore
 from graphrunner.stores._cooldowns import SqlCooldowns
 
 if TYPE_CHECKING:
+    from temporalio.contrib.opentelemetry import ReplaySafeTracerProvider
+
     from graphrunner.client import GraphrunnerClient
 
 __all__ = [
@@ -106,6 +109,7 @@ def build_worker(
     max_concurrent_activities: int = _MAX_ACTIVITIES,
     identity: str | None = None,
     sticky_queue_timeout: timedelta = _STICKY_TIMEOUT,
+    tracer_provider: ReplaySafeTracerProvider | None = None,
     **options: Any,
 ) -> Worker:
     """Return a Worker that runs AgentLifetimes and their Task and Plan activities.
@@ -131,6 +135,10 @@ def build_worker(
         identity: Worker identity shown in the Temporal UI.
         sticky_queue_timeout: How long a lifetime cached on a crashed worker waits before
             another worker picks it up (the SDK default, 10 s).
+        tracer_provider: Trace lifetimes and node executions to this provider (from
+            ``temporalio.contrib.opentelemetry.create_tracer_provider()``); default: as
+            ``settings.tracing`` says. A client from `connect_temporal` that traces already
+            brings its tracing to the worker.
         **options: Any other `temporalio.worker.Worker` option, e.g. ``max_cached_workflows``,
             ``max_concurrent_workflow_tasks``, ``max_concurrent_local_activities``.
     """
@@ -173,7 +181,8 @@ def build_worker(
         return Worker(
             temporal,
             task_queue=task_queue or settings.task_queue_for(settings.tenant),
-            interceptors=list(interceptors),
+            # Tracing first: graphrunner's interceptors run inside its spans and annotate them.
+            interceptors=[*worker_tracing(temporal, settings, tracer_provider), *interceptors],
             plugins=[plugin],
             max_concurrent_activities=max_concurrent_activities,
             identity=identity,

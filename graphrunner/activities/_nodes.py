@@ -26,6 +26,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from graphrunner._functions import NodeBody, node_body
+from graphrunner._observe import NodeObservation, outcome_of
 from graphrunner._resources import Resources
 from graphrunner._sdk import NodeContext
 from graphrunner._state import StateError, apply_update, initial_state
@@ -348,10 +349,12 @@ class NodeActivities:
         number = attempts_before + activity.info().attempt if attempts_before else None
         started_at = datetime.now(UTC)
         clock = time.monotonic()
+        observed = NodeObservation(header)
         try:
             async with _heartbeating():
                 result = await body()
         except BaseException as exc:
+            observed.ended(outcome_of(exc), _spent(llm.usage) if llm is not None else None)
             if self.recorder is not None:
                 failed = Attempt(
                     status=ExecutionStatus.FAILED,
@@ -382,6 +385,7 @@ class NodeActivities:
         result.telemetry = telemetry.model_copy(
             update={"latency_ms": round(latency_ms, 3), "attempt": activity.info().attempt}
         )
+        observed.ended("ok", result.telemetry)  # this attempt's spend, before earlier ones'
         if self.recorder is not None:
             output, telemetry, nxt = describe(result)
             done = Attempt(

@@ -24,7 +24,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 from typer.core import TyperCommand
 
+from graphrunner._metrics import metrics_runtime
 from graphrunner._settings import Settings
+from graphrunner._tracing import flush_traces
 from graphrunner._types import LifetimeResult, StepRecord
 from graphrunner._values import BadValue, clip, parse_json
 from graphrunner.client._client import (
@@ -706,17 +708,24 @@ def worker(
 
     async def go() -> None:
         policies = load_policies(settings)  # a bad policy stops the worker before it connects
-        client = await connect_temporal(settings)
+        runtime = metrics_runtime(settings)  # a bad metrics address too
+        client = await connect_temporal(settings, runtime=runtime)
         target = client.service_client.config.target_host
         await serve_worker(
             client,
             settings,
             policies=policies,
             ready=f"worker polling task queue '{settings.task_queue_for(settings.tenant)}' on "
-            f"{target} (namespace {client.namespace}); Ctrl-C stops",
+            f"{target} (namespace {client.namespace}){_metrics_note(settings)}; Ctrl-C stops",
         )
 
     _run(go())
+
+
+def _metrics_note(settings: Settings) -> str:
+    if settings.metrics_bind is None:
+        return ""
+    return f"; metrics on http://{settings.metrics_bind}/metrics"
 
 
 class _DevCommand(TyperCommand):
@@ -748,6 +757,7 @@ def dev(
 
     async def go() -> None:
         policies = load_policies(settings)
+        runtime = metrics_runtime(settings)
         async with contextlib.AsyncExitStack() as stack:
             codec = ""
             if settings.codec_keys is not None:  # the UI shows plaintext through it
@@ -758,7 +768,7 @@ def dev(
                 url = await stack.enter_async_context(serve_codec(settings, origins=origins))
                 codec = f"; codec server on {url}"
             client, server = await stack.enter_async_context(
-                embedded_server(settings, headless=False, reuse=False)
+                embedded_server(settings, headless=False, reuse=False, runtime=runtime)
             )
             ui = settings.web_ui() if server and not server.headless else "(no UI: port in use)"
             await serve_worker(
@@ -767,8 +777,8 @@ def dev(
                 policies=policies,
                 ready=f"Temporal dev server on {server.address if server else '?'}, UI {ui}"
                 f"{codec}\nstate in {settings.home}/; worker on task queue "
-                f"'{settings.task_queue_for(settings.tenant)}' (namespace {client.namespace}). "
-                "Ctrl-C stops both.",
+                f"'{settings.task_queue_for(settings.tenant)}' (namespace {client.namespace})"
+                f"{_metrics_note(settings)}. Ctrl-C stops both.",
             )
         out.print("stopped worker and dev server")
 
@@ -1110,6 +1120,7 @@ def main() -> None:
     except BaseException:
         traceback.print_exc()
         code = 1
+    flush_traces()  # os._exit skips the tracer provider's own flush at exit
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

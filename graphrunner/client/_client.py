@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
 from temporalio.client import (
     Client,
+    Plugin,
     WithStartWorkflowOperation,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
@@ -33,6 +34,7 @@ from temporalio.common import (
 )
 from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from graphrunner._answers import HumanOutcome, HumanRequest, RefusedAnswer
@@ -45,6 +47,7 @@ from graphrunner._attributes import (
     start_attributes,
 )
 from graphrunner._settings import TENANT_NAME, Settings, fairness_key
+from graphrunner._tracing import tracing_plugin
 from graphrunner._types import (
     FIRST_QUESTION,
     INPUT_FORMAT,
@@ -112,6 +115,9 @@ from graphrunner.stores import (
 from graphrunner.stores._attempts import AttemptRecord, lifetime_attempts
 from graphrunner.workflows import LIFETIME_WORKFLOW
 from graphrunner.workflows._checks import graph_issues
+
+if TYPE_CHECKING:
+    from temporalio.contrib.opentelemetry import ReplaySafeTracerProvider
 
 __all__ = [
     "GRAPH_KEY",
@@ -210,16 +216,33 @@ async def connect_temporal(
     target_host: str | None = None,
     namespace: str | None = None,
     blobs: BlobStore | None = None,
+    runtime: Runtime | None = None,
+    tracer_provider: ReplaySafeTracerProvider | None = None,
 ) -> Client:
     """Connect to Temporal the way the ``temporal`` CLI does (env vars, then temporal.toml).
 
     The client carries a `GraphrunnerPlugin`: its data converter keeps payloads over the
     threshold in the blob store (``blobs``, default: the one settings name), so workers and
     clients must share that store; with ``GRAPHRUNNER_CODEC_KEYS`` it encrypts every payload
-    (`graphrunner.codec`).
+    (`graphrunner.codec`). With tracing on (``GRAPHRUNNER_TRACING``, or a
+    ``tracer_provider``) it also carries temporalio's OpenTelemetry plugin, and so does every
+    worker built from it.
+
+    Args:
+        settings: graphrunner's settings.
+        target_host: The server's ``host:port``, instead of the environment's.
+        namespace: The namespace, instead of the environment's.
+        blobs: The blob store large payloads go to; default: the settings'.
+        runtime: The Temporal runtime (threads, telemetry) of the client and its workers,
+            e.g. `graphrunner._metrics.metrics_runtime` for a Prometheus endpoint; default:
+            the process's default runtime.
+        tracer_provider: Trace to this provider (from
+            ``temporalio.contrib.opentelemetry.create_tracer_provider()``) whatever
+            ``settings.tracing`` says.
 
     Raises:
         ServerUnreachable: Nothing answered at the address, with the address in the message.
+        GraphrunnerError: Tracing cannot be set up (see `graphrunner._tracing`).
     """
     from graphrunner.codec import codec_from_settings
     from graphrunner.plugin import GraphrunnerPlugin  # the plugin imports the activities
@@ -233,13 +256,18 @@ async def connect_temporal(
         # Hard isolation: the tenant's own namespace, whatever TEMPORAL_NAMESPACE says.
         config["namespace"] = settings.namespace_for(settings.tenant)
     config.setdefault("target_host", f"localhost:{settings.dev_port}")
-    plugin = GraphrunnerPlugin(
-        blobs=blobs or open_blobs(settings),
-        payload_threshold=settings.payload_threshold_bytes,
-        codec=codec_from_settings(settings),
-    )
+    plugins: list[Plugin] = [
+        GraphrunnerPlugin(
+            blobs=blobs or open_blobs(settings),
+            payload_threshold=settings.payload_threshold_bytes,
+            codec=codec_from_settings(settings),
+        )
+    ]
+    traced = tracing_plugin(settings, tracer_provider)
+    if traced is not None:
+        plugins.append(traced)
     try:
-        return await Client.connect(**config, plugins=[plugin])
+        return await Client.connect(**config, plugins=plugins, runtime=runtime)
     except RuntimeError as exc:
         raise ServerUnreachable(
             f"cannot reach Temporal at {config['target_host']} "

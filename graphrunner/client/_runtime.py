@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 from graphrunner._settings import Settings
 from graphrunner.client._client import connect_temporal
@@ -59,7 +60,7 @@ async def serve_worker(
 
 @contextlib.asynccontextmanager
 async def embedded_server(
-    settings: Settings, *, headless: bool, reuse: bool
+    settings: Settings, *, headless: bool, reuse: bool, runtime: Runtime | None = None
 ) -> AsyncIterator[tuple[Client, DevServer | None]]:
     """Yield a client to a reachable server, starting the embedded dev server if needed.
 
@@ -67,9 +68,11 @@ async def embedded_server(
         settings: Settings (ports, home directory).
         headless: Start the dev server without its Web UI.
         reuse: Use a server already answering at the configured address instead of failing.
+        runtime: The client's Temporal runtime (e.g. one serving metrics); default: the
+            process's.
     """
     try:
-        client = await connect_temporal(settings)
+        client = await connect_temporal(settings, runtime=runtime)
     except ServerUnreachable:
         client = None
     if client is not None:
@@ -96,7 +99,7 @@ async def embedded_server(
         server.headless = True  # the UI port is taken; run without a UI rather than fail
     await server.start()
     try:
-        yield await _connect_when_ready(settings, server.address), server
+        yield await _connect_when_ready(settings, server.address, runtime), server
     finally:
         server.stop()
 
@@ -108,12 +111,14 @@ def ui_codec_endpoint(settings: Settings) -> str | None:
     return settings.codec_url or f"http://127.0.0.1:{settings.codec_port}"
 
 
-async def _connect_when_ready(settings: Settings, address: str, timeout: float = 30.0) -> Client:
+async def _connect_when_ready(
+    settings: Settings, address: str, runtime: Runtime | None, timeout: float = 30.0
+) -> Client:
     # The port opens a moment before the frontend answers, longer on a busy machine.
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
-            return await connect_temporal(settings, target_host=address)
+            return await connect_temporal(settings, target_host=address, runtime=runtime)
         except ServerUnreachable:
             if asyncio.get_running_loop().time() > deadline:
                 raise

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from graphrunner._observe import guardrail_action
 from graphrunner._types import ExecutionHeader, LifetimeInput, PlanCall, TaskCall
 from graphrunner.graph._model import NodeSpec
 from graphrunner.guardrails._guard import execution_row
@@ -139,6 +140,8 @@ class LedgerIO:
             decided_at=workflow.now(),
         )
         self.decisions.append(decision)
+        graph = self.input.graph.name if self.input else ""
+        guardrail_action(graph, self._tenant, rule, action, phase)
         await workflow.execute_local_activity(
             RECORD_DECISION,
             DecisionInput(
@@ -146,7 +149,7 @@ class LedgerIO:
                 lifetime_id=info.workflow_id,
                 run_id=info.run_id,
                 tenant=self._tenant,
-                graph_name=self.input.graph.name if self.input else "",
+                graph_name=graph,
                 execution=execution,
                 reject=reject,
                 ran=ran,

@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         ToolOutcome,
         ToolRequest,
     )
+    from graphrunner._observe import human_wait_ended, human_wait_started
     from graphrunner._pinned import pin
     from graphrunner._state import StateError, apply_update, initial_state
     from graphrunner._tool_call import RUN_TOOL, ToolCallInput, tool_execution_id
@@ -1205,6 +1206,8 @@ class AgentLifetimeWorkflow:
         )
         self._show_desk()
         self._mark(LifetimePhase.WAITING)
+        tenant = self._input.tenant if self._input is not None else "default"
+        human_wait_started(graph.name, tenant, node.name)
         try:
             await workflow.wait_condition(
                 lambda: request_id in self._desk.outcomes,
@@ -1215,6 +1218,8 @@ class AgentLifetimeWorkflow:
         except TimeoutError:
             timed_out = self._desk.time_out(request_id, workflow.now())
             self._stop_waiting()
+            waited = (workflow.now() - asked).total_seconds()
+            human_wait_ended(graph.name, tenant, node.name, "timeout", waited)
             if timed_out is None:
                 self._finish(step, StepStatus.FAILED, [])
                 raise ApplicationError(
@@ -1228,10 +1233,14 @@ class AgentLifetimeWorkflow:
         except asyncio.CancelledError:
             self._desk.withdraw(request_id)
             self._stop_waiting()
+            waited = (workflow.now() - asked).total_seconds()
+            human_wait_ended(graph.name, tenant, node.name, "cancelled", waited)
             self._finish(step, StepStatus.FAILED, [])
             raise
         else:
             self._stop_waiting()
+            waited = outcome.waited_ms / 1000
+            human_wait_ended(graph.name, tenant, node.name, outcome.via, waited)
         call = HumanCall(
             **self._call_fields(node, step, via, scope),
             data=outcome.data,
