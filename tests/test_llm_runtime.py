@@ -346,3 +346,27 @@ async def test_a_cooldown_is_shared_by_two_worker_processes(
             proc.terminate()
         for proc in (a, b):
             proc.wait(timeout=30)
+
+
+def test_importing_litellm_leaves_the_environment_alone(tmp_path: Path) -> None:
+    """litellm loads ./.env at import (LITELLM_MODE=DEV): a worker beside a compose .env
+    took its GRAPHRUNNER_* values (codec keys!) halfway through its life. Not any more."""
+    (tmp_path / ".env").write_text("GRAPHRUNNER_CODEC_KEYS=leaked=x\nOPENAI_API_KEY=leaked\n")
+    code = (
+        "import os\n"
+        "from graphrunner.llm._litellm import litellm\n"
+        "litellm()\n"
+        "print(os.environ.get('GRAPHRUNNER_CODEC_KEYS'), os.environ.get('OPENAI_API_KEY'))\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k not in ("LITELLM_MODE", "OPENAI_API_KEY")}
+    environ["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "None"]

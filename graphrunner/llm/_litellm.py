@@ -26,13 +26,25 @@ OFFLINE_PRICES: dict[str, tuple[float, float]] = {
 }
 
 
+def prepare_import() -> None:
+    """What the environment must say before litellm is first imported.
+
+    The packaged cost map, never a download at import; and no ``.env`` loading: in its
+    default ``LITELLM_MODE=DEV`` litellm loads ``./.env`` into the process environment at
+    import, so a worker started beside a compose ``.env`` took its ``GRAPHRUNNER_*``
+    values halfway through its life (settings are read once, at start, from the real
+    environment). Set ``LITELLM_MODE=DEV`` to have it back.
+    """
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_MODE", "PRODUCTION")
+
+
 def litellm() -> ModuleType:
     """litellm, imported (offline cost map, no retries) with the offline provider registered."""
     loaded = sys.modules.get("litellm")
     if loaded is not None and getattr(loaded, "_graphrunner_ready", False):
         return loaded
-    # The packaged cost map, never a download at import.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    prepare_import()
     import litellm as module
 
     module.suppress_debug_info = True  # no "Provider List: ..." banners in worker logs

@@ -13,14 +13,14 @@ import hashlib
 import importlib
 import json
 import math
-import os
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from graphrunner.llm._litellm import prepare_import
 from graphrunner.llm.offline import SCRIPTS, Failure, ToolRound
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before the import: no fetch
+prepare_import()  # before the import: no cost-map fetch, no .env loading
 # Any: litellm exports its names without __all__; this module only builds its objects.
 litellm: Any = importlib.import_module("litellm")
 
