@@ -58,7 +58,7 @@ BRANCHES = ("double", "triple")
 PAD = 1500  # characters of prepare's result: over the thresholds below, so it goes to S3
 THRESHOLD = 1024  # GRAPHRUNNER_PAYLOAD_THRESHOLD_BYTES and GRAPHRUNNER_INLINE_LIMIT_BYTES
 SLEEP_S = 0.2  # each branch's work: long enough for many to be in flight at the kill
-HEARTBEAT_S = 5.0  # how soon the server notices that a dead worker's activity is gone
+HEARTBEAT_S = 8.0  # how soon the server notices that a dead worker's activity is gone
 
 Execution = tuple[str, str, int]  # (lifetime, node, iteration)
 
