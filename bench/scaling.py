@@ -17,7 +17,10 @@ a rotating order, so drift in the box's load lands on all of them alike):
   in PostgreSQL (every ``postgres`` process on the box: other users of it count too), and
   in this process (the client starting lifetimes and waiting for results);
 - how busy the box was (``/proc/stat``, all cores; 100 % is every core busy), and how much
-  of that the parts above do not explain (other processes on the box).
+  of that the parts above do not explain (other processes on the box);
+- the ceiling: executions per second if every core of the box ran only these parts (the
+  cores over the CPU seconds per execution), a figure other users of the box disturb less
+  than the measured rate.
 
 ```
 python -m bench.scaling [--workers 1,2,3] [--lifetimes N] [--iterations N] [--reps N] [--json]
@@ -127,6 +130,7 @@ class Measurement:
     client_ms: float
     box_busy_pct: float  # of every core
     unexplained_pct: float  # box busy time none of the parts above account for
+    ceiling_per_second: float  # every core on these parts alone: cores / CPU per execution
 
 
 def _measure(before: Sample, after: Sample, workers: int, executions: int) -> Measurement:
@@ -151,6 +155,7 @@ def _measure(before: Sample, after: Sample, workers: int, executions: int) -> Me
         client_ms=round(ms("client"), 2),
         box_busy_pct=round(100 * busy / every, 1) if every else 0.0,
         unexplained_pct=round(100 * max(busy - parts, 0.0) / every, 1) if every else 0.0,
+        ceiling_per_second=round((os.cpu_count() or 1) * executions / parts, 1) if parts else 0.0,
     )
 
 
@@ -278,7 +283,8 @@ async def run(
                     log(
                         f"{count} worker(s): {m.per_second}/s; CPU ms per execution: workers "
                         f"{m.worker_ms}, server {m.server_ms}, postgres {m.postgres_ms}, "
-                        f"client {m.client_ms}; box {m.box_busy_pct} % busy"
+                        f"client {m.client_ms}; box {m.box_busy_pct} % busy, "
+                        f"{m.unexplained_pct} % by others"
                     )
     return measured, "postgresql" if db else "none (PostgreSQL unavailable)"
 
@@ -319,16 +325,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'workers':>7} {'exec/s':>7} {'worker ms':>9} {'server ms':>9} {'pg ms':>6} "
-        f"{'client ms':>9} {'box busy':>8} {'other':>6}"
+        f"{'client ms':>9} {'box busy':>8} {'other':>6} {'ceiling/s':>9}"
     )
     for r in rows:
         print(
             f"{r['workers']:>7} {r['per_second']:>7.1f} {r['worker_ms']:>9.2f} "
             f"{r['server_ms']:>9.2f} {r['postgres_ms']:>6.2f} {r['client_ms']:>9.2f} "
-            f"{r['box_busy_pct']:>7.1f}% {r['unexplained_pct']:>5.1f}%"
+            f"{r['box_busy_pct']:>7.1f}% {r['unexplained_pct']:>5.1f}% "
+            f"{r['ceiling_per_second']:>9.1f}"
         )
     print("CPU ms are per node execution; box busy is of all cores; other: not explained by")
-    print("the workers, the server, PostgreSQL or this process (other users of the box).")
+    print("the workers, the server, PostgreSQL or this process (other users of the box);")
+    print("ceiling: executions/s if every core ran only these parts (cores / CPU per execution).")
     return 0
 
 
