@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,8 +33,6 @@ import psycopg
 import pytest
 from minio import Minio
 from moto.server import ThreadedMotoServer
-from psycopg import sql
-from sqlalchemy.engine import make_url
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import PendingActivityState, TimeoutType
 from temporalio.client import WorkflowHistory
@@ -44,7 +44,7 @@ from graphrunner.client import LifetimeHandle
 from graphrunner.graph import GraphDefaults
 from graphrunner.stores import open_blobs
 from tests.cloud_nodes import Merge, Prepare, Scale, Split, pad
-from tests.conftest import ROOT, assert_replays, pg_admin_url
+from tests.conftest import ROOT, assert_replays
 from tests.test_crash import wait_polling, worker_output
 
 ACCESS_KEY = "cloud-access"
@@ -61,6 +61,9 @@ SLEEP_S = 0.2  # each branch's work: long enough for many to be in flight at the
 HEARTBEAT_S = 8.0  # how soon the server notices that a dead worker's activity is gone
 
 Execution = tuple[str, str, int]  # (lifetime, node, iteration)
+
+# The state DB is a fresh database on the real PostgreSQL (conftest's state_db_url).
+pytestmark = pytest.mark.parametrize("state_db_url", ["postgresql"], indirect=True)
 
 
 # --- the topology ---------------------------------------------------------------------------
@@ -87,23 +90,6 @@ def bucket(s3_endpoint: str) -> str:
     name = f"gr-cloud-{uuid.uuid4().hex[:10]}"
     s3(s3_endpoint).make_bucket(name)
     return name
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """URL of a fresh, empty database on the local PostgreSQL (no graphrunner schema yet)."""
-    admin_url = pg_admin_url()
-    try:
-        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {admin_url} is unreachable (start it for these tests): {exc}")
-    name = f"gr_cloud_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def s3(endpoint: str) -> Minio:
@@ -152,7 +138,7 @@ async def cloud(
     task_queue: str,
     s3_endpoint: str,
     bucket: str,
-    pg_url: str,
+    state_db_url: str,
     tmp_path: Path,
 ) -> AsyncIterator[Cloud]:
     """Three ``graphrunner worker`` processes on one task queue against PostgreSQL and S3.
@@ -165,14 +151,14 @@ async def cloud(
         "TEMPORAL_NAMESPACE": env.client.namespace,
         "TEMPORAL_CONFIG_FILE": str(tmp_path / "no-temporal.toml"),  # not the user's profiles
         "GRAPHRUNNER_TASK_QUEUE": task_queue,
-        "GRAPHRUNNER_DATABASE_URL": pg_url,
+        "GRAPHRUNNER_DATABASE_URL": state_db_url,
         "GRAPHRUNNER_BLOB_URL": f"s3://{bucket}/{PREFIX}?endpoint={s3_endpoint}&secure=false",
         "GRAPHRUNNER_S3_ACCESS_KEY": ACCESS_KEY,
         "GRAPHRUNNER_S3_SECRET_KEY": SECRET_KEY,
         "GRAPHRUNNER_PAYLOAD_THRESHOLD_BYTES": str(THRESHOLD),
         "GRAPHRUNNER_INLINE_LIMIT_BYTES": str(THRESHOLD),
     }
-    topology = Cloud(environ, s3_endpoint, bucket, pg_url, tmp_path)
+    topology = Cloud(environ, s3_endpoint, bucket, state_db_url, tmp_path)
     try:
         for n in range(WORKERS):
             topology.workers.append(start_worker(topology, f"w{n + 1}"))
@@ -284,6 +270,7 @@ class Seen:
     completed: dict[tuple[str, int], Done] = field(default_factory=dict)
     activity_ids: dict[str, tuple[str, int]] = field(default_factory=dict)  # -> (node, iteration)
     workflow_tasks: list[str] = field(default_factory=list)  # identities, in order
+    workflow_task_times: list[float] = field(default_factory=list)  # when each completed
 
 
 def read_history(history: WorkflowHistory) -> Seen:
@@ -315,6 +302,7 @@ def read_history(history: WorkflowHistory) -> Seen:
                 )
         elif event.HasField("workflow_task_completed_event_attributes"):
             seen.workflow_tasks.append(event.workflow_task_completed_event_attributes.identity)
+            seen.workflow_task_times.append(event.event_time.ToDatetime(UTC).timestamp())
     return seen
 
 
@@ -350,12 +338,12 @@ def state_db_rows(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]
 # --- the tests --------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(200)
 async def test_three_workers_share_100_lifetimes_and_survive_a_sigkill(cloud: Cloud) -> None:
     log = cloud.tmp_path / "nodes.log"
     graph = cloud_graph(log).build()
     total = LIFETIMES * ROUNDS * len(NODES)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 170
     victim, survivors = cloud.workers[0], cloud.workers[1:]
     client = await cloud.client()
 
@@ -383,7 +371,7 @@ async def test_three_workers_share_100_lifetimes_and_survive_a_sigkill(cloud: Cl
         await asyncio.sleep(0.05)
     os.kill(victim.pid, signal.SIGKILL)
     assert victim.wait(timeout=10) == -signal.SIGKILL
-    killed_at = time.monotonic()
+    killed_at, killed_wall = time.monotonic(), time.time()
     started, ended = read_log(log)
     # What the victim was running when it died: these attempts never finished (or finished
     # their body but Temporal never heard of it).
@@ -481,6 +469,18 @@ async def test_three_workers_share_100_lifetimes_and_survive_a_sigkill(cloud: Cl
     assert victims_lifetimes
     for lid in victims_lifetimes:
         assert pid_of(histories[lid].workflow_tasks[-1]) in survivor_pids
+    # For the report: how long the lifetimes cached in the victim (its workflow task the last
+    # before the kill) waited for a survivor to take them over.
+    resumed = []
+    for seen in histories.values():
+        before = [
+            i
+            for i, t in zip(seen.workflow_tasks, seen.workflow_task_times, strict=True)
+            if t < killed_wall
+        ]
+        if before and pid_of(before[-1]) == victim.pid:
+            after = [t for t in seen.workflow_task_times if t >= killed_wall]
+            resumed.append(after[0] - killed_wall)
 
     # Large payloads went to S3: history holds references for every prepare result, the
     # bucket holds the payloads, and the records point at their results there.
@@ -528,7 +528,9 @@ async def test_three_workers_share_100_lifetimes_and_survive_a_sigkill(cloud: Cl
         f"\n{LIFETIMES} lifetimes, {total} executions in {finished - began:.1f} s "
         f"({total / (finished - began):.0f}/s); killed after {killed_at - began:.1f} s at "
         f"{ended_at_kill} ended bodies with {len(cut_off)} in flight on the victim; last "
-        f"lifetime done {finished - killed_at:.1f} s after the kill; {len(retried)} executions "
+        f"lifetime done {finished - killed_at:.1f} s after the kill; the {len(resumed)} "
+        f"lifetimes cached in the victim resumed {min(resumed):.1f}-{max(resumed):.1f} s "
+        f"(median {statistics.median(resumed):.1f} s) after it; {len(retried)} executions "
         f"retried; activities by worker {dict(activities_by)}, workflow tasks "
         f"{dict(tasks_by)}; {len(payload_keys)} payload blobs, {len(result_keys)} result blobs"
     )
@@ -582,7 +584,7 @@ def cli(cloud: Cloud, *args: str) -> Any:
     return done.stdout
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 async def test_an_operator_runs_and_inspects_lifetimes_through_the_cli(cloud: Cloud) -> None:
     graph = cloud.tmp_path / "cloud.yaml"
     graph.write_text(CLI_GRAPH)
