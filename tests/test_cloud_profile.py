@@ -34,7 +34,9 @@ import pytest
 from minio import Minio
 from moto.server import ThreadedMotoServer
 from temporalio.api.common.v1 import Payload
-from temporalio.api.enums.v1 import PendingActivityState, TimeoutType
+from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType, TimeoutType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
@@ -45,7 +47,7 @@ from graphrunner.graph import GraphDefaults
 from graphrunner.stores import open_blobs
 from tests.cloud_nodes import Merge, Prepare, Scale, Split, pad
 from tests.conftest import ROOT, assert_replays
-from tests.test_crash import wait_polling, worker_output
+from tests.test_crash import worker_output
 
 ACCESS_KEY = "cloud-access"
 SECRET_KEY = "cloud-secret-key"
@@ -162,8 +164,7 @@ async def cloud(
     try:
         for n in range(WORKERS):
             topology.workers.append(start_worker(topology, f"w{n + 1}"))
-        for proc in topology.workers:
-            await wait_polling(env, task_queue, proc, tmp_path)
+        await wait_polling(env, task_queue, topology.workers, tmp_path)
         yield topology
     finally:
         for proc in topology.workers:
@@ -195,6 +196,30 @@ def start_worker(cloud: Cloud, name: str) -> subprocess.Popen[bytes]:
         )
 
 
+async def wait_polling(
+    env: WorkflowEnvironment, task_queue: str, procs: list[subprocess.Popen[bytes]], logs: Path
+) -> None:
+    """Wait until the server sees every process polling the task queue for activities.
+
+    Three workers importing at once on a loaded 2-core box can take a while: up to a minute.
+    """
+    request = DescribeTaskQueueRequest(
+        namespace=env.client.namespace,
+        task_queue=TaskQueue(name=task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        response = await env.client.workflow_service.describe_task_queue(request)
+        polling = {p.identity for p in response.pollers}
+        # The SDK's default worker identity is "pid@host".
+        if all(any(i.startswith(f"{proc.pid}@") for i in polling) for proc in procs):
+            return
+        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+            raise AssertionError(f"workers are not polling:\n{worker_output(logs)}")
+        await asyncio.sleep(0.1)
+
+
 def stop_gracefully(proc: subprocess.Popen[bytes]) -> int:
     """SIGTERM a worker, as ``docker compose stop`` does; its exit status."""
     proc.terminate()
@@ -204,13 +229,16 @@ def stop_gracefully(proc: subprocess.Popen[bytes]) -> int:
 # --- the graph and what its nodes log ---------------------------------------------------------
 
 
-def cloud_graph(log: Path | None, *, name: str = "cloud", tokens: int = 0) -> GraphBuilder:
-    """``prepare -> split -> double + triple -> merge``, ROUNDS times (see tests.cloud_nodes)."""
-    logged = {"log": str(log)} if log is not None else {}
-    branch = {"sleep_s": SLEEP_S, "tokens": tokens, "cost": tokens / 1000, **logged}
+def cloud_graph(log: Path) -> GraphBuilder:
+    """``prepare -> split -> double + triple -> merge``, ROUNDS times (see tests.cloud_nodes).
+
+    Every node logs its attempts to ``log``.
+    """
+    logged = {"log": str(log)}
+    branch = {"sleep_s": SLEEP_S, **logged}
     return (
         GraphBuilder(
-            name,
+            "cloud",
             version="1.0.0",
             defaults=GraphDefaults(
                 heartbeat_timeout_s=HEARTBEAT_S,
@@ -244,7 +272,8 @@ def read_log(log: Path) -> tuple[set[Run], set[Run]]:
     ended: set[Run] = set()
     if not log.exists():
         return started, ended
-    for line in log.read_text().splitlines():
+    # A line being written as we read may be incomplete: only whole lines count.
+    for line in log.read_text().split("\n")[:-1]:
         event, lifetime, node, iteration, attempt, pid = line.split()
         run = Run((lifetime, node, int(iteration)), int(attempt), int(pid))
         (started if event == "start" else ended).add(run)
