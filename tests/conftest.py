@@ -13,6 +13,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import PayloadCodec
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
@@ -83,14 +84,21 @@ async def activity_summaries(handle: WorkflowHandle[object, object]) -> list[str
 
 
 async def assert_replays(
-    client: Client, handle: WorkflowHandle[object, object], *, blobs: BlobStore | None = None
+    client: Client,
+    handle: WorkflowHandle[object, object],
+    *,
+    blobs: BlobStore | None = None,
+    codec: PayloadCodec | None = None,
 ) -> None:
     """Replay the lifetime's full history against the current workflow code.
 
-    ``blobs``: the blob store of a lifetime whose payloads went by reference.
+    ``blobs``: the blob store of a lifetime whose payloads went by reference; ``codec``: the
+    codec of one whose payloads are encrypted.
     """
     history = await handle.fetch_history()
-    replayer = Replayer(workflows=[AgentLifetimeWorkflow], plugins=[GraphrunnerPlugin(blobs=blobs)])
+    replayer = Replayer(
+        workflows=[AgentLifetimeWorkflow], plugins=[GraphrunnerPlugin(blobs=blobs, codec=codec)]
+    )
     await replayer.replay_workflow(history)
 
 

@@ -12,6 +12,7 @@ variables.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ from temporalio.testing import WorkflowEnvironment
 from graphrunner import GraphBuilder, GraphrunnerClient, Settings
 from graphrunner._types import RUN_PLAN, RUN_TASK, parse_step_summary
 from graphrunner.client import LifetimeHandle
+from graphrunner.codec import codec_from_settings
 from graphrunner.graph import GraphDefaults
 from graphrunner.stores import open_blobs
 from tests.cloud_nodes import Merge, Prepare, Scale, Split, pad
@@ -57,6 +59,7 @@ LIFETIMES = 100
 ROUNDS = 2  # prepare -> split -> double + triple -> merge, this many times per lifetime
 NODES = ("prepare", "split", "double", "triple", "merge")
 BRANCHES = ("double", "triple")
+CODEC_KEYS = f"cloud={base64.b64encode(os.urandom(32)).decode()}"
 PAD = 1500  # characters of prepare's result: over the thresholds below, so it goes to S3
 THRESHOLD = 1024  # GRAPHRUNNER_PAYLOAD_THRESHOLD_BYTES and GRAPHRUNNER_INLINE_LIMIT_BYTES
 SLEEP_S = 0.2  # each branch's work: long enough for many to be in flight at the kill
@@ -159,6 +162,8 @@ async def cloud(
         "GRAPHRUNNER_S3_SECRET_KEY": SECRET_KEY,
         "GRAPHRUNNER_PAYLOAD_THRESHOLD_BYTES": str(THRESHOLD),
         "GRAPHRUNNER_INLINE_LIMIT_BYTES": str(THRESHOLD),
+        # Encrypted at rest, as the compose stack runs: history and S3 hold ciphertext.
+        "GRAPHRUNNER_CODEC_KEYS": CODEC_KEYS,
     }
     topology = Cloud(environ, s3_endpoint, bucket, state_db_url, tmp_path)
     try:
@@ -542,11 +547,13 @@ async def test_three_workers_share_100_lifetimes_and_survive_a_sigkill(cloud: Cl
     assert blob == {"n": 5 * 7, "pad": pad(lifetime, 2, PAD)}
 
     # A lifetime the victim worked on, then a survivor, replays against the code.
-    await assert_replays(client.temporal, handles[0], blobs=open_blobs(cloud.settings))
+    codec = codec_from_settings(cloud.settings)
+    await assert_replays(client.temporal, handles[0], blobs=open_blobs(cloud.settings), codec=codec)
     await assert_replays(
         client.temporal,
         next(h for h in handles if h.id == victims_lifetimes[-1]),
         blobs=open_blobs(cloud.settings),
+        codec=codec,
     )
 
     # The survivors stop cleanly; no worker kept anything on its local disk.
@@ -683,5 +690,67 @@ async def test_an_operator_runs_and_inspects_lifetimes_through_the_cli(cloud: Cl
         for c in costs
     } == {t: (1, ROUNDS * len(NODES), ROUNDS * 300, ROUNDS * 0.03) for t in lifetimes}
 
+    # The payloads in S3 are ciphertext; the codec server (what the Web UI and `temporal
+    # --codec-endpoint` call) reads them back from the bucket in clear.
+    await payloads_are_sealed_and_the_codec_server_opens_them(cloud, acme)
+
     # Nothing went to a local directory: not the workers', not the CLI's.
     assert cloud.homes() == []
+
+
+async def payloads_are_sealed_and_the_codec_server_opens_them(cloud: Cloud, lifetime: str) -> None:
+    import aiohttp  # the codec server's own dependency
+
+    secrets = [pad(lifetime, r, PAD)[:40] for r in range(1, ROUNDS + 1)]
+    stored = [
+        s3(cloud.endpoint).get_object(cloud.bucket, key).read() for key in cloud.keys("payloads")
+    ]
+    assert stored and not any(s.encode() in blob for s in secrets for blob in stored)
+    for blob in stored:
+        sealed = Payload()
+        sealed.ParseFromString(blob)
+        assert sealed.metadata["encoding"] == b"binary/encrypted"
+    client = await cloud.client()
+    history = await client.temporal.get_workflow_handle(lifetime).fetch_history()
+    references = [
+        p
+        for e in history.events
+        if e.HasField("activity_task_completed_event_attributes")
+        for p in e.activity_task_completed_event_attributes.result.payloads
+        if p.external_payloads
+    ]
+    assert references, "prepare's results left history for S3"
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "GRAPHRUNNER_"))
+    }
+    environ.update(cloud.environ, GRAPHRUNNER_HOME=str(cloud.tmp_path / "home-codec"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "graphrunner", "codec-server", "--port", "0"],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.to_thread(proc.stdout.readline)).decode()
+        assert line.startswith("codec server on http://127.0.0.1:"), line
+        url = line.split()[3]
+        body = {
+            "payloads": [
+                {
+                    "metadata": {
+                        k: base64.b64encode(v).decode() for k, v in references[0].metadata.items()
+                    },
+                    "data": base64.b64encode(references[0].data).decode(),
+                }
+            ]
+        }
+        async with aiohttp.ClientSession() as http, http.post(f"{url}/download", json=body) as r:
+            assert r.status == 200, await r.text()
+            [opened] = (await r.json())["payloads"]
+        assert any(s in base64.b64decode(opened["data"]).decode() for s in secrets)
+    finally:
+        proc.terminate()
+        proc.wait(10)
