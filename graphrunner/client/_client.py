@@ -462,7 +462,7 @@ class GraphrunnerClient:
         """The owner of a new lifetime: the bound tenant, else ``tenant`` or ``default``."""
         bound = self.settings.tenant
         if bound is None:
-            return tenant or "default"
+            return tenant if tenant is not None else "default"
         if tenant is not None and tenant != bound:
             raise OtherTenant(
                 None,
