@@ -354,3 +354,30 @@ async def test_a_hard_tenant_without_its_namespace_is_told_to_run_setup(
     client = await GraphrunnerClient.connect(settings, address=address)
     with pytest.raises(GraphrunnerError, match=f"graphrunner setup --tenant {tenant}"):
         await client.status("anything")
+
+
+async def test_a_tenant_can_have_its_own_task_queue_and_fairness_weight(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    tenant = f"queued-{suffix}"
+    settings = Settings(
+        task_queue=task_queue,
+        tenant=tenant,
+        tenant_task_queues=True,
+        fairness_weights=f"{tenant}=2.5,other=0.5",
+        record=False,
+    )
+    client = GraphrunnerClient(env.client, settings=settings)
+    handle = await client.start(review_graph(), "x", id=f"queued-{suffix}")
+    raw = (await handle.describe()).raw_description.workflow_execution_info
+    assert raw.task_queue == f"{task_queue}-{tenant}"
+    assert (raw.priority.fairness_key, raw.priority.fairness_weight) == (tenant, 2.5)
+    # A worker of the shared queue never sees it; one bound to the tenant runs it.
+    async with build_worker(env.client, settings=settings.model_copy(update={"tenant": None})):
+        await asyncio.sleep(1.0)
+        assert (await client.status(handle.id)).steps == []
+    async with build_worker(env.client, settings=settings):
+        await _until_waiting(client, handle.id)
+        await client.respond(handle.id, "review", "fine")
+        assert (await handle.result()).output == {"answer": "fine"}
