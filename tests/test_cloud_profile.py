@@ -49,6 +49,7 @@ from graphrunner.graph import GraphDefaults
 from graphrunner.stores import open_blobs
 from tests.cloud_nodes import Merge, Prepare, Scale, Split, pad
 from tests.conftest import ROOT, assert_replays
+from tests.test_codec import from_json, running_codec_server, to_json
 from tests.test_crash import worker_output
 
 ACCESS_KEY = "cloud-access"
@@ -725,33 +726,9 @@ async def payloads_are_sealed_and_the_codec_server_opens_them(cloud: Cloud, life
         k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "GRAPHRUNNER_"))
     }
     environ.update(cloud.environ, GRAPHRUNNER_HOME=str(cloud.tmp_path / "home-codec"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "graphrunner", "codec-server", "--port", "0"],
-        cwd=ROOT,
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.to_thread(proc.stdout.readline)).decode()
-        assert line.startswith("codec server on http://127.0.0.1:"), line
-        url = line.split()[3]
-        body = {
-            "payloads": [
-                {
-                    "metadata": {
-                        k: base64.b64encode(v).decode() for k, v in references[0].metadata.items()
-                    },
-                    "data": base64.b64encode(references[0].data).decode(),
-                }
-            ]
-        }
+    with running_codec_server(environ) as url:
+        body = to_json(references[:1])
         async with aiohttp.ClientSession() as http, http.post(f"{url}/download", json=body) as r:
             assert r.status == 200, await r.text()
-            [opened] = (await r.json())["payloads"]
-        assert any(s in base64.b64decode(opened["data"]).decode() for s in secrets)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+            [opened] = from_json(await r.json())
+        assert any(s in opened.data.decode() for s in secrets)

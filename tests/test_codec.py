@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -392,21 +393,13 @@ def from_json(body: dict[str, Any]) -> list[Payload]:
     ]
 
 
-@pytest.fixture
-def codec_server(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def running_codec_server(environ: dict[str, str]) -> Iterator[str]:
     """``graphrunner codec-server`` as a real process on a free port; yields its URL."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("GRAPHRUNNER_")}
-    environ.update(
-        GRAPHRUNNER_CODEC_KEYS=f"k1={K1}",
-        GRAPHRUNNER_HOME=str(tmp_path / "state"),
-        GRAPHRUNNER_BLOB_URL=str(tmp_path / "blobs"),
-        GRAPHRUNNER_CODEC_CORS_ORIGINS=UI,
-        PYTHONUNBUFFERED="1",
-    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "graphrunner", "codec-server", "--port", "0"],
         cwd=ROOT,
-        env=environ,
+        env={**environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -419,6 +412,20 @@ def codec_server(tmp_path: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def codec_server(tmp_path: Path) -> Iterator[str]:
+    """The codec server with key k1, a local blob store and the UI's origin."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GRAPHRUNNER_")}
+    environ.update(
+        GRAPHRUNNER_CODEC_KEYS=f"k1={K1}",
+        GRAPHRUNNER_HOME=str(tmp_path / "state"),
+        GRAPHRUNNER_BLOB_URL=str(tmp_path / "blobs"),
+        GRAPHRUNNER_CODEC_CORS_ORIGINS=UI,
+    )
+    with running_codec_server(environ) as url:
+        yield url
 
 
 async def test_codec_server_and_temporal_cli_show_plaintext_to_the_ui_origin_only(
