@@ -168,9 +168,18 @@ async def test_a_bound_client_refuses_every_action_on_another_tenants_lifetime(
     with pytest.raises(OtherTenant, match="cannot start lifetimes of tenant"):
         await out.start(review_graph(), "spend", tenant=world.owner_tenant)
     if world.strength == "soft":
-        # Taking over the other tenant's lifetime id: refused, not attached to it.
+        # Taking over the other tenant's lifetime id: refused, not attached to it (a plain
+        # start, or an update-with-start that would ask the running lifetime its question).
         with pytest.raises(GraphrunnerError, match="already exists: choose another id"):
             await out.start(review_graph(), "x", id=w)
+        with pytest.raises(GraphrunnerError, match="already exists: choose another id"):
+            await out.start_and_ask(review_graph(), "x", id=w)
+    # A query cannot close the tenant clause's parentheses to reach other tenants.
+    with pytest.raises(GraphrunnerError, match="unbalanced parentheses"):
+        await out.control_many("abort", "WorkflowType = 'AgentLifetime') OR ('1' = '1")
+    # A record handed in by the caller, relabelled as the outsider's: the state DB decides.
+    forged = records[0].model_copy(update={"tenant": world.outsider_tenant})
+    await _refused(_drain(out, forged), world, d)
 
     # The owner sees its own lifetimes, their records and costs ...
     listed = {row.lifetime_id for row in await world.owner.list_lifetimes()}
@@ -287,6 +296,13 @@ async def test_hard_isolation_needs_a_tenant_and_keeps_namespaces_apart(
         other = await b.start(review_graph(), "in b", id=f"same-id-{suffix}")
         assert other.attached is None
         await _until_waiting(b, other.id)
+    # One state DB for both: each tenant reads its own records of the shared id, no more.
+    mine_a, mine_b = await a.history(handle.id), await b.history(handle.id)
+    assert {r.tenant for r in mine_a} == {a.tenant} and {r.tenant for r in mine_b} == {b.tenant}
+    assert [r.node for r in mine_a] == [r.node for r in mine_b] == ["draft", "ask"]
+    assert {x.execution_id for x in await a.attempts(handle.id)} == {r.execution_id for r in mine_a}
+    [row] = [r for r in await a.list_lifetimes() if r.lifetime_id == handle.id]
+    assert row.executions == 2, "totals of a's lifetime only, not b's of the same id"
     plain = await Client.connect(
         env.client.service_client.config.target_host, namespace=a.temporal.namespace
     )
@@ -370,6 +386,8 @@ async def test_a_tenant_can_have_its_own_task_queue_and_fairness_weight(
     )
     client = GraphrunnerClient(env.client, settings=settings)
     handle = await client.start(review_graph(), "x", id=f"queued-{suffix}")
+    with pytest.raises(OtherTenant, match="runs on task queue"):
+        await client.start(review_graph(), "x", task_queue=task_queue)  # the shared queue
     raw = (await handle.describe()).raw_description.workflow_execution_info
     assert raw.task_queue == f"{task_queue}-{tenant}"
     assert (raw.priority.fairness_key, raw.priority.fairness_weight) == (tenant, 2.5)

@@ -873,7 +873,11 @@ def history(
         # A tenant-bound CLI shows its own tenant's rows only (OtherTenant for another's).
         records = own_rows(settings.tenant, lifetime_id, await store.executions(lifetime_id))
         decisions = own_rows(settings.tenant, lifetime_id, await store.decisions(lifetime_id))
-        tried = await lifetime_attempts(store, lifetime_id) if attempts and records else []
+        tried = (
+            await lifetime_attempts(store, lifetime_id, tenant=settings.tenant)
+            if attempts and records
+            else []
+        )
         superseded = await _superseded(settings, lifetime_id, records)
         if as_json:
             payload = {

@@ -175,6 +175,24 @@ _Owned = TypeVar("_Owned", bound=_HasTenant)
 _OWNERS_KEPT = 10_000
 
 
+def _check_balanced(query: str) -> None:
+    """Refuse a visibility query whose parentheses close a group they did not open."""
+    depth, quote = 0, ""
+    for ch in query:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"`":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                break
+    if depth != 0 or quote:
+        raise GraphrunnerError(f"unbalanced parentheses or quotes in query: {query[:200]}")
+
+
 def own_rows(tenant: str | None, lifetime_id: str, rows: list[_Owned]) -> list[_Owned]:
     """The state-DB rows (records, decisions) of ``tenant``; all of them when it is None.
 
@@ -493,25 +511,35 @@ class GraphrunnerClient:
         bound = self.settings.tenant
         if bound is None or self._owners.get(lifetime_id) == bound:
             return
+        if await self._owner_of(lifetime_id) != bound:
+            raise OtherTenant(lifetime_id, bound)
+        if len(self._owners) >= _OWNERS_KEPT:
+            self._owners.clear()
+        self._owners[lifetime_id] = bound
+
+    async def _owner_of(self, lifetime_id: str) -> str | None:
+        """The tenant of the lifetime with this id; None if there is none (in this namespace).
+
+        Raises:
+            GraphrunnerError: The client's namespace does not exist.
+        """
         try:
             desc = await self.temporal.get_workflow_handle(lifetime_id).describe()
         except RPCError as exc:
-            if exc.status is RPCStatusCode.NOT_FOUND and "amespace" in exc.message:
+            details = [d.type_url for d in exc.grpc_status.details]
+            if any(url.endswith("NamespaceNotFoundFailure") for url in details):
+                hint = f" --tenant {self.settings.tenant}" if self.settings.tenant else ""
                 raise GraphrunnerError(
                     f"namespace {self.temporal.namespace} does not exist: create it with "
-                    f"'graphrunner setup --tenant {bound}' ({exc.message})"
+                    f"'graphrunner setup{hint}' ({exc.message})"
                 ) from None
             if exc.status is RPCStatusCode.NOT_FOUND:
-                raise OtherTenant(lifetime_id, bound) from None
+                return None
             raise
         owner = desc.typed_search_attributes.get(TENANT_KEY)
         if owner is None:
             owner = (await desc.memo()).get("tenant")
-        if owner != bound:
-            raise OtherTenant(lifetime_id, bound)
-        if len(self._owners) >= _OWNERS_KEPT:
-            self._owners.clear()
-        self._owners[lifetime_id] = owner
+        return str(owner) if owner is not None else None
 
     async def owns(self, lifetime_id: str) -> bool:
         """Whether this client may act on the lifetime (always, when it is not bound)."""
@@ -675,8 +703,20 @@ class GraphrunnerClient:
         attrs: TypedSearchAttributes | None,
     ) -> dict[str, Any]:
         """Options of every lifetime start (plain, or with an update)."""
+        own = self.settings.task_queue_for(tenant)
+        if (
+            task_queue not in (None, own)
+            and self.settings.tenant
+            and self.settings.tenant_task_queues
+        ):
+            # A bound client with queues per tenant runs its lifetimes on its own queue only.
+            raise OtherTenant(
+                None,
+                self.settings.tenant,
+                f"tenant '{tenant}' runs on task queue '{own}', not '{task_queue}'",
+            )
         return {
-            "task_queue": task_queue or self.settings.task_queue_for(tenant),
+            "task_queue": task_queue or own,
             # Fair dispatch between tenants on a shared queue; activities and child
             # lifetimes inherit it (servers without fairness ignore it).
             "priority": Priority(
@@ -767,6 +807,13 @@ class GraphrunnerClient:
         tenant = self._tenant_to_start(tenant)
         graph, arg, lifetime_id = self._lifetime_input(graph, input, id=id, tenant=tenant)
         attrs = self._start_attributes(graph, tenant)
+        # Update-with-start asks a running lifetime with this id whoever owns it: never
+        # another tenant's.
+        owner = await self._owner_of(lifetime_id)
+        if owner is not None and owner != tenant:
+            raise GraphrunnerError(
+                f"a lifetime with id '{lifetime_id}' already exists: choose another id"
+            )
 
         async def ask(attrs: TypedSearchAttributes | None) -> tuple[str | None, FirstQuestion]:
             operation: WithStartWorkflowOperation[Any, LifetimeResult]
@@ -919,7 +966,7 @@ class GraphrunnerClient:
             if step.child is not None and step.child not in nested:
                 try:
                     nested[step.child] = await self.status(step.child)
-                except RPCError as exc:  # not started yet, or gone (retention)
+                except (RPCError, OtherTenant) as exc:  # not started yet, or gone (retention)
                     _log.debug("child lifetime %s: %s", step.child, exc)
         return LifetimeInfo(
             lifetime_id=lifetime_id,
@@ -1172,8 +1219,10 @@ class GraphrunnerClient:
         if act is None:
             raise GraphrunnerError(f"unknown action {action!r}: use one of {', '.join(acts)}")
         if self.settings.tenant is not None:  # a bound client acts on its tenant's only
+            _check_balanced(query)  # "x') OR ('1'='1" cannot escape the tenant clause
             query = f"({query}) AND {TENANT_KEY.name} = '{self.settings.tenant}'"
         ids = await matching_lifetimes(self.temporal, query, limit=limit)
+        ids = [i for i in ids if await self.owns(i)]
         return await run_bulk(ids, act)
 
     @staticmethod
@@ -1221,7 +1270,7 @@ class GraphrunnerClient:
                 f"graph '{graph.name}' {graph.version} of lifetime {lifetime_id} declares no state"
             )
         if step is not None:
-            records = await self.records.executions(lifetime_id)
+            records = self._own_records(lifetime_id, await self.records.executions(lifetime_id))
             return await state_after(
                 lifetime_id, step, records, self.blobs, graph, cipher=self.records.cipher
             )
@@ -1250,7 +1299,7 @@ class GraphrunnerClient:
 
     async def superseded(self, lifetime_id: str, records: list[ExecutionRecord]) -> dict[str, str]:
         """Which of ``records`` a reset abandoned: execution id -> the run that replaced it."""
-        return superseded_records(records, await self.steps(lifetime_id))
+        return superseded_records(records, await self.steps(lifetime_id))  # steps checks
 
     async def steps(self, lifetime_id: str) -> LifetimeSteps:
         """Every step of a lifetime across all its runs, with its reset point.
@@ -1397,7 +1446,7 @@ class GraphrunnerClient:
         the order the workflow scheduled the executions (``seq``), then by attempt.
         """
         await self.history(lifetime_id)  # refuses another tenant's lifetime
-        return await lifetime_attempts(self.records, lifetime_id)
+        return await lifetime_attempts(self.records, lifetime_id, tenant=self.settings.tenant)
 
     async def list_lifetimes(
         self,
@@ -1440,7 +1489,9 @@ class GraphrunnerClient:
                 break
         totals = {
             s.lifetime_id: s
-            for s in await self.records.lifetimes(lifetime_ids=[r.lifetime_id for r in rows])
+            for s in await self.records.lifetimes(
+                lifetime_ids=[r.lifetime_id for r in rows], tenant=self.settings.tenant
+            )
         }
         return [r.with_totals(totals.get(r.lifetime_id)) for r in rows]
 
@@ -1454,7 +1505,24 @@ class GraphrunnerClient:
     def stream_result(self, record: ExecutionRecord) -> AsyncIterator[bytes]:
         """The JSON bytes of an execution's result; a large one is streamed from the blob store."""
         self._own_records(record.lifetime_id, [record])
+        if self.settings.tenant is not None:
+            return self._stream_stored(record)
         return stream_result(record, self.blobs, self.records.cipher)
+
+    async def _stream_stored(self, record: ExecutionRecord) -> AsyncIterator[bytes]:
+        # A bound client streams the record as the state DB has it, not as the caller says
+        # (a record built by hand could name another tenant's blob).
+        stored = [
+            r
+            for r in self._own_records(
+                record.lifetime_id, await self.records.executions(record.lifetime_id)
+            )
+            if r.execution_id == record.execution_id
+        ]
+        if not stored:
+            raise OtherTenant(record.lifetime_id, str(self.settings.tenant))
+        async for chunk in stream_result(stored[0], self.blobs, self.records.cipher):
+            yield chunk
 
     def _has_attribute(self, name: str) -> bool:
         return self._attrs_present is None or name in self._attrs_present

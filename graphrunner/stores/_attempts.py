@@ -59,10 +59,14 @@ class AttemptRecord(BaseModel):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-async def lifetime_attempts(store: RecordStore, lifetime_id: str) -> list[AttemptRecord]:
+async def lifetime_attempts(
+    store: RecordStore, lifetime_id: str, *, tenant: str | None = None
+) -> list[AttemptRecord]:
     """Every finished attempt of ``lifetime_id``, in execution order, then attempt order.
 
-    An attempt cut off by a crash or a timeout never finished, so it has no row.
+    An attempt cut off by a crash or a timeout never finished, so it has no row. With
+    ``tenant``, only that tenant's (another tenant may have used the same lifetime id in
+    its own namespace).
     """
     e, a = executions.c, attempts.c
     # Runs of one lifetime (after a reset, say) in the order they began, as in `executions`.
@@ -96,6 +100,8 @@ async def lifetime_attempts(store: RecordStore, lifetime_id: str) -> list[Attemp
         .where(e.lifetime_id == lifetime_id)
         .order_by(runs.c.run_start, e.run_id, e.seq, a.attempt)
     )
+    if tenant is not None:
+        query = query.where(e.tenant == tenant)
 
     def read() -> list[AttemptRecord]:
         with store.engine.connect() as conn:
