@@ -121,9 +121,9 @@ class Compose:
     missing: set[str]
 
     @classmethod
-    def load(cls, root: Path = ROOT) -> Compose:
-        """Read ``root/.env`` and ``root/docker-compose.yml``."""
-        env = read_env_file(root / ".env")
+    def load(cls, root: Path = ROOT, overrides: dict[str, str] | None = None) -> Compose:
+        """Read ``root/.env`` (with ``overrides``, as an operator's edits) and the compose file."""
+        env = {**read_env_file(root / ".env"), **(overrides or {})}
         raw = yaml.safe_load((root / "docker-compose.yml").read_text(encoding="utf-8"))
         interpolation = Interpolation(env)
         services = interpolation.tree(raw["services"])

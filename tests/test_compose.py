@@ -33,6 +33,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from graphrunner import Settings
 from graphrunner.client import temporal_binary
+from graphrunner.errors import GraphrunnerError
 from graphrunner.stores import S3BlobStore, open_blob_store
 from tests.compose_file import Compose, parse_port
 
@@ -45,7 +46,17 @@ TEMPORAL_VARS = {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "
 
 @pytest.fixture(scope="module")
 def compose() -> Compose:
-    return Compose.load(ROOT)
+    # The shipped key is refused at start (test below): check the stack with a real one.
+    key = f"k1={base64.b64encode(os.urandom(32)).decode()}"
+    return Compose.load(ROOT, overrides={"GRAPHRUNNER_CODEC_KEYS": key})
+
+
+def test_the_shipped_example_codec_key_stops_the_stack_until_replaced() -> None:
+    shipped = Compose.load(ROOT)
+    for name, service in shipped.services.items():
+        if service.get("command") in (["worker"], ["codec-server"]):
+            with pytest.raises(GraphrunnerError, match="example key published in graphrunner"):
+                Settings.from_env(shipped.environment(name))
 
 
 def _repo(image: str) -> tuple[str, str]:

@@ -51,6 +51,10 @@ class KeyRing:
         return len(self.ids)
 
 
+PUBLISHED_EXAMPLE_KEY = b"EXAMPLE-KEY-replace-before-use!!"
+"""The key the compose stack's ``.env`` ships with: refused, so no stack runs on it."""
+
+
 def parse_keys(text: str) -> KeyRing:
     """Parse ``GRAPHRUNNER_CODEC_KEYS``: comma-separated ``<id>=<base64 key>`` pairs.
 
@@ -87,6 +91,11 @@ def parse_keys(text: str) -> KeyRing:
             raise ValueError(
                 f"{where} is {len(key)} bytes, not {KEY_BYTES}: generate one with "
                 "'graphrunner codec-key'"
+            )
+        if key == PUBLISHED_EXAMPLE_KEY:
+            raise ValueError(
+                f"{where} is the example key published in graphrunner's .env, which anyone "
+                "can read: generate your own with 'graphrunner codec-key'"
             )
         keys[key_id] = key
     return KeyRing(tuple(keys), keys)
