@@ -95,6 +95,8 @@ class GraphrunnerPlugin(SimplePlugin):
         codec: Encodes every payload before history and the blob store see it (encryption:
             `graphrunner.codec.codec_from_settings`); failure messages are encoded too. Every
             client, worker and replayer of the lifetimes needs the same keys.
+        tenant: The tenant a bound worker serves: node and tool code of another tenant's
+            lifetime is refused for good (``WrongTenant``), whatever reached its queue.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class GraphrunnerPlugin(SimplePlugin):
         impl_modules: Sequence[str] | None = None,
         llm: LlmRuntime | None = None,
         codec: PayloadCodec | None = None,
+        tenant: str | None = None,
     ) -> None:
         converter = with_codec(graphrunner_data_converter, codec)
         if blobs is not None:
@@ -117,11 +120,12 @@ class GraphrunnerPlugin(SimplePlugin):
             recorder,
             impl_modules=tuple(impl_modules) if impl_modules is not None else None,
             llm=llm,
+            tenant=tenant,
         )
         self.guards = GuardrailActivities(policies or PolicySource(), recorder)
         self.human = HumanActivities(recorder)
         self.children = ChildActivities(recorder)
-        self.tools = ToolActivities(recorder, impl_modules=self.nodes.impl_modules)
+        self.tools = ToolActivities(recorder, impl_modules=self.nodes.impl_modules, tenant=tenant)
         self._closers: list[Callable[[], object]] = []
         self.interceptor = GuardrailInterceptor(policies, ledger=recorder is not None)
         # Outside the guardrails, to see a lifetime aborted by hand end.

@@ -154,7 +154,14 @@ def build_worker(
         llm = open_llm(settings, recorder)
     codec = codec_from_settings(settings)
     plugin = GraphrunnerPlugin(
-        recorder=recorder, policies=policies, impl_modules=impl_modules, llm=llm, codec=codec
+        recorder=recorder,
+        policies=policies,
+        impl_modules=impl_modules,
+        llm=llm,
+        codec=codec,
+        # On its tenant's own queue, a bound worker runs that tenant's node code only (on a
+        # shared queue it would fail the others' lifetimes instead of leaving them be).
+        tenant=settings.tenant if settings.tenant_task_queues else None,
     )
     if opened is not None:
         plugin.on_shutdown(opened.records.close)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
@@ -399,3 +399,14 @@ async def test_a_tenant_can_have_its_own_task_queue_and_fairness_weight(
         await _until_waiting(client, handle.id)
         await client.respond(handle.id, "review", "fine")
         assert (await handle.result()).output == {"answer": "fine"}
+        # Another tenant's lifetime pushed onto this queue (by an unbound client): its node
+        # code never runs on this tenant's worker; the lifetime fails, saying why.
+        unbound = GraphrunnerClient(
+            env.client, settings=settings.model_copy(update={"tenant": None})
+        )
+        intruder = await unbound.start(
+            review_graph(), "x", tenant="other", task_queue=f"{task_queue}-{tenant}"
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await intruder.result()
+    assert "WrongTenant: this worker runs tenant" in str(failed.value.cause)

@@ -85,3 +85,21 @@ async def resolve_call(
         scheduled_at=scheduled_at or info.scheduled_time,
     )
     return header, graph
+
+
+def refuse_other_tenant(header: ExecutionHeader, tenant: str | None) -> None:
+    """Refuse, for good, a node of another tenant's lifetime on a worker bound to ``tenant``.
+
+    A worker bound to a tenant (its own task queue, its keys, its model budget) runs only that
+    tenant's node code, whatever reached its queue.
+
+    Raises:
+        ApplicationError: Non-retryable, naming both tenants.
+    """
+    if tenant is not None and header.tenant != tenant:
+        raise ApplicationError(
+            f"this worker runs tenant '{tenant}' only; lifetime {header.lifetime_id} is "
+            f"tenant '{header.tenant}''s: start it on that tenant's task queue",
+            type="WrongTenant",
+            non_retryable=True,
+        )

@@ -46,7 +46,7 @@ from graphrunner._types import (
 )
 from graphrunner._values import BadValue, check_value, clip
 from graphrunner.activities._generated import check_generated
-from graphrunner.activities._graphs import resolve_call
+from graphrunner.activities._graphs import refuse_other_tenant, resolve_call
 from graphrunner.activities._llm import LlmNodes, Notes
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
@@ -296,8 +296,10 @@ class NodeActivities:
         *,
         impl_modules: tuple[str, ...] | None = None,
         llm: LlmRuntime | None = None,
+        tenant: str | None = None,
     ) -> None:
         self.recorder = recorder
+        self.tenant = tenant  # a worker bound to a tenant runs its node code only
         self.impl_modules = impl_modules
         self.resources = Resources()
         # Default: offline, cooldowns in this process (build_worker passes the settings').
@@ -430,6 +432,7 @@ class NodeActivities:
     async def run_task(self, call: TaskCall) -> TaskResult:
         """Run one Task node execution."""
         header, graph = await resolve_call(call, "task")
+        refuse_other_tenant(header, self.tenant)
         spec = _spec(graph, header)
         nxt = graph.task_next(spec.name)
         llm = self.llm.client(node=header.node, lifetime_id=header.lifetime_id)
@@ -476,6 +479,7 @@ class NodeActivities:
     async def run_plan(self, call: PlanCall) -> PlanResult:
         """Run one Plan node execution and check its choice against the declared successors."""
         header, graph = await resolve_call(call, "plan")
+        refuse_other_tenant(header, self.tenant)
         spec = _spec(graph, header)
         out = graph.out_edges(spec.name)
         successors = [e.target for e in out if e.target is not None]

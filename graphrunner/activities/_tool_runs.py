@@ -20,7 +20,7 @@ from graphrunner._tool_call import RUN_TOOL, ToolCallInput
 from graphrunner._tools import load_tool
 from graphrunner._types import TaskResult, Telemetry
 from graphrunner._values import BadValue, check_value
-from graphrunner.activities._graphs import resolve_call
+from graphrunner.activities._graphs import refuse_other_tenant, resolve_call
 from graphrunner.activities._recording import Attempt, Recorder
 from graphrunner.errors import FailureType
 from graphrunner.stores._records import ExecutionStatus
@@ -37,15 +37,21 @@ class ToolActivities:
     """
 
     def __init__(
-        self, recorder: Recorder | None, *, impl_modules: tuple[str, ...] | None = None
+        self,
+        recorder: Recorder | None,
+        *,
+        impl_modules: tuple[str, ...] | None = None,
+        tenant: str | None = None,
     ) -> None:
         self.recorder = recorder
         self.impl_modules = impl_modules
+        self.tenant = tenant
 
     @activity.defn(name=RUN_TOOL)
     async def run_tool(self, call: ToolCallInput) -> TaskResult:
         """Run one tool call; its output is what the tool returned (or the argument error)."""
         header, _ = await resolve_call(call, call.record_kind)
+        refuse_other_tenant(header, self.tenant)
         started_at = datetime.now(UTC)
         clock = time.monotonic()
         where = f"tool '{call.name}' of task '{call.node}' (iteration {call.iteration})"
