@@ -9,12 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import os
 import random
-import socket
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +36,6 @@ from graphrunner.errors import GraphrunnerError
 # The sandbox re-imports this module for BigPayloadWorkflow: S3 clients must come from outside.
 with workflow.unsafe.imports_passed_through():
     from minio import Minio
-    from moto.server import ThreadedMotoServer
 
     from graphrunner.stores import (
         BlobIntegrityError,
@@ -65,21 +61,6 @@ NO_RETRY = RetryPolicy(maximum_attempts=1)
 
 
 # --- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """``host:port`` of an S3-compatible server (moto), in this process, for the session."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -14,17 +14,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -33,11 +31,8 @@ from typing import Any, NamedTuple
 import psycopg
 import pytest
 from minio import Minio
-from moto.server import ThreadedMotoServer
 from temporalio.api.common.v1 import Payload
-from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType, TimeoutType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.enums.v1 import PendingActivityState, TimeoutType
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
@@ -50,7 +45,7 @@ from graphrunner.stores import open_blobs
 from tests.cloud_nodes import Merge, Prepare, Scale, Split, pad
 from tests.conftest import ROOT, assert_replays
 from tests.test_codec import from_json, running_codec_server, to_json
-from tests.test_crash import worker_output
+from tests.test_crash import wait_polling, worker_output
 
 ACCESS_KEY = "cloud-access"
 SECRET_KEY = "cloud-secret-key"
@@ -73,21 +68,6 @@ pytestmark = pytest.mark.parametrize("state_db_url", ["postgresql"], indirect=Tr
 
 
 # --- the topology ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """``host:port`` of a real S3 API (moto in server mode) for this module's tests."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -170,7 +150,8 @@ async def cloud(
     try:
         for n in range(WORKERS):
             topology.workers.append(start_worker(topology, f"w{n + 1}"))
-        await wait_polling(env, task_queue, topology.workers, tmp_path)
+        # Three workers importing at once on a loaded 2-core box: up to a minute.
+        await wait_polling(env, task_queue, topology.workers, tmp_path, timeout=60)
         yield topology
     finally:
         for proc in topology.workers:
@@ -200,30 +181,6 @@ def start_worker(cloud: Cloud, name: str) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-
-
-async def wait_polling(
-    env: WorkflowEnvironment, task_queue: str, procs: list[subprocess.Popen[bytes]], logs: Path
-) -> None:
-    """Wait until the server sees every process polling the task queue for activities.
-
-    Three workers importing at once on a loaded 2-core box can take a while: up to a minute.
-    """
-    request = DescribeTaskQueueRequest(
-        namespace=env.client.namespace,
-        task_queue=TaskQueue(name=task_queue),
-        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        response = await env.client.workflow_service.describe_task_queue(request)
-        polling = {p.identity for p in response.pollers}
-        # The SDK's default worker identity is "pid@host".
-        if all(any(i.startswith(f"{proc.pid}@") for i in polling) for proc in procs):
-            return
-        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-            raise AssertionError(f"workers are not polling:\n{worker_output(logs)}")
-        await asyncio.sleep(0.1)
 
 
 def stop_gracefully(proc: subprocess.Popen[bytes]) -> int:

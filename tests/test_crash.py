@@ -94,22 +94,29 @@ def worker_output(tmp_path: Path) -> str:
 
 
 async def wait_polling(
-    env: WorkflowEnvironment, task_queue: str, proc: subprocess.Popen[bytes], tmp_path: Path
+    env: WorkflowEnvironment,
+    task_queue: str,
+    procs: subprocess.Popen[bytes] | list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+    timeout: float = 20,
 ) -> None:
-    """Wait until the server sees ``proc`` polling the task queue for activities."""
+    """Wait until the server sees every one of ``procs`` polling the task queue for activities."""
+    waiting = procs if isinstance(procs, list) else [procs]
     request = DescribeTaskQueueRequest(
         namespace=env.client.namespace,
         task_queue=TaskQueue(name=task_queue),
         task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
     )
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + timeout
     while True:
         response = await env.client.workflow_service.describe_task_queue(request)
+        polling = {p.identity for p in response.pollers}
         # The SDK's default worker identity is "pid@host".
-        if any(p.identity.startswith(f"{proc.pid}@") for p in response.pollers):
+        if all(any(i.startswith(f"{proc.pid}@") for i in polling) for proc in waiting):
             return
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"worker {proc.pid} is not polling:\n{worker_output(tmp_path)}")
+        if any(p.poll() is not None for p in waiting) or time.monotonic() > deadline:
+            pids = ", ".join(str(p.pid) for p in waiting)
+            raise AssertionError(f"worker {pids} is not polling:\n{worker_output(tmp_path)}")
         await asyncio.sleep(0.05)
 
 

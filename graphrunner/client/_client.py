@@ -478,20 +478,15 @@ class GraphrunnerClient:
 
     def _tenant_to_start(self, tenant: str | None) -> str:
         """The owner of a new lifetime: the bound tenant, else ``tenant`` or ``default``."""
-        bound = self.settings.tenant
-        if bound is None:
-            return tenant if tenant is not None else "default"
-        if tenant is not None and tenant != bound:
-            raise OtherTenant(
-                None,
-                bound,
-                f"this client is bound to tenant '{bound}': it cannot start lifetimes of "
-                f"tenant '{tenant}'",
-            )
-        return bound
+        bound = self._as_bound(tenant, "start lifetimes of")
+        return bound if bound is not None else "default"
 
     def _tenant_filter(self, tenant: str | None) -> str | None:
         """The tenant a query across lifetimes is narrowed to (the bound one, if any)."""
+        return self._as_bound(tenant, "read")
+
+    def _as_bound(self, tenant: str | None, verb: str) -> str | None:
+        """``tenant``, or the bound tenant; `OtherTenant` if a bound client is asked another."""
         bound = self.settings.tenant
         if bound is None:
             return tenant
@@ -499,7 +494,7 @@ class GraphrunnerClient:
             raise OtherTenant(
                 None,
                 bound,
-                f"this client is bound to tenant '{bound}': it cannot read tenant '{tenant}'",
+                f"this client is bound to tenant '{bound}': it cannot {verb} tenant '{tenant}'",
             )
         return bound
 
